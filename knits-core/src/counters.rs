@@ -1,0 +1,191 @@
+//! Counters for every verdict, drop reason, hand-off outcome and generated packet.
+//!
+//! Plain `u64` arrays indexed by small enums: one increment per event, no allocation. The host
+//! prints them and serves them in Prometheus text format; the names come from here.
+
+/// Declares a fieldless enum with a dense index, a stable snake_case name and a `COUNT`.
+macro_rules! named_enum {
+    ($(#[$m:meta])* pub enum $name:ident { $($(#[$vm:meta])* $v:ident = $s:literal,)+ }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+        #[repr(u8)]
+        pub enum $name { $($(#[$vm])* $v,)+ }
+
+        impl $name {
+            /// Every value, in index order.
+            pub const ALL: &'static [$name] = &[$($name::$v,)+];
+            /// Number of values.
+            pub const COUNT: usize = Self::ALL.len();
+            /// Dense index, `0..COUNT`.
+            #[inline]
+            pub const fn index(self) -> usize { self as usize }
+            /// Stable snake_case name (used in metrics).
+            pub const fn name(self) -> &'static str {
+                match self { $($name::$v => $s,)+ }
+            }
+        }
+    };
+}
+pub(crate) use named_enum;
+
+named_enum! {
+    /// Why the switch dropped a frame.
+    pub enum DropReason {
+        /// Shorter than an Ethernet header.
+        EthTruncated = "eth_truncated",
+        /// An EtherType the switch does not handle (IPv6 included, for now).
+        EthUnsupported = "eth_unsupported",
+        /// Not addressed to the switch's MAC nor broadcast.
+        EthNotForUs = "eth_not_for_us",
+        /// ARP packet too short or not Ethernet/IPv4.
+        ArpMalformed = "arp_malformed",
+        /// ARP for an address the switch does not own.
+        ArpNotForUs = "arp_not_for_us",
+        /// IPv4 header truncated, IHL < 5, total length beyond the frame, or version != 4.
+        Ipv4Malformed = "ipv4_malformed",
+        /// IPv4 header carries options (never produced by the cluster's hosts).
+        Ipv4Options = "ipv4_options",
+        /// An IPv4 fragment (the switch needs the transport header of every packet).
+        Ipv4Fragment = "ipv4_fragment",
+        /// IPv4 header checksum wrong.
+        Ipv4BadChecksum = "ipv4_bad_checksum",
+        /// TTL would reach zero.
+        TtlExpired = "ttl_expired",
+        /// TCP data offset < 5 or beyond the segment.
+        TcpMalformed = "tcp_malformed",
+        /// A TCP option of length 0 or 1, running past the header, or a bad fixed length.
+        TcpBadOption = "tcp_bad_option",
+        /// TCP checksum wrong.
+        TcpBadChecksum = "tcp_bad_checksum",
+        /// An impossible flag set (SYN+FIN, SYN+RST, no flag at all, ...).
+        TcpBadFlags = "tcp_bad_flags",
+        /// UDP header truncated or length field wrong.
+        UdpMalformed = "udp_malformed",
+        /// UDP checksum wrong.
+        UdpBadChecksum = "udp_bad_checksum",
+        /// A protocol other than TCP to the VIP, or a VIP port that is not served.
+        VipNotServed = "vip_not_served",
+        /// A non-SYN segment for a connection the switch does not know.
+        UnknownFlow = "unknown_flow",
+        /// No room in the flow table for a new connection.
+        TableFull = "table_full",
+        /// No back-end is configured or up.
+        NoBackend = "no_backend",
+        /// No port owns the destination address.
+        NoRoute = "no_route",
+        /// The next hop's MAC is not known yet (an ARP request was sent).
+        NeighborUnknown = "neighbor_unknown",
+        /// A segment outside the receive window of a tracked connection (RFC 5961 for RST).
+        OutOfWindow = "out_of_window",
+        /// A packet that claims to be from a node but arrived on another port.
+        WrongPort = "wrong_port",
+        /// A control message that does not parse.
+        ControlMalformed = "control_malformed",
+        /// A control message from a port that may not send them (the client side).
+        ControlWrongPort = "control_wrong_port",
+        /// The sink for generated frames refused one.
+        SinkFull = "sink_full",
+        /// A packet of a stale hand-off leg with nowhere to go (after its teardown).
+        StaleLeg = "stale_leg",
+    }
+}
+
+named_enum! {
+    /// Packets the switch handled itself instead of forwarding.
+    pub enum LocalKind {
+        /// An ARP request answered, or a reply learned.
+        Arp = "arp",
+        /// A control message (hand-off request) answered.
+        Control = "control",
+        /// A stale-leg teardown packet absorbed, as paper IV.B lists.
+        TeardownAbsorbed = "teardown_absorbed",
+    }
+}
+
+named_enum! {
+    /// Frames the switch made up itself.
+    pub enum Generated {
+        /// Answer to an ARP request for a gateway address or the VIP.
+        ArpReply = "arp_reply",
+        /// ARP request for an unknown next hop.
+        ArpRequest = "arp_request",
+        /// Reply to a hand-off request.
+        ControlReply = "control_reply",
+        /// Paper IV.B 1: the client's FIN, faked to the old node on c1.
+        FakeClientFin = "fake_client_fin",
+        /// Paper IV.B 1: the final ACK of the old node's FIN on c1.
+        FakeClientFinalAck = "fake_client_final_ack",
+        /// Paper IV.B 3: the target's ACK of the forwarded request, when it rode on response data.
+        FakeTargetAck = "fake_target_ack",
+        /// Paper IV.B 4: the target's FIN/ACK answering the old node's FIN on c2.
+        FakeTargetFinAck = "fake_target_fin_ack",
+        /// A reset sent to a node whose hand-off was rolled back (c2 only).
+        AbortReset = "abort_reset",
+    }
+}
+
+/// All counters of one switch.
+#[derive(Debug, Clone)]
+pub struct Counters {
+    /// Frames received, per port (index = port id).
+    pub rx_frames: [u64; crate::config::MAX_PORTS],
+    /// Frames forwarded, per egress port.
+    pub tx_frames: [u64; crate::config::MAX_PORTS],
+    /// Drops, by reason.
+    pub drops: [u64; DropReason::COUNT],
+    /// Frames handled by the switch itself, by kind.
+    pub local: [u64; LocalKind::COUNT],
+    /// Frames generated, by kind.
+    pub generated: [u64; Generated::COUNT],
+    /// Hand-off requests answered, by reply code.
+    pub handoffs: [u64; crate::wire::control::ReplyCode::COUNT],
+    /// Hand-offs completed (the old node's legs were retired).
+    pub handoffs_completed: u64,
+    /// Hand-offs rolled back (target silent or reset).
+    pub handoffs_rolled_back: u64,
+    /// Connections sprayed, per back-end index.
+    pub sprayed: [u64; crate::config::MAX_BACKENDS],
+    /// Routed (untranslated) connections tracked between nodes.
+    pub tracked_routed: u64,
+    /// Flow entries removed by expiry, by reason.
+    pub expired: u64,
+    /// Flow entries removed on close (after TIME-WAIT).
+    pub closed: u64,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            rx_frames: [0; crate::config::MAX_PORTS],
+            tx_frames: [0; crate::config::MAX_PORTS],
+            drops: [0; DropReason::COUNT],
+            local: [0; LocalKind::COUNT],
+            generated: [0; Generated::COUNT],
+            handoffs: [0; crate::wire::control::ReplyCode::COUNT],
+            handoffs_completed: 0,
+            handoffs_rolled_back: 0,
+            sprayed: [0; crate::config::MAX_BACKENDS],
+            tracked_routed: 0,
+            expired: 0,
+            closed: 0,
+        }
+    }
+}
+
+impl Counters {
+    /// Total drops over all reasons.
+    pub fn total_drops(&self) -> u64 {
+        self.drops.iter().sum()
+    }
+
+    /// The count for one drop reason.
+    pub fn drop_count(&self, r: DropReason) -> u64 {
+        self.drops[r.index()]
+    }
+
+    /// The count for one kind of generated frame.
+    pub fn generated_count(&self, g: Generated) -> u64 {
+        self.generated[g.index()]
+    }
+}
