@@ -33,5 +33,6 @@ pub mod config;
 pub mod counters;
 pub mod meter;
 pub mod seq;
+pub mod table;
 pub mod time;
 pub mod wire;

@@ -1,0 +1,608 @@
+//! The flow table: connection records in caller storage, a keyed open-addressing index that
+//! finds a record from either direction's 4-tuple, and a budgeted expiry sweep.
+//!
+//! - Storage is two caller-provided slices ([`FlowSlot`]s and [`IndexSlot`]s, e.g. from
+//!   `managed::ManagedSlice`), sized once. Nothing allocates; a full table is
+//!   `Err(TableFull)` and nothing is evicted.
+//! - The index is linear probing with backward-shift deletion (no tombstones), at most half full
+//!   (two keys per flow, at least four index slots per flow), so an expected lookup probes about
+//!   1.5 slots whatever the occupancy. The hash is SipHash-1-3 keyed with the caller's seed, so
+//!   attacker-chosen tuples cannot be steered into one chain.
+//! - [`FlowTable::sweep`] examines at most `budget` records per call and hands back the ones whose
+//!   timeout has passed, so expiry costs a bounded amount of work per `poll`.
+
+use core::hash::Hasher;
+
+use managed::ManagedSlice;
+use siphasher::sip::SipHasher13;
+
+use crate::config::PortId;
+use crate::seq::SeqNumber;
+use crate::time::Instant;
+
+/// A flow direction's 4-tuple as it appears on the wire at the switch's ingress (TCP only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct FlowKey {
+    /// Source address.
+    pub src: [u8; 4],
+    /// Destination address.
+    pub dst: [u8; 4],
+    /// Source port.
+    pub sport: u16,
+    /// Destination port.
+    pub dport: u16,
+}
+
+impl FlowKey {
+    /// The key of the opposite direction.
+    pub const fn reversed(&self) -> FlowKey {
+        FlowKey { src: self.dst, dst: self.src, sport: self.dport, dport: self.sport }
+    }
+}
+
+/// Which way a packet travels on a flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Dir {
+    /// From the side that sent the SYN (the client, or the node opening a routed connection).
+    Orig = 0,
+    /// From the side that answered with the SYN-ACK.
+    Reply = 1,
+}
+
+impl Dir {
+    /// The other direction.
+    pub const fn other(self) -> Dir {
+        match self {
+            Dir::Orig => Dir::Reply,
+            Dir::Reply => Dir::Orig,
+        }
+    }
+    /// 0 or 1.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// What the switch does with a flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum FlowKind {
+    /// A free slot.
+    #[default]
+    Free,
+    /// A client connection to the VIP, DNATed to a back-end (and possibly spliced).
+    Nat,
+    /// A connection between two nodes, routed unchanged (and possibly a hand-off leg).
+    Routed,
+}
+
+/// TCP connection state as the switch tracks it (a coarse RFC 9293 view from the middle).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum TcpState {
+    /// Only the originator's SYN was seen.
+    #[default]
+    SynSent,
+    /// The SYN-ACK was seen.
+    SynReceived,
+    /// The originator acknowledged the SYN-ACK (or data flowed).
+    Established,
+    /// One side sent a FIN.
+    FinWait,
+    /// Both sides sent a FIN.
+    Closing,
+    /// Both FINs acknowledged, or a reset: the entry lingers for TIME-WAIT, then goes.
+    TimeWait,
+}
+
+impl TcpState {
+    /// Stable name for counters and logs.
+    pub const fn name(self) -> &'static str {
+        match self {
+            TcpState::SynSent => "syn_sent",
+            TcpState::SynReceived => "syn_received",
+            TcpState::Established => "established",
+            TcpState::FinWait => "fin_wait",
+            TcpState::Closing => "closing",
+            TcpState::TimeWait => "time_wait",
+        }
+    }
+}
+
+/// Per-direction tracking flags.
+pub mod dirflag {
+    /// The SYN of this direction was seen.
+    pub const SYN: u8 = 1 << 0;
+    /// This direction's SYN offered SACK-permitted.
+    pub const SACK_PERM: u8 = 1 << 1;
+    /// This direction's SYN carried a timestamp option.
+    pub const TS: u8 = 1 << 2;
+    /// This direction's SYN carried a window-scale option.
+    pub const WSCALE: u8 = 1 << 3;
+    /// This direction sent a FIN (its sequence number is in `fin`).
+    pub const FIN: u8 = 1 << 4;
+    /// This direction's FIN was acknowledged by the other side.
+    pub const FIN_ACKED: u8 = 1 << 5;
+    /// This direction has sent at least one ACK.
+    pub const ACKED: u8 = 1 << 6;
+}
+
+/// What the switch knows of one direction of a flow, in that direction's own sequence space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct DirState {
+    /// Initial sequence number of this direction.
+    pub isn: SeqNumber,
+    /// One past the highest sequence number this direction has sent (SYN and FIN count).
+    pub nxt: SeqNumber,
+    /// The highest acknowledgment this direction has sent (of the other direction's stream).
+    pub ack: SeqNumber,
+    /// Sequence number of this direction's FIN, when [`dirflag::FIN`] is set.
+    pub fin: SeqNumber,
+    /// Highest TSval this direction's sender put on the wire (before translation).
+    pub ts_in: u32,
+    /// Highest TSval the switch forwarded in this direction (after translation); output clamp.
+    pub ts_out: u32,
+    /// Highest ack the switch forwarded in this direction (after translation); output clamp.
+    pub ack_out: SeqNumber,
+    /// Last window field forwarded in this direction (after translation).
+    pub win_out: u16,
+    /// MSS this direction's SYN announced (0 = none).
+    pub mss: u16,
+    /// Window-scale shift this direction announced in its SYN.
+    pub wscale: u8,
+    /// [`dirflag`] bits.
+    pub flags: u8,
+}
+
+impl DirState {
+    /// True when all the `f` flag bits are set.
+    #[inline]
+    pub const fn has(&self, f: u8) -> bool {
+        self.flags & f == f
+    }
+}
+
+/// One tracked TCP connection (one leg): both directions' keys and state.
+///
+/// 96 bytes on 64-bit targets; with its two index slots (16 bytes, at half load 32) a connection
+/// costs 128 bytes of table memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct FlowSlot {
+    /// Orig-direction key (index 0) and reply-direction key (index 1), as seen at ingress.
+    pub keys: [FlowKey; 2],
+    /// Free, NAT or routed.
+    pub kind: FlowKind,
+    /// Connection state.
+    pub state: TcpState,
+    /// Ingress port of each direction.
+    pub ports: [PortId; 2],
+    /// For NAT flows, the back-end index the connection was sprayed to.
+    pub backend: u8,
+    /// Splice session index + 1 (0 = none).
+    pub session: u16,
+    /// For a free slot, the next free slot + 1 (0 = end of list).
+    pub next_free: u32,
+    /// Last time a packet of this flow was seen (or a timer moved its state), in milliseconds.
+    pub last_ms: u64,
+    /// Per-direction state, indexed by [`Dir::index`].
+    pub dirs: [DirState; 2],
+}
+
+impl FlowSlot {
+    /// True for a slot in use.
+    pub const fn in_use(&self) -> bool {
+        !matches!(self.kind, FlowKind::Free)
+    }
+    /// The session this flow belongs to, if any.
+    pub const fn session(&self) -> Option<usize> {
+        if self.session == 0 { None } else { Some(self.session as usize - 1) }
+    }
+    /// Both SYNs carried timestamps, so the option is in effect (RFC 7323 3.2).
+    pub const fn ts_enabled(&self) -> bool {
+        self.dirs[0].has(dirflag::TS) && self.dirs[1].has(dirflag::TS)
+    }
+    /// The effective window-scale shift applied to window fields sent in direction `d`
+    /// (RFC 7323 2.2: scaling is in effect only when both SYNs carried the option).
+    pub const fn shift(&self, d: Dir) -> u8 {
+        if self.dirs[0].has(dirflag::WSCALE) && self.dirs[1].has(dirflag::WSCALE) {
+            let s = self.dirs[d.index()].wscale;
+            if s > 14 { 14 } else { s }
+        } else {
+            0
+        }
+    }
+}
+
+/// One slot of the hash index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct IndexSlot {
+    /// The key's full hash (its home slot is `hash & mask`).
+    pub hash: u32,
+    /// `(flow << 1 | dir) + 1`; 0 = empty.
+    pub entry: u32,
+}
+
+/// The table has no free slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct TableFull;
+
+/// Errors from constructing a table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum StorageError {
+    /// No flow slots, more than 2^30, or an index that is not a power of two of at least four
+    /// slots per flow.
+    BadSize,
+}
+
+/// The flow table.
+#[derive(Debug)]
+pub struct FlowTable<'a> {
+    flows: ManagedSlice<'a, FlowSlot>,
+    index: ManagedSlice<'a, IndexSlot>,
+    mask: u32,
+    free_head: u32,
+    used: usize,
+    k0: u64,
+    k1: u64,
+    sweep_cursor: usize,
+}
+
+/// Index slots needed for `flows` flow slots: the next power of two of at least `4 * flows`.
+pub const fn index_len_for(flows: usize) -> usize {
+    let want = if flows < 1 { 4 } else { flows.saturating_mul(4) };
+    let mut n = 1usize;
+    while n < want {
+        n <<= 1;
+    }
+    n
+}
+
+impl<'a> FlowTable<'a> {
+    /// A table over caller storage; every slot is reset. `seed` keys the hash.
+    pub fn new(
+        flows: ManagedSlice<'a, FlowSlot>,
+        index: ManagedSlice<'a, IndexSlot>,
+        seed: [u8; 16],
+    ) -> Result<Self, StorageError> {
+        let n = flows.len();
+        let m = index.len();
+        if n == 0 || n >= (1 << 30) || !m.is_power_of_two() || m < n.saturating_mul(4) {
+            return Err(StorageError::BadSize);
+        }
+        let mut k = [0u8; 8];
+        k.copy_from_slice(&seed[..8]);
+        let k0 = u64::from_le_bytes(k);
+        k.copy_from_slice(&seed[8..]);
+        let k1 = u64::from_le_bytes(k);
+        let mut t = FlowTable {
+            flows,
+            index,
+            mask: (m - 1) as u32,
+            free_head: 0,
+            used: 0,
+            k0,
+            k1,
+            sweep_cursor: 0,
+        };
+        t.clear();
+        Ok(t)
+    }
+
+    /// Drops every flow.
+    pub fn clear(&mut self) {
+        let n = self.flows.len();
+        for (i, f) in self.flows.iter_mut().enumerate() {
+            *f = FlowSlot { next_free: if i + 1 < n { i as u32 + 2 } else { 0 }, ..FlowSlot::default() };
+        }
+        for s in self.index.iter_mut() {
+            *s = IndexSlot::default();
+        }
+        self.free_head = 1;
+        self.used = 0;
+        self.sweep_cursor = 0;
+    }
+
+    /// Flows in use.
+    pub fn len(&self) -> usize {
+        self.used
+    }
+    /// True when no flow is in use.
+    pub fn is_empty(&self) -> bool {
+        self.used == 0
+    }
+    /// Flow capacity.
+    pub fn capacity(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// The keyed hash of a 4-tuple.
+    #[inline]
+    pub fn hash(&self, key: &FlowKey) -> u32 {
+        let mut h = SipHasher13::new_with_keys(self.k0, self.k1);
+        let mut b = [0u8; 12];
+        b[..4].copy_from_slice(&key.src);
+        b[4..8].copy_from_slice(&key.dst);
+        b[8..10].copy_from_slice(&key.sport.to_be_bytes());
+        b[10..12].copy_from_slice(&key.dport.to_be_bytes());
+        h.write(&b);
+        h.finish() as u32
+    }
+
+    /// Finds the flow and direction of a 4-tuple; `probes` receives the slots examined.
+    pub fn lookup(&self, key: &FlowKey, probes: &mut u32) -> Option<(usize, Dir)> {
+        let h = self.hash(key);
+        let mut i = h & self.mask;
+        let mut n = 0u32;
+        loop {
+            n += 1;
+            let Some(s) = self.index.get(i as usize) else { break };
+            if s.entry == 0 {
+                break;
+            }
+            if s.hash == h {
+                let e = s.entry - 1;
+                let flow = (e >> 1) as usize;
+                let dir = if e & 1 == 0 { Dir::Orig } else { Dir::Reply };
+                if let Some(f) = self.flows.get(flow) {
+                    if f.keys[dir.index()] == *key {
+                        *probes = n;
+                        return Some((flow, dir));
+                    }
+                }
+            }
+            if n > self.mask {
+                break;
+            }
+            i = (i + 1) & self.mask;
+        }
+        *probes = n;
+        None
+    }
+
+    /// Inserts a new flow with the two keys; returns its index. `Err(TableFull)` when no slot is
+    /// free (nothing is evicted).
+    pub fn insert(&mut self, kind: FlowKind, orig: FlowKey, reply: FlowKey, now_ms: u64) -> Result<usize, TableFull> {
+        if self.free_head == 0 {
+            return Err(TableFull);
+        }
+        let idx = (self.free_head - 1) as usize;
+        let Some(slot) = self.flows.get_mut(idx) else { return Err(TableFull) };
+        self.free_head = slot.next_free;
+        *slot = FlowSlot { keys: [orig, reply], kind, last_ms: now_ms, ..FlowSlot::default() };
+        self.used += 1;
+        self.index_insert(&orig, ((idx as u32) << 1) + 1);
+        self.index_insert(&reply, ((idx as u32) << 1 | 1) + 1);
+        Ok(idx)
+    }
+
+    fn index_insert(&mut self, key: &FlowKey, entry: u32) {
+        let h = self.hash(key);
+        let mut i = h & self.mask;
+        // At most half full by construction, so an empty slot exists.
+        for _ in 0..=self.mask {
+            if let Some(s) = self.index.get_mut(i as usize) {
+                if s.entry == 0 {
+                    *s = IndexSlot { hash: h, entry };
+                    return;
+                }
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+
+    fn index_remove(&mut self, key: &FlowKey, entry: u32) {
+        let h = self.hash(key);
+        let mut i = h & self.mask;
+        let mut found = None;
+        for _ in 0..=self.mask {
+            let Some(s) = self.index.get(i as usize) else { return };
+            if s.entry == 0 {
+                break;
+            }
+            if s.entry == entry {
+                found = Some(i);
+                break;
+            }
+            i = (i + 1) & self.mask;
+        }
+        let Some(mut hole) = found else { return };
+        // Backward-shift deletion: pull later members of the cluster into the hole when their
+        // home slot does not lie cyclically in (hole, j].
+        let mut j = hole;
+        for _ in 0..=self.mask {
+            j = (j + 1) & self.mask;
+            let Some(&s) = self.index.get(j as usize) else { return };
+            if s.entry == 0 {
+                break;
+            }
+            let home = s.hash & self.mask;
+            let dist_home = j.wrapping_sub(home) & self.mask;
+            let dist_hole = j.wrapping_sub(hole) & self.mask;
+            if dist_home >= dist_hole {
+                if let Some(d) = self.index.get_mut(hole as usize) {
+                    *d = s;
+                }
+                hole = j;
+            }
+        }
+        if let Some(d) = self.index.get_mut(hole as usize) {
+            *d = IndexSlot::default();
+        }
+    }
+
+    /// Removes a flow and its two keys. Removing a free slot does nothing.
+    pub fn remove(&mut self, idx: usize) {
+        let Some(f) = self.flows.get(idx) else { return };
+        if !f.in_use() {
+            return;
+        }
+        let keys = f.keys;
+        self.index_remove(&keys[0], ((idx as u32) << 1) + 1);
+        self.index_remove(&keys[1], ((idx as u32) << 1 | 1) + 1);
+        if let Some(f) = self.flows.get_mut(idx) {
+            *f = FlowSlot { next_free: self.free_head, ..FlowSlot::default() };
+        }
+        self.free_head = idx as u32 + 1;
+        self.used -= 1;
+    }
+
+    /// The flow at `idx`.
+    #[inline]
+    pub fn get(&self, idx: usize) -> Option<&FlowSlot> {
+        self.flows.get(idx).filter(|f| f.in_use())
+    }
+
+    /// The flow at `idx`, mutably.
+    #[inline]
+    pub fn get_mut(&mut self, idx: usize) -> Option<&mut FlowSlot> {
+        self.flows.get_mut(idx).filter(|f| f.in_use())
+    }
+
+    /// Examines up to `budget` slots from where the last call stopped and calls `expired` for
+    /// each flow in use whose `deadline(flow)` (in ms) is at or before `now_ms`. Returns slots
+    /// examined. The callback decides what to do (usually [`FlowTable::remove`] afterwards).
+    pub fn sweep(
+        &mut self,
+        now_ms: u64,
+        budget: usize,
+        mut deadline: impl FnMut(&FlowSlot) -> u64,
+        mut expired: impl FnMut(usize),
+    ) -> usize {
+        let n = self.flows.len();
+        let todo = budget.min(n);
+        for _ in 0..todo {
+            let i = self.sweep_cursor;
+            self.sweep_cursor = if i + 1 >= n { 0 } else { i + 1 };
+            if let Some(f) = self.flows.get(i) {
+                if f.in_use() && deadline(f) <= now_ms {
+                    expired(i);
+                }
+            }
+        }
+        todo
+    }
+
+    /// Iterates over the flows in use with their indices.
+    pub fn iter(&self) -> impl Iterator<Item = (usize, &FlowSlot)> {
+        self.flows.iter().enumerate().filter(|(_, f)| f.in_use())
+    }
+}
+
+/// Milliseconds of an [`Instant`] as the table stores them (0 for times before the epoch).
+#[inline]
+pub fn millis(now: Instant) -> u64 {
+    let m = now.total_millis();
+    if m < 0 { 0 } else { m as u64 }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+    use std::vec;
+    use std::vec::Vec;
+
+    fn key(i: u32) -> FlowKey {
+        FlowKey { src: i.to_be_bytes(), dst: [198, 18, 0, 10], sport: (i % 60000) as u16, dport: 80 }
+    }
+
+    fn table(n: usize) -> FlowTable<'static> {
+        FlowTable::new(
+            vec![FlowSlot::default(); n].into(),
+            vec![IndexSlot::default(); index_len_for(n)].into(),
+            [9; 16],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn flow_slot_is_at_most_96_bytes() {
+        assert!(core::mem::size_of::<FlowSlot>() <= 96, "{}", core::mem::size_of::<FlowSlot>());
+        assert_eq!(core::mem::size_of::<IndexSlot>(), 8);
+    }
+
+    #[test]
+    fn both_directions_find_the_flow() {
+        let mut t = table(4);
+        let k = key(1);
+        let i = t.insert(FlowKind::Nat, k, k.reversed(), 0).unwrap();
+        let mut p = 0;
+        assert_eq!(t.lookup(&k, &mut p), Some((i, Dir::Orig)));
+        assert_eq!(t.lookup(&k.reversed(), &mut p), Some((i, Dir::Reply)));
+        assert_eq!(t.lookup(&key(2), &mut p), None);
+    }
+
+    #[test]
+    fn full_table_is_an_error_and_nothing_is_evicted() {
+        let mut t = table(3);
+        for i in 0..3 {
+            t.insert(FlowKind::Routed, key(i), key(i).reversed(), 0).unwrap();
+        }
+        assert_eq!(t.insert(FlowKind::Routed, key(9), key(9).reversed(), 0), Err(TableFull));
+        let mut p = 0;
+        for i in 0..3 {
+            assert!(t.lookup(&key(i), &mut p).is_some());
+        }
+        t.remove(1);
+        assert!(t.insert(FlowKind::Routed, key(9), key(9).reversed(), 0).is_ok());
+    }
+
+    #[test]
+    fn bad_storage_sizes_are_refused() {
+        let bad = FlowTable::new(vec![FlowSlot::default(); 4].into(), vec![IndexSlot::default(); 8].into(), [0; 16]);
+        assert_eq!(bad.err(), Some(StorageError::BadSize));
+        let bad = FlowTable::new(vec![FlowSlot::default(); 0].into(), vec![IndexSlot::default(); 8].into(), [0; 16]);
+        assert_eq!(bad.err(), Some(StorageError::BadSize));
+    }
+
+    #[test]
+    fn sweep_is_bounded_and_wraps() {
+        let mut t = table(10);
+        for i in 0..10 {
+            t.insert(FlowKind::Routed, key(i), key(i).reversed(), i as u64).unwrap();
+        }
+        let mut seen = Vec::new();
+        assert_eq!(t.sweep(4, 3, |f| f.last_ms, |i| seen.push(i)), 3);
+        assert_eq!(seen, vec![0, 1, 2]);
+        seen.clear();
+        assert_eq!(t.sweep(4, 100, |f| f.last_ms, |i| seen.push(i)), 10);
+        assert_eq!(seen, vec![3, 4, 0, 1, 2]);
+    }
+
+    proptest! {
+        /// Differential test against a HashMap model over random insert/remove sequences.
+        #[test]
+        fn matches_a_model_map(ops in proptest::collection::vec((any::<bool>(), 0u32..40), 1..300)) {
+            let mut t = table(16);
+            let mut model: HashMap<u32, usize> = HashMap::new();
+            for (ins, k) in ops {
+                if ins {
+                    if model.contains_key(&k) { continue; }
+                    match t.insert(FlowKind::Routed, key(k), key(k).reversed(), 0) {
+                        Ok(i) => { model.insert(k, i); }
+                        Err(TableFull) => prop_assert_eq!(model.len(), 16),
+                    }
+                } else if let Some(i) = model.remove(&k) {
+                    t.remove(i);
+                }
+                prop_assert_eq!(t.len(), model.len());
+                let mut p = 0;
+                for k in 0..40u32 {
+                    let got = t.lookup(&key(k), &mut p).map(|(i, _)| i);
+                    prop_assert_eq!(got, model.get(&k).copied());
+                    let got = t.lookup(&key(k).reversed(), &mut p);
+                    prop_assert_eq!(got, model.get(&k).map(|&i| (i, Dir::Reply)));
+                }
+            }
+        }
+    }
+}
