@@ -1,1 +1,29 @@
-//! knits-host
+//! # knits-host
+//!
+//! KNITS on Linux. The switch of knits-core runs over TAP devices, one per port, in an event
+//! loop of this crate; a cluster of network namespaces gives it a client and back-end nodes that
+//! run real Linux TCP, the knits-proxy and an origin web server.
+//!
+//! ## Layers
+//! - [`vnet`], [`tap`]: TAP devices with virtio-net headers (TSO frames, partial checksums).
+//! - [`faults`]: a seeded per-port fault injector (loss, reordering, duplication, corruption).
+//! - [`pcap`]: a pcapng writer, one interface per port.
+//! - [`stats`]: counter snapshots, the human table, Prometheus text and the server for both.
+//! - [`netns`]: namespaces, processes started in them, and the guard that removes them.
+//! - [`http`]: the client side of HTTP/1.1, for the load client.
+//!
+//! ## Panic contract
+//! No frame, HTTP response or configuration file makes this crate panic; bad input is a counted
+//! drop or an error that says what to fix.
+#![deny(missing_docs)]
+
+pub mod faults;
+pub mod http;
+pub mod netns;
+pub mod pcap;
+pub mod stats;
+pub mod tap;
+pub mod vnet;
+
+#[cfg(test)]
+mod testutil;
