@@ -1,1 +1,22 @@
-//! knits-np-sim
+//! # knits-np-sim
+//!
+//! A cycle-counting model of a parallel network-processor pipeline that runs the real KNITS
+//! switch core and estimates the packets per second a network processor would reach with it.
+//!
+//! ## Layers
+//! - [`machine`]: machine descriptions (TOML): engines, threads, clock, shared units, and the
+//!   cost of each operation the knits-core [`Meter`](knits_core::meter::Meter) records.
+//! - [`trace`]: a meter that records what the real code path did for each packet.
+//! - [`model`]: the timing model, a discrete-event simulation that replays traces on a machine.
+//! - [`hist`]: histograms for means and percentiles.
+//!
+//! ## Panic contract
+//! No input file (machine description, pcap) makes this crate panic; bad input is an error that
+//! says what to fix.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod hist;
+pub mod machine;
+pub mod model;
+pub mod trace;

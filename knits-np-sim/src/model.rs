@@ -1,0 +1,1025 @@
+//! The timing model: a discrete-event simulation of engines, hardware threads, shared units and
+//! a completion unit, replaying meter traces.
+//!
+//! ## The model
+//! - E engines with T hardware threads each. An engine runs one thread at a time; a thread runs
+//!   until it issues a visit to a shared unit it has to wait for, then yields (the engine pays
+//!   `switch_cycles` when it picks up another thread) and the engine runs the next ready thread,
+//!   oldest first. This is how the NP4GS3 and the IXP1200 hide memory latency.
+//! - A shared unit is a set of FIFO servers (instances x banks). A visit waits for its bank,
+//!   keeps it busy for its occupancy and returns after its latency. A path of units (search unit
+//!   then memory bank) is booked stage after stage at issue time. Contention shows up as queueing.
+//! - A thread that is free takes the next frame: an egress-pass frame first, else a new one. The
+//!   input is saturated (a frame is always waiting), so the model measures the maximum rate.
+//! - After its last pass a frame visits the completion unit and then leaves, but never before
+//!   the frames of its flow that arrived earlier: per-flow order is restored there.
+//!
+//! Time is kept in ticks of 1/8 engine cycle so fractional costs add up without drift.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+
+use knits_core::meter::Step;
+use serde::Serialize;
+
+use crate::hist::Hist;
+use crate::machine::{Machine, OpCost, Passes};
+use crate::trace::{Op, Outcome, Rec, TraceSet};
+
+/// Ticks per engine cycle.
+pub const TICKS: u64 = 8;
+/// Pseudo-step for per-frame work (dispatch, receive, enqueue, transmit).
+pub const STEP_IO: usize = 6;
+/// Pseudo-step for waiting outside a thread (between passes, reorder hold in completion).
+pub const STEP_HOLD: usize = 7;
+/// Number of report rows: the six knits-core steps, io, hold.
+pub const ROWS: usize = 8;
+
+/// The name of report row `i`.
+pub fn row_name(i: usize) -> &'static str {
+    match i {
+        0..=5 => Step::ALL[i].name(),
+        STEP_IO => "io",
+        _ => "hold",
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    Compute { ticks: u32, row: u8 },
+    Visit { path: u16, extra: u32, wait: bool, row: u8 },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct CPacket {
+    flow: u32,
+    ordinal: u32,
+    passes: u8,
+    /// Phase ranges of the passes.
+    pass: [(u32, u32); 2],
+}
+
+#[derive(Debug, Clone)]
+struct UnitSpec {
+    name: String,
+    per_engines: u32,
+    banks: u32,
+    latency: u64,
+    occupancy: u64,
+}
+
+/// Traces compiled into phases for one machine.
+#[derive(Debug, Clone)]
+pub struct Program {
+    machine: Machine,
+    units: Vec<UnitSpec>,
+    paths: Vec<Vec<u16>>,
+    phases: Vec<Phase>,
+    packets: Vec<CPacket>,
+    flow_len: Vec<u32>,
+    flows: u32,
+    completion: Option<u16>,
+    mean_len: f64,
+    conns_per_packet: f64,
+    handoffs_per_packet: f64,
+}
+
+struct Builder<'a> {
+    m: &'a Machine,
+    unit_index: HashMap<&'a str, u16>,
+    paths: Vec<Vec<u16>>,
+    phases: Vec<Phase>,
+    carry: f64,
+}
+
+impl Builder<'_> {
+    fn path(&mut self, units: &[String]) -> u16 {
+        let p: Vec<u16> = units.iter().map(|u| self.unit_index[u.as_str()]).collect();
+        if let Some(i) = self.paths.iter().position(|x| *x == p) {
+            return i as u16;
+        }
+        self.paths.push(p);
+        (self.paths.len() - 1) as u16
+    }
+
+    fn compute(&mut self, cycles: f64, row: u8) {
+        self.carry += cycles * TICKS as f64;
+        let t = self.carry.round();
+        if t <= 0.0 {
+            return;
+        }
+        self.carry -= t;
+        let t = t as u32;
+        if let Some(Phase::Compute { ticks, row: r }) = self.phases.last_mut() {
+            if *r == row {
+                *ticks += t;
+                return;
+            }
+        }
+        self.phases.push(Phase::Compute { ticks: t, row });
+    }
+
+    fn op(&mut self, c: &OpCost, n: u32, row: u8) {
+        let n_f = n as f64;
+        if c.visit_per_item && !c.units.is_empty() {
+            self.compute(c.cycles, row);
+            let path = self.path(&c.units);
+            let extra = (c.occupancy_per_item * TICKS as f64).round() as u32;
+            for _ in 0..n.min(1 << 16) {
+                self.compute(c.cycles_per_item, row);
+                self.phases.push(Phase::Visit { path, extra, wait: c.wait, row });
+            }
+        } else {
+            self.compute(c.cycles + c.cycles_per_item * n_f, row);
+            if !c.units.is_empty() {
+                let path = self.path(&c.units);
+                let extra = (c.occupancy_per_item * n_f * TICKS as f64).round() as u32;
+                self.phases.push(Phase::Visit { path, extra, wait: c.wait, row });
+            }
+        }
+    }
+
+    fn frame_work(&mut self, list: &[OpCost], len: u32) {
+        for c in list {
+            self.op(c, len, STEP_IO as u8);
+        }
+    }
+}
+
+fn op_cost(m: &Machine, op: Op) -> &OpCost {
+    let o = &m.ops;
+    match op {
+        Op::Step => &o.step,
+        Op::BytesRead => &o.bytes_read,
+        Op::TableProbe => &o.table_probe,
+        Op::TableEntry => &o.table_entry,
+        Op::BytesRewritten => &o.bytes_rewritten,
+        Op::ChecksumWords => &o.checksum_words,
+        Op::OptionBytes => &o.option_bytes,
+        Op::Generated => &o.generated,
+        Op::Counter => &o.counter,
+        Op::MacBytes => &o.mac_bytes,
+    }
+}
+
+fn ticks(cycles: f64) -> u64 {
+    (cycles * TICKS as f64).round() as u64
+}
+
+impl Program {
+    /// Compiles `traces` for machine `m` (which must have passed validation).
+    pub fn new(m: &Machine, traces: &TraceSet) -> Program {
+        let names: Vec<&str> = m.units.keys().map(|k| k.as_str()).collect();
+        let units: Vec<UnitSpec> = m
+            .units
+            .iter()
+            .map(|(name, u)| UnitSpec {
+                name: name.clone(),
+                per_engines: u.per_engines,
+                banks: u.banks.max(1),
+                latency: ticks(u.latency),
+                occupancy: ticks(u.occupancy),
+            })
+            .collect();
+        let mut b = Builder {
+            m,
+            unit_index: names.iter().enumerate().map(|(i, n)| (*n, i as u16)).collect(),
+            paths: Vec::new(),
+            phases: Vec::new(),
+            carry: 0.0,
+        };
+        let egress: Vec<bool> = Step::ALL
+            .iter()
+            .map(|s| m.passes == Passes::Two && m.egress_steps.iter().any(|e| e == s.name()))
+            .collect();
+        let mut flow_len = vec![0u32; traces.flows as usize];
+        let mut packets = Vec::with_capacity(traces.packets.len());
+        for p in &traces.packets {
+            let recs: &[Rec] = traces.recs_of(p);
+            let two = m.passes == Passes::Two && p.outcome == Outcome::Forward;
+            let passes = if two { 2 } else { 1 };
+            let len = p.len as u32;
+            let mut pass = [(0u32, 0u32); 2];
+            for (k, range) in pass.iter_mut().enumerate().take(passes) {
+                b.carry = 0.0;
+                let start = b.phases.len() as u32;
+                b.frame_work(&m.frame.pass_start, len);
+                if k == 0 {
+                    b.frame_work(&m.frame.receive, len);
+                }
+                for r in recs {
+                    let in_egress = two && egress[r.step as usize];
+                    if in_egress == (k == 1) {
+                        b.op(op_cost(b.m, r.op), r.n, r.step);
+                    }
+                }
+                if k + 1 == passes {
+                    b.frame_work(&m.frame.transmit, len);
+                }
+                b.frame_work(&m.frame.pass_end, len);
+                *range = (start, b.phases.len() as u32);
+            }
+            let ordinal = flow_len[p.flow as usize];
+            flow_len[p.flow as usize] += 1;
+            packets.push(CPacket { flow: p.flow, ordinal, passes: passes as u8, pass });
+        }
+        let completion = m.completion.as_ref().map(|c| b.path(std::slice::from_ref(c)));
+        let n = traces.packets.len().max(1) as f64;
+        Program {
+            machine: m.clone(),
+            units,
+            paths: b.paths,
+            phases: b.phases,
+            packets,
+            flow_len,
+            flows: traces.flows,
+            completion,
+            mean_len: traces.mean_len(),
+            conns_per_packet: traces.connections as f64 / n,
+            handoffs_per_packet: traces.handoffs as f64 / n,
+        }
+    }
+
+    /// Number of distinct packets.
+    pub fn len(&self) -> usize {
+        self.packets.len()
+    }
+
+    /// True when there is no packet.
+    pub fn is_empty(&self) -> bool {
+        self.packets.is_empty()
+    }
+
+    /// Engine cycles of work per packet if nothing ever waited (mean over the trace).
+    pub fn mean_work_cycles(&self) -> f64 {
+        let t: u64 = self
+            .phases
+            .iter()
+            .map(|p| match p {
+                Phase::Compute { ticks, .. } => *ticks as u64,
+                _ => 0,
+            })
+            .sum();
+        t as f64 / TICKS as f64 / self.packets.len().max(1) as f64
+    }
+
+    /// Runs `n` packets (the trace repeated, each round with fresh flows) through the model.
+    pub fn run(&self, n: u64, opts: &RunOptions) -> SimResult {
+        Sim::new(self, n, opts).run()
+    }
+}
+
+/// Options of one run.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Record the order frames leave in (for tests): (global flow, ordinal).
+    pub record_departures: bool,
+    /// Called with the number of packets dispatched, every 2^16 packets.
+    pub progress: Option<fn(u64)>,
+}
+
+/// Mean and 99th percentile of a per-packet quantity, in engine cycles.
+#[derive(Debug, Clone, Serialize)]
+pub struct Dist {
+    /// Mean.
+    pub mean: f64,
+    /// 99th percentile.
+    pub p99: f64,
+}
+
+impl Dist {
+    fn of(h: &Hist) -> Dist {
+        Dist { mean: h.mean(), p99: h.quantile(0.99) as f64 }
+    }
+}
+
+/// Per-step figures: engine work and time spent (latency), per packet.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepStat {
+    /// Step name (knits-core's steps, then `io` and `hold`).
+    pub step: String,
+    /// Engine cycles the step issued.
+    pub work: Dist,
+    /// Cycles from the step's start to its end, waiting included.
+    pub latency: Dist,
+}
+
+/// Utilisation of one unit.
+#[derive(Debug, Clone, Serialize)]
+pub struct UnitStat {
+    /// Unit name.
+    pub unit: String,
+    /// Instances x banks.
+    pub servers: u32,
+    /// Busy share, mean over servers.
+    pub util_mean: f64,
+    /// Busy share of the busiest server.
+    pub util_max: f64,
+    /// Visits per packet.
+    pub visits_per_packet: f64,
+    /// Mean cycles a visit queued before service.
+    pub mean_queue_cycles: f64,
+}
+
+/// The figures of one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct SimResult {
+    /// Machine name.
+    pub machine: String,
+    /// Engines.
+    pub engines: u32,
+    /// Threads per engine.
+    pub threads: u32,
+    /// Clock in MHz.
+    pub clock_mhz: f64,
+    /// Packets simulated.
+    pub packets: u64,
+    /// Simulated time in engine cycles.
+    pub cycles: f64,
+    /// Packets per second (steady state, after a warm-up of a tenth of the run).
+    pub pps: f64,
+    /// Gigabits per second of frame bytes at that rate.
+    pub gbps: f64,
+    /// Client connections per second the rate implies for this workload.
+    pub connections_per_s: f64,
+    /// Hand-offs per second the rate implies.
+    pub handoffs_per_s: f64,
+    /// Engine cycles of work per packet and time per packet, total.
+    pub total: StepStat,
+    /// The same per step.
+    pub steps: Vec<StepStat>,
+    /// Busy share per engine.
+    pub engine_util: Vec<f64>,
+    /// Mean busy share of the engines.
+    pub engine_util_mean: f64,
+    /// Share of thread-time holding a frame.
+    pub thread_util: f64,
+    /// Units.
+    pub units: Vec<UnitStat>,
+    /// What limits the rate.
+    pub bottleneck: String,
+    /// Host seconds the timing model took.
+    pub host_seconds: f64,
+    /// Simulated packets per host second.
+    pub host_pps: f64,
+    /// Departure order, when asked for: (global flow, ordinal within the flow).
+    #[serde(skip)]
+    pub departures: Vec<(u64, u32)>,
+}
+
+const NONE: u32 = u32::MAX;
+
+#[derive(Debug, Clone)]
+struct Thread {
+    engine: u32,
+    frame: u32,
+    cursor: u32,
+    end: u32,
+    pending_row: u8,
+    pass_start: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Engine {
+    current: Option<u32>,
+    last: u32,
+    ready: VecDeque<u32>,
+    busy: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Frame {
+    pkt: u32,
+    seq: u64,
+    flow: u64,
+    ordinal: u32,
+    pass: u8,
+    mark: u64,
+    work: [u64; ROWS],
+    lat: [u64; ROWS],
+}
+
+#[derive(Debug, Default)]
+struct FlowOrder {
+    next: u32,
+    last_leave: u64,
+    held: Vec<(u32, u64, u32)>,
+}
+
+struct Sim<'p> {
+    p: &'p Program,
+    n: u64,
+    opts: &'p RunOptions,
+    heap: BinaryHeap<Reverse<(u64, u64)>>,
+    threads: Vec<Thread>,
+    engines: Vec<Engine>,
+    idle: VecDeque<u32>,
+    egress_q: VecDeque<u32>,
+    frames: Vec<Frame>,
+    free_frames: Vec<u32>,
+    next_seq: u64,
+    // Units: per unit, free-at and busy per server.
+    free_at: Vec<Vec<u64>>,
+    busy: Vec<Vec<u64>>,
+    visits: Vec<u64>,
+    queued: Vec<u64>,
+    flows: HashMap<u64, FlowOrder, BuildFx>,
+    work_h: Vec<Hist>,
+    lat_h: Vec<Hist>,
+    total_work: Hist,
+    total_lat: Hist,
+    thread_busy: u64,
+    end_time: u64,
+    warm_seq: u64,
+    warm_time: Option<u64>,
+    departures: Vec<(u64, u32)>,
+}
+
+/// A small multiplicative hasher for the u64 flow keys.
+#[derive(Default, Clone, Copy)]
+struct BuildFx;
+#[derive(Default)]
+struct Fx(u64);
+impl std::hash::Hasher for Fx {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ *b as u64).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+impl std::hash::BuildHasher for BuildFx {
+    type Hasher = Fx;
+    fn build_hasher(&self) -> Fx {
+        Fx(0)
+    }
+}
+
+#[inline]
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+const EV_ENGINE: u64 = 0;
+const EV_WAKE: u64 = 1;
+
+impl<'p> Sim<'p> {
+    fn new(p: &'p Program, n: u64, opts: &'p RunOptions) -> Self {
+        let m = &p.machine;
+        let e = m.engines as usize;
+        let t = m.threads as usize;
+        // Thread ids interleave engines so the first frames spread over all engines.
+        let threads = (0..e * t)
+            .map(|i| Thread {
+                engine: (i % e) as u32,
+                frame: NONE,
+                cursor: 0,
+                end: 0,
+                pending_row: 0,
+                pass_start: 0,
+            })
+            .collect();
+        let servers = |u: &UnitSpec| {
+            let inst = if u.per_engines == 0 { 1 } else { m.engines.div_ceil(u.per_engines) };
+            (inst * u.banks) as usize
+        };
+        Sim {
+            p,
+            n,
+            opts,
+            heap: BinaryHeap::new(),
+            threads,
+            engines: vec![Engine::default(); e],
+            idle: VecDeque::new(),
+            egress_q: VecDeque::new(),
+            frames: Vec::new(),
+            free_frames: Vec::new(),
+            next_seq: 0,
+            free_at: p.units.iter().map(|u| vec![0; servers(u)]).collect(),
+            busy: p.units.iter().map(|u| vec![0; servers(u)]).collect(),
+            visits: vec![0; p.units.len()],
+            queued: vec![0; p.units.len()],
+            flows: HashMap::with_hasher(BuildFx),
+            work_h: vec![Hist::default(); ROWS],
+            lat_h: vec![Hist::default(); ROWS],
+            total_work: Hist::default(),
+            total_lat: Hist::default(),
+            thread_busy: 0,
+            end_time: 0,
+            warm_seq: n / 10,
+            warm_time: None,
+            departures: Vec::new(),
+        }
+    }
+
+    fn run(mut self) -> SimResult {
+        let started = std::time::Instant::now();
+        if !self.p.is_empty() {
+            for th in 0..self.threads.len() as u32 {
+                if self.assign(th, 0) {
+                    self.resume(th, 0);
+                }
+            }
+            while let Some(Reverse((t, key))) = self.heap.pop() {
+                let id = (key >> 1) as u32;
+                if key & 1 == EV_ENGINE {
+                    self.engine_done(id, t);
+                } else {
+                    self.wake(id, t);
+                }
+            }
+        }
+        self.finish(started.elapsed().as_secs_f64())
+    }
+
+    #[inline]
+    fn schedule(&mut self, t: u64, kind: u64, id: u32) {
+        self.heap.push(Reverse((t, ((id as u64) << 1) | kind)));
+    }
+
+    /// Gives thread `th` its next frame (egress pass first), or parks it; true if it got one.
+    fn assign(&mut self, th: u32, t: u64) -> bool {
+        if let Some(f) = self.egress_q.pop_front() {
+            self.start_pass(th, f, t);
+            return true;
+        }
+        if self.next_seq < self.n {
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            if seq == self.warm_seq {
+                self.warm_time = Some(t);
+            }
+            if let Some(cb) = self.opts.progress {
+                if seq & 0xffff == 0 {
+                    cb(seq);
+                }
+            }
+            let np = self.p.packets.len() as u64;
+            let pkt = (seq % np) as u32;
+            let round = seq / np;
+            let cp = &self.p.packets[pkt as usize];
+            let frame = Frame {
+                pkt,
+                seq,
+                flow: round * self.p.flows as u64 + cp.flow as u64,
+                ordinal: cp.ordinal,
+                pass: 0,
+                mark: t,
+                work: [0; ROWS],
+                lat: [0; ROWS],
+            };
+            let f = match self.free_frames.pop() {
+                Some(i) => {
+                    self.frames[i as usize] = frame;
+                    i
+                }
+                None => {
+                    self.frames.push(frame);
+                    (self.frames.len() - 1) as u32
+                }
+            };
+            self.start_pass(th, f, t);
+            return true;
+        }
+        self.idle.push_back(th);
+        false
+    }
+
+    fn start_pass(&mut self, th: u32, f: u32, t: u64) {
+        let fr = &mut self.frames[f as usize];
+        let cp = &self.p.packets[fr.pkt as usize];
+        let (s, e) = cp.pass[fr.pass as usize];
+        fr.lat[STEP_HOLD] += t - fr.mark;
+        fr.mark = t;
+        let thr = &mut self.threads[th as usize];
+        thr.frame = f;
+        thr.cursor = s;
+        thr.end = e;
+        thr.pass_start = t;
+    }
+
+    /// Runs thread `th` from its cursor at time `t` until it needs the engine or waits.
+    fn resume(&mut self, th: u32, t: u64) {
+        loop {
+            let thr = &self.threads[th as usize];
+            if thr.cursor == thr.end {
+                self.end_pass(th, t);
+                let got = self.assign(th, t);
+                // Frames queued for their egress pass go to parked threads (only while draining).
+                while !self.egress_q.is_empty() {
+                    match self.idle.pop_front() {
+                        Some(idle) => {
+                            if self.assign(idle, t) {
+                                self.resume(idle, t);
+                            }
+                        }
+                        None => break,
+                    }
+                }
+                if got {
+                    continue;
+                }
+                return;
+            }
+            let f = thr.frame as usize;
+            match self.p.phases[thr.cursor as usize] {
+                Phase::Compute { ticks, row } => {
+                    let e = thr.engine as usize;
+                    let eng = &mut self.engines[e];
+                    if eng.current.is_none() {
+                        let switch = if eng.last != th {
+                            ticks_of(self.p.machine.switch_cycles)
+                        } else {
+                            0
+                        };
+                        eng.current = Some(th);
+                        eng.busy += ticks as u64 + switch;
+                        self.frames[f].work[row as usize] += ticks as u64;
+                        self.schedule(t + switch + ticks as u64, EV_ENGINE, e as u32);
+                    } else {
+                        eng.ready.push_back(th);
+                    }
+                    return;
+                }
+                Phase::Visit { path, extra, wait, row } => {
+                    let engine = thr.engine;
+                    let salt = self.frames[f].seq.wrapping_mul(1024) + thr.cursor as u64;
+                    let done = self.visit(path, t, extra as u64, engine, salt);
+                    let thr = &mut self.threads[th as usize];
+                    thr.cursor += 1;
+                    if wait {
+                        thr.pending_row = row;
+                        self.schedule(done, EV_WAKE, th);
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Books a visit along `path` issued at `t`; returns when its result is back.
+    fn visit(&mut self, path: u16, t: u64, extra: u64, engine: u32, salt: u64) -> u64 {
+        let mut time = t;
+        for (k, &u) in self.p.paths[path as usize].iter().enumerate() {
+            let spec = &self.p.units[u as usize];
+            let inst = if spec.per_engines == 0 { 0 } else { engine / spec.per_engines };
+            let bank = if spec.banks > 1 {
+                (mix(salt ^ ((k as u64) << 56)) % spec.banks as u64) as u32
+            } else {
+                0
+            };
+            let idx = (inst * spec.banks + bank) as usize;
+            let x = if k == 0 { extra } else { 0 };
+            let free = &mut self.free_at[u as usize][idx];
+            let start = time.max(*free);
+            *free = start + spec.occupancy + x;
+            self.busy[u as usize][idx] += spec.occupancy + x;
+            self.visits[u as usize] += 1;
+            self.queued[u as usize] += start - time;
+            time = start + spec.latency + x;
+        }
+        time
+    }
+
+    fn engine_done(&mut self, e: u32, t: u64) {
+        let th = match self.engines[e as usize].current.take() {
+            Some(th) => th,
+            None => return,
+        };
+        self.engines[e as usize].last = th;
+        {
+            let thr = &mut self.threads[th as usize];
+            let f = thr.frame as usize;
+            if let Phase::Compute { row, .. } = self.p.phases[thr.cursor as usize] {
+                let fr = &mut self.frames[f];
+                fr.lat[row as usize] += t - fr.mark;
+                fr.mark = t;
+            }
+            thr.cursor += 1;
+        }
+        self.resume(th, t);
+        if self.engines[e as usize].current.is_none() {
+            if let Some(next) = self.engines[e as usize].ready.pop_front() {
+                self.resume(next, t);
+            }
+        }
+    }
+
+    fn wake(&mut self, th: u32, t: u64) {
+        let thr = &self.threads[th as usize];
+        let fr = &mut self.frames[thr.frame as usize];
+        fr.lat[thr.pending_row as usize] += t - fr.mark;
+        fr.mark = t;
+        self.resume(th, t);
+    }
+
+    fn end_pass(&mut self, th: u32, t: u64) {
+        let f = self.threads[th as usize].frame;
+        self.thread_busy += t - self.threads[th as usize].pass_start;
+        self.threads[th as usize].frame = NONE;
+        let fr = &mut self.frames[f as usize];
+        let passes = self.p.packets[fr.pkt as usize].passes;
+        if fr.pass + 1 < passes {
+            fr.pass += 1;
+            self.egress_q.push_back(f);
+            return;
+        }
+        let done = match self.p.completion {
+            Some(path) => self.visit(path, t, 0, 0, fr_seq(&self.frames[f as usize])),
+            None => t,
+        };
+        self.complete(f, done);
+    }
+
+    /// Frame `f` is through the completion unit at `done`: leave in flow order.
+    fn complete(&mut self, f: u32, done: u64) {
+        let (flow, ordinal, pkt) = {
+            let fr = &self.frames[f as usize];
+            (fr.flow, fr.ordinal, fr.pkt)
+        };
+        let flow_len = self.p.flow_len[self.p.packets[pkt as usize].flow as usize];
+        let mut ready: Vec<(u32, u64)> = Vec::new();
+        {
+            let fo = self.flows.entry(flow).or_default();
+            if ordinal != fo.next {
+                fo.held.push((ordinal, done, f));
+                return;
+            }
+            let leave = done.max(fo.last_leave);
+            fo.last_leave = leave;
+            fo.next += 1;
+            ready.push((f, leave));
+            while let Some(i) = fo.held.iter().position(|h| h.0 == fo.next) {
+                let (_, d, g) = fo.held.swap_remove(i);
+                let leave = d.max(fo.last_leave);
+                fo.last_leave = leave;
+                fo.next += 1;
+                ready.push((g, leave));
+            }
+            if fo.next == flow_len {
+                self.flows.remove(&flow);
+            }
+        }
+        for (g, leave) in ready {
+            self.depart(g, leave);
+        }
+    }
+
+    fn depart(&mut self, f: u32, leave: u64) {
+        let fr = &mut self.frames[f as usize];
+        fr.lat[STEP_HOLD] += leave.saturating_sub(fr.mark);
+        let mut tw = 0;
+        let mut tl = 0;
+        for r in 0..ROWS {
+            let w = fr.work[r] / TICKS;
+            let l = fr.lat[r] / TICKS;
+            self.work_h[r].add(w);
+            self.lat_h[r].add(l);
+            tw += fr.work[r];
+            tl += fr.lat[r];
+        }
+        self.total_work.add(tw / TICKS);
+        self.total_lat.add(tl / TICKS);
+        self.end_time = self.end_time.max(leave);
+        if self.opts.record_departures {
+            self.departures.push((fr.flow, fr.ordinal));
+        }
+        self.free_frames.push(f);
+    }
+
+    fn finish(self, host_seconds: f64) -> SimResult {
+        let m = &self.p.machine;
+        let end = self.end_time.max(1);
+        let warm = self.warm_time.unwrap_or(0);
+        let measured = self.n.saturating_sub(self.warm_seq);
+        let cycles = end as f64 / TICKS as f64;
+        let hz = m.clock_mhz * 1e6;
+        let pps = if self.n == 0 {
+            0.0
+        } else if end > warm && measured > 0 {
+            measured as f64 / ((end - warm) as f64 / TICKS as f64) * hz
+        } else {
+            self.n as f64 / cycles * hz
+        };
+        let row = |r: usize| StepStat {
+            step: row_name(r).to_string(),
+            work: Dist::of(&self.work_h[r]),
+            latency: Dist::of(&self.lat_h[r]),
+        };
+        let engine_util: Vec<f64> =
+            self.engines.iter().map(|e| (e.busy as f64 / end as f64).min(1.0)).collect();
+        let engine_util_mean = engine_util.iter().sum::<f64>() / engine_util.len().max(1) as f64;
+        let thread_util = self.thread_busy as f64 / (end as f64 * self.threads.len() as f64);
+        let n = self.n.max(1) as f64;
+        let units: Vec<UnitStat> = self
+            .p
+            .units
+            .iter()
+            .enumerate()
+            .map(|(i, u)| {
+                let busy = &self.busy[i];
+                let max = busy.iter().copied().max().unwrap_or(0) as f64 / end as f64;
+                let mean = busy.iter().sum::<u64>() as f64 / (end as f64 * busy.len() as f64);
+                UnitStat {
+                    unit: u.name.clone(),
+                    servers: busy.len() as u32,
+                    util_mean: mean.min(1.0),
+                    util_max: max.min(1.0),
+                    visits_per_packet: self.visits[i] as f64 / n,
+                    mean_queue_cycles: if self.visits[i] == 0 {
+                        0.0
+                    } else {
+                        self.queued[i] as f64 / self.visits[i] as f64 / TICKS as f64
+                    },
+                }
+            })
+            .collect();
+        let bottleneck = bottleneck(engine_util_mean, thread_util, &units);
+        SimResult {
+            machine: m.name.clone(),
+            engines: m.engines,
+            threads: m.threads,
+            clock_mhz: m.clock_mhz,
+            packets: self.n,
+            cycles,
+            pps,
+            gbps: pps * self.p.mean_len * 8.0 / 1e9,
+            connections_per_s: pps * self.p.conns_per_packet,
+            handoffs_per_s: pps * self.p.handoffs_per_packet,
+            total: StepStat {
+                step: "total".into(),
+                work: Dist::of(&self.total_work),
+                latency: Dist::of(&self.total_lat),
+            },
+            steps: (0..ROWS).map(row).collect(),
+            engine_util,
+            engine_util_mean,
+            thread_util,
+            units,
+            bottleneck,
+            host_seconds,
+            host_pps: if host_seconds > 0.0 { self.n as f64 / host_seconds } else { 0.0 },
+            departures: self.departures,
+        }
+    }
+}
+
+fn fr_seq(f: &Frame) -> u64 {
+    f.seq
+}
+
+fn ticks_of(cycles: f64) -> u64 {
+    ticks(cycles)
+}
+
+/// Names what limits the rate: the busiest resource when it is nearly saturated, else threads.
+fn bottleneck(engine_util: f64, thread_util: f64, units: &[UnitStat]) -> String {
+    let mut best = ("engines".to_string(), engine_util);
+    for u in units {
+        // A banked unit saturates when its busiest bank does.
+        if u.util_max > best.1 {
+            best = (format!("unit {}", u.unit), u.util_max);
+        }
+    }
+    if best.1 >= 0.9 {
+        format!("{} ({:.0}% busy)", best.0, best.1 * 100.0)
+    } else if thread_util >= 0.9 {
+        format!(
+            "latency: every thread holds a frame ({:.0}%) while the busiest resource, {}, is {:.0}% \
+             busy; more threads would hide more latency",
+            thread_util * 100.0,
+            best.0,
+            best.1 * 100.0
+        )
+    } else {
+        format!("none saturated (busiest: {} at {:.0}%)", best.0, best.1 * 100.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::{TraceMeter, TraceSet};
+    use knits_core::meter::Meter;
+
+    /// A machine with one memory unit and given shape; a probe costs 10 cycles then a visit of
+    /// latency 30 / occupancy `occ`; a step entry costs 20 cycles.
+    fn machine(engines: u32, threads: u32, occ: f64) -> Machine {
+        let text = format!(
+            r#"
+name = "test"
+clock_mhz = 100.0
+engines = {engines}
+threads = {threads}
+passes = "one"
+completion = "done"
+[units.mem]
+latency = 30.0
+occupancy = {occ}
+[units.done]
+latency = 0.0
+occupancy = 0.0
+[ops]
+step = {{ cycles = 20.0 }}
+bytes_read = {{}}
+table_probe = {{ cycles_per_item = 10.0, units = ["mem"], visit_per_item = true }}
+table_entry = {{}}
+bytes_rewritten = {{}}
+checksum_words = {{}}
+option_bytes = {{}}
+generated = {{}}
+counter = {{}}
+mac_bytes = {{}}
+"#
+        );
+        Machine::from_toml(&text, "test").unwrap()
+    }
+
+    /// `n` packets over `flows` flows; packet i probes `probes(i)` times.
+    fn traces(n: u32, flows: u32, probes: impl Fn(u32) -> u32) -> TraceSet {
+        let mut t = TraceSet::default();
+        let mut m = TraceMeter::new();
+        for i in 0..n {
+            m.clear();
+            m.step(Step::Parse);
+            m.table_probe(probes(i));
+            t.push(0, 64, i % flows, Outcome::Forward, &m);
+        }
+        t
+    }
+
+    #[test]
+    fn one_engine_one_thread_is_the_serial_sum_of_costs() {
+        let m = machine(1, 1, 5.0);
+        let t = traces(100, 7, |i| 1 + i % 3);
+        let p = Program::new(&m, &t);
+        let r = p.run(1000, &RunOptions::default());
+        // Per packet: 20 (step) + probes * (10 compute + 30 latency).
+        let total: u64 = (0..1000u32).map(|i| 20 + (1 + (i % 100) % 3) as u64 * 40).sum();
+        assert_eq!(r.cycles, total as f64);
+        assert_eq!(r.total.work.mean, (0..100u32).map(|i| 20 + 10 * (1 + i % 3) as u64).sum::<u64>() as f64 / 100.0);
+    }
+
+    #[test]
+    fn more_threads_hide_latency() {
+        let t = traces(50, 50, |_| 2);
+        let run = |threads| Program::new(&machine(1, threads, 1.0), &t).run(5000, &RunOptions::default());
+        // One thread: 20 + 2 x (10 + 30) = 100 cycles a packet, 1 Mpps at 100 MHz.
+        let r1 = run(1);
+        assert!((r1.pps - 1.0e6).abs() < 1e3, "{}", r1.pps);
+        // Two threads: one computes while the other waits, twice the rate.
+        let r2 = run(2);
+        assert!(r2.pps > 1.9e6, "{}", r2.pps);
+        // Four: the 40 cycles of work per packet are the limit, 2.5 Mpps, engine saturated.
+        let r4 = run(4);
+        assert!(r4.pps > 2.45e6 && r4.pps <= 2.5e6 * 1.0001, "{}", r4.pps);
+        assert!(r4.bottleneck.starts_with("engines"), "{}", r4.bottleneck);
+        assert!(r1.bottleneck.starts_with("latency"), "{}", r1.bottleneck);
+    }
+
+    #[test]
+    fn a_saturated_unit_caps_throughput() {
+        // Occupancy 25 cycles a visit, one visit a packet: at most 4 Mpps, whatever the engines.
+        let t = traces(64, 64, |_| 1);
+        let r8 = Program::new(&machine(8, 4, 25.0), &t).run(20_000, &RunOptions::default());
+        let r32 = Program::new(&machine(32, 4, 25.0), &t).run(20_000, &RunOptions::default());
+        assert!(r8.pps <= 4.0e6 * 1.001 && r8.pps > 3.9e6, "{}", r8.pps);
+        assert!((r32.pps - r8.pps).abs() / r8.pps < 0.01, "{} vs {}", r32.pps, r8.pps);
+        assert!(r32.bottleneck.starts_with("unit mem"), "{}", r32.bottleneck);
+    }
+
+    #[test]
+    fn per_flow_order_is_restored() {
+        // Three flows; packets of varying cost so later ones often finish first.
+        let t = traces(300, 3, |i| if i % 5 == 0 { 6 } else { 1 });
+        let opts = RunOptions { record_departures: true, ..Default::default() };
+        let r = Program::new(&machine(4, 4, 1.0), &t).run(3000, &opts);
+        assert_eq!(r.departures.len(), 3000);
+        let mut next: HashMap<u64, u32> = HashMap::new();
+        for (flow, ord) in &r.departures {
+            let n = next.entry(*flow).or_insert(0);
+            assert_eq!(*ord, *n, "flow {flow} left out of order");
+            *n += 1;
+        }
+        // Frames did finish out of order and were held.
+        assert!(r.steps[STEP_HOLD].latency.mean > 0.0);
+    }
+
+    #[test]
+    fn runs_are_deterministic() {
+        let t = traces(100, 10, |i| 1 + i % 4);
+        let p = Program::new(&machine(4, 2, 3.0), &t);
+        let a = p.run(10_000, &RunOptions::default());
+        let b = p.run(10_000, &RunOptions::default());
+        assert_eq!(a.cycles, b.cycles);
+        assert_eq!(a.pps, b.pps);
+    }
+}
