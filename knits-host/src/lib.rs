@@ -21,6 +21,7 @@ pub mod faults;
 pub mod http;
 pub mod netns;
 pub mod pcap;
+pub mod runtime;
 pub mod stats;
 pub mod tap;
 pub mod vnet;

@@ -216,7 +216,39 @@ impl Guard {
         ip(&["netns", "add", &name])?;
         self.namespaces.push(name.clone());
         ip(&["-n", &name, "link", "set", "lo", "up"])?;
+        // No IPv6 on the cluster's links: the switch forwards IPv4 only, and router
+        // solicitations would only show up as drops. Set before any link moves in.
+        let out = Command::new("ip")
+            .args(["netns", "exec", &name, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"])
+            .stdin(Stdio::null())
+            .output()?;
+        if !out.status.success() {
+            return Err(io::Error::other(format!(
+                "disabling IPv6 in {name}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
         Ok(name)
+    }
+
+    /// Opens TAP `ifname` here (the switch side keeps the fd), moves its link into namespace `ns`
+    /// and gives it `addr` (CIDR), brings it up and, when given, a default route via `gateway`.
+    pub fn attach_tap(
+        &mut self,
+        ns: &str,
+        ifname: &str,
+        addr: &str,
+        gateway: Option<&str>,
+        opts: crate::tap::TapOptions,
+    ) -> io::Result<crate::tap::Tap> {
+        let tap = crate::tap::Tap::open(ifname, opts)?;
+        ip(&["link", "set", "dev", ifname, "netns", ns])?;
+        let mut cmds = format!("addr add {addr} dev {ifname}\nlink set dev {ifname} up\n");
+        if let Some(gw) = gateway {
+            cmds.push_str(&format!("route add default via {gw} dev {ifname}\n"));
+        }
+        ip_batch(Some(ns), &cmds)?;
+        Ok(tap)
     }
 
     /// Starts `program args` inside namespace `ns` (via `ip netns exec`). The child dies with
