@@ -135,20 +135,15 @@ pub mod dirflag {
 pub struct DirState {
     /// Initial sequence number of this direction.
     pub isn: SeqNumber,
-    /// One past the highest sequence number this direction has sent (SYN and FIN count).
+    /// One past the highest sequence number this direction has sent (SYN and FIN count, so
+    /// once [`dirflag::FIN`] is set the FIN's own sequence number is `nxt - 1`).
     pub nxt: SeqNumber,
     /// The highest acknowledgment this direction has sent (of the other direction's stream).
     pub ack: SeqNumber,
-    /// Sequence number of this direction's FIN, when [`dirflag::FIN`] is set.
-    pub fin: SeqNumber,
     /// Highest TSval this direction's sender put on the wire (before translation).
     pub ts_in: u32,
-    /// Highest TSval the switch forwarded in this direction (after translation); output clamp.
-    pub ts_out: u32,
-    /// Highest ack the switch forwarded in this direction (after translation); output clamp.
-    pub ack_out: SeqNumber,
-    /// Last window field forwarded in this direction (after translation).
-    pub win_out: u16,
+    /// The last window field this direction sent (unscaled, before translation).
+    pub win: u16,
     /// MSS this direction's SYN announced (0 = none).
     pub mss: u16,
     /// Window-scale shift this direction announced in its SYN.
@@ -167,8 +162,8 @@ impl DirState {
 
 /// One tracked TCP connection (one leg): both directions' keys and state.
 ///
-/// 96 bytes on 64-bit targets; with its two index slots (16 bytes, at half load 32) a connection
-/// costs 128 bytes of table memory.
+/// 88 bytes; with its share of the index (four 8-byte slots, the index being at most half full)
+/// a connection costs 120 bytes of table memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct FlowSlot {
@@ -182,12 +177,11 @@ pub struct FlowSlot {
     pub ports: [PortId; 2],
     /// For NAT flows, the back-end index the connection was sprayed to.
     pub backend: u8,
-    /// Splice session index + 1 (0 = none).
-    pub session: u16,
-    /// For a free slot, the next free slot + 1 (0 = end of list).
-    pub next_free: u32,
-    /// Last time a packet of this flow was seen (or a timer moved its state), in milliseconds.
-    pub last_ms: u64,
+    /// In use: splice session index + 1 (0 = none). Free: the next free slot + 1 (0 = end).
+    pub link: u32,
+    /// Last time a packet of this flow was seen (or a timer moved its state), in milliseconds
+    /// modulo 2^32; compared with wrapping arithmetic (see [`deadline_passed`]).
+    pub last_ms: u32,
     /// Per-direction state, indexed by [`Dir::index`].
     pub dirs: [DirState; 2],
 }
@@ -199,7 +193,7 @@ impl FlowSlot {
     }
     /// The session this flow belongs to, if any.
     pub const fn session(&self) -> Option<usize> {
-        if self.session == 0 { None } else { Some(self.session as usize - 1) }
+        if self.link == 0 { None } else { Some(self.link as usize - 1) }
     }
     /// Both SYNs carried timestamps, so the option is in effect (RFC 7323 3.2).
     pub const fn ts_enabled(&self) -> bool {
@@ -299,7 +293,7 @@ impl<'a> FlowTable<'a> {
     pub fn clear(&mut self) {
         let n = self.flows.len();
         for (i, f) in self.flows.iter_mut().enumerate() {
-            *f = FlowSlot { next_free: if i + 1 < n { i as u32 + 2 } else { 0 }, ..FlowSlot::default() };
+            *f = FlowSlot { link: if i + 1 < n { i as u32 + 2 } else { 0 }, ..FlowSlot::default() };
         }
         for s in self.index.iter_mut() {
             *s = IndexSlot::default();
@@ -368,13 +362,13 @@ impl<'a> FlowTable<'a> {
 
     /// Inserts a new flow with the two keys; returns its index. `Err(TableFull)` when no slot is
     /// free (nothing is evicted).
-    pub fn insert(&mut self, kind: FlowKind, orig: FlowKey, reply: FlowKey, now_ms: u64) -> Result<usize, TableFull> {
+    pub fn insert(&mut self, kind: FlowKind, orig: FlowKey, reply: FlowKey, now_ms: u32) -> Result<usize, TableFull> {
         if self.free_head == 0 {
             return Err(TableFull);
         }
         let idx = (self.free_head - 1) as usize;
         let Some(slot) = self.flows.get_mut(idx) else { return Err(TableFull) };
-        self.free_head = slot.next_free;
+        self.free_head = slot.link;
         *slot = FlowSlot { keys: [orig, reply], kind, last_ms: now_ms, ..FlowSlot::default() };
         self.used += 1;
         self.index_insert(&orig, ((idx as u32) << 1) + 1);
@@ -447,7 +441,7 @@ impl<'a> FlowTable<'a> {
         self.index_remove(&keys[0], ((idx as u32) << 1) + 1);
         self.index_remove(&keys[1], ((idx as u32) << 1 | 1) + 1);
         if let Some(f) = self.flows.get_mut(idx) {
-            *f = FlowSlot { next_free: self.free_head, ..FlowSlot::default() };
+            *f = FlowSlot { link: self.free_head, ..FlowSlot::default() };
         }
         self.free_head = idx as u32 + 1;
         self.used -= 1;
@@ -466,13 +460,13 @@ impl<'a> FlowTable<'a> {
     }
 
     /// Examines up to `budget` slots from where the last call stopped and calls `expired` for
-    /// each flow in use whose `deadline(flow)` (in ms) is at or before `now_ms`. Returns slots
-    /// examined. The callback decides what to do (usually [`FlowTable::remove`] afterwards).
+    /// each flow in use whose `deadline(flow)` (ms, modulo 2^32) has passed at `now_ms`. Returns
+    /// slots examined. The callback decides what to do (usually [`FlowTable::remove`] afterwards).
     pub fn sweep(
         &mut self,
-        now_ms: u64,
+        now_ms: u32,
         budget: usize,
-        mut deadline: impl FnMut(&FlowSlot) -> u64,
+        mut deadline: impl FnMut(&FlowSlot) -> u32,
         mut expired: impl FnMut(usize),
     ) -> usize {
         let n = self.flows.len();
@@ -481,7 +475,7 @@ impl<'a> FlowTable<'a> {
             let i = self.sweep_cursor;
             self.sweep_cursor = if i + 1 >= n { 0 } else { i + 1 };
             if let Some(f) = self.flows.get(i) {
-                if f.in_use() && deadline(f) <= now_ms {
+                if f.in_use() && deadline_passed(deadline(f), now_ms) {
                     expired(i);
                 }
             }
@@ -495,11 +489,18 @@ impl<'a> FlowTable<'a> {
     }
 }
 
-/// Milliseconds of an [`Instant`] as the table stores them (0 for times before the epoch).
+/// Milliseconds of an [`Instant`] as the table stores them: modulo 2^32 (a 49-day cycle; every
+/// timeout is far shorter, and comparisons wrap).
 #[inline]
-pub fn millis(now: Instant) -> u64 {
-    let m = now.total_millis();
-    if m < 0 { 0 } else { m as u64 }
+pub fn millis(now: Instant) -> u32 {
+    now.total_millis() as u32
+}
+
+/// True when the wrapping millisecond `deadline` is at or before `now` (deadlines less than 24
+/// days away compare correctly across the wrap).
+#[inline]
+pub const fn deadline_passed(deadline: u32, now: u32) -> bool {
+    (now.wrapping_sub(deadline) as i32) >= 0
 }
 
 #[cfg(test)]
@@ -525,8 +526,8 @@ mod tests {
     }
 
     #[test]
-    fn flow_slot_is_at_most_96_bytes() {
-        assert!(core::mem::size_of::<FlowSlot>() <= 96, "{}", core::mem::size_of::<FlowSlot>());
+    fn flow_slot_is_at_most_88_bytes() {
+        assert!(core::mem::size_of::<FlowSlot>() <= 88, "{}", core::mem::size_of::<FlowSlot>());
         assert_eq!(core::mem::size_of::<IndexSlot>(), 8);
     }
 
@@ -568,7 +569,7 @@ mod tests {
     fn sweep_is_bounded_and_wraps() {
         let mut t = table(10);
         for i in 0..10 {
-            t.insert(FlowKind::Routed, key(i), key(i).reversed(), i as u64).unwrap();
+            t.insert(FlowKind::Routed, key(i), key(i).reversed(), i as u32).unwrap();
         }
         let mut seen = Vec::new();
         assert_eq!(t.sweep(4, 3, |f| f.last_ms, |i| seen.push(i)), 3);

@@ -7,6 +7,7 @@
 //! ([`control`]).
 
 pub mod control;
+pub mod tcp_options;
 
 pub use smoltcp::wire::{
     ArpOperation, ArpPacket, EthernetAddress, EthernetFrame, EthernetProtocol, IpProtocol,

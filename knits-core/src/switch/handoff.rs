@@ -1,0 +1,919 @@
+//! The spliced half of the pipeline: hand-off requests, translation of spliced flows, the
+//! faked packets of paper IV.B, roll-back and retirement. See docs/protocol.md.
+
+use smoltcp::wire::{EthernetAddress, EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Address, Ipv4Packet, TcpPacket, UdpPacket};
+
+use super::*;
+
+/// How one spliced segment is rewritten.
+#[derive(Debug, Clone, Copy, Default)]
+struct Xlate {
+    src: Option<([u8; 4], u16)>,
+    dst: Option<([u8; 4], u16)>,
+    seq: Option<SeqNumber>,
+    ack: Option<SeqNumber>,
+    win: Option<u16>,
+    ts: Option<(u32, u32)>,
+    /// Subtracted from every SACK edge.
+    sack_off: u32,
+    clear_fin: bool,
+}
+
+impl<'a> Switch<'a> {
+    // ----------------------------------------------------------------------------------------
+    // Control messages (docs/protocol.md "Acceptance rules").
+
+    pub(super) fn control<S: Sink + ?Sized, M: Meter + ?Sized>(
+        &mut self,
+        port: PortId,
+        src: Ipv4Address,
+        sport: u16,
+        payload: &[u8; control::REQUEST_LEN],
+        sink: &mut S,
+        meter: &mut M,
+    ) -> Verdict {
+        meter.step(Step::Decide);
+        let Ok(req) = control::Request::new_checked(&payload[..]) else {
+            return Verdict::Drop(DropReason::ControlMalformed);
+        };
+        let repr = RequestRepr::parse(&req);
+        meter.mac_bytes(56);
+        let key_id = repr.key_id;
+        let (code, hops) = 'decide: {
+            let Some(key) = self.config.key(key_id).copied() else { break 'decide (ReplyCode::BadMac, 0) };
+            if !req.verify(&key) {
+                break 'decide (ReplyCode::BadMac, 0);
+            }
+            let Some(bi) = self.config.backend_index(src).filter(|&i| self.config.backends[i].port == port) else {
+                break 'decide (ReplyCode::NotOwner, 0);
+            };
+            match self.replay[bi].check(repr.counter) {
+                Replay::Repeat(code, hops) => break 'decide (code, hops),
+                Replay::Stale => break 'decide (ReplyCode::Replay, 0),
+                Replay::Fresh => {}
+            }
+            let (code, hops) = self.handoff(bi, port, &repr, sink);
+            self.replay[bi].record(repr.counter, code, hops);
+            (code, hops)
+        };
+        self.counters.handoffs[code.index()] += 1;
+        knits_trace!("hand-off request {} from {}: {}", repr.counter, src, code.name());
+        // Answer, signed with the request's key when known (else the first key).
+        let Some(&(kid, key)) = self.config.keys.iter().find(|(id, _)| *id == key_id).or(self.config.keys.first()) else {
+            return Verdict::Local(LocalKind::Control);
+        };
+        let reply = ReplyRepr { code, key_id: kid, counter: repr.counter, hops };
+        let Some(pc) = self.config.ports.get(port as usize).copied() else { return Verdict::Local(LocalKind::Control) };
+        let Some(mac) = self.neighbor(src.octets()) else { return Verdict::Local(LocalKind::Control) };
+        let mut buf = [0u8; ETH_LEN + IP_LEN + 8 + control::REPLY_LEN];
+        let len = buf.len();
+        write_eth_ip(&mut buf, pc.mac, mac, pc.gateway, src, IpProtocol::Udp, (len - ETH_LEN) as u16);
+        {
+            let mut udp = UdpPacket::new_unchecked(&mut buf[TCP_AT..]);
+            udp.set_src_port(self.config.control_port);
+            udp.set_dst_port(sport);
+            udp.set_len((8 + control::REPLY_LEN) as u16);
+            udp.set_checksum(0);
+        }
+        let _ = reply.emit(&mut buf[TCP_AT + 8..], &key);
+        {
+            let mut udp = UdpPacket::new_unchecked(&mut buf[TCP_AT..]);
+            udp.fill_checksum(&pc.gateway.into(), &src.into());
+        }
+        self.generate(port, &buf, Generated::ControlReply, sink, meter);
+        Verdict::Local(LocalKind::Control)
+    }
+
+    /// Decides a verified, fresh hand-off request from back-end `bi` (paper IV.B: "Upon
+    /// reception of a hand-off request the kernel thread updates the ip_nat_info_manip
+    /// structure").
+    fn handoff<S: Sink + ?Sized>(&mut self, bi: usize, port: PortId, req: &RequestRepr, _sink: &mut S) -> (ReplyCode, u8) {
+        let node = self.config.backends[bi].addr.octets();
+        if req.held_local.addr != node || req.new_local.addr != node {
+            return (ReplyCode::NotOwner, 0);
+        }
+        let hkey = FlowKey { src: req.held_local.addr, dst: req.held_peer.addr, sport: req.held_local.port, dport: req.held_peer.port };
+        let mut probes = 0;
+        let Some((hf, hdir)) = self.table.lookup(&hkey, &mut probes) else { return (ReplyCode::UnknownConnection, 0) };
+        let Some(h) = self.table.get(hf).copied() else { return (ReplyCode::UnknownConnection, 0) };
+        if hdir != Dir::Reply || h.ports[1] != port {
+            return (ReplyCode::UnknownConnection, 0);
+        }
+        // Resolve the client connection this leg serves (paper IV.B: "a pointer to the original
+        // client-server connection has been added").
+        let (anchor, sess) = match h.session() {
+            None => {
+                if h.kind != FlowKind::Nat {
+                    return (ReplyCode::UnknownConnection, 0);
+                }
+                (hf, None)
+            }
+            Some(s) => {
+                let Some(sess) = self.sessions.get(s).filter(|x| x.in_use) else { return (ReplyCode::UnknownConnection, 0) };
+                let Some(cur) = sess.current() else { return (ReplyCode::UnknownConnection, 0) };
+                if cur.leg as usize != hf || cur.server != node {
+                    return (ReplyCode::NotOwner, 0);
+                }
+                if cur.phase == Phase::Pending {
+                    return (ReplyCode::Busy, sess.hops);
+                }
+                if sess.bindings.is_full() {
+                    return (ReplyCode::TooManyHops, sess.hops);
+                }
+                (sess.anchor as usize, Some(s))
+            }
+        };
+        if h.state != TcpState::Established {
+            return (ReplyCode::NotEstablished, 0);
+        }
+        let nkey = FlowKey { src: req.new_local.addr, dst: req.new_remote.addr, sport: req.new_local.port, dport: req.new_remote.port };
+        let Some((nf, ndir)) = self.table.lookup(&nkey, &mut probes) else { return (ReplyCode::UnknownNewLeg, 0) };
+        let Some(n) = self.table.get(nf).copied() else { return (ReplyCode::UnknownNewLeg, 0) };
+        let target_ok = self.config.backend_index(Ipv4Address::from_octets(req.new_remote.addr)).is_some() && req.new_remote.addr != node;
+        if ndir != Dir::Orig || n.kind != FlowKind::Routed || n.session().is_some() || !target_ok {
+            return (ReplyCode::UnknownNewLeg, 0);
+        }
+        if n.state != TcpState::Established {
+            return (ReplyCode::NotEstablished, 0);
+        }
+        // The new leg carries no data yet: its first byte is the first one forwarded.
+        let (no, nr) = (n.dirs[0], n.dirs[1]);
+        if no.nxt != no.isn.add(1) || nr.nxt != nr.isn.add(1) {
+            return (ReplyCode::AnchorsOutOfRange, 0);
+        }
+        // Anchors, in the held leg's own space (the node's view).
+        let (ho, hr) = (h.dirs[0], h.dirs[1]);
+        if req.consumed >= (1 << 31) || req.sent >= (1 << 31) {
+            return (ReplyCode::AnchorsOutOfRange, 0);
+        }
+        let p = ho.isn.add(1).add(req.consumed as u32);
+        let q = hr.isn.add(1).add(req.sent as u32);
+        if p.gt(ho.nxt) || q != hr.nxt || hr.has(dirflag::FIN) || !ho.has(dirflag::ACKED) || ho.ack.lt(q) {
+            return (ReplyCode::AnchorsOutOfRange, 0);
+        }
+        if h.ts_enabled() != n.ts_enabled() {
+            return (ReplyCode::OptionsIncompatible, 0);
+        }
+        let Some(c1) = self.table.get(anchor).copied() else { return (ReplyCode::UnknownConnection, 0) };
+        // A session for the connection, with binding 0 = the connection as it is.
+        let s = match sess {
+            Some(s) => s,
+            None => {
+                let Some(s) = self.sessions.iter().position(|x| !x.in_use) else { return (ReplyCode::TableFull, 0) };
+                let b0 = Binding {
+                    leg: anchor as u32,
+                    server: node,
+                    server_port: port,
+                    phase: Phase::Live,
+                    c_start: c1.dirs[0].isn,
+                    s_start: c1.dirs[1].isn,
+                    c_hi: c1.dirs[0].nxt,
+                    srv_ack: c1.dirs[1].ack,
+                    srv_nxt: c1.dirs[1].nxt,
+                    srv_ts: c1.dirs[1].ts_in,
+                    ..Binding::default()
+                };
+                let slot = &mut self.sessions[s];
+                *slot = SessionSlot { in_use: true, anchor: anchor as u32, ..SessionSlot::default() };
+                let _ = slot.bindings.push(b0);
+                self.sessions_used += 1;
+                if let Some(f) = self.table.get_mut(anchor) {
+                    f.link = s as u32 + 1;
+                }
+                s
+            }
+        };
+        let sess = &mut self.sessions[s];
+        let Some(cur) = sess.bindings.last_mut() else { return (ReplyCode::UnknownConnection, 0) };
+        let c_start = p.sub(cur.c_off);
+        let s_start = q.add(cur.s_off);
+        let nb = Binding {
+            leg: nf as u32,
+            server: req.new_remote.addr,
+            server_port: n.ports[1],
+            phase: Phase::Pending,
+            c_start,
+            c_off: SeqNumber::offset_to(c_start, no.isn.add(1)),
+            s_start,
+            s_off: SeqNumber::offset_to(nr.isn.add(1), s_start),
+            ts_c_off: no.ts_in.wrapping_sub(c1.dirs[0].ts_in),
+            ts_s_off: c1.dirs[1].ts_in.wrapping_sub(nr.ts_in),
+            c_hi: c_start,
+            old_nxt: no.nxt,
+            old_rcv: no.ack,
+            old_told: nr.ack,
+            old_ts: no.ts_in,
+            srv_ack: nr.ack,
+            srv_nxt: nr.nxt,
+            srv_ts: nr.ts_in,
+            since_ms: h.last_ms,
+            counter: req.counter,
+            ..Binding::default()
+        };
+        match splice::transition(cur.phase, Event::Superseded) {
+            Ok(Some(ph)) => cur.phase = ph,
+            _ => return (ReplyCode::Busy, sess.hops),
+        }
+        if sess.bindings.push(nb).is_err() {
+            if let Some(cur) = sess.bindings.last_mut() {
+                cur.phase = Phase::Live;
+            }
+            return (ReplyCode::TooManyHops, sess.hops);
+        }
+        sess.hops = sess.hops.saturating_add(1);
+        let hops = sess.hops;
+        if let Some(f) = self.table.get_mut(nf) {
+            f.link = s as u32 + 1;
+        }
+        (ReplyCode::Accepted, hops)
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Spliced flows.
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn spliced<S: Sink + ?Sized, M: Meter + ?Sized>(
+        &mut self,
+        s: usize,
+        fi: usize,
+        dir: Dir,
+        now_ms: u32,
+        seg: &Seg,
+        frame: &mut [u8],
+        meta: FrameMeta,
+        sink: &mut S,
+        meter: &mut M,
+    ) -> Verdict {
+        meter.table_entry(1);
+        let Some(sess) = self.sessions.get(s).filter(|x| x.in_use) else { return Verdict::Drop(DropReason::StaleLeg) };
+        let anchor = sess.anchor as usize;
+        if fi == anchor && dir == Dir::Orig {
+            return self.client_to_server(s, anchor, now_ms, seg, frame, meta, sink, meter);
+        }
+        let Some(k) = sess.binding_of_leg(fi) else { return Verdict::Drop(DropReason::StaleLeg) };
+        match dir {
+            Dir::Reply => self.from_server(s, k, fi, now_ms, seg, frame, meta, sink, meter),
+            Dir::Orig => self.from_old_node(s, k, fi, now_ms, seg, frame, meta, sink, meter),
+        }
+    }
+
+    /// Paper III.B steps 13-14: the client's packets, mapped onto the binding their sequence
+    /// (data) or acknowledgment (bare ACK) numbers belong to.
+    #[allow(clippy::too_many_arguments)]
+    fn client_to_server<S: Sink + ?Sized, M: Meter + ?Sized>(
+        &mut self,
+        s: usize,
+        anchor: usize,
+        now_ms: u32,
+        seg: &Seg,
+        frame: &mut [u8],
+        meta: FrameMeta,
+        sink: &mut S,
+        meter: &mut M,
+    ) -> Verdict {
+        let Some(c1) = self.table.get(anchor).copied() else { return Verdict::Drop(DropReason::UnknownFlow) };
+        let in_port = c1.ports[0];
+        self.track(anchor, Dir::Orig, in_port, now_ms, seg);
+        let sess = &mut self.sessions[s];
+        let Some(k) = sess.pick_for_client(seg.seq, seg.len + seg.fin as u32, seg.ack) else {
+            return Verdict::Drop(DropReason::StaleLeg);
+        };
+        let b = &mut sess.bindings[k];
+        if seg.len > 0 || seg.fin {
+            let end = seg.seq.add(seg.len + seg.fin as u32);
+            if end.gt(b.c_hi) {
+                b.c_hi = end;
+            }
+        }
+        let b = *b;
+        meter.step(Step::Rewrite);
+        let out = Out { port: b.server_port, next_hop: Ipv4Address::from_octets(b.server) };
+        if b.leg as usize == anchor {
+            // Binding 0: the plain DNAT of the sprayed connection.
+            let x = Xlate { dst: Some((b.server, c1.keys[0].dport)), ..Xlate::default() };
+            rewrite(frame, meta, seg, &x, meter);
+        } else {
+            let Some(leg) = self.table.get(b.leg as usize).copied() else { return Verdict::Drop(DropReason::StaleLeg) };
+            let to = leg.keys[1].reversed();
+            let lo = leg.dirs[0];
+            let mut ack = seg.ack.sub(b.s_off);
+            if lo.has(dirflag::ACKED) {
+                ack = ack.max(lo.ack);
+            }
+            let ts = seg.opts.ts_at.map(|_| {
+                let v = seg.opts.tsval.wrapping_add(b.ts_c_off);
+                let v = if v.wrapping_sub(lo.ts_in) as i32 >= 0 { v } else { lo.ts_in };
+                (v, seg.opts.tsecr.wrapping_sub(b.ts_s_off))
+            });
+            let x = Xlate {
+                src: Some((to.src, to.sport)),
+                dst: Some((to.dst, to.dport)),
+                seq: Some(seg.seq.add(b.c_off)),
+                ack: if seg.ackf { Some(ack) } else { None },
+                win: Some(rescale_window(seg.win, c1.shift(Dir::Orig), leg.shift(Dir::Orig))),
+                ts,
+                sack_off: b.s_off,
+                clear_fin: false,
+            };
+            rewrite(frame, meta, seg, &x, meter);
+            let t = translated(seg, &x);
+            self.track(b.leg as usize, Dir::Orig, leg.ports[0], now_ms, &t);
+        }
+        if !self.set_macs(frame, &out, sink) {
+            return Verdict::Drop(DropReason::NeighborUnknown);
+        }
+        Verdict::Forward(out.port)
+    }
+
+    /// A packet from the server of binding `k` on its leg.
+    #[allow(clippy::too_many_arguments)]
+    fn from_server<S: Sink + ?Sized, M: Meter + ?Sized>(
+        &mut self,
+        s: usize,
+        k: usize,
+        fi: usize,
+        now_ms: u32,
+        seg: &Seg,
+        frame: &mut [u8],
+        meta: FrameMeta,
+        sink: &mut S,
+        meter: &mut M,
+    ) -> Verdict {
+        let anchor = self.sessions[s].anchor as usize;
+        if fi != anchor {
+            let port = self.table.get(fi).map(|f| f.ports[1]).unwrap_or(0);
+            self.track(fi, Dir::Reply, port, now_ms, seg);
+        }
+        // The server's own view, raw.
+        {
+            let b = &mut self.sessions[s].bindings[k];
+            if seg.ackf && seg.ack.gt(b.srv_ack) {
+                b.srv_ack = seg.ack;
+            }
+            let end = seg.seq.add(seg.seq_len());
+            if end.gt(b.srv_nxt) {
+                b.srv_nxt = end;
+            }
+            if seg.opts.ts_at.is_some() && seg.opts.tsval.wrapping_sub(b.srv_ts) as i32 > 0 {
+                b.srv_ts = seg.opts.tsval;
+            }
+        }
+        let b = self.sessions[s].bindings[k];
+        let n = self.sessions[s].bindings.len();
+        if matches!(b.phase, Phase::Stale | Phase::Retired) {
+            return self.old_node_inbound(s, k, now_ms, seg, frame, meta, sink, meter);
+        }
+        // Current binding.
+        let sent_data = b.srv_nxt.gt(b.s_start.sub(b.s_off).add(1)) && k > 0;
+        if seg.rst && b.phase == Phase::Pending && !sent_data {
+            // The target reset the new leg before answering: roll back (docs/protocol.md).
+            self.rollback(s, sink);
+            return Verdict::Local(LocalKind::TeardownAbsorbed);
+        }
+        if k > 0 {
+            self.tell_old_node(s, k, seg, sink);
+            if b.phase == Phase::Pending {
+                let prev = self.sessions[s].bindings[k - 1];
+                let need = prev.c_hi.max(b.c_start).add(b.c_off);
+                if (seg.ackf && seg.ack.ge(need)) || seg.len > 0 {
+                    self.confirm(s, k, now_ms, sink);
+                }
+            }
+        }
+        let _ = n;
+        self.to_client(s, k, fi, now_ms, seg, frame, meta, sink, meter)
+    }
+
+    /// Translates a server packet of binding `k` to the client (paper III.B step 12).
+    #[allow(clippy::too_many_arguments)]
+    fn to_client<S: Sink + ?Sized, M: Meter + ?Sized>(
+        &mut self,
+        s: usize,
+        k: usize,
+        fi: usize,
+        now_ms: u32,
+        seg: &Seg,
+        frame: &mut [u8],
+        meta: FrameMeta,
+        sink: &mut S,
+        meter: &mut M,
+    ) -> Verdict {
+        let anchor = self.sessions[s].anchor as usize;
+        let b = self.sessions[s].bindings[k];
+        let (Some(c1), Some(leg)) = (self.table.get(anchor).copied(), self.table.get(fi).copied()) else {
+            return Verdict::Drop(DropReason::StaleLeg);
+        };
+        meter.step(Step::Rewrite);
+        let cr = c1.dirs[1];
+        let mut ack = seg.ack.sub(b.c_off);
+        if cr.has(dirflag::ACKED) {
+            ack = ack.max(cr.ack);
+        }
+        let ts = seg.opts.ts_at.map(|_| {
+            let v = seg.opts.tsval.wrapping_add(b.ts_s_off);
+            let v = if v.wrapping_sub(cr.ts_in) as i32 >= 0 { v } else { cr.ts_in };
+            (v, seg.opts.tsecr.wrapping_sub(b.ts_c_off))
+        });
+        let vip = c1.keys[0];
+        let x = Xlate {
+            src: Some((vip.dst, vip.dport)),
+            dst: Some((vip.src, vip.sport)),
+            seq: Some(seg.seq.add(b.s_off)),
+            ack: if seg.ackf { Some(ack) } else { None },
+            win: Some(rescale_window(seg.win, leg.shift(Dir::Reply), c1.shift(Dir::Reply))),
+            ts,
+            sack_off: b.c_off,
+            clear_fin: false,
+        };
+        rewrite(frame, meta, seg, &x, meter);
+        let t = translated(seg, &x);
+        self.track(anchor, Dir::Reply, c1.ports[1], now_ms, &t);
+        let out = Out { port: c1.ports[0], next_hop: Ipv4Address::from_octets(vip.src) };
+        if !self.set_macs(frame, &out, sink) {
+            return Verdict::Drop(DropReason::NeighborUnknown);
+        }
+        Verdict::Forward(out.port)
+    }
+
+    /// Paper IV.B 2-3: the old node must see the target acknowledge the bytes it forwarded;
+    /// those ACKs ride on response data that goes to the client, so the switch fakes them.
+    /// Paper IV.B 4: once the target has acknowledged up to the old node's FIN, the switch
+    /// answers that FIN with a faked FIN/ACK.
+    fn tell_old_node<S: Sink + ?Sized>(&mut self, s: usize, k: usize, seg: &Seg, sink: &mut S) {
+        if !seg.ackf {
+            return;
+        }
+        let b = self.sessions[s].bindings[k];
+        let Some(leg) = self.table.get(b.leg as usize).copied() else { return };
+        let limit = b.old_fin.unwrap_or(b.old_nxt);
+        let a = seg.ack.min(limit);
+        let ts = leg.ts_enabled().then_some((b.srv_ts, b.old_ts));
+        if a.gt(b.old_told) {
+            self.sessions[s].bindings[k].old_told = a;
+            if b.old_fin.is_none() || !a.ge(limit) {
+                let g = GenTcp { src: leg.keys[1], seq: b.old_rcv, ack: a, fin: false, rst: false, win: leg.dirs[1].win, ts };
+                self.gen_tcp(leg.ports[0], g, Generated::FakeTargetAck, sink);
+            }
+        }
+        if let Some(fin) = b.old_fin {
+            if seg.ack.ge(fin) && !b.old_fin_acked {
+                self.fake_target_fin_ack(s, k, sink);
+            }
+        }
+    }
+
+    fn fake_target_fin_ack<S: Sink + ?Sized>(&mut self, s: usize, k: usize, sink: &mut S) {
+        let b = self.sessions[s].bindings[k];
+        let (Some(fin), Some(leg)) = (b.old_fin, self.table.get(b.leg as usize).copied()) else { return };
+        let ts = leg.ts_enabled().then_some((b.srv_ts, b.old_ts));
+        let g = GenTcp { src: leg.keys[1], seq: b.old_rcv, ack: fin.add(1), fin: true, rst: false, win: leg.dirs[1].win, ts };
+        self.gen_tcp(leg.ports[0], g, Generated::FakeTargetFinAck, sink);
+        let b = &mut self.sessions[s].bindings[k];
+        b.old_fin_acked = true;
+        b.old_told = fin.add(1);
+        self.maybe_complete(s, k - 1);
+    }
+
+    /// The target acknowledged the forwarded bytes: the hand-off holds, and the old node's
+    /// inbound leg can be retired.
+    fn confirm<S: Sink + ?Sized>(&mut self, s: usize, k: usize, now_ms: u32, sink: &mut S) {
+        let b = &mut self.sessions[s].bindings[k];
+        if let Ok(Some(p)) = splice::transition(b.phase, Event::TargetAcked) {
+            b.phase = p;
+            b.since_ms = now_ms;
+            knits_trace!("hand-off confirmed, binding {}", k);
+        }
+        self.maybe_fake_fin(s, k - 1, now_ms, sink);
+    }
+
+    /// Paper IV.B 1: fake the client's FIN to the old node on its inbound leg, once the node has
+    /// acknowledged everything sent to it (or a second has passed: bytes lost on the way to it
+    /// reached the target by retransmission).
+    fn maybe_fake_fin<S: Sink + ?Sized>(&mut self, s: usize, j: usize, now_ms: u32, sink: &mut S) {
+        let sess = &self.sessions[s];
+        let Some(b) = sess.bindings.get(j).copied() else { return };
+        let Some(next) = sess.bindings.get(j + 1).copied() else { return };
+        if b.phase != Phase::Stale || next.phase != Phase::Live || b.inbound != Teardown::Idle {
+            return;
+        }
+        let drained = b.srv_ack.ge(b.c_hi.add(b.c_off));
+        if !drained && now_ms.wrapping_sub(next.since_ms) < 1000 {
+            return;
+        }
+        self.send_fake_fin(s, j, now_ms, sink);
+    }
+
+    fn send_fake_fin<S: Sink + ?Sized>(&mut self, s: usize, j: usize, now_ms: u32, sink: &mut S) {
+        let anchor = self.sessions[s].anchor as usize;
+        let b = self.sessions[s].bindings[j];
+        let Some(leg) = self.table.get(b.leg as usize).copied() else { return };
+        // What the old node last received from its peer on this leg.
+        let (ts_out, win) = if b.leg as usize == anchor {
+            (leg.dirs[0].ts_in, leg.dirs[0].win)
+        } else {
+            (leg.dirs[0].ts_in, leg.dirs[0].win)
+        };
+        let seq = if b.inbound == Teardown::Idle { b.srv_ack } else { b.fake_fin };
+        let ts = leg.ts_enabled().then_some((ts_out, b.srv_ts));
+        let g = GenTcp { src: leg.keys[1].reversed(), seq, ack: b.srv_nxt, fin: true, rst: false, win, ts };
+        self.gen_tcp(b.server_port, g, Generated::FakeClientFin, sink);
+        let b = &mut self.sessions[s].bindings[j];
+        b.fake_fin = seq;
+        b.fin_tries = b.fin_tries.saturating_add(1);
+        if b.inbound == Teardown::Idle {
+            b.inbound = Teardown::FinSent;
+        }
+        b.since_ms = now_ms;
+    }
+
+    /// Packets of an old node on its inbound leg (binding `k` is stale): paper IV.B 1.
+    #[allow(clippy::too_many_arguments)]
+    fn old_node_inbound<S: Sink + ?Sized, M: Meter + ?Sized>(
+        &mut self,
+        s: usize,
+        k: usize,
+        now_ms: u32,
+        seg: &Seg,
+        frame: &mut [u8],
+        meta: FrameMeta,
+        sink: &mut S,
+        meter: &mut M,
+    ) -> Verdict {
+        let b = self.sessions[s].bindings[k];
+        let Some(leg) = self.table.get(b.leg as usize).copied() else { return Verdict::Drop(DropReason::StaleLeg) };
+        if seg.rst {
+            // Never let a retiring node reset the client.
+            return Verdict::Local(LocalKind::TeardownAbsorbed);
+        }
+        if b.inbound == Teardown::FinSent && seg.ackf && seg.ack.gt(b.fake_fin) {
+            self.sessions[s].bindings[k].inbound = Teardown::FinAcked;
+        }
+        if seg.fin {
+            let fin_seq = seg.seq.add(seg.len);
+            let mine = if b.inbound == Teardown::Idle { b.srv_ack } else { b.fake_fin.add(1) };
+            let (ts_out, win) = (leg.dirs[0].ts_in, leg.dirs[0].win);
+            let ts = leg.ts_enabled().then_some((ts_out, b.srv_ts));
+            let g = GenTcp { src: leg.keys[1].reversed(), seq: mine, ack: fin_seq.add(1), fin: false, rst: false, win, ts };
+            self.gen_tcp(b.server_port, g, Generated::FakeClientFinalAck, sink);
+            if b.inbound != Teardown::Idle {
+                self.sessions[s].bindings[k].inbound = Teardown::Closed;
+                self.maybe_complete(s, k);
+            }
+            return Verdict::Local(LocalKind::TeardownAbsorbed);
+        }
+        let anchor = self.sessions[s].anchor as usize;
+        let client_acked = self.table.get(anchor).map(|c| c.dirs[1].ack).unwrap_or_default();
+        let new_ack = seg.ackf && seg.ack.sub(b.c_off).gt(client_acked);
+        if seg.len == 0 && !new_ack {
+            let _ = now_ms;
+            return Verdict::Local(LocalKind::TeardownAbsorbed);
+        }
+        self.to_client(s, k, b.leg as usize, now_ms, seg, frame, meta, sink, meter)
+    }
+
+    /// Packets of the old node on the leg it opened to the target (binding `k` >= 1):
+    /// forwarded bytes pass; its FIN and bare ACKs are absorbed (paper IV.B 4-5).
+    #[allow(clippy::too_many_arguments)]
+    fn from_old_node<S: Sink + ?Sized, M: Meter + ?Sized>(
+        &mut self,
+        s: usize,
+        k: usize,
+        fi: usize,
+        now_ms: u32,
+        seg: &Seg,
+        frame: &mut [u8],
+        meta: FrameMeta,
+        sink: &mut S,
+        meter: &mut M,
+    ) -> Verdict {
+        if k == 0 {
+            return Verdict::Drop(DropReason::StaleLeg);
+        }
+        {
+            let b = &mut self.sessions[s].bindings[k];
+            if seg.opts.ts_at.is_some() && seg.opts.tsval.wrapping_sub(b.old_ts) as i32 > 0 {
+                b.old_ts = seg.opts.tsval;
+            }
+            let end = seg.seq.add(seg.len);
+            if seg.len > 0 && end.gt(b.old_nxt) {
+                b.old_nxt = end;
+            }
+        }
+        let b = self.sessions[s].bindings[k];
+        if seg.rst {
+            if b.phase == Phase::Pending {
+                // The old node gave up on the hand-off (it saw no answer): roll back.
+                self.rollback(s, sink);
+            }
+            return Verdict::Local(LocalKind::TeardownAbsorbed);
+        }
+        if seg.fin {
+            let fin_seq = seg.seq.add(seg.len);
+            self.sessions[s].bindings[k].old_fin = Some(fin_seq);
+            if b.srv_ack.ge(fin_seq) {
+                self.fake_target_fin_ack(s, k, sink);
+            }
+            if seg.len == 0 {
+                return Verdict::Local(LocalKind::TeardownAbsorbed);
+            }
+        } else if seg.len == 0 {
+            return Verdict::Local(LocalKind::TeardownAbsorbed);
+        }
+        // Forwarded request bytes: merge into the stream the target sees (ack, window and
+        // TSval never go backwards, so PAWS and old-ACK checks pass).
+        let Some(leg) = self.table.get(fi).copied() else { return Verdict::Drop(DropReason::StaleLeg) };
+        let lo = leg.dirs[0];
+        meter.step(Step::Rewrite);
+        let ts = seg.opts.ts_at.map(|_| {
+            let v = if seg.opts.tsval.wrapping_sub(lo.ts_in) as i32 >= 0 { seg.opts.tsval } else { lo.ts_in };
+            (v, seg.opts.tsecr)
+        });
+        let x = Xlate {
+            ack: if seg.ackf && lo.has(dirflag::ACKED) { Some(seg.ack.max(lo.ack)) } else { None },
+            win: Some(lo.win),
+            ts,
+            clear_fin: seg.fin,
+            ..Xlate::default()
+        };
+        rewrite(frame, meta, seg, &x, meter);
+        let mut t = translated(seg, &x);
+        t.fin = false;
+        self.track(fi, Dir::Orig, leg.ports[0], now_ms, &t);
+        let out = Out { port: leg.ports[1], next_hop: Ipv4Address::from_octets(leg.keys[0].dst) };
+        if !self.set_macs(frame, &out, sink) {
+            return Verdict::Drop(DropReason::NeighborUnknown);
+        }
+        Verdict::Forward(out.port)
+    }
+
+    /// Binding `j` is retired once the old node's inbound leg is closed and the leg it opened is
+    /// answered.
+    fn maybe_complete(&mut self, s: usize, j: usize) {
+        let sess = &mut self.sessions[s];
+        let Some(next) = sess.bindings.get(j + 1).copied() else { return };
+        let Some(b) = sess.bindings.get_mut(j) else { return };
+        if b.phase == Phase::Stale && b.inbound == Teardown::Closed && next.old_fin_acked {
+            if let Ok(Some(p)) = splice::transition(b.phase, Event::LegsClosed) {
+                b.phase = p;
+                self.counters.handoffs_completed += 1;
+                knits_trace!("hand-off complete, binding {} retired", j);
+            }
+        }
+    }
+
+    /// Undoes the newest binding: the client stays with the old node, which learns of it by an
+    /// RST on the new leg; the target is reset too. The client sees nothing.
+    pub(super) fn rollback<S: Sink + ?Sized>(&mut self, s: usize, sink: &mut S) {
+        let n = self.sessions[s].bindings.len();
+        if n < 2 {
+            return;
+        }
+        let b = self.sessions[s].bindings[n - 1];
+        if splice::transition(b.phase, Event::RollBack).is_err() {
+            return;
+        }
+        if let Some(leg) = self.table.get(b.leg as usize).copied() {
+            let to_old = GenTcp { src: leg.keys[1], seq: b.old_rcv, ack: b.old_nxt, fin: false, rst: true, win: 0, ts: None };
+            self.gen_tcp(leg.ports[0], to_old, Generated::AbortReset, sink);
+            let to_target = GenTcp { src: leg.keys[1].reversed(), seq: b.srv_ack, ack: b.srv_nxt, fin: false, rst: true, win: 0, ts: None };
+            self.gen_tcp(leg.ports[1], to_target, Generated::AbortReset, sink);
+            if let Some(f) = self.table.get_mut(b.leg as usize) {
+                f.link = 0;
+                f.state = TcpState::TimeWait;
+            }
+        }
+        let sess = &mut self.sessions[s];
+        sess.bindings.pop();
+        if let Some(prev) = sess.bindings.last_mut() {
+            if let Ok(Some(p)) = splice::transition(prev.phase, Event::Restored) {
+                prev.phase = p;
+            }
+        }
+        let counter = b.counter;
+        self.counters.handoffs_rolled_back += 1;
+        // A retransmitted request now learns of the roll-back.
+        let server_bi = self.config.backends.iter().position(|x| x.port == b.server_port);
+        let _ = server_bi;
+        for r in self.replay.iter_mut() {
+            for e in r.recent.iter_mut() {
+                if e.0 == counter && e.1 == ReplyCode::Accepted.to_wire() {
+                    e.1 = ReplyCode::RolledBack.to_wire();
+                }
+            }
+        }
+        // Back to a plain NAT connection when only the original binding is left.
+        let sess = &self.sessions[s];
+        if sess.bindings.len() == 1 && sess.bindings[0].leg == sess.anchor {
+            let anchor = sess.anchor as usize;
+            self.sessions[s] = SessionSlot::default();
+            self.sessions_used = self.sessions_used.saturating_sub(1);
+            if let Some(f) = self.table.get_mut(anchor) {
+                f.link = 0;
+            }
+        }
+    }
+
+    /// Timers of one session: hand-off time-out, faked FINs (first send and retries), and
+    /// retirement of bindings whose TIME-WAIT has passed.
+    pub(super) fn session_timers<S: Sink + ?Sized>(&mut self, s: usize, now_ms: u32, sink: &mut S) {
+        let t = self.config.timeouts;
+        let n = self.sessions[s].bindings.len();
+        if n == 0 {
+            return;
+        }
+        let cur = self.sessions[s].bindings[n - 1];
+        if cur.phase == Phase::Pending && now_ms.wrapping_sub(cur.since_ms) >= t.handoff.total_millis() as u32 {
+            let sent_data = cur.srv_nxt.gt(cur.s_start.sub(cur.s_off).add(1));
+            if sent_data {
+                self.confirm(s, n - 1, now_ms, sink);
+            } else {
+                self.rollback(s, sink);
+                return;
+            }
+        }
+        let n = self.sessions[s].bindings.len();
+        for j in 0..n.saturating_sub(1) {
+            let b = self.sessions[s].bindings[j];
+            match b.inbound {
+                Teardown::Idle => self.maybe_fake_fin(s, j, now_ms, sink),
+                Teardown::FinSent if now_ms.wrapping_sub(b.since_ms) >= FIN_RETRY_MS => {
+                    if b.fin_tries < FIN_TRIES {
+                        self.send_fake_fin(s, j, now_ms, sink);
+                    } else {
+                        self.sessions[s].bindings[j].inbound = Teardown::Closed;
+                        self.maybe_complete(s, j);
+                    }
+                }
+                _ => {}
+            }
+        }
+        // Retire the oldest binding after TIME-WAIT (paper III.A: "garbage collected once the
+        // time to live window expires").
+        let anchor = self.sessions[s].anchor as usize;
+        let tw = t.time_wait.total_millis() as u32;
+        loop {
+            let sess = &mut self.sessions[s];
+            let Some(&b0) = sess.bindings.first() else { break };
+            if b0.phase != Phase::Retired || sess.bindings.len() < 2 {
+                break;
+            }
+            if b0.since_ms == 0 {
+                sess.bindings[0].since_ms = now_ms | 1;
+                break;
+            }
+            if !deadline_passed(b0.since_ms.wrapping_add(tw), now_ms) {
+                break;
+            }
+            sess.bindings.remove(0);
+            if b0.leg as usize != anchor {
+                self.table.remove(b0.leg as usize);
+            }
+        }
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Generated TCP segments.
+
+    /// Builds and sends a TCP segment from `g.src` (a key as the sender would put it on the wire)
+    /// out of `port`, with complete checksums and an optional timestamp option.
+    fn gen_tcp<S: Sink + ?Sized>(&mut self, port: PortId, g: GenTcp, what: Generated, sink: &mut S) {
+        let Some(pc) = self.config.ports.get(port as usize).copied() else { return };
+        let dst = Ipv4Address::from_octets(g.src.dst);
+        let Some(mac) = self.neighbor(g.src.dst) else {
+            self.arp_request(port, dst, sink);
+            self.counters.drops[DropReason::NeighborUnknown.index()] += 1;
+            return;
+        };
+        let opt_len = if g.ts.is_some() { 12 } else { 0 };
+        let tcp_len = 20 + opt_len;
+        let len = TCP_AT + tcp_len;
+        let mut buf = [0u8; MAX_GENERATED];
+        let src = Ipv4Address::from_octets(g.src.src);
+        write_eth_ip(&mut buf[..len], pc.mac, mac, src, dst, IpProtocol::Tcp, (IP_LEN + tcp_len) as u16);
+        {
+            let mut t = TcpPacket::new_unchecked(&mut buf[TCP_AT..len]);
+            t.set_src_port(g.src.sport);
+            t.set_dst_port(g.src.dport);
+            t.set_seq_number(g.seq.into());
+            t.set_ack_number(g.ack.into());
+            t.set_header_len(tcp_len as u8);
+            t.clear_flags();
+            t.set_ack(!g.rst || g.ack != SeqNumber(0));
+            t.set_fin(g.fin);
+            t.set_rst(g.rst);
+            t.set_window_len(g.win);
+            t.set_urgent_at(0);
+            if let Some((tsval, tsecr)) = g.ts {
+                let o = t.options_mut();
+                o[0] = 1;
+                o[1] = 1;
+                o[2] = 8;
+                o[3] = 10;
+                o[4..8].copy_from_slice(&tsval.to_be_bytes());
+                o[8..12].copy_from_slice(&tsecr.to_be_bytes());
+            }
+            t.fill_checksum(&src.into(), &dst.into());
+        }
+        self.generate(port, &buf[..len], what, sink, &mut crate::meter::NoMeter);
+    }
+}
+
+/// Writes Ethernet and IPv4 headers (no options, DF, TTL 64, checksum filled).
+fn write_eth_ip(
+    buf: &mut [u8],
+    src_mac: EthernetAddress,
+    dst_mac: EthernetAddress,
+    src: Ipv4Address,
+    dst: Ipv4Address,
+    proto: IpProtocol,
+    ip_total: u16,
+) {
+    let mut eth = EthernetFrame::new_unchecked(&mut *buf);
+    eth.set_src_addr(src_mac);
+    eth.set_dst_addr(dst_mac);
+    eth.set_ethertype(EthernetProtocol::Ipv4);
+    let mut ip = Ipv4Packet::new_unchecked(&mut buf[ETH_LEN..]);
+    ip.set_version(4);
+    ip.set_header_len(IP_LEN as u8);
+    ip.set_dscp(0);
+    ip.set_ecn(0);
+    ip.set_total_len(ip_total);
+    ip.set_ident(0);
+    ip.clear_flags();
+    ip.set_dont_frag(true);
+    ip.set_frag_offset(0);
+    ip.set_hop_limit(64);
+    ip.set_next_header(proto);
+    ip.set_src_addr(src);
+    ip.set_dst_addr(dst);
+    ip.fill_checksum();
+}
+
+/// Applies a translation to a TCP frame in place, keeping both checksums right incrementally.
+fn rewrite<M: Meter + ?Sized>(frame: &mut [u8], meta: FrameMeta, seg: &Seg, x: &Xlate, meter: &mut M) {
+    let mut rw = Rw::new(frame, meta.csum);
+    if let Some((a, p)) = x.src {
+        rw.src(Ipv4Address::from_octets(a));
+        rw.sport(p);
+    }
+    if let Some((a, p)) = x.dst {
+        rw.dst(Ipv4Address::from_octets(a));
+        rw.dport(p);
+    }
+    if let Some(v) = x.seq {
+        rw.seq(v);
+    }
+    if let Some(v) = x.ack {
+        rw.ack(v);
+    }
+    if let Some(w) = x.win {
+        rw.win(w);
+    }
+    if let (Some((tsval, tsecr)), Some(at)) = (x.ts, seg.opts.ts_at) {
+        rw.opt32(at as usize, tsval);
+        rw.opt32(at as usize + 4, tsecr);
+    }
+    if x.sack_off != 0 {
+        for n in 0..seg.opts.sack_blocks as usize {
+            let at = seg.opts.sack_at as usize + 8 * n;
+            for edge in [at, at + 4] {
+                let old = tcp_options::read_u32(&rw.f[TCP_AT..], edge);
+                rw.opt32(edge, SeqNumber(old).sub(x.sack_off).0);
+            }
+        }
+    }
+    if x.clear_fin {
+        let mut t = TcpPacket::new_unchecked(&mut rw.f[TCP_AT..]);
+        let old = u16::from_be_bytes([rw_byte(&t, 12), rw_byte(&t, 13)]);
+        t.set_fin(false);
+        let new = u16::from_be_bytes([rw_byte(&t, 12), rw_byte(&t, 13)]);
+        rw.tcp_c = checksum::segment_update16(rw.kind, rw.tcp_c, old, new);
+    }
+    rw.ttl_dec();
+    let _ = seg.hdr_len;
+    rw.finish(meter);
+}
+
+fn rw_byte(t: &TcpPacket<&mut [u8]>, i: usize) -> u8 {
+    let b: &[u8] = t.as_ref();
+    b.get(i).copied().unwrap_or(0)
+}
+
+/// The segment as it looks after `x` (for tracking on the egress leg).
+fn translated(seg: &Seg, x: &Xlate) -> Seg {
+    let mut t = *seg;
+    if let Some(v) = x.seq {
+        t.seq = v;
+    }
+    if let Some(v) = x.ack {
+        t.ack = v;
+    }
+    if let Some(w) = x.win {
+        t.win = w;
+    }
+    if let Some((v, e)) = x.ts {
+        t.opts.tsval = v;
+        t.opts.tsecr = e;
+    }
+    t
+}

@@ -1,0 +1,1055 @@
+//! The per-packet pipeline: parse, classify, lookup, decide, rewrite, verdict.
+//!
+//! [`Switch::process`] takes one frame, the port it came in on and the time; it rewrites the
+//! frame in place and returns a [`Verdict`]. Frames the switch makes up (ARP, control replies,
+//! the faked FIN/ACKs of paper IV.B) go to a caller-provided [`Sink`]. [`Switch::poll`] runs
+//! the timers with a bounded amount of work. See docs/architecture.md for the design and
+//! docs/protocol.md for the hand-off.
+
+use managed::ManagedSlice;
+use smoltcp::wire::{
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr,
+    IpProtocol, Ipv4Address, Ipv4Packet, TcpPacket, UdpPacket,
+};
+
+use crate::checksum::{self, Kind};
+use crate::config::{Config, ConfigError, MAX_BACKENDS, PortId, PortRole};
+use crate::counters::{Counters, DropReason, Generated, LocalKind};
+use crate::meter::{Meter, Step};
+use crate::seq::SeqNumber;
+use crate::splice::{self, Binding, Event, Phase, Replay, ReplayState, SessionSlot, Teardown};
+use crate::spray::Spray;
+use crate::table::{
+    self, Dir, FlowKey, FlowKind, FlowSlot, FlowTable, IndexSlot, TcpState, deadline_passed, dirflag,
+};
+use crate::time::Instant;
+use crate::wire::control::{self, ReplyCode, ReplyRepr, RequestRepr};
+use crate::wire::tcp_options::{self, TcpOptions};
+
+const ETH_LEN: usize = 14;
+const IP_LEN: usize = 20;
+const TCP_AT: usize = ETH_LEN + IP_LEN;
+/// Largest frame the switch generates.
+pub const MAX_GENERATED: usize = 128;
+const NEIGHBORS: usize = 64;
+/// Faked FINs are resent this often until acknowledged.
+const FIN_RETRY_MS: u32 = 200;
+const FIN_TRIES: u8 = 8;
+
+/// How the frame's transport checksum is to be kept (see [`checksum::Kind`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct FrameMeta {
+    /// Full checksum, or a partial (pseudo-header only) one from a TAP with `NEEDS_CSUM`.
+    pub csum: Kind,
+}
+
+impl FrameMeta {
+    /// A frame with complete checksums.
+    pub const FULL: FrameMeta = FrameMeta { csum: Kind::Full };
+}
+
+/// What to do with a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Verdict {
+    /// Send the (rewritten) frame out of this port.
+    Forward(PortId),
+    /// The switch handled it itself; any reply went to the sink.
+    Local(LocalKind),
+    /// Dropped, for this reason (already counted).
+    Drop(DropReason),
+}
+
+/// Receives frames the switch generates. Returns false when it has no room (counted as
+/// [`DropReason::SinkFull`]).
+pub trait Sink {
+    /// Queue `frame` for transmission on `port`.
+    fn emit(&mut self, port: PortId, frame: &[u8]) -> bool;
+}
+
+/// Caller-owned storage for a switch.
+#[derive(Debug)]
+pub struct Storage<'a> {
+    /// Flow records (one per tracked TCP connection or leg).
+    pub flows: ManagedSlice<'a, FlowSlot>,
+    /// Hash index, [`Storage::index_len_for`] slots.
+    pub index: ManagedSlice<'a, IndexSlot>,
+    /// Splice sessions (handed-off client connections).
+    pub sessions: ManagedSlice<'a, SessionSlot>,
+}
+
+impl Storage<'_> {
+    /// Index slots needed for `flows` flow slots.
+    pub const fn index_len_for(flows: usize) -> usize {
+        table::index_len_for(flows)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Neighbor {
+    ip: [u8; 4],
+    mac: [u8; 6],
+    valid: bool,
+}
+
+/// A parsed TCP segment (values before any rewrite).
+#[derive(Debug, Clone, Copy)]
+struct Seg {
+    key: FlowKey,
+    seq: SeqNumber,
+    ack: SeqNumber,
+    syn: bool,
+    ackf: bool,
+    fin: bool,
+    rst: bool,
+    len: u32,
+    win: u16,
+    hdr_len: usize,
+    opts: TcpOptions,
+}
+
+impl Seg {
+    /// Sequence space the segment occupies (data, SYN and FIN).
+    fn seq_len(&self) -> u32 {
+        self.len + self.syn as u32 + self.fin as u32
+    }
+}
+
+/// In-place header edits with RFC 1624 checksum maintenance.
+struct Rw<'f> {
+    f: &'f mut [u8],
+    kind: Kind,
+    ip_c: u16,
+    tcp_c: u16,
+    bytes: u32,
+    words: u32,
+}
+
+impl<'f> Rw<'f> {
+    fn new(f: &'f mut [u8], kind: Kind) -> Self {
+        let ip_c = Ipv4Packet::new_unchecked(&f[ETH_LEN..]).checksum();
+        let tcp_c = TcpPacket::new_unchecked(&f[TCP_AT..]).checksum();
+        Rw { f, kind, ip_c, tcp_c, bytes: 0, words: 0 }
+    }
+    fn src(&mut self, a: Ipv4Address) {
+        let mut ip = Ipv4Packet::new_unchecked(&mut self.f[ETH_LEN..]);
+        let old = ip.src_addr();
+        if old != a {
+            ip.set_src_addr(a);
+            self.addr_changed(old, a);
+        }
+    }
+    fn dst(&mut self, a: Ipv4Address) {
+        let mut ip = Ipv4Packet::new_unchecked(&mut self.f[ETH_LEN..]);
+        let old = ip.dst_addr();
+        if old != a {
+            ip.set_dst_addr(a);
+            self.addr_changed(old, a);
+        }
+    }
+    fn addr_changed(&mut self, old: Ipv4Address, new: Ipv4Address) {
+        let (o, n) = (u32::from(old), u32::from(new));
+        self.ip_c = checksum::update32(self.ip_c, o, n);
+        self.tcp_c = checksum::pseudo_update32(self.kind, self.tcp_c, o, n);
+        self.bytes += 4;
+        self.words += 4;
+    }
+    fn sport(&mut self, p: u16) {
+        let mut t = TcpPacket::new_unchecked(&mut self.f[TCP_AT..]);
+        let old = t.src_port();
+        if old != p {
+            t.set_src_port(p);
+            self.tcp_c = checksum::segment_update16(self.kind, self.tcp_c, old, p);
+            self.bytes += 2;
+            self.words += 1;
+        }
+    }
+    fn dport(&mut self, p: u16) {
+        let mut t = TcpPacket::new_unchecked(&mut self.f[TCP_AT..]);
+        let old = t.dst_port();
+        if old != p {
+            t.set_dst_port(p);
+            self.tcp_c = checksum::segment_update16(self.kind, self.tcp_c, old, p);
+            self.bytes += 2;
+            self.words += 1;
+        }
+    }
+    fn seq(&mut self, v: SeqNumber) {
+        let mut t = TcpPacket::new_unchecked(&mut self.f[TCP_AT..]);
+        let old = SeqNumber::from(t.seq_number());
+        if old != v {
+            t.set_seq_number(v.into());
+            self.tcp_c = checksum::segment_update32(self.kind, self.tcp_c, old.0, v.0);
+            self.bytes += 4;
+            self.words += 2;
+        }
+    }
+    fn ack(&mut self, v: SeqNumber) {
+        let mut t = TcpPacket::new_unchecked(&mut self.f[TCP_AT..]);
+        let old = SeqNumber::from(t.ack_number());
+        if old != v {
+            t.set_ack_number(v.into());
+            self.tcp_c = checksum::segment_update32(self.kind, self.tcp_c, old.0, v.0);
+            self.bytes += 4;
+            self.words += 2;
+        }
+    }
+    fn win(&mut self, w: u16) {
+        let mut t = TcpPacket::new_unchecked(&mut self.f[TCP_AT..]);
+        let old = t.window_len();
+        if old != w {
+            t.set_window_len(w);
+            self.tcp_c = checksum::segment_update16(self.kind, self.tcp_c, old, w);
+            self.bytes += 2;
+            self.words += 1;
+        }
+    }
+    /// A 32-bit option field at offset `at` from the TCP header.
+    fn opt32(&mut self, at: usize, v: u32) {
+        let seg = &mut self.f[TCP_AT..];
+        self.tcp_c = tcp_options::write_u32(seg, at, v, self.kind, self.tcp_c);
+        self.bytes += 4;
+        self.words += 3;
+    }
+    fn ttl_dec(&mut self) {
+        let mut ip = Ipv4Packet::new_unchecked(&mut self.f[ETH_LEN..]);
+        let ttl = ip.hop_limit();
+        let proto: u8 = ip.next_header().into();
+        ip.set_hop_limit(ttl.wrapping_sub(1));
+        let old = u16::from_be_bytes([ttl, proto]);
+        let new = u16::from_be_bytes([ttl.wrapping_sub(1), proto]);
+        self.ip_c = checksum::update16(self.ip_c, old, new);
+        self.bytes += 1;
+        self.words += 1;
+    }
+    fn finish<M: Meter + ?Sized>(self, meter: &mut M) {
+        Ipv4Packet::new_unchecked(&mut self.f[ETH_LEN..]).set_checksum(self.ip_c);
+        TcpPacket::new_unchecked(&mut self.f[TCP_AT..]).set_checksum(self.tcp_c);
+        meter.bytes_rewritten(self.bytes + 4);
+        meter.checksum_words(self.words);
+    }
+}
+
+/// Rescales a window field from one shift to another, rounding down (never advertising more
+/// than the receiver offered) and saturating at 65535.
+#[inline]
+pub const fn rescale_window(win: u16, from: u8, to: u8) -> u16 {
+    if from == to {
+        return win;
+    }
+    let bytes = (win as u64) << from;
+    let v = bytes >> to;
+    if v > 0xffff { 0xffff } else { v as u16 }
+}
+
+/// Where a routed or NATed packet leaves.
+struct Out {
+    port: PortId,
+    next_hop: Ipv4Address,
+}
+
+/// A KNITS edge switch.
+#[derive(Debug)]
+pub struct Switch<'a> {
+    config: Config,
+    table: FlowTable<'a>,
+    sessions: ManagedSlice<'a, SessionSlot>,
+    sessions_used: usize,
+    session_cursor: usize,
+    spray: Spray,
+    neighbors: [Neighbor; NEIGHBORS],
+    replay: [ReplayState; MAX_BACKENDS],
+    counters: Counters,
+}
+
+/// Fields of a TCP segment the switch generates.
+#[derive(Debug, Clone, Copy)]
+struct GenTcp {
+    src: FlowKey,
+    seq: SeqNumber,
+    ack: SeqNumber,
+    fin: bool,
+    rst: bool,
+    win: u16,
+    ts: Option<(u32, u32)>,
+}
+
+impl<'a> Switch<'a> {
+    /// A switch over caller storage. Checks the configuration (the error says what to fix).
+    pub fn new(config: Config, storage: Storage<'a>) -> Result<Self, ConfigError> {
+        config.validate()?;
+        if storage.sessions.is_empty() {
+            return Err(ConfigError::SessionStorage);
+        }
+        let table = FlowTable::new(storage.flows, storage.index, config.hash_seed).map_err(|_| ConfigError::Storage)?;
+        let mut sessions = storage.sessions;
+        for s in sessions.iter_mut() {
+            *s = SessionSlot::default();
+        }
+        let spray = Spray::new(config.policy, &config.backends, config.hash_seed);
+        Ok(Switch {
+            config,
+            table,
+            sessions,
+            sessions_used: 0,
+            session_cursor: 0,
+            spray,
+            neighbors: [Neighbor::default(); NEIGHBORS],
+            replay: [ReplayState::default(); MAX_BACKENDS],
+            counters: Counters::default(),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+    /// All counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+    /// Flows in the table.
+    pub fn flow_count(&self) -> usize {
+        self.table.len()
+    }
+    /// Flow capacity.
+    pub fn flow_capacity(&self) -> usize {
+        self.table.capacity()
+    }
+    /// Splice sessions in use.
+    pub fn session_count(&self) -> usize {
+        self.sessions_used
+    }
+    /// Splice session capacity.
+    pub fn session_capacity(&self) -> usize {
+        self.sessions.len()
+    }
+    /// The flow table (read only), for inspection and tests.
+    pub fn table(&self) -> &FlowTable<'a> {
+        &self.table
+    }
+    /// A splice session (read only), for inspection and tests.
+    pub fn session(&self, i: usize) -> Option<&SessionSlot> {
+        self.sessions.get(i).filter(|s| s.in_use)
+    }
+    /// Counts of flows per TCP state, in the order of [`TcpState`]'s variants.
+    pub fn flows_by_state(&self) -> [usize; 6] {
+        let mut n = [0; 6];
+        for (_, f) in self.table.iter() {
+            n[f.state as usize] += 1;
+        }
+        n
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Entry points.
+
+    /// Processes one frame received on `port` at `now`.
+    pub fn process<S: Sink + ?Sized, M: Meter + ?Sized>(
+        &mut self,
+        port: PortId,
+        now: Instant,
+        frame: &mut [u8],
+        meta: FrameMeta,
+        sink: &mut S,
+        meter: &mut M,
+    ) -> Verdict {
+        if let Some(c) = self.counters.rx_frames.get_mut(port as usize) {
+            *c += 1;
+        }
+        let v = self.process_inner(port, now, frame, meta, sink, meter);
+        meter.step(Step::Verdict);
+        meter.counter();
+        match v {
+            Verdict::Forward(p) => {
+                if let Some(c) = self.counters.tx_frames.get_mut(p as usize) {
+                    *c += 1;
+                }
+            }
+            Verdict::Local(k) => self.counters.local[k.index()] += 1,
+            Verdict::Drop(r) => self.counters.drops[r.index()] += 1,
+        }
+        v
+    }
+
+    fn process_inner<S: Sink + ?Sized, M: Meter + ?Sized>(
+        &mut self,
+        port: PortId,
+        now: Instant,
+        frame: &mut [u8],
+        meta: FrameMeta,
+        sink: &mut S,
+        meter: &mut M,
+    ) -> Verdict {
+        meter.step(Step::Parse);
+        let Some(pc) = self.config.ports.get(port as usize).copied() else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        let Ok(eth) = EthernetFrame::new_checked(&*frame) else {
+            return Verdict::Drop(DropReason::EthTruncated);
+        };
+        meter.bytes_read(ETH_LEN as u32);
+        let dst_mac = eth.dst_addr();
+        if dst_mac != pc.mac && !dst_mac.is_broadcast() {
+            return Verdict::Drop(DropReason::EthNotForUs);
+        }
+        let src_mac = eth.src_addr();
+        match eth.ethertype() {
+            EthernetProtocol::Arp => self.arp(port, frame, sink, meter),
+            EthernetProtocol::Ipv4 => self.ipv4(port, now, src_mac, frame, meta, sink, meter),
+            _ => Verdict::Drop(DropReason::EthUnsupported),
+        }
+    }
+
+    /// Runs timers: expiry of flows, hand-off time-outs, resent faked FINs and binding
+    /// retirement. Examines at most `budget` flow slots and `budget` sessions; returns the work
+    /// done.
+    pub fn poll<S: Sink + ?Sized>(&mut self, now: Instant, budget: usize, sink: &mut S) -> usize {
+        let now_ms = table::millis(now);
+        let mut work = 0;
+        // Sessions first: they own their flows.
+        let n = self.sessions.len();
+        for _ in 0..budget.min(n) {
+            let i = self.session_cursor;
+            self.session_cursor = if i + 1 >= n { 0 } else { i + 1 };
+            work += 1;
+            if self.sessions.get(i).is_some_and(|s| s.in_use) {
+                self.session_timers(i, now_ms, sink);
+            }
+        }
+        // Flows, in chunks so the expired list stays on the stack.
+        let mut left = budget;
+        while left > 0 {
+            let chunk = left.min(32);
+            left -= chunk;
+            let mut expired: heapless::Vec<usize, 32> = heapless::Vec::new();
+            let t = self.config.timeouts;
+            work += self.table.sweep(
+                now_ms,
+                chunk,
+                |f| {
+                    let d = match f.state {
+                        TcpState::SynSent => t.syn,
+                        TcpState::Established => t.established,
+                        TcpState::TimeWait => t.time_wait,
+                        _ => t.transitory,
+                    };
+                    f.last_ms.wrapping_add(d.total_millis() as u32)
+                },
+                |i| {
+                    let _ = expired.push(i);
+                },
+            );
+            for i in expired {
+                self.expire_flow(i);
+            }
+        }
+        work
+    }
+
+    fn expire_flow(&mut self, i: usize) {
+        let Some(f) = self.table.get(i) else { return };
+        let state = f.state;
+        match f.session() {
+            Some(s) => {
+                let anchor = self.sessions.get(s).map(|s| s.anchor as usize);
+                if anchor == Some(i) {
+                    self.end_session(s);
+                } else if let Some(f) = self.table.get_mut(i) {
+                    // Legs live as long as their session; refresh so the sweep moves on.
+                    f.last_ms = f.last_ms.wrapping_add(1000);
+                }
+            }
+            None => {
+                if state == TcpState::TimeWait {
+                    self.counters.closed += 1;
+                } else {
+                    self.counters.expired += 1;
+                }
+                self.table.remove(i);
+            }
+        }
+    }
+
+    fn end_session(&mut self, s: usize) {
+        let Some(sess) = self.sessions.get_mut(s) else { return };
+        let anchor = sess.anchor as usize;
+        let mut legs: heapless::Vec<usize, { splice::MAX_BINDINGS }> = heapless::Vec::new();
+        for b in sess.bindings.iter() {
+            let _ = legs.push(b.leg as usize);
+        }
+        *sess = SessionSlot::default();
+        self.sessions_used = self.sessions_used.saturating_sub(1);
+        for l in legs {
+            if l != anchor {
+                self.table.remove(l);
+            }
+        }
+        let closed = self.table.get(anchor).is_some_and(|f| f.state == TcpState::TimeWait);
+        if closed {
+            self.counters.closed += 1;
+        } else {
+            self.counters.expired += 1;
+        }
+        self.table.remove(anchor);
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // ARP and neighbors.
+
+    fn learn(&mut self, ip: [u8; 4], mac: [u8; 6]) {
+        if mac[0] & 1 != 0 || ip == [0; 4] {
+            return;
+        }
+        let h = (ip[2] as usize * 31 + ip[3] as usize) % NEIGHBORS;
+        self.neighbors[h] = Neighbor { ip, mac, valid: true };
+    }
+
+    fn neighbor(&self, ip: [u8; 4]) -> Option<EthernetAddress> {
+        let h = (ip[2] as usize * 31 + ip[3] as usize) % NEIGHBORS;
+        let n = self.neighbors[h];
+        if n.valid && n.ip == ip { Some(EthernetAddress(n.mac)) } else { None }
+    }
+
+    fn owns(&self, port: PortId, ip: Ipv4Address) -> bool {
+        let Some(pc) = self.config.ports.get(port as usize) else { return false };
+        ip == pc.gateway || (pc.role == PortRole::Client && ip == self.config.vip)
+    }
+
+    fn arp<S: Sink + ?Sized, M: Meter + ?Sized>(
+        &mut self,
+        port: PortId,
+        frame: &mut [u8],
+        sink: &mut S,
+        meter: &mut M,
+    ) -> Verdict {
+        meter.step(Step::Classify);
+        let Some(body) = frame.get(ETH_LEN..) else { return Verdict::Drop(DropReason::ArpMalformed) };
+        let Ok(pkt) = ArpPacket::new_checked(body) else { return Verdict::Drop(DropReason::ArpMalformed) };
+        let Ok(ArpRepr::EthernetIpv4 { operation, source_hardware_addr, source_protocol_addr, target_protocol_addr, .. }) =
+            ArpRepr::parse(&pkt)
+        else {
+            return Verdict::Drop(DropReason::ArpMalformed);
+        };
+        meter.bytes_read(28);
+        let Some(pc) = self.config.ports.get(port as usize).copied() else { return Verdict::Drop(DropReason::NoRoute) };
+        if pc.contains(source_protocol_addr) {
+            self.learn(source_protocol_addr.octets(), source_hardware_addr.0);
+        }
+        if operation != ArpOperation::Request {
+            return Verdict::Local(LocalKind::Arp);
+        }
+        if !self.owns(port, target_protocol_addr) {
+            return Verdict::Drop(DropReason::ArpNotForUs);
+        }
+        let mut buf = [0u8; 42];
+        let eth = EthernetRepr { src_addr: pc.mac, dst_addr: source_hardware_addr, ethertype: EthernetProtocol::Arp };
+        eth.emit(&mut EthernetFrame::new_unchecked(&mut buf[..]));
+        let rep = ArpRepr::EthernetIpv4 {
+            operation: ArpOperation::Reply,
+            source_hardware_addr: pc.mac,
+            source_protocol_addr: target_protocol_addr,
+            target_hardware_addr: source_hardware_addr,
+            target_protocol_addr: source_protocol_addr,
+        };
+        rep.emit(&mut ArpPacket::new_unchecked(&mut buf[ETH_LEN..]));
+        self.generate(port, &buf, Generated::ArpReply, sink, meter);
+        Verdict::Local(LocalKind::Arp)
+    }
+
+    fn arp_request<S: Sink + ?Sized>(&mut self, port: PortId, target: Ipv4Address, sink: &mut S) {
+        let Some(pc) = self.config.ports.get(port as usize).copied() else { return };
+        let mut buf = [0u8; 42];
+        let eth = EthernetRepr { src_addr: pc.mac, dst_addr: EthernetAddress::BROADCAST, ethertype: EthernetProtocol::Arp };
+        eth.emit(&mut EthernetFrame::new_unchecked(&mut buf[..]));
+        let req = ArpRepr::EthernetIpv4 {
+            operation: ArpOperation::Request,
+            source_hardware_addr: pc.mac,
+            source_protocol_addr: pc.gateway,
+            target_hardware_addr: EthernetAddress([0; 6]),
+            target_protocol_addr: target,
+        };
+        req.emit(&mut ArpPacket::new_unchecked(&mut buf[ETH_LEN..]));
+        self.generate(port, &buf, Generated::ArpRequest, sink, &mut crate::meter::NoMeter);
+    }
+
+    fn generate<S: Sink + ?Sized, M: Meter + ?Sized>(
+        &mut self,
+        port: PortId,
+        frame: &[u8],
+        what: Generated,
+        sink: &mut S,
+        meter: &mut M,
+    ) {
+        meter.generated(frame.len() as u32);
+        if sink.emit(port, frame) {
+            self.counters.generated[what.index()] += 1;
+            if let Some(c) = self.counters.tx_frames.get_mut(port as usize) {
+                *c += 1;
+            }
+        } else {
+            self.counters.drops[DropReason::SinkFull.index()] += 1;
+        }
+    }
+
+    /// Sets the Ethernet addresses for `out`; false when the next hop is unknown (an ARP
+    /// request is sent).
+    fn set_macs<S: Sink + ?Sized>(&mut self, frame: &mut [u8], out: &Out, sink: &mut S) -> bool {
+        let Some(pc) = self.config.ports.get(out.port as usize).copied() else { return false };
+        let Some(mac) = self.neighbor(out.next_hop.octets()) else {
+            self.arp_request(out.port, out.next_hop, sink);
+            return false;
+        };
+        let mut eth = EthernetFrame::new_unchecked(frame);
+        eth.set_src_addr(pc.mac);
+        eth.set_dst_addr(mac);
+        true
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // IPv4.
+
+    #[allow(clippy::too_many_arguments)]
+    fn ipv4<S: Sink + ?Sized, M: Meter + ?Sized>(
+        &mut self,
+        port: PortId,
+        now: Instant,
+        src_mac: EthernetAddress,
+        frame: &mut [u8],
+        meta: FrameMeta,
+        sink: &mut S,
+        meter: &mut M,
+    ) -> Verdict {
+        let Some(body) = frame.get(ETH_LEN..) else { return Verdict::Drop(DropReason::Ipv4Malformed) };
+        let Ok(ip) = Ipv4Packet::new_checked(body) else { return Verdict::Drop(DropReason::Ipv4Malformed) };
+        if ip.version() != 4 {
+            return Verdict::Drop(DropReason::Ipv4Malformed);
+        }
+        if ip.header_len() as usize != IP_LEN {
+            return Verdict::Drop(DropReason::Ipv4Options);
+        }
+        if ip.more_frags() || ip.frag_offset() != 0 {
+            return Verdict::Drop(DropReason::Ipv4Fragment);
+        }
+        meter.bytes_read(IP_LEN as u32);
+        if self.config.verify_checksums {
+            meter.checksum_words(10);
+            if !ip.verify_checksum() {
+                return Verdict::Drop(DropReason::Ipv4BadChecksum);
+            }
+        }
+        let (src, dst, proto, ttl) = (ip.src_addr(), ip.dst_addr(), ip.next_header(), ip.hop_limit());
+        let total = ip.total_len() as usize;
+        let Some(pc) = self.config.ports.get(port as usize).copied() else { return Verdict::Drop(DropReason::NoRoute) };
+        if pc.contains(src) {
+            self.learn(src.octets(), src_mac.0);
+        }
+        let l4_len = total - IP_LEN;
+        match proto {
+            IpProtocol::Tcp => {
+                if ttl <= 1 {
+                    return Verdict::Drop(DropReason::TtlExpired);
+                }
+                self.tcp(port, now, src, dst, l4_len, frame, meta, sink, meter)
+            }
+            IpProtocol::Udp => self.udp(port, src, dst, ttl, l4_len, frame, meta, sink, meter),
+            _ => {
+                meter.step(Step::Classify);
+                // Other protocols (ICMP) are routed between back-end nodes only.
+                let Some(out) = self.route_between_nodes(port, dst) else { return Verdict::Drop(DropReason::NoRoute) };
+                if ttl <= 1 {
+                    return Verdict::Drop(DropReason::TtlExpired);
+                }
+                self.forward_plain(frame, out, sink, meter)
+            }
+        }
+    }
+
+    /// A back-end to back-end route: the destination is a node on another back-end port.
+    fn route_between_nodes(&self, in_port: PortId, dst: Ipv4Address) -> Option<Out> {
+        let pin = self.config.ports.get(in_port as usize)?;
+        if pin.role != PortRole::Backend {
+            return None;
+        }
+        let p = self.config.route(dst)?;
+        let pc = self.config.ports.get(p as usize)?;
+        if pc.role != PortRole::Backend || p == in_port || dst == pc.gateway {
+            return None;
+        }
+        Some(Out { port: p, next_hop: dst })
+    }
+
+    /// Forwards a non-TCP IPv4 packet unchanged but for TTL and MACs.
+    fn forward_plain<S: Sink + ?Sized, M: Meter + ?Sized>(
+        &mut self,
+        frame: &mut [u8],
+        out: Out,
+        sink: &mut S,
+        meter: &mut M,
+    ) -> Verdict {
+        meter.step(Step::Rewrite);
+        let mut ip = Ipv4Packet::new_unchecked(&mut frame[ETH_LEN..]);
+        let ttl = ip.hop_limit();
+        let proto: u8 = ip.next_header().into();
+        ip.set_hop_limit(ttl - 1);
+        let c = checksum::update16(ip.checksum(), u16::from_be_bytes([ttl, proto]), u16::from_be_bytes([ttl - 1, proto]));
+        ip.set_checksum(c);
+        meter.bytes_rewritten(3);
+        meter.checksum_words(1);
+        if !self.set_macs(frame, &out, sink) {
+            return Verdict::Drop(DropReason::NeighborUnknown);
+        }
+        Verdict::Forward(out.port)
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // UDP: control messages to the switch, or routed between nodes.
+
+    #[allow(clippy::too_many_arguments)]
+    fn udp<S: Sink + ?Sized, M: Meter + ?Sized>(
+        &mut self,
+        port: PortId,
+        src: Ipv4Address,
+        dst: Ipv4Address,
+        ttl: u8,
+        l4_len: usize,
+        frame: &mut [u8],
+        meta: FrameMeta,
+        sink: &mut S,
+        meter: &mut M,
+    ) -> Verdict {
+        meter.step(Step::Classify);
+        let Some(seg) = frame.get(TCP_AT..TCP_AT + l4_len) else { return Verdict::Drop(DropReason::UdpMalformed) };
+        let Ok(udp) = UdpPacket::new_checked(seg) else { return Verdict::Drop(DropReason::UdpMalformed) };
+        if udp.len() as usize != l4_len {
+            return Verdict::Drop(DropReason::UdpMalformed);
+        }
+        meter.bytes_read(8);
+        if self.owns(port, dst) {
+            let is_control = udp.dst_port() == self.config.control_port;
+            let Some(pc) = self.config.ports.get(port as usize) else { return Verdict::Drop(DropReason::NoRoute) };
+            if !is_control || dst != pc.gateway {
+                return Verdict::Drop(DropReason::VipNotServed);
+            }
+            if pc.role != PortRole::Backend {
+                return Verdict::Drop(DropReason::ControlWrongPort);
+            }
+            if self.config.verify_checksums && meta.csum == Kind::Full && udp.checksum() != 0 {
+                meter.checksum_words(l4_len as u32 / 2 + 6);
+                if !udp.verify_checksum(&src.into(), &dst.into()) {
+                    return Verdict::Drop(DropReason::UdpBadChecksum);
+                }
+            }
+            let sport = udp.src_port();
+            let mut payload = [0u8; control::REQUEST_LEN];
+            let p = udp.payload();
+            if p.len() != control::REQUEST_LEN {
+                return Verdict::Drop(DropReason::ControlMalformed);
+            }
+            payload.copy_from_slice(p);
+            return self.control(port, src, sport, &payload, sink, meter);
+        }
+        let Some(out) = self.route_between_nodes(port, dst) else { return Verdict::Drop(DropReason::NoRoute) };
+        if ttl <= 1 {
+            return Verdict::Drop(DropReason::TtlExpired);
+        }
+        self.forward_plain(frame, out, sink, meter)
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // TCP.
+
+    #[allow(clippy::too_many_arguments)]
+    fn tcp<S: Sink + ?Sized, M: Meter + ?Sized>(
+        &mut self,
+        port: PortId,
+        now: Instant,
+        src: Ipv4Address,
+        dst: Ipv4Address,
+        l4_len: usize,
+        frame: &mut [u8],
+        meta: FrameMeta,
+        sink: &mut S,
+        meter: &mut M,
+    ) -> Verdict {
+        let Some(segb) = frame.get(TCP_AT..TCP_AT + l4_len) else { return Verdict::Drop(DropReason::TcpMalformed) };
+        let Ok(tcp) = TcpPacket::new_checked(segb) else { return Verdict::Drop(DropReason::TcpMalformed) };
+        let hdr_len = tcp.header_len() as usize;
+        if hdr_len < 20 || hdr_len > l4_len {
+            return Verdict::Drop(DropReason::TcpMalformed);
+        }
+        let (syn, ackf, fin, rst) = (tcp.syn(), tcp.ack(), tcp.fin(), tcp.rst());
+        if (syn && (fin || rst)) || (!syn && !ackf && !rst) || (fin && !ackf) {
+            return Verdict::Drop(DropReason::TcpBadFlags);
+        }
+        let Some(hdr) = segb.get(..hdr_len) else { return Verdict::Drop(DropReason::TcpMalformed) };
+        let Ok(opts) = tcp_options::parse(hdr) else { return Verdict::Drop(DropReason::TcpBadOption) };
+        meter.bytes_read(hdr_len as u32);
+        meter.option_bytes(opts.walked as u32);
+        if self.config.verify_checksums && meta.csum == Kind::Full {
+            meter.checksum_words(l4_len as u32 / 2 + 6);
+            if !tcp.verify_checksum(&src.into(), &dst.into()) {
+                return Verdict::Drop(DropReason::TcpBadChecksum);
+            }
+        }
+        let seg = Seg {
+            key: FlowKey { src: src.octets(), dst: dst.octets(), sport: tcp.src_port(), dport: tcp.dst_port() },
+            seq: tcp.seq_number().into(),
+            ack: tcp.ack_number().into(),
+            syn,
+            ackf,
+            fin,
+            rst,
+            len: (l4_len - hdr_len) as u32,
+            win: tcp.window_len(),
+            hdr_len,
+            opts,
+        };
+        meter.step(Step::Classify);
+        let Some(pc) = self.config.ports.get(port as usize).copied() else { return Verdict::Drop(DropReason::NoRoute) };
+        if pc.role == PortRole::Client && (dst != self.config.vip || !self.config.vip_ports.contains(&seg.key.dport)) {
+            return Verdict::Drop(if dst == self.config.vip { DropReason::VipNotServed } else { DropReason::NoRoute });
+        }
+        meter.step(Step::Lookup);
+        let mut probes = 0;
+        let found = self.table.lookup(&seg.key, &mut probes);
+        meter.table_probe(probes);
+        meter.step(Step::Decide);
+        let now_ms = table::millis(now);
+        let Some((fi, dir)) = found else {
+            return self.new_flow(port, pc.role, now_ms, &seg, frame, meta, sink, meter);
+        };
+        meter.table_entry(1);
+        let Some(flow) = self.table.get(fi).copied() else { return Verdict::Drop(DropReason::UnknownFlow) };
+        if flow.ports[dir.index()] != port && flow.dirs[dir.index()].has(dirflag::SYN) {
+            return Verdict::Drop(DropReason::WrongPort);
+        }
+        if let Some(r) = self.validate(&flow, dir, &seg) {
+            return Verdict::Drop(r);
+        }
+        match (flow.session(), flow.kind) {
+            (None, FlowKind::Nat) => self.nat_plain(fi, dir, port, now_ms, &seg, frame, meta, sink, meter),
+            (None, _) => self.routed_plain(fi, dir, port, now_ms, &seg, frame, meta, sink, meter),
+            (Some(s), _) => self.spliced(s, fi, dir, now_ms, &seg, frame, meta, sink, meter),
+        }
+    }
+
+    /// RFC 5961 and window sanity for a segment of a known flow: a RST must be in the window
+    /// (only an exact match changes state, see `track`), data far outside it is dropped.
+    fn validate(&self, f: &FlowSlot, dir: Dir, seg: &Seg) -> Option<DropReason> {
+        let rcv = &f.dirs[dir.other().index()];
+        if !rcv.has(dirflag::ACKED) || seg.syn {
+            return None;
+        }
+        let wnd = ((rcv.win as u32) << f.shift(dir.other())).max(65535);
+        let lo = rcv.ack;
+        if seg.rst {
+            if seg.seq.ge(lo) && seg.seq.lt(lo.add(wnd.saturating_add(1))) {
+                return None;
+            }
+            return Some(DropReason::OutOfWindow);
+        }
+        if seg.len > 0 {
+            // Generous: the receiver may have advertised more since; only far-off data goes.
+            let slack = wnd.saturating_mul(4).min(1 << 30);
+            let end = seg.seq.add(seg.len);
+            if end.le(lo.sub(slack)) || seg.seq.ge(lo.add(slack)) {
+                return Some(DropReason::OutOfWindow);
+            }
+        }
+        None
+    }
+
+    /// Updates a flow direction from a segment, in that direction's own sequence space, and
+    /// moves the connection state.
+    fn track(&mut self, fi: usize, dir: Dir, port: PortId, now_ms: u32, seg: &Seg) {
+        let Some(f) = self.table.get_mut(fi) else { return };
+        f.last_ms = now_ms;
+        let d = &mut f.dirs[dir.index()];
+        if seg.syn && !d.has(dirflag::SYN) {
+            d.isn = seg.seq;
+            d.nxt = seg.seq.add(1);
+            d.flags |= dirflag::SYN;
+            d.mss = seg.opts.mss.unwrap_or(0);
+            if let Some(w) = seg.opts.wscale {
+                d.wscale = w.min(14);
+                d.flags |= dirflag::WSCALE;
+            }
+            if seg.opts.sack_perm {
+                d.flags |= dirflag::SACK_PERM;
+            }
+            if seg.opts.ts_at.is_some() {
+                d.flags |= dirflag::TS;
+            }
+            f.ports[dir.index()] = port;
+        }
+        let d = &mut f.dirs[dir.index()];
+        let end = seg.seq.add(seg.seq_len());
+        if d.has(dirflag::SYN) && end.gt(d.nxt) {
+            d.nxt = end;
+        }
+        if seg.ackf && (!d.has(dirflag::ACKED) || seg.ack.gt(d.ack)) {
+            d.ack = seg.ack;
+            d.flags |= dirflag::ACKED;
+        }
+        if seg.opts.ts_at.is_some() && (seg.opts.tsval.wrapping_sub(d.ts_in) as i32 > 0 || d.ts_in == 0) {
+            d.ts_in = seg.opts.tsval;
+        }
+        d.win = seg.win;
+        if seg.fin && !d.has(dirflag::FIN) {
+            d.flags |= dirflag::FIN;
+        }
+        // The other direction's FIN is acknowledged once this ack passes it.
+        let (a, b) = f.dirs.split_at_mut(1);
+        let (me, other) = if dir == Dir::Orig { (&mut a[0], &mut b[0]) } else { (&mut b[0], &mut a[0]) };
+        if other.has(dirflag::FIN) && me.has(dirflag::ACKED) && me.ack.ge(other.nxt) {
+            other.flags |= dirflag::FIN_ACKED;
+        }
+        let exact_rst = seg.rst && (!other.has(dirflag::ACKED) || seg.seq == other.ack);
+        let both_syn = me.has(dirflag::SYN) && other.has(dirflag::SYN);
+        let fins = me.has(dirflag::FIN) as u8 + other.has(dirflag::FIN) as u8;
+        let fins_acked = me.has(dirflag::FIN_ACKED) && other.has(dirflag::FIN_ACKED);
+        let new_state = if exact_rst {
+            TcpState::TimeWait
+        } else if fins_acked {
+            TcpState::TimeWait
+        } else if fins == 2 {
+            TcpState::Closing
+        } else if fins == 1 {
+            TcpState::FinWait
+        } else if both_syn && (f.state == TcpState::SynReceived || f.state == TcpState::Established) && (seg.len > 0 || (dir == Dir::Orig && seg.ackf)) {
+            TcpState::Established
+        } else if both_syn && f.state == TcpState::SynSent {
+            TcpState::SynReceived
+        } else {
+            f.state
+        };
+        if f.state != TcpState::TimeWait {
+            if new_state != f.state {
+                knits_trace!("flow {} {} -> {}", fi, f.state.name(), new_state.name());
+            }
+            f.state = new_state;
+        }
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // New flows: spray a SYN to the VIP, or track a SYN between nodes.
+
+    #[allow(clippy::too_many_arguments)]
+    fn new_flow<S: Sink + ?Sized, M: Meter + ?Sized>(
+        &mut self,
+        port: PortId,
+        role: PortRole,
+        now_ms: u32,
+        seg: &Seg,
+        frame: &mut [u8],
+        meta: FrameMeta,
+        sink: &mut S,
+        meter: &mut M,
+    ) -> Verdict {
+        if !seg.syn || seg.ackf {
+            return Verdict::Drop(DropReason::UnknownFlow);
+        }
+        match role {
+            PortRole::Client => {
+                let Some(bi) = self.spray.pick(&self.config.backends, seg.key.src, seg.key.sport) else {
+                    return Verdict::Drop(DropReason::NoBackend);
+                };
+                let be = self.config.backends[bi];
+                let orig = seg.key;
+                let reply = FlowKey { src: be.addr.octets(), dst: seg.key.src, sport: seg.key.dport, dport: seg.key.sport };
+                let Ok(fi) = self.table.insert(FlowKind::Nat, orig, reply, now_ms) else {
+                    return Verdict::Drop(DropReason::TableFull);
+                };
+                meter.table_entry(1);
+                self.counters.sprayed[bi] += 1;
+                if let Some(f) = self.table.get_mut(fi) {
+                    f.backend = bi as u8;
+                    f.ports = [port, be.port];
+                }
+                self.nat_plain(fi, Dir::Orig, port, now_ms, seg, frame, meta, sink, meter)
+            }
+            PortRole::Backend => {
+                let dst = Ipv4Address::from_octets(seg.key.dst);
+                let Some(out) = self.route_between_nodes(port, dst) else { return Verdict::Drop(DropReason::NoRoute) };
+                let Ok(fi) = self.table.insert(FlowKind::Routed, seg.key, seg.key.reversed(), now_ms) else {
+                    return Verdict::Drop(DropReason::TableFull);
+                };
+                meter.table_entry(1);
+                self.counters.tracked_routed += 1;
+                if let Some(f) = self.table.get_mut(fi) {
+                    f.ports = [port, out.port];
+                }
+                self.routed_plain(fi, Dir::Orig, port, now_ms, seg, frame, meta, sink, meter)
+            }
+        }
+    }
+
+    /// A NAT flow that was never handed off: DNAT towards the node, SNAT back to the VIP.
+    #[allow(clippy::too_many_arguments)]
+    fn nat_plain<S: Sink + ?Sized, M: Meter + ?Sized>(
+        &mut self,
+        fi: usize,
+        dir: Dir,
+        port: PortId,
+        now_ms: u32,
+        seg: &Seg,
+        frame: &mut [u8],
+        meta: FrameMeta,
+        sink: &mut S,
+        meter: &mut M,
+    ) -> Verdict {
+        self.track(fi, dir, port, now_ms, seg);
+        let Some(f) = self.table.get(fi).copied() else { return Verdict::Drop(DropReason::UnknownFlow) };
+        meter.step(Step::Rewrite);
+        let mut rw = Rw::new(frame, meta.csum);
+        let out = match dir {
+            Dir::Orig => {
+                let be = Ipv4Address::from_octets(f.keys[1].src);
+                rw.dst(be);
+                Out { port: f.ports[1], next_hop: be }
+            }
+            Dir::Reply => {
+                rw.src(Ipv4Address::from_octets(f.keys[0].dst));
+                Out { port: f.ports[0], next_hop: Ipv4Address::from_octets(f.keys[0].src) }
+            }
+        };
+        rw.ttl_dec();
+        rw.finish(meter);
+        if !self.set_macs(frame, &out, sink) {
+            return Verdict::Drop(DropReason::NeighborUnknown);
+        }
+        Verdict::Forward(out.port)
+    }
+
+    /// A connection between two nodes that is not a hand-off leg: routed unchanged.
+    #[allow(clippy::too_many_arguments)]
+    fn routed_plain<S: Sink + ?Sized, M: Meter + ?Sized>(
+        &mut self,
+        fi: usize,
+        dir: Dir,
+        port: PortId,
+        now_ms: u32,
+        seg: &Seg,
+        frame: &mut [u8],
+        meta: FrameMeta,
+        sink: &mut S,
+        meter: &mut M,
+    ) -> Verdict {
+        self.track(fi, dir, port, now_ms, seg);
+        let Some(f) = self.table.get(fi).copied() else { return Verdict::Drop(DropReason::UnknownFlow) };
+        let out_port = f.ports[dir.other().index()];
+        meter.step(Step::Rewrite);
+        let mut rw = Rw::new(frame, meta.csum);
+        rw.ttl_dec();
+        rw.finish(meter);
+        let out = Out { port: out_port, next_hop: Ipv4Address::from_octets(seg.key.dst) };
+        if !self.set_macs(frame, &out, sink) {
+            return Verdict::Drop(DropReason::NeighborUnknown);
+        }
+        Verdict::Forward(out.port)
+    }
+}
+
+mod handoff;
