@@ -124,7 +124,7 @@ impl<S> Conn<S> {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+impl<S: AsyncRead + Unpin> Conn<S> {
     /// Reads more bytes into the buffer; `Ok(0)` at end of stream.
     pub async fn fill(&mut self) -> io::Result<usize> {
         if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
@@ -141,11 +141,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             Ok(r) => r,
             Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "read timed out")),
         }
-    }
-
-    /// Writes all of `data`, counting it as sent.
-    pub async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
-        AsyncWriteExt::write_all(self, data).await
     }
 
     /// Waits for a complete head, parsed by `parse`, reading as needed. `idle` bounds the wait
@@ -284,6 +279,13 @@ impl BodyCursor {
             BodyFraming::Chunked => BodyCursor::Chunked(ChunkedDecoder::new()),
             BodyFraming::UntilClose => BodyCursor::UntilClose,
         }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> Conn<S> {
+    /// Writes all of `data`, counting it as sent.
+    pub async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        AsyncWriteExt::write_all(self, data).await
     }
 }
 

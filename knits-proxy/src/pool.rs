@@ -127,10 +127,15 @@ impl C2Pool {
                 return have;
             }
             match connect_with_mss(peer, Some(mss), self.connect_timeout).await {
-                Ok(s) => lock(&self.slots)
-                    .entry((peer, mss))
-                    .or_default()
-                    .push_back((s, Instant::now())),
+                Ok(s) => {
+                    let mut slots = lock(&self.slots);
+                    let q = slots.entry((peer, mss)).or_default();
+                    if q.len() >= self.size {
+                        // Another filler got there first; this leg is surplus.
+                        return q.len();
+                    }
+                    q.push_back((s, Instant::now()));
+                }
                 Err(e) => {
                     tracing::debug!(%peer, mss, error = %e, "c2 pool connect failed");
                     return self.ready(peer, mss);
