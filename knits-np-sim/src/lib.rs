@@ -19,4 +19,7 @@
 pub mod hist;
 pub mod machine;
 pub mod model;
+pub mod pcap;
+pub mod rng;
 pub mod trace;
+pub mod workload;
