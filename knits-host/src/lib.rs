@@ -10,19 +10,24 @@
 //! - [`pcap`]: a pcapng writer, one interface per port.
 //! - [`stats`]: counter snapshots, the human table, Prometheus text and the server for both.
 //! - [`netns`]: namespaces, processes started in them, and the guard that removes them.
-//! - [`http`]: the client side of HTTP/1.1, for the load client.
+//! - [`http`], [`load`]: the client side of HTTP/1.1 and the verifying load client.
+//! - [`runtime`], [`switch`]: the event loop and the knits-core switch it drives.
+//! - [`cluster`]: the namespace cluster (client, back-ends running origin and proxy).
 //!
 //! ## Panic contract
 //! No frame, HTTP response or configuration file makes this crate panic; bad input is a counted
 //! drop or an error that says what to fix.
 #![deny(missing_docs)]
 
+pub mod cluster;
 pub mod faults;
 pub mod http;
+pub mod load;
 pub mod netns;
 pub mod pcap;
 pub mod runtime;
 pub mod stats;
+pub mod switch;
 pub mod tap;
 pub mod vnet;
 

@@ -1,1 +1,498 @@
-fn main() {}
+//! `knits-host`: the KNITS switch on TAP devices, its namespace cluster, the demo and a load client.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use knits_host::cluster::{self, Cluster, ClusterConfig};
+use knits_host::load::{self, Progress, Spec};
+use knits_host::netns;
+
+#[derive(Parser)]
+#[command(name = "knits-host", version, about = "KNITS switch on Linux TAP devices, a namespace cluster, the demo and a load client")]
+struct Cli {
+    /// Log level of the services: error, warn, info, debug or trace.
+    #[arg(long, global = true, default_value = "warn")]
+    log_level: tracing::Level,
+    /// Worker threads of an embedded proxy or origin.
+    #[arg(long, global = true, hide = true)]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build or remove a cluster of namespaces around the switch.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
+    /// Print the counters of a running switch.
+    Stats {
+        /// Run prefix of the cluster.
+        #[arg(long)]
+        prefix: String,
+        /// Prometheus text instead of the table.
+        #[arg(long)]
+        prom: bool,
+    },
+    /// A 3-node cluster, a pipelined verified workload with 0, 1 and 2 hand-offs per connection,
+    /// and a summary. Needs root.
+    Demo(DemoArgs),
+    /// Persistent, pipelined, verified HTTP/1.1 load against the VIP from the client namespace.
+    Load(LoadArgs),
+    /// (internal) the knits-proxy back-end proxy, run inside a node namespace.
+    #[command(hide = true)]
+    ExecProxy(knits_proxy::config::RunArgs),
+    /// (internal) the deterministic origin server, run inside a node namespace.
+    #[command(hide = true)]
+    ExecOrigin(knits_proxy::origin::OriginArgs),
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// Build the cluster, run the switch in the foreground, print "ready"; Ctrl-C tears down.
+    Up(UpArgs),
+    /// Remove what a crashed run with this prefix left (namespaces, links, processes).
+    Down {
+        /// Run prefix.
+        #[arg(long)]
+        prefix: String,
+    },
+}
+
+#[derive(Args, Clone, Default)]
+struct UpArgs {
+    /// TOML file (flags override it); see knits-host/README-design.md.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Back-end nodes (1..=15).
+    #[arg(long)]
+    nodes: Option<usize>,
+    /// Name prefix of namespaces and links (1..=8 of [a-z0-9]).
+    #[arg(long)]
+    prefix: Option<String>,
+    /// The VIP, in 198.18.0.0/24.
+    #[arg(long)]
+    vip: Option<std::net::Ipv4Addr>,
+    /// Spray policy: round-robin, weighted or maglev.
+    #[arg(long)]
+    policy: Option<String>,
+    /// Control key, 32 hex digits (random when unset).
+    #[arg(long)]
+    key: Option<String>,
+    /// Proxy dispatch policy: prefix (/obj/nK/ on node K), hash or local.
+    #[arg(long)]
+    proxy_policy: Option<String>,
+    /// Turn TSO/checksum offloads off (MTU-sized frames, full checksums).
+    #[arg(long)]
+    no_offloads: bool,
+    /// Write every frame in and out to this pcapng file (one interface per port).
+    #[arg(long, value_name = "FILE")]
+    pcap: Option<PathBuf>,
+    /// Serve Prometheus metrics here, e.g. 127.0.0.1:9464.
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics: Option<SocketAddr>,
+    /// Switch TIME-WAIT in milliseconds.
+    #[arg(long, value_name = "MS")]
+    time_wait_ms: Option<u64>,
+    /// Hand-off acknowledgment limit in milliseconds.
+    #[arg(long, value_name = "MS")]
+    handoff_ms: Option<u64>,
+    /// Fault: loss rate per frame and port direction (0.01 = 1%).
+    #[arg(long)]
+    loss: Option<f64>,
+    /// Fault: reorder rate.
+    #[arg(long)]
+    reorder: Option<f64>,
+    /// Fault: duplication rate.
+    #[arg(long)]
+    duplicate: Option<f64>,
+    /// Fault: corruption rate.
+    #[arg(long)]
+    corrupt: Option<f64>,
+    /// Fault injector seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Keep the services' logs in this directory.
+    #[arg(long, value_name = "DIR")]
+    log_dir: Option<PathBuf>,
+}
+
+impl UpArgs {
+    fn config(&self) -> Result<ClusterConfig, String> {
+        let mut c = match &self.config {
+            Some(p) => ClusterConfig::from_toml(
+                &std::fs::read_to_string(p).map_err(|e| format!("reading {}: {e}", p.display()))?,
+            )?,
+            None => ClusterConfig::default(),
+        };
+        if let Some(v) = self.nodes {
+            c.nodes = v;
+        }
+        if let Some(v) = &self.prefix {
+            c.prefix = Some(v.clone());
+        }
+        if let Some(v) = self.vip {
+            c.vip = v;
+        }
+        if let Some(v) = &self.policy {
+            c.policy = v.clone();
+        }
+        if let Some(v) = &self.key {
+            c.key = Some(v.clone());
+        }
+        if let Some(v) = &self.proxy_policy {
+            c.proxy.policy = v.clone();
+        }
+        if self.no_offloads {
+            c.offloads = false;
+        }
+        if let Some(v) = &self.pcap {
+            c.pcap = Some(v.clone());
+        }
+        if let Some(v) = self.metrics {
+            c.metrics = Some(v);
+        }
+        if let Some(v) = self.time_wait_ms {
+            c.timeouts.time_wait_ms = Some(v);
+        }
+        if let Some(v) = self.handoff_ms {
+            c.timeouts.handoff_ms = Some(v);
+        }
+        let f = &mut c.faults;
+        f.loss = self.loss.unwrap_or(f.loss);
+        f.reorder = self.reorder.unwrap_or(f.reorder);
+        f.duplicate = self.duplicate.unwrap_or(f.duplicate);
+        f.corrupt = self.corrupt.unwrap_or(f.corrupt);
+        f.seed = self.seed.unwrap_or(f.seed);
+        if let Some(v) = &self.log_dir {
+            c.log_dir = Some(v.clone());
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+#[derive(Args, Clone)]
+struct DemoArgs {
+    /// Turn TSO/checksum offloads off.
+    #[arg(long)]
+    no_offloads: bool,
+    /// Connections.
+    #[arg(long, default_value_t = 30)]
+    conns: usize,
+    /// Requests per connection.
+    #[arg(long, default_value_t = 12)]
+    requests: usize,
+    /// Requests in flight per connection.
+    #[arg(long, default_value_t = 4)]
+    pipeline: usize,
+    /// Write every frame to this pcapng file.
+    #[arg(long, value_name = "FILE")]
+    pcap: Option<PathBuf>,
+}
+
+#[derive(Args, Clone)]
+struct LoadArgs {
+    /// Run prefix of the cluster (the client runs in <prefix>-client).
+    #[arg(long, conflicts_with = "netns")]
+    prefix: Option<String>,
+    /// Namespace to run in instead.
+    #[arg(long)]
+    netns: Option<String>,
+    /// Server address.
+    #[arg(long, default_value = "198.18.0.10:80")]
+    target: SocketAddr,
+    /// Back-end nodes (for the /obj/nK/ paths).
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Connections.
+    #[arg(long, default_value_t = 30)]
+    conns: usize,
+    /// Requests per connection.
+    #[arg(long, default_value_t = 12)]
+    requests: usize,
+    /// Requests in flight per connection.
+    #[arg(long, default_value_t = 4)]
+    pipeline: usize,
+    /// Connections open at once.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Most hand-offs per connection (connection c plans c % (max+1)).
+    #[arg(long, default_value_t = 2)]
+    max_handoffs: usize,
+    /// Object sizes to cycle through, bytes.
+    #[arg(long, value_delimiter = ',', default_value = "0,1024,16384,102400,1048576")]
+    sizes: Vec<u64>,
+    /// Inactivity limit per connection, ms.
+    #[arg(long, default_value_t = 10_000)]
+    timeout_ms: u64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt().with_max_level(cli.log_level).with_target(false).with_writer(std::io::stderr).init();
+    let r = match cli.cmd {
+        Cmd::ExecProxy(args) => exec_proxy(args, cli.threads),
+        Cmd::ExecOrigin(args) => exec_origin(args, cli.threads),
+        Cmd::Cluster(ClusterCmd::Down { prefix }) => cluster_down(&prefix),
+        Cmd::Cluster(ClusterCmd::Up(args)) => args.config().and_then(cluster_up),
+        Cmd::Stats { prefix, prom } => netns::check_prefix(&prefix).and_then(|_| {
+            knits_host::stats::query(&knits_host::stats::socket_path(&prefix), prom)
+                .map(|s| print!("{s}"))
+                .map_err(|e| e.to_string())
+        }),
+        Cmd::Demo(args) => demo(args),
+        Cmd::Load(args) => load_cmd(args),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("knits-host: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn tokio_rt(threads: Option<usize>) -> Result<tokio::runtime::Runtime, String> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    b.enable_all().worker_threads(threads.unwrap_or(1).max(1));
+    b.build().map_err(|e| format!("cannot start the runtime: {e}"))
+}
+
+async fn shutdown_signal() {
+    if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    } else {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn exec_proxy(args: knits_proxy::config::RunArgs, threads: Option<usize>) -> Result<(), String> {
+    let cfg = args.load().map_err(|e| e.to_string())?;
+    tokio_rt(threads)?.block_on(async move {
+        let proxy = knits_proxy::Proxy::bind(cfg).await.map_err(|e| format!("proxy: {e}"))?;
+        tokio::select! {
+            _ = proxy.run() => {}
+            _ = shutdown_signal() => {}
+        }
+        Ok(())
+    })
+}
+
+fn exec_origin(args: knits_proxy::origin::OriginArgs, threads: Option<usize>) -> Result<(), String> {
+    tokio_rt(threads)?.block_on(async move {
+        let origin = knits_proxy::Origin::bind(args.listen, args.node_id.clone())
+            .await
+            .map_err(|e| format!("origin on {}: {e}", args.listen))?
+            .with_idle(Duration::from_millis(args.idle_ms.max(1)));
+        tokio::select! {
+            _ = origin.run() => {}
+            _ = shutdown_signal() => {}
+        }
+        Ok(())
+    })
+}
+
+fn cluster_down(prefix: &str) -> Result<(), String> {
+    netns::check_prefix(prefix)?;
+    if !netns::have_net_admin() {
+        return Err(cluster::needs_root());
+    }
+    let removed = netns::cleanup_prefix(prefix).map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_file(knits_host::stats::socket_path(prefix));
+    if removed.is_empty() {
+        println!("nothing with prefix {prefix} was left");
+    } else {
+        println!("removed {}", removed.join(", "));
+    }
+    Ok(())
+}
+
+/// Sets `stop` on SIGINT and SIGTERM.
+fn stop_on_signals() -> Result<Arc<AtomicBool>, String> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).map_err(|e| format!("signal handler: {e}"))?;
+    }
+    Ok(stop)
+}
+
+fn self_exe() -> Result<PathBuf, String> {
+    std::env::current_exe().map_err(|e| format!("cannot find my own executable: {e}"))
+}
+
+fn cluster_up(cfg: ClusterConfig) -> Result<(), String> {
+    if !netns::have_net_admin() {
+        return Err(cluster::needs_root());
+    }
+    let stop = stop_on_signals()?;
+    let mut c = Cluster::up(cfg, &self_exe()?)?;
+    let prefix = c.prefix().to_string();
+    eprintln!(
+        "cluster {prefix}: {} nodes; client namespace {}; try `ip netns exec {} curl http://{}/obj/n2/x?size=100`; \
+         counters: `knits-host stats --prefix {prefix}`",
+        c.config.nodes,
+        c.client_ns,
+        c.client_ns,
+        c.config.vip
+    );
+    if let Some(a) = c.metrics_addr() {
+        eprintln!("metrics on http://{a}/metrics");
+    }
+    // The switch runs on this thread; readiness is probed from another.
+    let (ns, vip, nodes) = (c.client_ns.clone(), c.vip(), c.config.nodes);
+    let stop2 = stop.clone();
+    let ready = std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        // A thread of its own so setns does not move the switch.
+        let r = std::thread::spawn(move || ready_probe(&ns, vip, nodes, deadline)).join();
+        match r {
+            Ok(Ok(())) => println!("ready"),
+            Ok(Err(e)) => {
+                eprintln!("knits-host: {e}");
+                stop2.store(true, Ordering::Relaxed);
+            }
+            Err(_) => stop2.store(true, Ordering::Relaxed),
+        }
+    });
+    let r = c.run_switch(&stop);
+    let _ = ready.join();
+    let snap = c.snapshot();
+    c.down();
+    eprintln!("{}", snap.table());
+    r
+}
+
+fn ready_probe(ns: &str, vip: SocketAddr, nodes: usize, deadline: std::time::Instant) -> Result<(), String> {
+    // Same probe as Cluster::wait_ready, without the Cluster (it is busy running the switch).
+    netns::enter(ns).map_err(|e| e.to_string())?;
+    let p = Progress::default();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut last = String::new();
+    while std::time::Instant::now() < deadline {
+        let rep = load::connection(vip, &[load::Request::object("any/ready", 1)], 1, Duration::from_secs(1), &p);
+        match (rep.error, rep.requests.first().and_then(|r| r.node.clone())) {
+            (None, Some(n)) => {
+                seen.insert(n);
+                if seen.len() >= nodes {
+                    return Ok(());
+                }
+            }
+            (e, _) => {
+                last = e.unwrap_or_default();
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+    Err(format!("the cluster did not become ready ({} of {nodes} nodes answered); last error: {last}", seen.len()))
+}
+
+fn run_with_progress(spec: Spec, label: &str) -> load::Report {
+    let total: u64 = spec.scripts.iter().map(|s| s.len() as u64).sum();
+    let progress = Arc::new(Progress::default());
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{prefix} [{bar:40}] {pos}/{len} requests {msg} ({elapsed})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(label.to_string());
+    let p2 = progress.clone();
+    let worker = std::thread::spawn(move || load::run(&spec, p2));
+    while !worker.is_finished() {
+        bar.set_position(progress.requests.load(Ordering::Relaxed));
+        bar.set_message(format!(
+            "{:.1} MiB verified, {} failed",
+            progress.bytes.load(Ordering::Relaxed) as f64 / (1 << 20) as f64,
+            progress.failed.load(Ordering::Relaxed)
+        ));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bar.finish_and_clear();
+    worker.join().unwrap_or_default()
+}
+
+fn demo(args: DemoArgs) -> Result<(), String> {
+    if !netns::have_net_admin() {
+        return Err(format!("demo: {}", cluster::needs_root()));
+    }
+    let stop = stop_on_signals()?;
+    let cfg = ClusterConfig {
+        nodes: 3,
+        prefix: Some(netns::unique_prefix("demo")),
+        offloads: !args.no_offloads,
+        pcap: args.pcap.clone(),
+        timeouts: cluster::TimeoutsMs { time_wait_ms: Some(2000), ..Default::default() },
+        ..ClusterConfig::default()
+    };
+    let t0 = std::time::Instant::now();
+    eprintln!("building a 3-node cluster (prefix {}) ...", cfg.prefix.as_deref().unwrap_or(""));
+    let mut c = Cluster::up(cfg, &self_exe()?)?;
+    c.start_switch()?;
+    c.wait_ready(Duration::from_secs(30))?;
+    eprintln!("ready after {:.1} s; running the workload", t0.elapsed().as_secs_f64());
+    if stop.load(Ordering::Relaxed) {
+        return Err("interrupted".into());
+    }
+    let spec = Spec {
+        target: c.vip(),
+        netns: Some(c.client_ns.clone()),
+        scripts: load::mixed_scripts(args.conns, args.requests, 3, 2, &[0, 1024, 16 * 1024, 100 * 1024, 1 << 20]),
+        pipeline: args.pipeline,
+        concurrency: args.conns,
+        timeout: Duration::from_secs(10),
+    };
+    let report = run_with_progress(spec, "demo");
+    // Let the switch see the closes before reading its counters.
+    std::thread::sleep(Duration::from_millis(300));
+    let snap = c.stop_switch()?;
+    println!("== client ({} connections, pipeline {}, every byte verified) ==", args.conns, args.pipeline);
+    print!("{}", report.table());
+    println!("== switch ==");
+    print!("{}", snap.table());
+    println!("demo finished in {:.1} s", t0.elapsed().as_secs_f64());
+    drop(c);
+    if !report.failures().is_empty() {
+        return Err(format!("{} connections failed", report.failures().len()));
+    }
+    Ok(())
+}
+
+fn load_cmd(args: LoadArgs) -> Result<(), String> {
+    let ns = match (&args.prefix, &args.netns) {
+        (Some(p), _) => {
+            netns::check_prefix(p)?;
+            Some(format!("{p}-client"))
+        }
+        (None, Some(n)) => Some(n.clone()),
+        (None, None) => None,
+    };
+    if ns.is_some() && !netns::have_net_admin() {
+        return Err("load: entering a namespace needs root (CAP_SYS_ADMIN); run with sudo or without --prefix/--netns".into());
+    }
+    if args.sizes.is_empty() {
+        return Err("--sizes needs at least one size".into());
+    }
+    let spec = Spec {
+        target: args.target,
+        netns: ns,
+        scripts: load::mixed_scripts(args.conns, args.requests, args.nodes, args.max_handoffs, &args.sizes),
+        pipeline: args.pipeline,
+        concurrency: args.concurrency,
+        timeout: Duration::from_millis(args.timeout_ms),
+    };
+    let report = run_with_progress(spec, "load");
+    print!("{}", report.table());
+    if !report.failures().is_empty() {
+        return Err(format!("{} of {} connections failed", report.failures().len(), report.conns.len()));
+    }
+    Ok(())
+}

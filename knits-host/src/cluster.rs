@@ -1,0 +1,590 @@
+//! A cluster of network namespaces around the switch (ARCHITECTURE.md, "Addresses"):
+//!
+//! ```text
+//!   <prefix>-client  198.18.0.2/24 gw 198.18.0.1 --TAP <prefix>-client-- port 0 --+
+//!   <prefix>-n1      198.19.1.2/24 gw 198.19.1.1 --TAP <prefix>-n1------ port 1 --+-- switch
+//!   <prefix>-nN      198.19.N.2/24 gw 198.19.N.1 --TAP <prefix>-nN------ port N --+   (this process)
+//! ```
+//!
+//! Each back-end namespace runs the deterministic origin (127.0.0.1:8080) and knits-proxy on
+//! 198.19.N.2:80 with a prefix policy: `/obj/nK/...` lives on node K, anything else is served where
+//! the connection landed. Both are this executable (`knits-host exec-origin` / `exec-proxy`, the
+//! knits-proxy library), started with `ip netns exec`, killed with the run. The TAP fds stay
+//! here; their links live in the namespaces. Everything carries the run prefix, and the
+//! [`Guard`] removes it on drop, also on panic.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use knits_core::config::{Config, SprayPolicy};
+use knits_core::time::Duration as CoreDuration;
+use serde::Deserialize;
+
+use crate::faults::FaultConfig;
+use crate::http::{ResponseParser, Step};
+use crate::netns::{self, Guard};
+use crate::runtime::{Options, Runtime};
+use crate::stats::{self, Snapshot};
+use crate::switch::SwitchCore;
+use crate::tap::{Tap, TapOptions};
+
+/// The origin's port inside each node namespace.
+pub const ORIGIN_PORT: u16 = 8080;
+/// The service port on the VIP and on each node.
+pub const SERVICE_PORT: u16 = 80;
+
+/// Switch timeouts in milliseconds; unset ones keep the core's defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TimeoutsMs {
+    /// SYN-only connections.
+    pub syn_ms: Option<u64>,
+    /// Idle established connections.
+    pub established_ms: Option<u64>,
+    /// Opening or closing connections.
+    pub transitory_ms: Option<u64>,
+    /// After close (2 MSL).
+    pub time_wait_ms: Option<u64>,
+    /// Hand-off target's acknowledgment limit.
+    pub handoff_ms: Option<u64>,
+}
+
+/// How the proxies are set up.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProxySetup {
+    /// `prefix` (`/obj/nK/` on node K, the rest local), `hash` or `local`.
+    pub policy: String,
+    /// Further `knits-proxy run` flags, e.g. `["--c2-pool", "2"]`.
+    pub extra_args: Vec<String>,
+    /// Worker threads of each proxy and origin.
+    pub threads: usize,
+}
+
+impl Default for ProxySetup {
+    fn default() -> Self {
+        ProxySetup { policy: "prefix".into(), extra_args: Vec::new(), threads: 1 }
+    }
+}
+
+/// Everything `cluster up` needs, from flags or a TOML file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Back-end nodes, 1..=15.
+    pub nodes: usize,
+    /// Name prefix of namespaces and links (a fresh one when unset).
+    pub prefix: Option<String>,
+    /// The VIP (in the client subnet 198.18.0.0/24).
+    pub vip: Ipv4Addr,
+    /// Spray policy: `round-robin`, `weighted` or `maglev`.
+    pub policy: String,
+    /// Control key, 32 hex digits (a random one when unset).
+    pub key: Option<String>,
+    /// TSO and checksum offloads on the TAPs.
+    pub offloads: bool,
+    /// Capture every frame to this pcapng file.
+    pub pcap: Option<PathBuf>,
+    /// Serve Prometheus metrics on this loopback address.
+    pub metrics: Option<SocketAddr>,
+    /// Flow table capacity.
+    pub flow_capacity: usize,
+    /// Splice session capacity.
+    pub session_capacity: usize,
+    /// Switch timeouts.
+    pub timeouts: TimeoutsMs,
+    /// Fault injection on every port.
+    pub faults: FaultConfig,
+    /// The proxies.
+    pub proxy: ProxySetup,
+    /// Where the proxies' and origins' logs go (default: a temporary directory per run).
+    pub log_dir: Option<PathBuf>,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            nodes: 3,
+            prefix: None,
+            vip: Ipv4Addr::new(198, 18, 0, 10),
+            policy: "round-robin".into(),
+            key: None,
+            offloads: true,
+            pcap: None,
+            metrics: None,
+            flow_capacity: 16384,
+            session_capacity: 4096,
+            timeouts: TimeoutsMs::default(),
+            faults: FaultConfig::default(),
+            proxy: ProxySetup::default(),
+            log_dir: None,
+        }
+    }
+}
+
+/// Parses 32 hex digits into a key.
+pub fn parse_key(hex: &str) -> Result<[u8; 16], String> {
+    let hex = hex.trim();
+    if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!("control key must be 32 hex digits (16 bytes), got {} characters", hex.len()));
+    }
+    let mut k = [0u8; 16];
+    for (i, b) in k.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|e| e.to_string())?;
+    }
+    Ok(k)
+}
+
+fn hex(k: &[u8]) -> String {
+    k.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn random_key() -> [u8; 16] {
+    let mut k = [0u8; 16];
+    if File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut k)).is_err() {
+        let mut s = std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64;
+        for b in &mut k {
+            *b = crate::faults::splitmix64(&mut s) as u8;
+        }
+    }
+    k
+}
+
+impl ClusterConfig {
+    /// Reads a TOML file; unknown keys are errors.
+    pub fn from_toml(text: &str) -> Result<ClusterConfig, String> {
+        toml::from_str(text).map_err(|e| format!("cluster configuration: {e}"))
+    }
+
+    /// Checks everything that can be checked before touching the system.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=knits_core::config::MAX_BACKENDS).contains(&self.nodes) {
+            return Err(format!("nodes = {} must be 1..={}", self.nodes, knits_core::config::MAX_BACKENDS));
+        }
+        if let Some(p) = &self.prefix {
+            netns::check_prefix(p)?;
+        }
+        let o = self.vip.octets();
+        if o[..3] != [198, 18, 0] || matches!(o[3], 0 | 1 | 2 | 255) {
+            return Err(format!(
+                "vip {} must lie in the client subnet 198.18.0.0/24 and not be .0, .1 (gateway), .2 (client) or .255",
+                self.vip
+            ));
+        }
+        self.spray_policy()?;
+        if let Some(k) = &self.key {
+            parse_key(k)?;
+        }
+        if self.flow_capacity < 16 || self.session_capacity < 1 {
+            return Err("flow_capacity must be >= 16 and session_capacity >= 1".into());
+        }
+        self.faults.validate()?;
+        if !matches!(self.proxy.policy.as_str(), "prefix" | "hash" | "local") {
+            return Err(format!("proxy.policy {:?} must be prefix, hash or local", self.proxy.policy));
+        }
+        Ok(())
+    }
+
+    /// The spray policy named by `policy`.
+    pub fn spray_policy(&self) -> Result<SprayPolicy, String> {
+        match self.policy.as_str() {
+            "round-robin" | "rr" => Ok(SprayPolicy::RoundRobin),
+            "weighted" => Ok(SprayPolicy::Weighted),
+            "maglev" => Ok(SprayPolicy::Maglev),
+            p => Err(format!("spray policy {p:?} must be round-robin, weighted or maglev")),
+        }
+    }
+
+    /// The switch configuration: [`Config::cluster`] with this file's VIP, policy and timeouts.
+    pub fn switch_config(&self, key: [u8; 16]) -> Result<Config, String> {
+        let mut c = Config::cluster(self.nodes, key);
+        c.vip = self.vip.octets().into();
+        c.policy = self.spray_policy()?;
+        let ms = |v: Option<u64>, d: CoreDuration| v.map(CoreDuration::from_millis).unwrap_or(d);
+        let t = &mut c.timeouts;
+        t.syn = ms(self.timeouts.syn_ms, t.syn);
+        t.established = ms(self.timeouts.established_ms, t.established);
+        t.transitory = ms(self.timeouts.transitory_ms, t.transitory);
+        t.time_wait = ms(self.timeouts.time_wait_ms, t.time_wait);
+        t.handoff = ms(self.timeouts.handoff_ms, t.handoff);
+        c.validate().map_err(|e| format!("switch configuration: {e}"))?;
+        Ok(c)
+    }
+}
+
+/// Node `n`'s address (1-based).
+pub fn node_addr(n: usize) -> Ipv4Addr {
+    Ipv4Addr::new(198, 19, n as u8, 2)
+}
+
+struct RunningSwitch {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Result<(), String>>,
+}
+
+/// A cluster that is up. Dropping it stops the switch, kills the services and removes every
+/// namespace.
+pub struct Cluster {
+    /// The configuration (prefix resolved).
+    pub config: ClusterConfig,
+    /// The control key.
+    pub key: [u8; 16],
+    /// Client namespace.
+    pub client_ns: String,
+    /// Back-end namespaces, node 1 first.
+    pub node_ns: Vec<String>,
+    /// Logs of the proxies and origins.
+    pub log_dir: PathBuf,
+    taps: Option<Vec<Tap>>,
+    switch: Option<RunningSwitch>,
+    snapshot: Arc<Mutex<Snapshot>>,
+    server: Option<stats::Server>,
+    remove_logs: bool,
+    // Last: dropped after the switch has stopped.
+    guard: Guard,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster").field("prefix", &self.guard.prefix()).field("nodes", &self.config.nodes).finish()
+    }
+}
+
+impl Cluster {
+    /// Builds namespaces, TAPs and addresses and starts the origins and proxies (`exe` is the
+    /// knits-host executable that provides `exec-origin` / `exec-proxy`). Does not start the
+    /// switch.
+    pub fn up(mut config: ClusterConfig, exe: &Path) -> Result<Cluster, String> {
+        config.validate()?;
+        if !netns::have_net_admin() {
+            return Err(needs_root());
+        }
+        let prefix = config.prefix.clone().unwrap_or_else(|| netns::unique_prefix("kn"));
+        config.prefix = Some(prefix.clone());
+        let key = match &config.key {
+            Some(k) => parse_key(k)?,
+            None => random_key(),
+        };
+        let mut guard = Guard::new(&prefix)?;
+        let io = |e: io::Error| e.to_string();
+        if netns::list_namespaces().map_err(io)?.iter().any(|n| n.starts_with(&format!("{prefix}-"))) {
+            return Err(format!(
+                "namespaces with prefix {prefix} exist already (a crashed run?); remove them with \
+                 `knits-host cluster down --prefix {prefix}` or pick another prefix"
+            ));
+        }
+        let (log_dir, remove_logs) = match &config.log_dir {
+            Some(d) => (d.clone(), false),
+            None => (std::env::temp_dir().join(format!("knits-{prefix}")), true),
+        };
+        std::fs::create_dir_all(&log_dir).map_err(|e| format!("log directory {}: {e}", log_dir.display()))?;
+        let key_file = log_dir.join("control.key");
+        std::fs::write(&key_file, hex(&key) + "\n").map_err(|e| format!("key file {}: {e}", key_file.display()))?;
+
+        let opts = TapOptions { offloads: config.offloads, multi_queue: false };
+        let client_ns = guard.add_namespace("client").map_err(io)?;
+        let mut taps = vec![guard
+            .attach_tap(&client_ns, &client_ns, "198.18.0.2/24", Some("198.18.0.1"), opts)
+            .map_err(io)?];
+        let mut node_ns = Vec::new();
+        for n in 1..=config.nodes {
+            let ns = guard.add_namespace(&format!("n{n}")).map_err(io)?;
+            let addr = format!("{}/24", node_addr(n));
+            let gw = format!("198.19.{n}.1");
+            taps.push(guard.attach_tap(&ns, &ns, &addr, Some(&gw), opts).map_err(io)?);
+            node_ns.push(ns);
+        }
+        let exe_s = exe.to_string_lossy().to_string();
+        for n in 1..=config.nodes {
+            let ns = &node_ns[n - 1];
+            let threads = config.proxy.threads.max(1).to_string();
+            let log = |what: &str| File::create(log_dir.join(format!("n{n}-{what}.log"))).ok();
+            let origin_args = vec![
+                "--threads".into(),
+                threads.clone(),
+                "exec-origin".into(),
+                "--listen".into(),
+                format!("127.0.0.1:{ORIGIN_PORT}"),
+                "--node-id".into(),
+                format!("n{n}"),
+            ];
+            guard.spawn_in(ns, &format!("origin n{n}"), &exe_s, &origin_args, log("origin")).map_err(io)?;
+            let mut args: Vec<String> = vec![
+                "--threads".into(),
+                threads,
+                "exec-proxy".into(),
+                "--node-id".into(),
+                format!("n{n}"),
+                "--listen".into(),
+                format!("{}:{SERVICE_PORT}", node_addr(n)),
+                "--upstream".into(),
+                format!("127.0.0.1:{ORIGIN_PORT}"),
+                "--policy".into(),
+                config.proxy.policy.clone(),
+                "--switch".into(),
+                format!("198.19.{n}.1:{}", knits_core::wire::control::DEFAULT_PORT),
+                "--key-file".into(),
+                key_file.to_string_lossy().to_string(),
+                "--key-id".into(),
+                "1".into(),
+            ];
+            for k in 1..=config.nodes {
+                if k != n {
+                    args.push("--peer".into());
+                    args.push(format!("n{k}={}:{SERVICE_PORT}", node_addr(k)));
+                }
+                if config.proxy.policy == "prefix" {
+                    args.push("--prefix".into());
+                    args.push(format!("/obj/n{k}/=n{k}"));
+                }
+            }
+            args.extend(config.proxy.extra_args.iter().cloned());
+            guard.spawn_in(ns, &format!("proxy n{n}"), &exe_s, &args, log("proxy")).map_err(io)?;
+        }
+        let snapshot = Arc::new(Mutex::new(Snapshot::default()));
+        let server = stats::Server::start(
+            &stats::ServerConfig { http: config.metrics, unix: Some(stats::socket_path(&prefix)) },
+            snapshot.clone(),
+        )
+        .map_err(io)?;
+        Ok(Cluster {
+            config,
+            key,
+            client_ns,
+            node_ns,
+            log_dir,
+            taps: Some(taps),
+            switch: None,
+            snapshot,
+            server: Some(server),
+            remove_logs,
+            guard,
+        })
+    }
+
+    /// The run prefix.
+    pub fn prefix(&self) -> &str {
+        self.guard.prefix()
+    }
+
+    /// The VIP service address.
+    pub fn vip(&self) -> SocketAddr {
+        SocketAddr::V4(SocketAddrV4::new(self.config.vip, SERVICE_PORT))
+    }
+
+    /// The metrics address actually bound, when serving.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.server.as_ref().and_then(|s| s.http_addr)
+    }
+
+    fn runtime(&mut self) -> Result<Runtime<SwitchCore>, String> {
+        let taps = self.taps.take().ok_or("the switch was started already")?;
+        let core = SwitchCore::new(
+            self.config.switch_config(self.key)?,
+            self.config.flow_capacity,
+            self.config.session_capacity,
+        )?;
+        let opts = Options { faults: Some(self.config.faults), pcap: self.config.pcap.clone() };
+        Runtime::new(core, taps, &opts, self.snapshot.clone()).map_err(|e| e.to_string())
+    }
+
+    /// Runs the switch on a thread of its own.
+    pub fn start_switch(&mut self) -> Result<(), String> {
+        let mut rt = self.runtime()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let st = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("knits-switch".into())
+            .spawn(move || rt.run(&st).map_err(|e| format!("switch loop: {e}")))
+            .map_err(|e| e.to_string())?;
+        self.switch = Some(RunningSwitch { stop, thread });
+        Ok(())
+    }
+
+    /// Runs the switch on the calling thread until `stop` is set.
+    pub fn run_switch(&mut self, stop: &AtomicBool) -> Result<(), String> {
+        let mut rt = self.runtime()?;
+        rt.run(stop).map_err(|e| format!("switch loop: {e}"))
+    }
+
+    /// Stops a switch started with [`Cluster::start_switch`]; returns the last snapshot.
+    pub fn stop_switch(&mut self) -> Result<Snapshot, String> {
+        if let Some(s) = self.switch.take() {
+            s.stop.store(true, Ordering::Relaxed);
+            s.thread.join().map_err(|_| "the switch thread panicked".to_string())??;
+        }
+        Ok(self.snapshot())
+    }
+
+    /// The latest counters.
+    pub fn snapshot(&self) -> Snapshot {
+        self.snapshot.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// The shared snapshot the switch publishes into.
+    pub fn shared_snapshot(&self) -> Arc<Mutex<Snapshot>> {
+        self.snapshot.clone()
+    }
+
+    /// Fails when a proxy or origin has exited, with the end of its log.
+    pub fn check_services(&mut self) -> Result<(), String> {
+        let dead = self.guard.exited_children();
+        if let Some((label, st)) = dead.first() {
+            let (what, node) = label.split_once(' ').unwrap_or((label, ""));
+            let log = std::fs::read_to_string(self.log_dir.join(format!("{node}-{what}.log"))).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(10).collect::<Vec<_>>().into_iter().rev().collect();
+            return Err(format!("{label} exited ({st}); its log ends:\n{}", tail.join("\n")));
+        }
+        Ok(())
+    }
+
+    /// Waits until every node answers through the switch (also checks the services are alive).
+    pub fn wait_ready(&mut self, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        let (ns, vip, nodes) = (self.client_ns.clone(), self.vip(), self.config.nodes);
+        let probe = std::thread::spawn(move || probe(&ns, vip, nodes, deadline));
+        while !probe.is_finished() {
+            if let Err(e) = self.check_services() {
+                return Err(e);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        probe.join().map_err(|_| "readiness probe panicked".to_string())?
+    }
+
+    /// Stops everything now (also done on drop).
+    pub fn down(&mut self) {
+        let _ = self.stop_switch();
+        self.server = None;
+        self.guard.teardown();
+        if self.remove_logs && !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.log_dir);
+        } else {
+            let _ = std::fs::remove_file(self.log_dir.join("control.key"));
+            if std::thread::panicking() {
+                eprintln!("knits-host: logs of the failed run are in {}", self.log_dir.display());
+            }
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
+
+/// The message for a run without CAP_NET_ADMIN.
+pub fn needs_root() -> String {
+    "this needs root (CAP_NET_ADMIN): it creates network namespaces and TAP devices for the switch \
+     ports; run it with sudo"
+        .to_string()
+}
+
+/// One GET through the VIP from inside namespace `ns` (the calling thread must be there); returns
+/// the serving node.
+fn probe_once(vip: SocketAddr) -> Result<String, String> {
+    let mut c = TcpStream::connect_timeout(&vip, Duration::from_millis(500)).map_err(|e| e.to_string())?;
+    c.set_read_timeout(Some(Duration::from_secs(2))).map_err(|e| e.to_string())?;
+    c.write_all(crate::http::request("/obj/any/ready?size=1", &vip.ip().to_string(), true).as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut p = ResponseParser::new();
+    let mut buf = [0u8; 4096];
+    let mut node = None;
+    loop {
+        let n = c.read(&mut buf).map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("closed before a response".into());
+        }
+        let mut at = 0;
+        loop {
+            let (used, step) = p.advance(&buf[at..n]).map_err(|e| e.to_string())?;
+            at += used;
+            match step {
+                Step::Head(h) => node = h.header(crate::load::NODE_HEADER).map(str::to_string),
+                Step::Done => return node.ok_or_else(|| "no x-knits-node header".to_string()),
+                Step::NeedMore if at >= n => break,
+                _ => {}
+            }
+        }
+    }
+}
+
+fn probe(ns: &str, vip: SocketAddr, nodes: usize, deadline: Instant) -> Result<(), String> {
+    netns::enter(ns).map_err(|e| e.to_string())?;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        match probe_once(vip) {
+            Ok(n) => {
+                seen.insert(n);
+                if seen.len() >= nodes {
+                    return Ok(());
+                }
+            }
+            Err(e) => {
+                last = e;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+    Err(format!(
+        "the cluster did not become ready: nodes answering {seen:?} of {nodes}; last error: {last}"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_and_defaults() {
+        let c = ClusterConfig::from_toml(
+            "nodes = 2\nprefix = \"ab\"\npolicy = \"maglev\"\nkey = \"000102030405060708090a0b0c0d0e0f\"\n\
+             [timeouts]\ntime_wait_ms = 500\n[faults]\nloss = 0.01\nseed = 3\n[proxy]\npolicy = \"hash\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.nodes, 2);
+        assert!(c.validate().is_ok());
+        let sc = c.switch_config(parse_key(c.key.as_ref().unwrap()).unwrap()).unwrap();
+        assert_eq!(sc.policy, SprayPolicy::Maglev);
+        assert_eq!(sc.timeouts.time_wait, CoreDuration::from_millis(500));
+        assert_eq!(sc.backends.len(), 2);
+        assert_eq!(c.faults.loss, 0.01);
+        assert!(ClusterConfig::default().validate().is_ok());
+    }
+
+    #[test]
+    fn bad_configs_say_what_to_fix() {
+        let e = ClusterConfig::from_toml("nodes = 2\nbogus = 1\n").unwrap_err();
+        assert!(e.contains("bogus"), "{e}");
+        let bad = |f: fn(&mut ClusterConfig), want: &str| {
+            let mut c = ClusterConfig::default();
+            f(&mut c);
+            let e = c.validate().unwrap_err();
+            assert!(e.contains(want), "{e}");
+        };
+        bad(|c| c.nodes = 0, "nodes");
+        bad(|c| c.nodes = 16, "nodes");
+        bad(|c| c.prefix = Some("Bad-Prefix".into()), "prefix");
+        bad(|c| c.vip = Ipv4Addr::new(10, 0, 0, 1), "vip");
+        bad(|c| c.vip = Ipv4Addr::new(198, 18, 0, 1), "vip");
+        bad(|c| c.policy = "random".into(), "spray policy");
+        bad(|c| c.key = Some("abc".into()), "32 hex");
+        bad(|c| c.faults.loss = 2.0, "loss");
+        bad(|c| c.proxy.policy = "x".into(), "proxy.policy");
+    }
+
+    #[test]
+    fn keys() {
+        assert_eq!(parse_key("000102030405060708090a0b0c0d0e0f").unwrap()[15], 15);
+        assert!(parse_key("zz0102030405060708090a0b0c0d0e0f").is_err());
+        assert_eq!(hex(&[0xab, 0x01]), "ab01");
+        assert_ne!(random_key(), [0; 16]);
+    }
+}
