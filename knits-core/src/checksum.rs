@@ -94,7 +94,9 @@ pub const fn update16_partial(p: u16, old: u16, new: u16) -> u16 {
 /// The partial-checksum counterpart of [`update32`].
 #[inline]
 pub const fn update32_partial(p: u16, old: u32, new: u32) -> u16 {
-    fold(p as u32 + !(old >> 16) as u16 as u32 + !(old as u16) as u32 + (new >> 16) + (new & 0xffff))
+    fold(
+        p as u32 + !(old >> 16) as u16 as u32 + !(old as u16) as u32 + (new >> 16) + (new & 0xffff),
+    )
 }
 
 /// Updates a transport checksum for an edit of a 32-bit pseudo-header field (an IPv4 address).

@@ -168,13 +168,32 @@ pub enum ConfigError {
 impl core::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            ConfigError::NoPorts => write!(f, "no switch port is configured; add at least a client port and one back-end port"),
-            ConfigError::BackendPort { index } => write!(f, "back-end #{index} names a port that is missing or not a back-end port"),
-            ConfigError::BackendSubnet { index } => write!(f, "back-end #{index} has an address outside its port's subnet"),
-            ConfigError::VipInBackendSubnet => write!(f, "the VIP lies inside a back-end subnet; pick an address on the client side"),
-            ConfigError::NoVipPorts => write!(f, "no TCP port is served on the VIP; add one (e.g. 80)"),
-            ConfigError::OverlappingPorts { a, b } => write!(f, "ports {a} and {b} have overlapping subnets"),
-            ConfigError::Storage => write!(f, "flow storage must be non-empty and the index a power of two at least twice the flow capacity"),
+            ConfigError::NoPorts => write!(
+                f,
+                "no switch port is configured; add at least a client port and one back-end port"
+            ),
+            ConfigError::BackendPort { index } => write!(
+                f,
+                "back-end #{index} names a port that is missing or not a back-end port"
+            ),
+            ConfigError::BackendSubnet { index } => write!(
+                f,
+                "back-end #{index} has an address outside its port's subnet"
+            ),
+            ConfigError::VipInBackendSubnet => write!(
+                f,
+                "the VIP lies inside a back-end subnet; pick an address on the client side"
+            ),
+            ConfigError::NoVipPorts => {
+                write!(f, "no TCP port is served on the VIP; add one (e.g. 80)")
+            }
+            ConfigError::OverlappingPorts { a, b } => {
+                write!(f, "ports {a} and {b} have overlapping subnets")
+            }
+            ConfigError::Storage => write!(
+                f,
+                "flow storage must be non-empty and the index a power of two at least twice the flow capacity"
+            ),
             ConfigError::SessionStorage => write!(f, "splice session storage must be non-empty"),
         }
     }
@@ -192,7 +211,10 @@ impl Config {
         for (i, a) in self.ports.iter().enumerate() {
             for (j, b) in self.ports.iter().enumerate().skip(i + 1) {
                 if a.contains(b.gateway) || b.contains(a.gateway) {
-                    return Err(ConfigError::OverlappingPorts { a: i as PortId, b: j as PortId });
+                    return Err(ConfigError::OverlappingPorts {
+                        a: i as PortId,
+                        b: j as PortId,
+                    });
                 }
             }
             if a.role == PortRole::Backend && a.contains(self.vip) {
@@ -200,7 +222,10 @@ impl Config {
             }
         }
         for (index, be) in self.backends.iter().enumerate() {
-            let port = self.ports.get(be.port as usize).ok_or(ConfigError::BackendPort { index })?;
+            let port = self
+                .ports
+                .get(be.port as usize)
+                .ok_or(ConfigError::BackendPort { index })?;
             if port.role != PortRole::Backend {
                 return Err(ConfigError::BackendPort { index });
             }
@@ -213,12 +238,18 @@ impl Config {
 
     /// The port whose subnet holds `addr`.
     pub fn route(&self, addr: Ipv4Address) -> Option<PortId> {
-        self.ports.iter().position(|p| p.contains(addr)).map(|i| i as PortId)
+        self.ports
+            .iter()
+            .position(|p| p.contains(addr))
+            .map(|i| i as PortId)
     }
 
     /// The key with id `key_id`.
     pub fn key(&self, key_id: u8) -> Option<&Key> {
-        self.keys.iter().find(|(id, _)| *id == key_id).map(|(_, k)| k)
+        self.keys
+            .iter()
+            .find(|(id, _)| *id == key_id)
+            .map(|(_, k)| k)
     }
 
     /// The back-end with address `addr`, as an index into `backends`.
@@ -296,6 +327,9 @@ mod tests {
         assert_eq!(c.validate(), Err(ConfigError::VipInBackendSubnet));
         let mut c = Config::cluster(2, [0; 16]);
         c.ports[2].gateway = Ipv4Address::new(198, 19, 1, 9);
-        assert_eq!(c.validate(), Err(ConfigError::OverlappingPorts { a: 1, b: 2 }));
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::OverlappingPorts { a: 1, b: 2 })
+        );
     }
 }

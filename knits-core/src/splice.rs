@@ -186,7 +186,11 @@ impl SessionSlot {
             if k == 0 {
                 return Some(0);
             }
-            let hit = if len > 0 { seq.add(len).gt(b.c_start) } else { ack.ge(b.s_start) };
+            let hit = if len > 0 {
+                seq.add(len).gt(b.c_start)
+            } else {
+                ack.ge(b.s_start)
+            };
             if hit {
                 return Some(k);
             }
@@ -235,7 +239,11 @@ impl ReplayState {
             return Replay::Fresh;
         }
         let age = self.highest - counter;
-        if age >= 64 || self.bitmap & (1 << age) != 0 { Replay::Stale } else { Replay::Fresh }
+        if age >= 64 || self.bitmap & (1 << age) != 0 {
+            Replay::Stale
+        } else {
+            Replay::Fresh
+        }
     }
 
     /// Records a fresh counter and its answer.
@@ -267,12 +275,25 @@ mod tests {
     #[test]
     fn transition_table() {
         let phases = [Phase::Live, Phase::Pending, Phase::Stale, Phase::Retired];
-        let events = [Event::Accept, Event::TargetAcked, Event::Superseded, Event::Restored, Event::RollBack, Event::LegsClosed];
+        let events = [
+            Event::Accept,
+            Event::TargetAcked,
+            Event::Superseded,
+            Event::Restored,
+            Event::RollBack,
+            Event::LegsClosed,
+        ];
         let mut out = String::new();
         for p in phases {
             for e in events {
                 if let Ok(to) = transition(p, e) {
-                    out += &std::format!("{p:?} --{e:?}--> {}\n", match to { Some(t) => std::format!("{t:?}"), None => String::from("(removed)") });
+                    out += &std::format!(
+                        "{p:?} --{e:?}--> {}\n",
+                        match to {
+                            Some(t) => std::format!("{t:?}"),
+                            None => String::from("(removed)"),
+                        }
+                    );
                 }
             }
         }
@@ -286,7 +307,13 @@ mod tests {
              Stale --Restored--> Live\n\
              Stale --LegsClosed--> Retired\n"
         );
-        assert_eq!(transition(Phase::Retired, Event::Accept), Err(BadTransition { from: Phase::Retired, event: Event::Accept }));
+        assert_eq!(
+            transition(Phase::Retired, Event::Accept),
+            Err(BadTransition {
+                from: Phase::Retired,
+                event: Event::Accept
+            })
+        );
     }
 
     #[test]
@@ -311,19 +338,44 @@ mod tests {
 
     #[test]
     fn client_packets_pick_their_binding() {
-        let mut s = SessionSlot { in_use: true, ..Default::default() };
+        let mut s = SessionSlot {
+            in_use: true,
+            ..Default::default()
+        };
         let _ = s.bindings.push(Binding::default());
-        let _ = s.bindings.push(Binding { c_start: SeqNumber(1000), s_start: SeqNumber(5000), ..Default::default() });
+        let _ = s.bindings.push(Binding {
+            c_start: SeqNumber(1000),
+            s_start: SeqNumber(5000),
+            ..Default::default()
+        });
         // Data ending at or before the splice point goes to the old node.
-        assert_eq!(s.pick_for_client(SeqNumber(900), 100, SeqNumber(5000)), Some(0));
+        assert_eq!(
+            s.pick_for_client(SeqNumber(900), 100, SeqNumber(5000)),
+            Some(0)
+        );
         // Data straddling or after it goes to the new one.
-        assert_eq!(s.pick_for_client(SeqNumber(950), 100, SeqNumber(4000)), Some(1));
+        assert_eq!(
+            s.pick_for_client(SeqNumber(950), 100, SeqNumber(4000)),
+            Some(1)
+        );
         // A bare ACK of the old node's bytes only goes to the old node.
-        assert_eq!(s.pick_for_client(SeqNumber(1000), 0, SeqNumber(4999)), Some(0));
-        assert_eq!(s.pick_for_client(SeqNumber(1000), 0, SeqNumber(5000)), Some(1));
+        assert_eq!(
+            s.pick_for_client(SeqNumber(1000), 0, SeqNumber(4999)),
+            Some(0)
+        );
+        assert_eq!(
+            s.pick_for_client(SeqNumber(1000), 0, SeqNumber(5000)),
+            Some(1)
+        );
         // Across the 2^32 wrap.
         s.bindings[1].c_start = SeqNumber(10);
-        assert_eq!(s.pick_for_client(SeqNumber(u32::MAX - 5), 10, SeqNumber(5000)), Some(0));
-        assert_eq!(s.pick_for_client(SeqNumber(u32::MAX - 5), 20, SeqNumber(5000)), Some(1));
+        assert_eq!(
+            s.pick_for_client(SeqNumber(u32::MAX - 5), 10, SeqNumber(5000)),
+            Some(0)
+        );
+        assert_eq!(
+            s.pick_for_client(SeqNumber(u32::MAX - 5), 20, SeqNumber(5000)),
+            Some(1)
+        );
     }
 }

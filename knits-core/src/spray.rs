@@ -91,7 +91,12 @@ impl Spray {
 
     /// Picks a back-end index for a new connection from `client` address and port, or `None`
     /// when every back-end has weight 0.
-    pub fn pick(&mut self, backends: &[Backend], client: [u8; 4], client_port: u16) -> Option<usize> {
+    pub fn pick(
+        &mut self,
+        backends: &[Backend],
+        client: [u8; 4],
+        client_port: u16,
+    ) -> Option<usize> {
         let n = backends.len().min(MAX_BACKENDS);
         if n == 0 {
             return None;
@@ -111,8 +116,8 @@ impl Spray {
                 // Smooth weighted round robin: add each weight, pick the largest, subtract total.
                 let mut total = 0i32;
                 let mut best: Option<usize> = None;
-                for i in 0..n {
-                    let w = backends[i].weight as i32;
+                for (i, be) in backends.iter().enumerate().take(n) {
+                    let w = be.weight as i32;
                     if w == 0 {
                         continue;
                     }
@@ -147,7 +152,11 @@ mod tests {
     fn backends(weights: &[u16]) -> heapless::Vec<Backend, MAX_BACKENDS> {
         let mut v = heapless::Vec::new();
         for (i, w) in weights.iter().enumerate() {
-            let _ = v.push(Backend { addr: Ipv4Address::new(198, 19, i as u8 + 1, 2), port: i as u8 + 1, weight: *w });
+            let _ = v.push(Backend {
+                addr: Ipv4Address::new(198, 19, i as u8 + 1, 2),
+                port: i as u8 + 1,
+                weight: *w,
+            });
         }
         v
     }
@@ -156,16 +165,26 @@ mod tests {
     fn round_robin_cycles_and_skips_drained() {
         let b = backends(&[1, 0, 1]);
         let mut s = Spray::new(SprayPolicy::RoundRobin, &b, [0; 16]);
-        let picks: heapless::Vec<usize, 6> = (0..6).map(|_| s.pick(&b, [1, 2, 3, 4], 1).unwrap()).collect();
+        let picks: heapless::Vec<usize, 6> = (0..6)
+            .map(|_| s.pick(&b, [1, 2, 3, 4], 1).unwrap())
+            .collect();
         assert_eq!(&picks[..], &[0, 2, 0, 2, 0, 2]);
-        assert_eq!(Spray::new(SprayPolicy::RoundRobin, &backends(&[0, 0]), [0; 16]).pick(&backends(&[0, 0]), [0; 4], 0), None);
+        assert_eq!(
+            Spray::new(SprayPolicy::RoundRobin, &backends(&[0, 0]), [0; 16]).pick(
+                &backends(&[0, 0]),
+                [0; 4],
+                0
+            ),
+            None
+        );
     }
 
     #[test]
     fn weighted_is_smooth_and_proportional() {
         let b = backends(&[5, 1, 1]);
         let mut s = Spray::new(SprayPolicy::Weighted, &b, [0; 16]);
-        let picks: heapless::Vec<usize, 7> = (0..7).map(|_| s.pick(&b, [0; 4], 0).unwrap()).collect();
+        let picks: heapless::Vec<usize, 7> =
+            (0..7).map(|_| s.pick(&b, [0; 4], 0).unwrap()).collect();
         // nginx's documented sequence for weights 5,1,1: a a b a c a a.
         assert_eq!(&picks[..], &[0, 0, 1, 0, 2, 0, 0]);
     }
@@ -196,6 +215,9 @@ mod tests {
                 moved_others += 1;
             }
         }
-        assert!(moved_others < 200, "{moved_others} of the surviving backends' clients moved");
+        assert!(
+            moved_others < 200,
+            "{moved_others} of the surviving backends' clients moved"
+        );
     }
 }

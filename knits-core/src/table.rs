@@ -37,7 +37,12 @@ pub struct FlowKey {
 impl FlowKey {
     /// The key of the opposite direction.
     pub const fn reversed(&self) -> FlowKey {
-        FlowKey { src: self.dst, dst: self.src, sport: self.dport, dport: self.sport }
+        FlowKey {
+            src: self.dst,
+            dst: self.src,
+            sport: self.dport,
+            dport: self.sport,
+        }
     }
 }
 
@@ -193,7 +198,11 @@ impl FlowSlot {
     }
     /// The session this flow belongs to, if any.
     pub const fn session(&self) -> Option<usize> {
-        if self.link == 0 { None } else { Some(self.link as usize - 1) }
+        if self.link == 0 {
+            None
+        } else {
+            Some(self.link as usize - 1)
+        }
     }
     /// Both SYNs carried timestamps, so the option is in effect (RFC 7323 3.2).
     pub const fn ts_enabled(&self) -> bool {
@@ -250,7 +259,11 @@ pub struct FlowTable<'a> {
 
 /// Index slots needed for `flows` flow slots: the next power of two of at least `4 * flows`.
 pub const fn index_len_for(flows: usize) -> usize {
-    let want = if flows < 1 { 4 } else { flows.saturating_mul(4) };
+    let want = if flows < 1 {
+        4
+    } else {
+        flows.saturating_mul(4)
+    };
     let mut n = 1usize;
     while n < want {
         n <<= 1;
@@ -293,7 +306,10 @@ impl<'a> FlowTable<'a> {
     pub fn clear(&mut self) {
         let n = self.flows.len();
         for (i, f) in self.flows.iter_mut().enumerate() {
-            *f = FlowSlot { link: if i + 1 < n { i as u32 + 2 } else { 0 }, ..FlowSlot::default() };
+            *f = FlowSlot {
+                link: if i + 1 < n { i as u32 + 2 } else { 0 },
+                ..FlowSlot::default()
+            };
         }
         for s in self.index.iter_mut() {
             *s = IndexSlot::default();
@@ -336,7 +352,9 @@ impl<'a> FlowTable<'a> {
         let mut n = 0u32;
         loop {
             n += 1;
-            let Some(s) = self.index.get(i as usize) else { break };
+            let Some(s) = self.index.get(i as usize) else {
+                break;
+            };
             if s.entry == 0 {
                 break;
             }
@@ -344,11 +362,11 @@ impl<'a> FlowTable<'a> {
                 let e = s.entry - 1;
                 let flow = (e >> 1) as usize;
                 let dir = if e & 1 == 0 { Dir::Orig } else { Dir::Reply };
-                if let Some(f) = self.flows.get(flow) {
-                    if f.keys[dir.index()] == *key {
-                        *probes = n;
-                        return Some((flow, dir));
-                    }
+                if let Some(f) = self.flows.get(flow)
+                    && f.keys[dir.index()] == *key
+                {
+                    *probes = n;
+                    return Some((flow, dir));
                 }
             }
             if n > self.mask {
@@ -362,14 +380,27 @@ impl<'a> FlowTable<'a> {
 
     /// Inserts a new flow with the two keys; returns its index. `Err(TableFull)` when no slot is
     /// free (nothing is evicted).
-    pub fn insert(&mut self, kind: FlowKind, orig: FlowKey, reply: FlowKey, now_ms: u32) -> Result<usize, TableFull> {
+    pub fn insert(
+        &mut self,
+        kind: FlowKind,
+        orig: FlowKey,
+        reply: FlowKey,
+        now_ms: u32,
+    ) -> Result<usize, TableFull> {
         if self.free_head == 0 {
             return Err(TableFull);
         }
         let idx = (self.free_head - 1) as usize;
-        let Some(slot) = self.flows.get_mut(idx) else { return Err(TableFull) };
+        let Some(slot) = self.flows.get_mut(idx) else {
+            return Err(TableFull);
+        };
         self.free_head = slot.link;
-        *slot = FlowSlot { keys: [orig, reply], kind, last_ms: now_ms, ..FlowSlot::default() };
+        *slot = FlowSlot {
+            keys: [orig, reply],
+            kind,
+            last_ms: now_ms,
+            ..FlowSlot::default()
+        };
         self.used += 1;
         self.index_insert(&orig, ((idx as u32) << 1) + 1);
         self.index_insert(&reply, ((idx as u32) << 1 | 1) + 1);
@@ -381,11 +412,11 @@ impl<'a> FlowTable<'a> {
         let mut i = h & self.mask;
         // At most half full by construction, so an empty slot exists.
         for _ in 0..=self.mask {
-            if let Some(s) = self.index.get_mut(i as usize) {
-                if s.entry == 0 {
-                    *s = IndexSlot { hash: h, entry };
-                    return;
-                }
+            if let Some(s) = self.index.get_mut(i as usize)
+                && s.entry == 0
+            {
+                *s = IndexSlot { hash: h, entry };
+                return;
             }
             i = (i + 1) & self.mask;
         }
@@ -396,7 +427,9 @@ impl<'a> FlowTable<'a> {
         let mut i = h & self.mask;
         let mut found = None;
         for _ in 0..=self.mask {
-            let Some(s) = self.index.get(i as usize) else { return };
+            let Some(s) = self.index.get(i as usize) else {
+                return;
+            };
             if s.entry == 0 {
                 break;
             }
@@ -412,7 +445,9 @@ impl<'a> FlowTable<'a> {
         let mut j = hole;
         for _ in 0..=self.mask {
             j = (j + 1) & self.mask;
-            let Some(&s) = self.index.get(j as usize) else { return };
+            let Some(&s) = self.index.get(j as usize) else {
+                return;
+            };
             if s.entry == 0 {
                 break;
             }
@@ -441,7 +476,10 @@ impl<'a> FlowTable<'a> {
         self.index_remove(&keys[0], ((idx as u32) << 1) + 1);
         self.index_remove(&keys[1], ((idx as u32) << 1 | 1) + 1);
         if let Some(f) = self.flows.get_mut(idx) {
-            *f = FlowSlot { link: self.free_head, ..FlowSlot::default() };
+            *f = FlowSlot {
+                link: self.free_head,
+                ..FlowSlot::default()
+            };
         }
         self.free_head = idx as u32 + 1;
         self.used -= 1;
@@ -474,10 +512,11 @@ impl<'a> FlowTable<'a> {
         for _ in 0..todo {
             let i = self.sweep_cursor;
             self.sweep_cursor = if i + 1 >= n { 0 } else { i + 1 };
-            if let Some(f) = self.flows.get(i) {
-                if f.in_use() && deadline_passed(deadline(f), now_ms) {
-                    expired(i);
-                }
+            if let Some(f) = self.flows.get(i)
+                && f.in_use()
+                && deadline_passed(deadline(f), now_ms)
+            {
+                expired(i);
             }
         }
         todo
@@ -513,7 +552,12 @@ mod tests {
     use std::vec::Vec;
 
     fn key(i: u32) -> FlowKey {
-        FlowKey { src: i.to_be_bytes(), dst: [198, 18, 0, 10], sport: (i % 60000) as u16, dport: 80 }
+        FlowKey {
+            src: i.to_be_bytes(),
+            dst: [198, 18, 0, 10],
+            sport: (i % 60000) as u16,
+            dport: 80,
+        }
     }
 
     fn table(n: usize) -> FlowTable<'static> {
@@ -527,7 +571,11 @@ mod tests {
 
     #[test]
     fn flow_slot_is_at_most_88_bytes() {
-        assert!(core::mem::size_of::<FlowSlot>() <= 88, "{}", core::mem::size_of::<FlowSlot>());
+        assert!(
+            core::mem::size_of::<FlowSlot>() <= 88,
+            "{}",
+            core::mem::size_of::<FlowSlot>()
+        );
         assert_eq!(core::mem::size_of::<IndexSlot>(), 8);
     }
 
@@ -546,22 +594,37 @@ mod tests {
     fn full_table_is_an_error_and_nothing_is_evicted() {
         let mut t = table(3);
         for i in 0..3 {
-            t.insert(FlowKind::Routed, key(i), key(i).reversed(), 0).unwrap();
+            t.insert(FlowKind::Routed, key(i), key(i).reversed(), 0)
+                .unwrap();
         }
-        assert_eq!(t.insert(FlowKind::Routed, key(9), key(9).reversed(), 0), Err(TableFull));
+        assert_eq!(
+            t.insert(FlowKind::Routed, key(9), key(9).reversed(), 0),
+            Err(TableFull)
+        );
         let mut p = 0;
         for i in 0..3 {
             assert!(t.lookup(&key(i), &mut p).is_some());
         }
         t.remove(1);
-        assert!(t.insert(FlowKind::Routed, key(9), key(9).reversed(), 0).is_ok());
+        assert!(
+            t.insert(FlowKind::Routed, key(9), key(9).reversed(), 0)
+                .is_ok()
+        );
     }
 
     #[test]
     fn bad_storage_sizes_are_refused() {
-        let bad = FlowTable::new(vec![FlowSlot::default(); 4].into(), vec![IndexSlot::default(); 8].into(), [0; 16]);
+        let bad = FlowTable::new(
+            vec![FlowSlot::default(); 4].into(),
+            vec![IndexSlot::default(); 8].into(),
+            [0; 16],
+        );
         assert_eq!(bad.err(), Some(StorageError::BadSize));
-        let bad = FlowTable::new(vec![FlowSlot::default(); 0].into(), vec![IndexSlot::default(); 8].into(), [0; 16]);
+        let bad = FlowTable::new(
+            Vec::<FlowSlot>::new().into(),
+            vec![IndexSlot::default(); 8].into(),
+            [0; 16],
+        );
         assert_eq!(bad.err(), Some(StorageError::BadSize));
     }
 
@@ -569,7 +632,8 @@ mod tests {
     fn sweep_is_bounded_and_wraps() {
         let mut t = table(10);
         for i in 0..10 {
-            t.insert(FlowKind::Routed, key(i), key(i).reversed(), i as u32).unwrap();
+            t.insert(FlowKind::Routed, key(i), key(i).reversed(), i)
+                .unwrap();
         }
         let mut seen = Vec::new();
         assert_eq!(t.sweep(4, 3, |f| f.last_ms, |i| seen.push(i)), 3);

@@ -1,7 +1,10 @@
 //! The spliced half of the pipeline: hand-off requests, translation of spliced flows, the
 //! faked packets of paper IV.B, roll-back and retirement. See docs/protocol.md.
 
-use smoltcp::wire::{EthernetAddress, EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Address, Ipv4Packet, TcpPacket, UdpPacket};
+use smoltcp::wire::{
+    EthernetAddress, EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Address, Ipv4Packet,
+    TcpPacket, UdpPacket,
+};
 
 use super::*;
 
@@ -40,11 +43,17 @@ impl<'a> Switch<'a> {
         meter.mac_bytes(56);
         let key_id = repr.key_id;
         let (code, hops) = 'decide: {
-            let Some(key) = self.config.key(key_id).copied() else { break 'decide (ReplyCode::BadMac, 0) };
+            let Some(key) = self.config.key(key_id).copied() else {
+                break 'decide (ReplyCode::BadMac, 0);
+            };
             if !req.verify(&key) {
                 break 'decide (ReplyCode::BadMac, 0);
             }
-            let Some(bi) = self.config.backend_index(src).filter(|&i| self.config.backends[i].port == port) else {
+            let Some(bi) = self
+                .config
+                .backend_index(src)
+                .filter(|&i| self.config.backends[i].port == port)
+            else {
                 break 'decide (ReplyCode::NotOwner, 0);
             };
             match self.replay[bi].check(repr.counter) {
@@ -57,17 +66,45 @@ impl<'a> Switch<'a> {
             (code, hops)
         };
         self.counters.handoffs[code.index()] += 1;
-        knits_trace!("hand-off request {} from {}: {}", repr.counter, src, code.name());
+        knits_trace!(
+            "hand-off request {} from {}: {}",
+            repr.counter,
+            src,
+            code.name()
+        );
         // Answer, signed with the request's key when known (else the first key).
-        let Some(&(kid, key)) = self.config.keys.iter().find(|(id, _)| *id == key_id).or(self.config.keys.first()) else {
+        let Some(&(kid, key)) = self
+            .config
+            .keys
+            .iter()
+            .find(|(id, _)| *id == key_id)
+            .or(self.config.keys.first())
+        else {
             return Verdict::Local(LocalKind::Control);
         };
-        let reply = ReplyRepr { code, key_id: kid, counter: repr.counter, hops };
-        let Some(pc) = self.config.ports.get(port as usize).copied() else { return Verdict::Local(LocalKind::Control) };
-        let Some(mac) = self.neighbor(src.octets()) else { return Verdict::Local(LocalKind::Control) };
+        let reply = ReplyRepr {
+            code,
+            key_id: kid,
+            counter: repr.counter,
+            hops,
+        };
+        let Some(pc) = self.config.ports.get(port as usize).copied() else {
+            return Verdict::Local(LocalKind::Control);
+        };
+        let Some(mac) = self.neighbor(src.octets()) else {
+            return Verdict::Local(LocalKind::Control);
+        };
         let mut buf = [0u8; ETH_LEN + IP_LEN + 8 + control::REPLY_LEN];
         let len = buf.len();
-        write_eth_ip(&mut buf, pc.mac, mac, pc.gateway, src, IpProtocol::Udp, (len - ETH_LEN) as u16);
+        write_eth_ip(
+            &mut buf,
+            pc.mac,
+            mac,
+            pc.gateway,
+            src,
+            IpProtocol::Udp,
+            (len - ETH_LEN) as u16,
+        );
         {
             let mut udp = UdpPacket::new_unchecked(&mut buf[TCP_AT..]);
             udp.set_src_port(self.config.control_port);
@@ -87,15 +124,30 @@ impl<'a> Switch<'a> {
     /// Decides a verified, fresh hand-off request from back-end `bi` (paper IV.B: "Upon
     /// reception of a hand-off request the kernel thread updates the ip_nat_info_manip
     /// structure").
-    fn handoff<S: Sink + ?Sized>(&mut self, bi: usize, port: PortId, req: &RequestRepr, _sink: &mut S) -> (ReplyCode, u8) {
+    fn handoff<S: Sink + ?Sized>(
+        &mut self,
+        bi: usize,
+        port: PortId,
+        req: &RequestRepr,
+        _sink: &mut S,
+    ) -> (ReplyCode, u8) {
         let node = self.config.backends[bi].addr.octets();
         if req.held_local.addr != node || req.new_local.addr != node {
             return (ReplyCode::NotOwner, 0);
         }
-        let hkey = FlowKey { src: req.held_local.addr, dst: req.held_peer.addr, sport: req.held_local.port, dport: req.held_peer.port };
+        let hkey = FlowKey {
+            src: req.held_local.addr,
+            dst: req.held_peer.addr,
+            sport: req.held_local.port,
+            dport: req.held_peer.port,
+        };
         let mut probes = 0;
-        let Some((hf, hdir)) = self.table.lookup(&hkey, &mut probes) else { return (ReplyCode::UnknownConnection, 0) };
-        let Some(h) = self.table.get(hf).copied() else { return (ReplyCode::UnknownConnection, 0) };
+        let Some((hf, hdir)) = self.table.lookup(&hkey, &mut probes) else {
+            return (ReplyCode::UnknownConnection, 0);
+        };
+        let Some(h) = self.table.get(hf).copied() else {
+            return (ReplyCode::UnknownConnection, 0);
+        };
         if hdir != Dir::Reply || h.ports[1] != port {
             return (ReplyCode::UnknownConnection, 0);
         }
@@ -109,8 +161,12 @@ impl<'a> Switch<'a> {
                 (hf, None)
             }
             Some(s) => {
-                let Some(sess) = self.sessions.get(s).filter(|x| x.in_use) else { return (ReplyCode::UnknownConnection, 0) };
-                let Some(cur) = sess.current() else { return (ReplyCode::UnknownConnection, 0) };
+                let Some(sess) = self.sessions.get(s).filter(|x| x.in_use) else {
+                    return (ReplyCode::UnknownConnection, 0);
+                };
+                let Some(cur) = sess.current() else {
+                    return (ReplyCode::UnknownConnection, 0);
+                };
                 if cur.leg as usize != hf || cur.server != node {
                     return (ReplyCode::NotOwner, 0);
                 }
@@ -126,10 +182,23 @@ impl<'a> Switch<'a> {
         if h.state != TcpState::Established {
             return (ReplyCode::NotEstablished, 0);
         }
-        let nkey = FlowKey { src: req.new_local.addr, dst: req.new_remote.addr, sport: req.new_local.port, dport: req.new_remote.port };
-        let Some((nf, ndir)) = self.table.lookup(&nkey, &mut probes) else { return (ReplyCode::UnknownNewLeg, 0) };
-        let Some(n) = self.table.get(nf).copied() else { return (ReplyCode::UnknownNewLeg, 0) };
-        let target_ok = self.config.backend_index(Ipv4Address::from_octets(req.new_remote.addr)).is_some() && req.new_remote.addr != node;
+        let nkey = FlowKey {
+            src: req.new_local.addr,
+            dst: req.new_remote.addr,
+            sport: req.new_local.port,
+            dport: req.new_remote.port,
+        };
+        let Some((nf, ndir)) = self.table.lookup(&nkey, &mut probes) else {
+            return (ReplyCode::UnknownNewLeg, 0);
+        };
+        let Some(n) = self.table.get(nf).copied() else {
+            return (ReplyCode::UnknownNewLeg, 0);
+        };
+        let target_ok = self
+            .config
+            .backend_index(Ipv4Address::from_octets(req.new_remote.addr))
+            .is_some()
+            && req.new_remote.addr != node;
         if ndir != Dir::Orig || n.kind != FlowKind::Routed || n.session().is_some() || !target_ok {
             return (ReplyCode::UnknownNewLeg, 0);
         }
@@ -148,18 +217,27 @@ impl<'a> Switch<'a> {
         }
         let p = ho.isn.add(1).add(req.consumed as u32);
         let q = hr.isn.add(1).add(req.sent as u32);
-        if p.gt(ho.nxt) || q != hr.nxt || hr.has(dirflag::FIN) || !ho.has(dirflag::ACKED) || ho.ack.lt(q) {
+        if p.gt(ho.nxt)
+            || q != hr.nxt
+            || hr.has(dirflag::FIN)
+            || !ho.has(dirflag::ACKED)
+            || ho.ack.lt(q)
+        {
             return (ReplyCode::AnchorsOutOfRange, 0);
         }
         if h.ts_enabled() != n.ts_enabled() {
             return (ReplyCode::OptionsIncompatible, 0);
         }
-        let Some(c1) = self.table.get(anchor).copied() else { return (ReplyCode::UnknownConnection, 0) };
+        let Some(c1) = self.table.get(anchor).copied() else {
+            return (ReplyCode::UnknownConnection, 0);
+        };
         // A session for the connection, with binding 0 = the connection as it is.
         let s = match sess {
             Some(s) => s,
             None => {
-                let Some(s) = self.sessions.iter().position(|x| !x.in_use) else { return (ReplyCode::TableFull, 0) };
+                let Some(s) = self.sessions.iter().position(|x| !x.in_use) else {
+                    return (ReplyCode::TableFull, 0);
+                };
                 let b0 = Binding {
                     leg: anchor as u32,
                     server: node,
@@ -174,7 +252,11 @@ impl<'a> Switch<'a> {
                     ..Binding::default()
                 };
                 let slot = &mut self.sessions[s];
-                *slot = SessionSlot { in_use: true, anchor: anchor as u32, ..SessionSlot::default() };
+                *slot = SessionSlot {
+                    in_use: true,
+                    anchor: anchor as u32,
+                    ..SessionSlot::default()
+                };
                 let _ = slot.bindings.push(b0);
                 self.sessions_used += 1;
                 if let Some(f) = self.table.get_mut(anchor) {
@@ -184,7 +266,9 @@ impl<'a> Switch<'a> {
             }
         };
         let sess = &mut self.sessions[s];
-        let Some(cur) = sess.bindings.last_mut() else { return (ReplyCode::UnknownConnection, 0) };
+        let Some(cur) = sess.bindings.last_mut() else {
+            return (ReplyCode::UnknownConnection, 0);
+        };
         let c_start = p.sub(cur.c_off);
         let s_start = q.add(cur.s_off);
         let nb = Binding {
@@ -245,15 +329,19 @@ impl<'a> Switch<'a> {
         meter: &mut M,
     ) -> Verdict {
         meter.table_entry(1);
-        let Some(sess) = self.sessions.get(s).filter(|x| x.in_use) else { return Verdict::Drop(DropReason::StaleLeg) };
+        let Some(sess) = self.sessions.get(s).filter(|x| x.in_use) else {
+            return Verdict::Drop(DropReason::StaleLeg);
+        };
         let anchor = sess.anchor as usize;
         if fi == anchor && dir == Dir::Orig {
             return self.client_to_server(s, anchor, now_ms, seg, frame, meta, sink, meter);
         }
-        let Some(k) = sess.binding_of_leg(fi) else { return Verdict::Drop(DropReason::StaleLeg) };
+        let Some(k) = sess.binding_of_leg(fi) else {
+            return Verdict::Drop(DropReason::StaleLeg);
+        };
         match dir {
-            Dir::Reply => self.from_server(s, k, fi, now_ms, seg, frame, meta, sink, meter),
-            Dir::Orig => self.from_old_node(s, k, fi, now_ms, seg, frame, meta, sink, meter),
+            Dir::Reply => self.on_server_packet(s, k, fi, now_ms, seg, frame, meta, sink, meter),
+            Dir::Orig => self.on_old_node_packet(s, k, fi, now_ms, seg, frame, meta, sink, meter),
         }
     }
 
@@ -271,7 +359,9 @@ impl<'a> Switch<'a> {
         sink: &mut S,
         meter: &mut M,
     ) -> Verdict {
-        let Some(c1) = self.table.get(anchor).copied() else { return Verdict::Drop(DropReason::UnknownFlow) };
+        let Some(c1) = self.table.get(anchor).copied() else {
+            return Verdict::Drop(DropReason::UnknownFlow);
+        };
         let in_port = c1.ports[0];
         self.track(anchor, Dir::Orig, in_port, now_ms, seg);
         let sess = &mut self.sessions[s];
@@ -287,13 +377,21 @@ impl<'a> Switch<'a> {
         }
         let b = *b;
         meter.step(Step::Rewrite);
-        let out = Out { port: b.server_port, next_hop: Ipv4Address::from_octets(b.server) };
+        let out = Out {
+            port: b.server_port,
+            next_hop: Ipv4Address::from_octets(b.server),
+        };
         if b.leg as usize == anchor {
             // Binding 0: the plain DNAT of the sprayed connection.
-            let x = Xlate { dst: Some((b.server, c1.keys[0].dport)), ..Xlate::default() };
+            let x = Xlate {
+                dst: Some((b.server, c1.keys[0].dport)),
+                ..Xlate::default()
+            };
             rewrite(frame, meta, seg, &x, meter);
         } else {
-            let Some(leg) = self.table.get(b.leg as usize).copied() else { return Verdict::Drop(DropReason::StaleLeg) };
+            let Some(leg) = self.table.get(b.leg as usize).copied() else {
+                return Verdict::Drop(DropReason::StaleLeg);
+            };
             let to = leg.keys[1].reversed();
             let lo = leg.dirs[0];
             let mut ack = seg.ack.sub(b.s_off);
@@ -302,7 +400,11 @@ impl<'a> Switch<'a> {
             }
             let ts = seg.opts.ts_at.map(|_| {
                 let v = seg.opts.tsval.wrapping_add(b.ts_c_off);
-                let v = if v.wrapping_sub(lo.ts_in) as i32 >= 0 { v } else { lo.ts_in };
+                let v = if v.wrapping_sub(lo.ts_in) as i32 >= 0 {
+                    v
+                } else {
+                    lo.ts_in
+                };
                 (v, seg.opts.tsecr.wrapping_sub(b.ts_s_off))
             });
             let x = Xlate {
@@ -310,7 +412,11 @@ impl<'a> Switch<'a> {
                 dst: Some((to.dst, to.dport)),
                 seq: Some(seg.seq.add(b.c_off)),
                 ack: if seg.ackf { Some(ack) } else { None },
-                win: Some(rescale_window(seg.win, c1.shift(Dir::Orig), leg.shift(Dir::Orig))),
+                win: Some(rescale_window(
+                    seg.win,
+                    c1.shift(Dir::Orig),
+                    leg.shift(Dir::Orig),
+                )),
                 ts,
                 sack_off: b.s_off,
                 clear_fin: false,
@@ -327,7 +433,7 @@ impl<'a> Switch<'a> {
 
     /// A packet from the server of binding `k` on its leg.
     #[allow(clippy::too_many_arguments)]
-    fn from_server<S: Sink + ?Sized, M: Meter + ?Sized>(
+    fn on_server_packet<S: Sink + ?Sized, M: Meter + ?Sized>(
         &mut self,
         s: usize,
         k: usize,
@@ -381,12 +487,12 @@ impl<'a> Switch<'a> {
             }
         }
         let _ = n;
-        self.to_client(s, k, fi, now_ms, seg, frame, meta, sink, meter)
+        self.translate_to_client(s, k, fi, now_ms, seg, frame, meta, sink, meter)
     }
 
     /// Translates a server packet of binding `k` to the client (paper III.B step 12).
     #[allow(clippy::too_many_arguments)]
-    fn to_client<S: Sink + ?Sized, M: Meter + ?Sized>(
+    fn translate_to_client<S: Sink + ?Sized, M: Meter + ?Sized>(
         &mut self,
         s: usize,
         k: usize,
@@ -400,7 +506,8 @@ impl<'a> Switch<'a> {
     ) -> Verdict {
         let anchor = self.sessions[s].anchor as usize;
         let b = self.sessions[s].bindings[k];
-        let (Some(c1), Some(leg)) = (self.table.get(anchor).copied(), self.table.get(fi).copied()) else {
+        let (Some(c1), Some(leg)) = (self.table.get(anchor).copied(), self.table.get(fi).copied())
+        else {
             return Verdict::Drop(DropReason::StaleLeg);
         };
         meter.step(Step::Rewrite);
@@ -411,7 +518,11 @@ impl<'a> Switch<'a> {
         }
         let ts = seg.opts.ts_at.map(|_| {
             let v = seg.opts.tsval.wrapping_add(b.ts_s_off);
-            let v = if v.wrapping_sub(cr.ts_in) as i32 >= 0 { v } else { cr.ts_in };
+            let v = if v.wrapping_sub(cr.ts_in) as i32 >= 0 {
+                v
+            } else {
+                cr.ts_in
+            };
             (v, seg.opts.tsecr.wrapping_sub(b.ts_c_off))
         });
         let vip = c1.keys[0];
@@ -420,7 +531,11 @@ impl<'a> Switch<'a> {
             dst: Some((vip.src, vip.sport)),
             seq: Some(seg.seq.add(b.s_off)),
             ack: if seg.ackf { Some(ack) } else { None },
-            win: Some(rescale_window(seg.win, leg.shift(Dir::Reply), c1.shift(Dir::Reply))),
+            win: Some(rescale_window(
+                seg.win,
+                leg.shift(Dir::Reply),
+                c1.shift(Dir::Reply),
+            )),
             ts,
             sack_off: b.c_off,
             clear_fin: false,
@@ -428,7 +543,10 @@ impl<'a> Switch<'a> {
         rewrite(frame, meta, seg, &x, meter);
         let t = translated(seg, &x);
         self.track(anchor, Dir::Reply, c1.ports[1], now_ms, &t);
-        let out = Out { port: c1.ports[0], next_hop: Ipv4Address::from_octets(vip.src) };
+        let out = Out {
+            port: c1.ports[0],
+            next_hop: Ipv4Address::from_octets(vip.src),
+        };
         if !self.set_macs(frame, &out, sink) {
             return Verdict::Drop(DropReason::NeighborUnknown);
         }
@@ -444,29 +562,50 @@ impl<'a> Switch<'a> {
             return;
         }
         let b = self.sessions[s].bindings[k];
-        let Some(leg) = self.table.get(b.leg as usize).copied() else { return };
+        let Some(leg) = self.table.get(b.leg as usize).copied() else {
+            return;
+        };
         let limit = b.old_fin.unwrap_or(b.old_nxt);
         let a = seg.ack.min(limit);
         let ts = leg.ts_enabled().then_some((b.srv_ts, b.old_ts));
         if a.gt(b.old_told) {
             self.sessions[s].bindings[k].old_told = a;
             if b.old_fin.is_none() || !a.ge(limit) {
-                let g = GenTcp { src: leg.keys[1], seq: b.old_rcv, ack: a, fin: false, rst: false, win: leg.dirs[1].win, ts };
+                let g = GenTcp {
+                    src: leg.keys[1],
+                    seq: b.old_rcv,
+                    ack: a,
+                    fin: false,
+                    rst: false,
+                    win: leg.dirs[1].win,
+                    ts,
+                };
                 self.gen_tcp(leg.ports[0], g, Generated::FakeTargetAck, sink);
             }
         }
-        if let Some(fin) = b.old_fin {
-            if seg.ack.ge(fin) && !b.old_fin_acked {
-                self.fake_target_fin_ack(s, k, sink);
-            }
+        if let Some(fin) = b.old_fin
+            && seg.ack.ge(fin)
+            && !b.old_fin_acked
+        {
+            self.fake_target_fin_ack(s, k, sink);
         }
     }
 
     fn fake_target_fin_ack<S: Sink + ?Sized>(&mut self, s: usize, k: usize, sink: &mut S) {
         let b = self.sessions[s].bindings[k];
-        let (Some(fin), Some(leg)) = (b.old_fin, self.table.get(b.leg as usize).copied()) else { return };
+        let (Some(fin), Some(leg)) = (b.old_fin, self.table.get(b.leg as usize).copied()) else {
+            return;
+        };
         let ts = leg.ts_enabled().then_some((b.srv_ts, b.old_ts));
-        let g = GenTcp { src: leg.keys[1], seq: b.old_rcv, ack: fin.add(1), fin: true, rst: false, win: leg.dirs[1].win, ts };
+        let g = GenTcp {
+            src: leg.keys[1],
+            seq: b.old_rcv,
+            ack: fin.add(1),
+            fin: true,
+            rst: false,
+            win: leg.dirs[1].win,
+            ts,
+        };
         self.gen_tcp(leg.ports[0], g, Generated::FakeTargetFinAck, sink);
         let b = &mut self.sessions[s].bindings[k];
         b.old_fin_acked = true;
@@ -491,8 +630,12 @@ impl<'a> Switch<'a> {
     /// reached the target by retransmission).
     fn maybe_fake_fin<S: Sink + ?Sized>(&mut self, s: usize, j: usize, now_ms: u32, sink: &mut S) {
         let sess = &self.sessions[s];
-        let Some(b) = sess.bindings.get(j).copied() else { return };
-        let Some(next) = sess.bindings.get(j + 1).copied() else { return };
+        let Some(b) = sess.bindings.get(j).copied() else {
+            return;
+        };
+        let Some(next) = sess.bindings.get(j + 1).copied() else {
+            return;
+        };
         if b.phase != Phase::Stale || next.phase != Phase::Live || b.inbound != Teardown::Idle {
             return;
         }
@@ -506,16 +649,30 @@ impl<'a> Switch<'a> {
     fn send_fake_fin<S: Sink + ?Sized>(&mut self, s: usize, j: usize, now_ms: u32, sink: &mut S) {
         let anchor = self.sessions[s].anchor as usize;
         let b = self.sessions[s].bindings[j];
-        let Some(leg) = self.table.get(b.leg as usize).copied() else { return };
-        // What the old node last received from its peer on this leg.
-        let (ts_out, win) = if b.leg as usize == anchor {
-            (leg.dirs[0].ts_in, leg.dirs[0].win)
-        } else {
-            (leg.dirs[0].ts_in, leg.dirs[0].win)
+        let Some(leg) = self.table.get(b.leg as usize).copied() else {
+            return;
         };
-        let seq = if b.inbound == Teardown::Idle { b.srv_ack } else { b.fake_fin };
+        // What the old node last received from its peer on this leg.
+        // For binding 0 the leg is c1 and its orig direction is the client's own (untranslated)
+        // stream; for later bindings it holds what was delivered on the leg. Either way it is
+        // what the old node last received.
+        let _ = anchor;
+        let (ts_out, win) = (leg.dirs[0].ts_in, leg.dirs[0].win);
+        let seq = if b.inbound == Teardown::Idle {
+            b.srv_ack
+        } else {
+            b.fake_fin
+        };
         let ts = leg.ts_enabled().then_some((ts_out, b.srv_ts));
-        let g = GenTcp { src: leg.keys[1].reversed(), seq, ack: b.srv_nxt, fin: true, rst: false, win, ts };
+        let g = GenTcp {
+            src: leg.keys[1].reversed(),
+            seq,
+            ack: b.srv_nxt,
+            fin: true,
+            rst: false,
+            win,
+            ts,
+        };
         self.gen_tcp(b.server_port, g, Generated::FakeClientFin, sink);
         let b = &mut self.sessions[s].bindings[j];
         b.fake_fin = seq;
@@ -540,7 +697,9 @@ impl<'a> Switch<'a> {
         meter: &mut M,
     ) -> Verdict {
         let b = self.sessions[s].bindings[k];
-        let Some(leg) = self.table.get(b.leg as usize).copied() else { return Verdict::Drop(DropReason::StaleLeg) };
+        let Some(leg) = self.table.get(b.leg as usize).copied() else {
+            return Verdict::Drop(DropReason::StaleLeg);
+        };
         if seg.rst {
             // Never let a retiring node reset the client.
             return Verdict::Local(LocalKind::TeardownAbsorbed);
@@ -550,10 +709,22 @@ impl<'a> Switch<'a> {
         }
         if seg.fin {
             let fin_seq = seg.seq.add(seg.len);
-            let mine = if b.inbound == Teardown::Idle { b.srv_ack } else { b.fake_fin.add(1) };
+            let mine = if b.inbound == Teardown::Idle {
+                b.srv_ack
+            } else {
+                b.fake_fin.add(1)
+            };
             let (ts_out, win) = (leg.dirs[0].ts_in, leg.dirs[0].win);
             let ts = leg.ts_enabled().then_some((ts_out, b.srv_ts));
-            let g = GenTcp { src: leg.keys[1].reversed(), seq: mine, ack: fin_seq.add(1), fin: false, rst: false, win, ts };
+            let g = GenTcp {
+                src: leg.keys[1].reversed(),
+                seq: mine,
+                ack: fin_seq.add(1),
+                fin: false,
+                rst: false,
+                win,
+                ts,
+            };
             self.gen_tcp(b.server_port, g, Generated::FakeClientFinalAck, sink);
             if b.inbound != Teardown::Idle {
                 self.sessions[s].bindings[k].inbound = Teardown::Closed;
@@ -562,19 +733,23 @@ impl<'a> Switch<'a> {
             return Verdict::Local(LocalKind::TeardownAbsorbed);
         }
         let anchor = self.sessions[s].anchor as usize;
-        let client_acked = self.table.get(anchor).map(|c| c.dirs[1].ack).unwrap_or_default();
+        let client_acked = self
+            .table
+            .get(anchor)
+            .map(|c| c.dirs[1].ack)
+            .unwrap_or_default();
         let new_ack = seg.ackf && seg.ack.sub(b.c_off).gt(client_acked);
         if seg.len == 0 && !new_ack {
             let _ = now_ms;
             return Verdict::Local(LocalKind::TeardownAbsorbed);
         }
-        self.to_client(s, k, b.leg as usize, now_ms, seg, frame, meta, sink, meter)
+        self.translate_to_client(s, k, b.leg as usize, now_ms, seg, frame, meta, sink, meter)
     }
 
     /// Packets of the old node on the leg it opened to the target (binding `k` >= 1):
     /// forwarded bytes pass; its FIN and bare ACKs are absorbed (paper IV.B 4-5).
     #[allow(clippy::too_many_arguments)]
-    fn from_old_node<S: Sink + ?Sized, M: Meter + ?Sized>(
+    fn on_old_node_packet<S: Sink + ?Sized, M: Meter + ?Sized>(
         &mut self,
         s: usize,
         k: usize,
@@ -621,15 +796,25 @@ impl<'a> Switch<'a> {
         }
         // Forwarded request bytes: merge into the stream the target sees (ack, window and
         // TSval never go backwards, so PAWS and old-ACK checks pass).
-        let Some(leg) = self.table.get(fi).copied() else { return Verdict::Drop(DropReason::StaleLeg) };
+        let Some(leg) = self.table.get(fi).copied() else {
+            return Verdict::Drop(DropReason::StaleLeg);
+        };
         let lo = leg.dirs[0];
         meter.step(Step::Rewrite);
         let ts = seg.opts.ts_at.map(|_| {
-            let v = if seg.opts.tsval.wrapping_sub(lo.ts_in) as i32 >= 0 { seg.opts.tsval } else { lo.ts_in };
+            let v = if seg.opts.tsval.wrapping_sub(lo.ts_in) as i32 >= 0 {
+                seg.opts.tsval
+            } else {
+                lo.ts_in
+            };
             (v, seg.opts.tsecr)
         });
         let x = Xlate {
-            ack: if seg.ackf && lo.has(dirflag::ACKED) { Some(seg.ack.max(lo.ack)) } else { None },
+            ack: if seg.ackf && lo.has(dirflag::ACKED) {
+                Some(seg.ack.max(lo.ack))
+            } else {
+                None
+            },
             win: Some(lo.win),
             ts,
             clear_fin: seg.fin,
@@ -639,7 +824,10 @@ impl<'a> Switch<'a> {
         let mut t = translated(seg, &x);
         t.fin = false;
         self.track(fi, Dir::Orig, leg.ports[0], now_ms, &t);
-        let out = Out { port: leg.ports[1], next_hop: Ipv4Address::from_octets(leg.keys[0].dst) };
+        let out = Out {
+            port: leg.ports[1],
+            next_hop: Ipv4Address::from_octets(leg.keys[0].dst),
+        };
         if !self.set_macs(frame, &out, sink) {
             return Verdict::Drop(DropReason::NeighborUnknown);
         }
@@ -650,14 +838,20 @@ impl<'a> Switch<'a> {
     /// answered.
     fn maybe_complete(&mut self, s: usize, j: usize) {
         let sess = &mut self.sessions[s];
-        let Some(next) = sess.bindings.get(j + 1).copied() else { return };
-        let Some(b) = sess.bindings.get_mut(j) else { return };
-        if b.phase == Phase::Stale && b.inbound == Teardown::Closed && next.old_fin_acked {
-            if let Ok(Some(p)) = splice::transition(b.phase, Event::LegsClosed) {
-                b.phase = p;
-                self.counters.handoffs_completed += 1;
-                knits_trace!("hand-off complete, binding {} retired", j);
-            }
+        let Some(next) = sess.bindings.get(j + 1).copied() else {
+            return;
+        };
+        let Some(b) = sess.bindings.get_mut(j) else {
+            return;
+        };
+        if b.phase == Phase::Stale
+            && b.inbound == Teardown::Closed
+            && next.old_fin_acked
+            && let Ok(Some(p)) = splice::transition(b.phase, Event::LegsClosed)
+        {
+            b.phase = p;
+            self.counters.handoffs_completed += 1;
+            knits_trace!("hand-off complete, binding {} retired", j);
         }
     }
 
@@ -673,9 +867,25 @@ impl<'a> Switch<'a> {
             return;
         }
         if let Some(leg) = self.table.get(b.leg as usize).copied() {
-            let to_old = GenTcp { src: leg.keys[1], seq: b.old_rcv, ack: b.old_nxt, fin: false, rst: true, win: 0, ts: None };
+            let to_old = GenTcp {
+                src: leg.keys[1],
+                seq: b.old_rcv,
+                ack: b.old_nxt,
+                fin: false,
+                rst: true,
+                win: 0,
+                ts: None,
+            };
             self.gen_tcp(leg.ports[0], to_old, Generated::AbortReset, sink);
-            let to_target = GenTcp { src: leg.keys[1].reversed(), seq: b.srv_ack, ack: b.srv_nxt, fin: false, rst: true, win: 0, ts: None };
+            let to_target = GenTcp {
+                src: leg.keys[1].reversed(),
+                seq: b.srv_ack,
+                ack: b.srv_nxt,
+                fin: false,
+                rst: true,
+                win: 0,
+                ts: None,
+            };
             self.gen_tcp(leg.ports[1], to_target, Generated::AbortReset, sink);
             if let Some(f) = self.table.get_mut(b.leg as usize) {
                 f.link = 0;
@@ -684,15 +894,19 @@ impl<'a> Switch<'a> {
         }
         let sess = &mut self.sessions[s];
         sess.bindings.pop();
-        if let Some(prev) = sess.bindings.last_mut() {
-            if let Ok(Some(p)) = splice::transition(prev.phase, Event::Restored) {
-                prev.phase = p;
-            }
+        if let Some(prev) = sess.bindings.last_mut()
+            && let Ok(Some(p)) = splice::transition(prev.phase, Event::Restored)
+        {
+            prev.phase = p;
         }
         let counter = b.counter;
         self.counters.handoffs_rolled_back += 1;
         // A retransmitted request now learns of the roll-back.
-        let server_bi = self.config.backends.iter().position(|x| x.port == b.server_port);
+        let server_bi = self
+            .config
+            .backends
+            .iter()
+            .position(|x| x.port == b.server_port);
         let _ = server_bi;
         for r in self.replay.iter_mut() {
             for e in r.recent.iter_mut() {
@@ -722,7 +936,9 @@ impl<'a> Switch<'a> {
             return;
         }
         let cur = self.sessions[s].bindings[n - 1];
-        if cur.phase == Phase::Pending && now_ms.wrapping_sub(cur.since_ms) >= t.handoff.total_millis() as u32 {
+        if cur.phase == Phase::Pending
+            && now_ms.wrapping_sub(cur.since_ms) >= t.handoff.total_millis() as u32
+        {
             let sent_data = cur.srv_nxt.gt(cur.s_start.sub(cur.s_off).add(1));
             if sent_data {
                 self.confirm(s, n - 1, now_ms, sink);
@@ -753,7 +969,9 @@ impl<'a> Switch<'a> {
         let tw = t.time_wait.total_millis() as u32;
         loop {
             let sess = &mut self.sessions[s];
-            let Some(&b0) = sess.bindings.first() else { break };
+            let Some(&b0) = sess.bindings.first() else {
+                break;
+            };
             if b0.phase != Phase::Retired || sess.bindings.len() < 2 {
                 break;
             }
@@ -776,8 +994,16 @@ impl<'a> Switch<'a> {
 
     /// Builds and sends a TCP segment from `g.src` (a key as the sender would put it on the wire)
     /// out of `port`, with complete checksums and an optional timestamp option.
-    fn gen_tcp<S: Sink + ?Sized>(&mut self, port: PortId, g: GenTcp, what: Generated, sink: &mut S) {
-        let Some(pc) = self.config.ports.get(port as usize).copied() else { return };
+    fn gen_tcp<S: Sink + ?Sized>(
+        &mut self,
+        port: PortId,
+        g: GenTcp,
+        what: Generated,
+        sink: &mut S,
+    ) {
+        let Some(pc) = self.config.ports.get(port as usize).copied() else {
+            return;
+        };
         let dst = Ipv4Address::from_octets(g.src.dst);
         let Some(mac) = self.neighbor(g.src.dst) else {
             self.arp_request(port, dst, sink);
@@ -789,7 +1015,15 @@ impl<'a> Switch<'a> {
         let len = TCP_AT + tcp_len;
         let mut buf = [0u8; MAX_GENERATED];
         let src = Ipv4Address::from_octets(g.src.src);
-        write_eth_ip(&mut buf[..len], pc.mac, mac, src, dst, IpProtocol::Tcp, (IP_LEN + tcp_len) as u16);
+        write_eth_ip(
+            &mut buf[..len],
+            pc.mac,
+            mac,
+            src,
+            dst,
+            IpProtocol::Tcp,
+            (IP_LEN + tcp_len) as u16,
+        );
         {
             let mut t = TcpPacket::new_unchecked(&mut buf[TCP_AT..len]);
             t.set_src_port(g.src.sport);
@@ -850,7 +1084,13 @@ fn write_eth_ip(
 }
 
 /// Applies a translation to a TCP frame in place, keeping both checksums right incrementally.
-fn rewrite<M: Meter + ?Sized>(frame: &mut [u8], meta: FrameMeta, seg: &Seg, x: &Xlate, meter: &mut M) {
+fn rewrite<M: Meter + ?Sized>(
+    frame: &mut [u8],
+    meta: FrameMeta,
+    seg: &Seg,
+    x: &Xlate,
+    meter: &mut M,
+) {
     let mut rw = Rw::new(frame, meta.csum);
     if let Some((a, p)) = x.src {
         rw.src(Ipv4Address::from_octets(a));

@@ -8,8 +8,8 @@
 
 use managed::ManagedSlice;
 use smoltcp::wire::{
-    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr,
-    IpProtocol, Ipv4Address, Ipv4Packet, TcpPacket, UdpPacket,
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
+    EthernetRepr, IpProtocol, Ipv4Address, Ipv4Packet, TcpPacket, UdpPacket,
 };
 
 use crate::checksum::{self, Kind};
@@ -20,7 +20,8 @@ use crate::seq::SeqNumber;
 use crate::splice::{self, Binding, Event, Phase, Replay, ReplayState, SessionSlot, Teardown};
 use crate::spray::Spray;
 use crate::table::{
-    self, Dir, FlowKey, FlowKind, FlowSlot, FlowTable, IndexSlot, TcpState, deadline_passed, dirflag,
+    self, Dir, FlowKey, FlowKind, FlowSlot, FlowTable, IndexSlot, TcpState, deadline_passed,
+    dirflag,
 };
 use crate::time::Instant;
 use crate::wire::control::{self, ReplyCode, ReplyRepr, RequestRepr};
@@ -130,7 +131,14 @@ impl<'f> Rw<'f> {
     fn new(f: &'f mut [u8], kind: Kind) -> Self {
         let ip_c = Ipv4Packet::new_unchecked(&f[ETH_LEN..]).checksum();
         let tcp_c = TcpPacket::new_unchecked(&f[TCP_AT..]).checksum();
-        Rw { f, kind, ip_c, tcp_c, bytes: 0, words: 0 }
+        Rw {
+            f,
+            kind,
+            ip_c,
+            tcp_c,
+            bytes: 0,
+            words: 0,
+        }
     }
     fn src(&mut self, a: Ipv4Address) {
         let mut ip = Ipv4Packet::new_unchecked(&mut self.f[ETH_LEN..]);
@@ -282,7 +290,8 @@ impl<'a> Switch<'a> {
         if storage.sessions.is_empty() {
             return Err(ConfigError::SessionStorage);
         }
-        let table = FlowTable::new(storage.flows, storage.index, config.hash_seed).map_err(|_| ConfigError::Storage)?;
+        let table = FlowTable::new(storage.flows, storage.index, config.hash_seed)
+            .map_err(|_| ConfigError::Storage)?;
         let mut sessions = storage.sessions;
         for s in sessions.iter_mut() {
             *s = SessionSlot::default();
@@ -473,7 +482,9 @@ impl<'a> Switch<'a> {
     }
 
     fn end_session(&mut self, s: usize) {
-        let Some(sess) = self.sessions.get_mut(s) else { return };
+        let Some(sess) = self.sessions.get_mut(s) else {
+            return;
+        };
         let anchor = sess.anchor as usize;
         let mut legs: heapless::Vec<usize, { splice::MAX_BINDINGS }> = heapless::Vec::new();
         for b in sess.bindings.iter() {
@@ -486,7 +497,10 @@ impl<'a> Switch<'a> {
                 self.table.remove(l);
             }
         }
-        let closed = self.table.get(anchor).is_some_and(|f| f.state == TcpState::TimeWait);
+        let closed = self
+            .table
+            .get(anchor)
+            .is_some_and(|f| f.state == TcpState::TimeWait);
         if closed {
             self.counters.closed += 1;
         } else {
@@ -503,17 +517,27 @@ impl<'a> Switch<'a> {
             return;
         }
         let h = (ip[2] as usize * 31 + ip[3] as usize) % NEIGHBORS;
-        self.neighbors[h] = Neighbor { ip, mac, valid: true };
+        self.neighbors[h] = Neighbor {
+            ip,
+            mac,
+            valid: true,
+        };
     }
 
     fn neighbor(&self, ip: [u8; 4]) -> Option<EthernetAddress> {
         let h = (ip[2] as usize * 31 + ip[3] as usize) % NEIGHBORS;
         let n = self.neighbors[h];
-        if n.valid && n.ip == ip { Some(EthernetAddress(n.mac)) } else { None }
+        if n.valid && n.ip == ip {
+            Some(EthernetAddress(n.mac))
+        } else {
+            None
+        }
     }
 
     fn owns(&self, port: PortId, ip: Ipv4Address) -> bool {
-        let Some(pc) = self.config.ports.get(port as usize) else { return false };
+        let Some(pc) = self.config.ports.get(port as usize) else {
+            return false;
+        };
         ip == pc.gateway || (pc.role == PortRole::Client && ip == self.config.vip)
     }
 
@@ -525,15 +549,26 @@ impl<'a> Switch<'a> {
         meter: &mut M,
     ) -> Verdict {
         meter.step(Step::Classify);
-        let Some(body) = frame.get(ETH_LEN..) else { return Verdict::Drop(DropReason::ArpMalformed) };
-        let Ok(pkt) = ArpPacket::new_checked(body) else { return Verdict::Drop(DropReason::ArpMalformed) };
-        let Ok(ArpRepr::EthernetIpv4 { operation, source_hardware_addr, source_protocol_addr, target_protocol_addr, .. }) =
-            ArpRepr::parse(&pkt)
+        let Some(body) = frame.get(ETH_LEN..) else {
+            return Verdict::Drop(DropReason::ArpMalformed);
+        };
+        let Ok(pkt) = ArpPacket::new_checked(body) else {
+            return Verdict::Drop(DropReason::ArpMalformed);
+        };
+        let Ok(ArpRepr::EthernetIpv4 {
+            operation,
+            source_hardware_addr,
+            source_protocol_addr,
+            target_protocol_addr,
+            ..
+        }) = ArpRepr::parse(&pkt)
         else {
             return Verdict::Drop(DropReason::ArpMalformed);
         };
         meter.bytes_read(28);
-        let Some(pc) = self.config.ports.get(port as usize).copied() else { return Verdict::Drop(DropReason::NoRoute) };
+        let Some(pc) = self.config.ports.get(port as usize).copied() else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
         if pc.contains(source_protocol_addr) {
             self.learn(source_protocol_addr.octets(), source_hardware_addr.0);
         }
@@ -544,7 +579,11 @@ impl<'a> Switch<'a> {
             return Verdict::Drop(DropReason::ArpNotForUs);
         }
         let mut buf = [0u8; 42];
-        let eth = EthernetRepr { src_addr: pc.mac, dst_addr: source_hardware_addr, ethertype: EthernetProtocol::Arp };
+        let eth = EthernetRepr {
+            src_addr: pc.mac,
+            dst_addr: source_hardware_addr,
+            ethertype: EthernetProtocol::Arp,
+        };
         eth.emit(&mut EthernetFrame::new_unchecked(&mut buf[..]));
         let rep = ArpRepr::EthernetIpv4 {
             operation: ArpOperation::Reply,
@@ -559,9 +598,15 @@ impl<'a> Switch<'a> {
     }
 
     fn arp_request<S: Sink + ?Sized>(&mut self, port: PortId, target: Ipv4Address, sink: &mut S) {
-        let Some(pc) = self.config.ports.get(port as usize).copied() else { return };
+        let Some(pc) = self.config.ports.get(port as usize).copied() else {
+            return;
+        };
         let mut buf = [0u8; 42];
-        let eth = EthernetRepr { src_addr: pc.mac, dst_addr: EthernetAddress::BROADCAST, ethertype: EthernetProtocol::Arp };
+        let eth = EthernetRepr {
+            src_addr: pc.mac,
+            dst_addr: EthernetAddress::BROADCAST,
+            ethertype: EthernetProtocol::Arp,
+        };
         eth.emit(&mut EthernetFrame::new_unchecked(&mut buf[..]));
         let req = ArpRepr::EthernetIpv4 {
             operation: ArpOperation::Request,
@@ -571,7 +616,13 @@ impl<'a> Switch<'a> {
             target_protocol_addr: target,
         };
         req.emit(&mut ArpPacket::new_unchecked(&mut buf[ETH_LEN..]));
-        self.generate(port, &buf, Generated::ArpRequest, sink, &mut crate::meter::NoMeter);
+        self.generate(
+            port,
+            &buf,
+            Generated::ArpRequest,
+            sink,
+            &mut crate::meter::NoMeter,
+        );
     }
 
     fn generate<S: Sink + ?Sized, M: Meter + ?Sized>(
@@ -596,7 +647,9 @@ impl<'a> Switch<'a> {
     /// Sets the Ethernet addresses for `out`; false when the next hop is unknown (an ARP
     /// request is sent).
     fn set_macs<S: Sink + ?Sized>(&mut self, frame: &mut [u8], out: &Out, sink: &mut S) -> bool {
-        let Some(pc) = self.config.ports.get(out.port as usize).copied() else { return false };
+        let Some(pc) = self.config.ports.get(out.port as usize).copied() else {
+            return false;
+        };
         let Some(mac) = self.neighbor(out.next_hop.octets()) else {
             self.arp_request(out.port, out.next_hop, sink);
             return false;
@@ -621,8 +674,12 @@ impl<'a> Switch<'a> {
         sink: &mut S,
         meter: &mut M,
     ) -> Verdict {
-        let Some(body) = frame.get(ETH_LEN..) else { return Verdict::Drop(DropReason::Ipv4Malformed) };
-        let Ok(ip) = Ipv4Packet::new_checked(body) else { return Verdict::Drop(DropReason::Ipv4Malformed) };
+        let Some(body) = frame.get(ETH_LEN..) else {
+            return Verdict::Drop(DropReason::Ipv4Malformed);
+        };
+        let Ok(ip) = Ipv4Packet::new_checked(body) else {
+            return Verdict::Drop(DropReason::Ipv4Malformed);
+        };
         if ip.version() != 4 {
             return Verdict::Drop(DropReason::Ipv4Malformed);
         }
@@ -639,9 +696,16 @@ impl<'a> Switch<'a> {
                 return Verdict::Drop(DropReason::Ipv4BadChecksum);
             }
         }
-        let (src, dst, proto, ttl) = (ip.src_addr(), ip.dst_addr(), ip.next_header(), ip.hop_limit());
+        let (src, dst, proto, ttl) = (
+            ip.src_addr(),
+            ip.dst_addr(),
+            ip.next_header(),
+            ip.hop_limit(),
+        );
         let total = ip.total_len() as usize;
-        let Some(pc) = self.config.ports.get(port as usize).copied() else { return Verdict::Drop(DropReason::NoRoute) };
+        let Some(pc) = self.config.ports.get(port as usize).copied() else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
         if pc.contains(src) {
             self.learn(src.octets(), src_mac.0);
         }
@@ -657,7 +721,9 @@ impl<'a> Switch<'a> {
             _ => {
                 meter.step(Step::Classify);
                 // Other protocols (ICMP) are routed between back-end nodes only.
-                let Some(out) = self.route_between_nodes(port, dst) else { return Verdict::Drop(DropReason::NoRoute) };
+                let Some(out) = self.route_between_nodes(port, dst) else {
+                    return Verdict::Drop(DropReason::NoRoute);
+                };
                 if ttl <= 1 {
                     return Verdict::Drop(DropReason::TtlExpired);
                 }
@@ -677,7 +743,10 @@ impl<'a> Switch<'a> {
         if pc.role != PortRole::Backend || p == in_port || dst == pc.gateway {
             return None;
         }
-        Some(Out { port: p, next_hop: dst })
+        Some(Out {
+            port: p,
+            next_hop: dst,
+        })
     }
 
     /// Forwards a non-TCP IPv4 packet unchanged but for TTL and MACs.
@@ -693,7 +762,11 @@ impl<'a> Switch<'a> {
         let ttl = ip.hop_limit();
         let proto: u8 = ip.next_header().into();
         ip.set_hop_limit(ttl - 1);
-        let c = checksum::update16(ip.checksum(), u16::from_be_bytes([ttl, proto]), u16::from_be_bytes([ttl - 1, proto]));
+        let c = checksum::update16(
+            ip.checksum(),
+            u16::from_be_bytes([ttl, proto]),
+            u16::from_be_bytes([ttl - 1, proto]),
+        );
         ip.set_checksum(c);
         meter.bytes_rewritten(3);
         meter.checksum_words(1);
@@ -720,15 +793,21 @@ impl<'a> Switch<'a> {
         meter: &mut M,
     ) -> Verdict {
         meter.step(Step::Classify);
-        let Some(seg) = frame.get(TCP_AT..TCP_AT + l4_len) else { return Verdict::Drop(DropReason::UdpMalformed) };
-        let Ok(udp) = UdpPacket::new_checked(seg) else { return Verdict::Drop(DropReason::UdpMalformed) };
+        let Some(seg) = frame.get(TCP_AT..TCP_AT + l4_len) else {
+            return Verdict::Drop(DropReason::UdpMalformed);
+        };
+        let Ok(udp) = UdpPacket::new_checked(seg) else {
+            return Verdict::Drop(DropReason::UdpMalformed);
+        };
         if udp.len() as usize != l4_len {
             return Verdict::Drop(DropReason::UdpMalformed);
         }
         meter.bytes_read(8);
         if self.owns(port, dst) {
             let is_control = udp.dst_port() == self.config.control_port;
-            let Some(pc) = self.config.ports.get(port as usize) else { return Verdict::Drop(DropReason::NoRoute) };
+            let Some(pc) = self.config.ports.get(port as usize) else {
+                return Verdict::Drop(DropReason::NoRoute);
+            };
             if !is_control || dst != pc.gateway {
                 return Verdict::Drop(DropReason::VipNotServed);
             }
@@ -750,7 +829,9 @@ impl<'a> Switch<'a> {
             payload.copy_from_slice(p);
             return self.control(port, src, sport, &payload, sink, meter);
         }
-        let Some(out) = self.route_between_nodes(port, dst) else { return Verdict::Drop(DropReason::NoRoute) };
+        let Some(out) = self.route_between_nodes(port, dst) else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
         if ttl <= 1 {
             return Verdict::Drop(DropReason::TtlExpired);
         }
@@ -773,8 +854,12 @@ impl<'a> Switch<'a> {
         sink: &mut S,
         meter: &mut M,
     ) -> Verdict {
-        let Some(segb) = frame.get(TCP_AT..TCP_AT + l4_len) else { return Verdict::Drop(DropReason::TcpMalformed) };
-        let Ok(tcp) = TcpPacket::new_checked(segb) else { return Verdict::Drop(DropReason::TcpMalformed) };
+        let Some(segb) = frame.get(TCP_AT..TCP_AT + l4_len) else {
+            return Verdict::Drop(DropReason::TcpMalformed);
+        };
+        let Ok(tcp) = TcpPacket::new_checked(segb) else {
+            return Verdict::Drop(DropReason::TcpMalformed);
+        };
         let hdr_len = tcp.header_len() as usize;
         if hdr_len < 20 || hdr_len > l4_len {
             return Verdict::Drop(DropReason::TcpMalformed);
@@ -783,8 +868,12 @@ impl<'a> Switch<'a> {
         if (syn && (fin || rst)) || (!syn && !ackf && !rst) || (fin && !ackf) {
             return Verdict::Drop(DropReason::TcpBadFlags);
         }
-        let Some(hdr) = segb.get(..hdr_len) else { return Verdict::Drop(DropReason::TcpMalformed) };
-        let Ok(opts) = tcp_options::parse(hdr) else { return Verdict::Drop(DropReason::TcpBadOption) };
+        let Some(hdr) = segb.get(..hdr_len) else {
+            return Verdict::Drop(DropReason::TcpMalformed);
+        };
+        let Ok(opts) = tcp_options::parse(hdr) else {
+            return Verdict::Drop(DropReason::TcpBadOption);
+        };
         meter.bytes_read(hdr_len as u32);
         meter.option_bytes(opts.walked as u32);
         if self.config.verify_checksums && meta.csum == Kind::Full {
@@ -794,7 +883,12 @@ impl<'a> Switch<'a> {
             }
         }
         let seg = Seg {
-            key: FlowKey { src: src.octets(), dst: dst.octets(), sport: tcp.src_port(), dport: tcp.dst_port() },
+            key: FlowKey {
+                src: src.octets(),
+                dst: dst.octets(),
+                sport: tcp.src_port(),
+                dport: tcp.dst_port(),
+            },
             seq: tcp.seq_number().into(),
             ack: tcp.ack_number().into(),
             syn,
@@ -807,9 +901,17 @@ impl<'a> Switch<'a> {
             opts,
         };
         meter.step(Step::Classify);
-        let Some(pc) = self.config.ports.get(port as usize).copied() else { return Verdict::Drop(DropReason::NoRoute) };
-        if pc.role == PortRole::Client && (dst != self.config.vip || !self.config.vip_ports.contains(&seg.key.dport)) {
-            return Verdict::Drop(if dst == self.config.vip { DropReason::VipNotServed } else { DropReason::NoRoute });
+        let Some(pc) = self.config.ports.get(port as usize).copied() else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        if pc.role == PortRole::Client
+            && (dst != self.config.vip || !self.config.vip_ports.contains(&seg.key.dport))
+        {
+            return Verdict::Drop(if dst == self.config.vip {
+                DropReason::VipNotServed
+            } else {
+                DropReason::NoRoute
+            });
         }
         meter.step(Step::Lookup);
         let mut probes = 0;
@@ -821,7 +923,9 @@ impl<'a> Switch<'a> {
             return self.new_flow(port, pc.role, now_ms, &seg, frame, meta, sink, meter);
         };
         meter.table_entry(1);
-        let Some(flow) = self.table.get(fi).copied() else { return Verdict::Drop(DropReason::UnknownFlow) };
+        let Some(flow) = self.table.get(fi).copied() else {
+            return Verdict::Drop(DropReason::UnknownFlow);
+        };
         if flow.ports[dir.index()] != port && flow.dirs[dir.index()].has(dirflag::SYN) {
             return Verdict::Drop(DropReason::WrongPort);
         }
@@ -829,7 +933,9 @@ impl<'a> Switch<'a> {
             return Verdict::Drop(r);
         }
         match (flow.session(), flow.kind) {
-            (None, FlowKind::Nat) => self.nat_plain(fi, dir, port, now_ms, &seg, frame, meta, sink, meter),
+            (None, FlowKind::Nat) => {
+                self.nat_plain(fi, dir, port, now_ms, &seg, frame, meta, sink, meter)
+            }
             (None, _) => self.routed_plain(fi, dir, port, now_ms, &seg, frame, meta, sink, meter),
             (Some(s), _) => self.spliced(s, fi, dir, now_ms, &seg, frame, meta, sink, meter),
         }
@@ -864,7 +970,9 @@ impl<'a> Switch<'a> {
     /// Updates a flow direction from a segment, in that direction's own sequence space, and
     /// moves the connection state.
     fn track(&mut self, fi: usize, dir: Dir, port: PortId, now_ms: u32, seg: &Seg) {
-        let Some(f) = self.table.get_mut(fi) else { return };
+        let Some(f) = self.table.get_mut(fi) else {
+            return;
+        };
         f.last_ms = now_ms;
         let d = &mut f.dirs[dir.index()];
         if seg.syn && !d.has(dirflag::SYN) {
@@ -893,7 +1001,9 @@ impl<'a> Switch<'a> {
             d.ack = seg.ack;
             d.flags |= dirflag::ACKED;
         }
-        if seg.opts.ts_at.is_some() && (seg.opts.tsval.wrapping_sub(d.ts_in) as i32 > 0 || d.ts_in == 0) {
+        if seg.opts.ts_at.is_some()
+            && (seg.opts.tsval.wrapping_sub(d.ts_in) as i32 > 0 || d.ts_in == 0)
+        {
             d.ts_in = seg.opts.tsval;
         }
         d.win = seg.win;
@@ -902,7 +1012,11 @@ impl<'a> Switch<'a> {
         }
         // The other direction's FIN is acknowledged once this ack passes it.
         let (a, b) = f.dirs.split_at_mut(1);
-        let (me, other) = if dir == Dir::Orig { (&mut a[0], &mut b[0]) } else { (&mut b[0], &mut a[0]) };
+        let (me, other) = if dir == Dir::Orig {
+            (&mut a[0], &mut b[0])
+        } else {
+            (&mut b[0], &mut a[0])
+        };
         if other.has(dirflag::FIN) && me.has(dirflag::ACKED) && me.ack.ge(other.nxt) {
             other.flags |= dirflag::FIN_ACKED;
         }
@@ -910,15 +1024,16 @@ impl<'a> Switch<'a> {
         let both_syn = me.has(dirflag::SYN) && other.has(dirflag::SYN);
         let fins = me.has(dirflag::FIN) as u8 + other.has(dirflag::FIN) as u8;
         let fins_acked = me.has(dirflag::FIN_ACKED) && other.has(dirflag::FIN_ACKED);
-        let new_state = if exact_rst {
-            TcpState::TimeWait
-        } else if fins_acked {
+        let new_state = if exact_rst || fins_acked {
             TcpState::TimeWait
         } else if fins == 2 {
             TcpState::Closing
         } else if fins == 1 {
             TcpState::FinWait
-        } else if both_syn && (f.state == TcpState::SynReceived || f.state == TcpState::Established) && (seg.len > 0 || (dir == Dir::Orig && seg.ackf)) {
+        } else if both_syn
+            && (f.state == TcpState::SynReceived || f.state == TcpState::Established)
+            && (seg.len > 0 || (dir == Dir::Orig && seg.ackf))
+        {
             TcpState::Established
         } else if both_syn && f.state == TcpState::SynSent {
             TcpState::SynReceived
@@ -953,12 +1068,20 @@ impl<'a> Switch<'a> {
         }
         match role {
             PortRole::Client => {
-                let Some(bi) = self.spray.pick(&self.config.backends, seg.key.src, seg.key.sport) else {
+                let Some(bi) = self
+                    .spray
+                    .pick(&self.config.backends, seg.key.src, seg.key.sport)
+                else {
                     return Verdict::Drop(DropReason::NoBackend);
                 };
                 let be = self.config.backends[bi];
                 let orig = seg.key;
-                let reply = FlowKey { src: be.addr.octets(), dst: seg.key.src, sport: seg.key.dport, dport: seg.key.sport };
+                let reply = FlowKey {
+                    src: be.addr.octets(),
+                    dst: seg.key.src,
+                    sport: seg.key.dport,
+                    dport: seg.key.sport,
+                };
                 let Ok(fi) = self.table.insert(FlowKind::Nat, orig, reply, now_ms) else {
                     return Verdict::Drop(DropReason::TableFull);
                 };
@@ -972,8 +1095,13 @@ impl<'a> Switch<'a> {
             }
             PortRole::Backend => {
                 let dst = Ipv4Address::from_octets(seg.key.dst);
-                let Some(out) = self.route_between_nodes(port, dst) else { return Verdict::Drop(DropReason::NoRoute) };
-                let Ok(fi) = self.table.insert(FlowKind::Routed, seg.key, seg.key.reversed(), now_ms) else {
+                let Some(out) = self.route_between_nodes(port, dst) else {
+                    return Verdict::Drop(DropReason::NoRoute);
+                };
+                let Ok(fi) =
+                    self.table
+                        .insert(FlowKind::Routed, seg.key, seg.key.reversed(), now_ms)
+                else {
                     return Verdict::Drop(DropReason::TableFull);
                 };
                 meter.table_entry(1);
@@ -1001,18 +1129,26 @@ impl<'a> Switch<'a> {
         meter: &mut M,
     ) -> Verdict {
         self.track(fi, dir, port, now_ms, seg);
-        let Some(f) = self.table.get(fi).copied() else { return Verdict::Drop(DropReason::UnknownFlow) };
+        let Some(f) = self.table.get(fi).copied() else {
+            return Verdict::Drop(DropReason::UnknownFlow);
+        };
         meter.step(Step::Rewrite);
         let mut rw = Rw::new(frame, meta.csum);
         let out = match dir {
             Dir::Orig => {
                 let be = Ipv4Address::from_octets(f.keys[1].src);
                 rw.dst(be);
-                Out { port: f.ports[1], next_hop: be }
+                Out {
+                    port: f.ports[1],
+                    next_hop: be,
+                }
             }
             Dir::Reply => {
                 rw.src(Ipv4Address::from_octets(f.keys[0].dst));
-                Out { port: f.ports[0], next_hop: Ipv4Address::from_octets(f.keys[0].src) }
+                Out {
+                    port: f.ports[0],
+                    next_hop: Ipv4Address::from_octets(f.keys[0].src),
+                }
             }
         };
         rw.ttl_dec();
@@ -1038,13 +1174,18 @@ impl<'a> Switch<'a> {
         meter: &mut M,
     ) -> Verdict {
         self.track(fi, dir, port, now_ms, seg);
-        let Some(f) = self.table.get(fi).copied() else { return Verdict::Drop(DropReason::UnknownFlow) };
+        let Some(f) = self.table.get(fi).copied() else {
+            return Verdict::Drop(DropReason::UnknownFlow);
+        };
         let out_port = f.ports[dir.other().index()];
         meter.step(Step::Rewrite);
         let mut rw = Rw::new(frame, meta.csum);
         rw.ttl_dec();
         rw.finish(meter);
-        let out = Out { port: out_port, next_hop: Ipv4Address::from_octets(seg.key.dst) };
+        let out = Out {
+            port: out_port,
+            next_hop: Ipv4Address::from_octets(seg.key.dst),
+        };
         if !self.set_macs(frame, &out, sink) {
             return Verdict::Drop(DropReason::NeighborUnknown);
         }

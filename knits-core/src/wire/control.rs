@@ -423,7 +423,12 @@ pub struct ReplyRepr {
 impl ReplyRepr {
     /// Parses a checked reply (the tag is not verified here).
     pub fn parse<T: AsRef<[u8]>>(r: &Reply<T>) -> ReplyRepr {
-        ReplyRepr { code: r.code(), key_id: r.key_id(), counter: r.counter(), hops: r.hops() }
+        ReplyRepr {
+            code: r.code(),
+            key_id: r.key_id(),
+            counter: r.counter(),
+            hops: r.hops(),
+        }
     }
 
     /// Writes and signs the reply into `buf`; returns its length or `None` if `buf` is too short.
@@ -508,14 +513,20 @@ mod tests {
         let mut buf = [0u8; 64];
         sample().emit(&mut buf, &KEY).unwrap();
         for n in 0..64 {
-            assert_eq!(Request::new_checked(&buf[..n]).unwrap_err(), Error::Truncated);
+            assert_eq!(
+                Request::new_checked(&buf[..n]).unwrap_err(),
+                Error::Truncated
+            );
         }
         let mut m = buf;
         m[0] = b'X';
         assert_eq!(Request::new_checked(&m[..]).unwrap_err(), Error::BadMagic);
         let mut m = buf;
         m[2] = 9;
-        assert_eq!(Request::new_checked(&m[..]).unwrap_err(), Error::BadVersion(9));
+        assert_eq!(
+            Request::new_checked(&m[..]).unwrap_err(),
+            Error::BadVersion(9)
+        );
         let mut m = buf;
         m[3] = 2;
         assert_eq!(Request::new_checked(&m[..]).unwrap_err(), Error::BadType(2));
@@ -523,7 +534,12 @@ mod tests {
 
     #[test]
     fn reply_roundtrip() {
-        let rep = ReplyRepr { code: ReplyCode::AnchorsOutOfRange, key_id: 1, counter: 77, hops: 2 };
+        let rep = ReplyRepr {
+            code: ReplyCode::AnchorsOutOfRange,
+            key_id: 1,
+            counter: 77,
+            hops: 2,
+        };
         let mut buf = [0xa5u8; 32];
         assert_eq!(rep.emit(&mut buf, &KEY), Some(32));
         let r = Reply::new_checked(&buf[..]).unwrap();

@@ -84,7 +84,9 @@ pub fn parse(header: &[u8]) -> Result<TcpOptions, OptionError> {
             }
             _ => {}
         }
-        let Some(&len) = header.get(i + 1) else { return Err(OptionError::Overrun) };
+        let Some(&len) = header.get(i + 1) else {
+            return Err(OptionError::Overrun);
+        };
         let len = len as usize;
         if len < 2 {
             return Err(OptionError::BadLength);
@@ -112,7 +114,7 @@ pub fn parse(header: &[u8]) -> Result<TcpOptions, OptionError> {
                 o.sack_perm = true;
             }
             kind::SACK => {
-                if len < 10 || (len - 2) % 8 != 0 {
+                if len < 10 || !(len - 2).is_multiple_of(8) {
                     return Err(OptionError::WrongFixedLength);
                 }
                 o.sack_at = (i + 2) as u8;
@@ -151,13 +153,15 @@ impl TcpOptions {
 /// eight bits, so the update uses the rotated old and new values.
 #[inline]
 pub fn write_u32(seg: &mut [u8], at: usize, new: u32, kind: Kind, csum: u16) -> u16 {
-    let Some(s) = seg.get_mut(at..at + 4) else { return csum };
+    let Some(s) = seg.get_mut(at..at + 4) else {
+        return csum;
+    };
     let old = u32::from_be_bytes([s[0], s[1], s[2], s[3]]);
     if old == new {
         return csum;
     }
     s.copy_from_slice(&new.to_be_bytes());
-    if at % 2 == 0 {
+    if at.is_multiple_of(2) {
         checksum::segment_update32(kind, csum, old, new)
     } else {
         checksum::segment_update32(kind, csum, old.rotate_left(8), new.rotate_left(8))
@@ -181,7 +185,7 @@ mod tests {
     fn header(opts: &[u8]) -> Vec<u8> {
         let mut h = std::vec![0u8; 20];
         h.extend_from_slice(opts);
-        while h.len() % 4 != 0 {
+        while !h.len().is_multiple_of(4) {
             h.push(0);
         }
         h[12] = ((h.len() / 4) as u8) << 4;
@@ -191,7 +195,9 @@ mod tests {
     #[test]
     fn linux_syn_options() {
         // MSS 1460, SACK-permitted, TS 0x01020304/0, NOP, WS 7 (Linux's SYN layout).
-        let h = header(&[2, 4, 0x05, 0xb4, 4, 2, 8, 10, 1, 2, 3, 4, 0, 0, 0, 0, 1, 3, 3, 7]);
+        let h = header(&[
+            2, 4, 0x05, 0xb4, 4, 2, 8, 10, 1, 2, 3, 4, 0, 0, 0, 0, 1, 3, 3, 7,
+        ]);
         let o = parse(&h).unwrap();
         assert_eq!(o.mss, Some(1460));
         assert!(o.sack_perm);
@@ -217,13 +223,25 @@ mod tests {
         assert_eq!(parse(&header(&[2, 0, 0, 0])), Err(OptionError::BadLength));
         assert_eq!(parse(&header(&[2, 1, 0, 0])), Err(OptionError::BadLength));
         assert_eq!(parse(&header(&[1, 1, 1, 8])), Err(OptionError::Overrun));
-        assert_eq!(parse(&header(&[8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])), Err(OptionError::WrongFixedLength));
-        assert_eq!(parse(&header(&[5, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])), Err(OptionError::WrongFixedLength));
-        assert_eq!(parse(&header(&[3, 4, 0, 0])), Err(OptionError::WrongFixedLength));
+        assert_eq!(
+            parse(&header(&[8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])),
+            Err(OptionError::WrongFixedLength)
+        );
+        assert_eq!(
+            parse(&header(&[5, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])),
+            Err(OptionError::WrongFixedLength)
+        );
+        assert_eq!(
+            parse(&header(&[3, 4, 0, 0])),
+            Err(OptionError::WrongFixedLength)
+        );
         // EOL ends the walk; what follows is padding.
         assert!(parse(&header(&[0, 99, 99, 99])).is_ok());
         // Unknown kinds are skipped by their length.
-        assert_eq!(parse(&header(&[99, 4, 0, 0, 3, 3, 2, 0])).unwrap().wscale, Some(2));
+        assert_eq!(
+            parse(&header(&[99, 4, 0, 0, 3, 3, 2, 0])).unwrap().wscale,
+            Some(2)
+        );
         // A kind byte in the last position with no room for its length.
         let mut h = header(&[1, 1, 1, 1]);
         h[23] = 2;
