@@ -13,8 +13,9 @@ use knits_core::table::{FlowKey, FlowKind, FlowSlot, FlowTable, IndexSlot, index
 use knits_core::time::Instant;
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
-    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, IpProtocol,
-    Ipv4Address, Ipv4Packet, Ipv4Repr, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber,
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
+    EthernetRepr, IpProtocol, Ipv4Address, Ipv4Packet, Ipv4Repr, TcpControl, TcpPacket, TcpRepr,
+    TcpSeqNumber,
 };
 
 struct Discard;
@@ -29,8 +30,12 @@ const NODE_MAC: EthernetAddress = EthernetAddress([2, 0, 0, 0, 1, 2]);
 
 fn arp(src_mac: EthernetAddress, src: Ipv4Address, target: Ipv4Address) -> Vec<u8> {
     let mut b = vec![0u8; 42];
-    EthernetRepr { src_addr: src_mac, dst_addr: EthernetAddress::BROADCAST, ethertype: EthernetProtocol::Arp }
-        .emit(&mut EthernetFrame::new_unchecked(&mut b[..]));
+    EthernetRepr {
+        src_addr: src_mac,
+        dst_addr: EthernetAddress::BROADCAST,
+        ethertype: EthernetProtocol::Arp,
+    }
+    .emit(&mut EthernetFrame::new_unchecked(&mut b[..]));
     ArpRepr::EthernetIpv4 {
         operation: ArpOperation::Request,
         source_hardware_addr: src_mac,
@@ -66,14 +71,33 @@ fn tcp(
         timestamp: None,
         payload,
     };
-    let ip = Ipv4Repr { src_addr: src.0, dst_addr: dst.0, next_header: IpProtocol::Tcp, payload_len: repr.buffer_len(), hop_limit: 64 };
+    let ip = Ipv4Repr {
+        src_addr: src.0,
+        dst_addr: dst.0,
+        next_header: IpProtocol::Tcp,
+        payload_len: repr.buffer_len(),
+        hop_limit: 64,
+    };
     let mut b = vec![0u8; 14 + 20 + repr.buffer_len()];
-    EthernetRepr { src_addr: EthernetAddress([2, 0, 0, 0, 9, 9]), dst_addr: dst_mac, ethertype: EthernetProtocol::Ipv4 }
-        .emit(&mut EthernetFrame::new_unchecked(&mut b[..]));
+    EthernetRepr {
+        src_addr: EthernetAddress([2, 0, 0, 0, 9, 9]),
+        dst_addr: dst_mac,
+        ethertype: EthernetProtocol::Ipv4,
+    }
+    .emit(&mut EthernetFrame::new_unchecked(&mut b[..]));
     let caps = ChecksumCapabilities::default();
     ip.emit(&mut Ipv4Packet::new_unchecked(&mut b[14..]), &caps);
-    repr.emit(&mut TcpPacket::new_unchecked(&mut b[34..]), &src.0.into(), &dst.0.into(), &caps);
-    b[6..12].copy_from_slice(&if src.0.octets()[1] == 18 { CLIENT_MAC.0 } else { NODE_MAC.0 });
+    repr.emit(
+        &mut TcpPacket::new_unchecked(&mut b[34..]),
+        &src.0.into(),
+        &dst.0.into(),
+        &caps,
+    );
+    b[6..12].copy_from_slice(&if src.0.octets()[1] == 18 {
+        CLIENT_MAC.0
+    } else {
+        NODE_MAC.0
+    });
     b
 }
 
@@ -96,23 +120,85 @@ fn established(c: &mut Criterion) {
     let mut sw = switch(1024);
     let t = Instant::from_millis(1);
     let mut sink = Discard;
-    sw.process(0, t, &mut arp(CLIENT_MAC, client.0, vip.0), FrameMeta::FULL, &mut sink, &mut NoMeter);
-    sw.process(1, t, &mut arp(NODE_MAC, node.0, Ipv4Address::new(198, 19, 1, 1)), FrameMeta::FULL, &mut sink, &mut NoMeter);
+    sw.process(
+        0,
+        t,
+        &mut arp(CLIENT_MAC, client.0, vip.0),
+        FrameMeta::FULL,
+        &mut sink,
+        &mut NoMeter,
+    );
+    sw.process(
+        1,
+        t,
+        &mut arp(NODE_MAC, node.0, Ipv4Address::new(198, 19, 1, 1)),
+        FrameMeta::FULL,
+        &mut sink,
+        &mut NoMeter,
+    );
     let mut f = tcp(sw_client_mac, client, vip, TcpControl::Syn, 1000, None, &[]);
-    assert!(matches!(sw.process(0, t, &mut f, FrameMeta::FULL, &mut sink, &mut NoMeter), Verdict::Forward(1)));
-    let mut f = tcp(sw_node_mac, node, client, TcpControl::Syn, 5000, Some(1001), &[]);
-    assert!(matches!(sw.process(1, t, &mut f, FrameMeta::FULL, &mut sink, &mut NoMeter), Verdict::Forward(0)));
-    let mut f = tcp(sw_client_mac, client, vip, TcpControl::None, 1001, Some(5001), &[]);
-    assert!(matches!(sw.process(0, t, &mut f, FrameMeta::FULL, &mut sink, &mut NoMeter), Verdict::Forward(1)));
-    let data = tcp(sw_client_mac, client, vip, TcpControl::Psh, 1001, Some(5001), &[0x55; 64]);
-    let ack = tcp(sw_client_mac, client, vip, TcpControl::None, 1001, Some(5001), &[]);
+    assert!(matches!(
+        sw.process(0, t, &mut f, FrameMeta::FULL, &mut sink, &mut NoMeter),
+        Verdict::Forward(1)
+    ));
+    let mut f = tcp(
+        sw_node_mac,
+        node,
+        client,
+        TcpControl::Syn,
+        5000,
+        Some(1001),
+        &[],
+    );
+    assert!(matches!(
+        sw.process(1, t, &mut f, FrameMeta::FULL, &mut sink, &mut NoMeter),
+        Verdict::Forward(0)
+    ));
+    let mut f = tcp(
+        sw_client_mac,
+        client,
+        vip,
+        TcpControl::None,
+        1001,
+        Some(5001),
+        &[],
+    );
+    assert!(matches!(
+        sw.process(0, t, &mut f, FrameMeta::FULL, &mut sink, &mut NoMeter),
+        Verdict::Forward(1)
+    ));
+    let data = tcp(
+        sw_client_mac,
+        client,
+        vip,
+        TcpControl::Psh,
+        1001,
+        Some(5001),
+        &[0x55; 64],
+    );
+    let ack = tcp(
+        sw_client_mac,
+        client,
+        vip,
+        TcpControl::None,
+        1001,
+        Some(5001),
+        &[],
+    );
     let mut g = c.benchmark_group("established_nat");
     for (name, tmpl) in [("ack", &ack), ("data64", &data)] {
         let mut buf = tmpl.clone();
         g.bench_function(name, |b| {
             b.iter(|| {
                 buf.copy_from_slice(tmpl);
-                let v = sw.process(0, t, black_box(&mut buf[..]), FrameMeta::FULL, &mut sink, &mut NoMeter);
+                let v = sw.process(
+                    0,
+                    t,
+                    black_box(&mut buf[..]),
+                    FrameMeta::FULL,
+                    &mut sink,
+                    &mut NoMeter,
+                );
                 debug_assert!(matches!(v, Verdict::Forward(1)));
                 v
             })
@@ -123,10 +209,35 @@ fn established(c: &mut Criterion) {
     // New connections: each iteration sprays a fresh SYN; the table is emptied by expiry (SYN
     // time-out) each time the prebuilt frames run out.
     let mut sw = switch(65_536);
-    sw.process(0, t, &mut arp(CLIENT_MAC, client.0, vip.0), FrameMeta::FULL, &mut sink, &mut NoMeter);
-    sw.process(1, t, &mut arp(NODE_MAC, node.0, Ipv4Address::new(198, 19, 1, 1)), FrameMeta::FULL, &mut sink, &mut NoMeter);
-    let syns: Vec<Vec<u8>> =
-        (1..=60_000u16).map(|p| tcp(sw_client_mac, (client.0, p), vip, TcpControl::Syn, 7, None, &[])).collect();
+    sw.process(
+        0,
+        t,
+        &mut arp(CLIENT_MAC, client.0, vip.0),
+        FrameMeta::FULL,
+        &mut sink,
+        &mut NoMeter,
+    );
+    sw.process(
+        1,
+        t,
+        &mut arp(NODE_MAC, node.0, Ipv4Address::new(198, 19, 1, 1)),
+        FrameMeta::FULL,
+        &mut sink,
+        &mut NoMeter,
+    );
+    let syns: Vec<Vec<u8>> = (1..=60_000u16)
+        .map(|p| {
+            tcp(
+                sw_client_mac,
+                (client.0, p),
+                vip,
+                TcpControl::Syn,
+                7,
+                None,
+                &[],
+            )
+        })
+        .collect();
     let mut buf = syns[0].clone();
     let mut i = 0usize;
     let mut epoch = 1i64;
@@ -139,7 +250,14 @@ fn established(c: &mut Criterion) {
             }
             buf.copy_from_slice(&syns[i]);
             i += 1;
-            sw.process(0, Instant::from_secs(epoch * 1000), &mut buf[..], FrameMeta::FULL, &mut Discard, &mut NoMeter)
+            sw.process(
+                0,
+                Instant::from_secs(epoch * 1000),
+                &mut buf[..],
+                FrameMeta::FULL,
+                &mut Discard,
+                &mut NoMeter,
+            )
         })
     });
 }
@@ -153,9 +271,15 @@ fn lookups(c: &mut Criterion) {
             [1; 16],
         )
         .unwrap();
-        let key = |i: u32| FlowKey { src: (0xc612_0000u32 + (i >> 16)).to_be_bytes(), dst: [198, 18, 0, 10], sport: i as u16, dport: 80 };
+        let key = |i: u32| FlowKey {
+            src: (0xc612_0000u32 + (i >> 16)).to_be_bytes(),
+            dst: [198, 18, 0, 10],
+            sport: i as u16,
+            dport: 80,
+        };
         for i in 0..n as u32 {
-            t.insert(FlowKind::Nat, key(i), key(i).reversed(), 0).unwrap();
+            t.insert(FlowKind::Nat, key(i), key(i).reversed(), 0)
+                .unwrap();
         }
         // Visit keys in a scattered order so the cost includes cache misses, as real traffic would.
         let mut i = 0u32;
