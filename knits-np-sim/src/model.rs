@@ -16,8 +16,7 @@
 //!
 //! Time is kept in ticks of 1/8 engine cycle so fractional costs add up without drift.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 
 use knits_core::meter::Step;
 use serde::Serialize;
@@ -44,7 +43,7 @@ pub fn row_name(i: usize) -> &'static str {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Phase {
     Compute { ticks: u32, row: u8 },
     Visit { path: u16, extra: u32, wait: bool, row: u8 },
@@ -79,6 +78,7 @@ pub struct Program {
     flow_len: Vec<u32>,
     flows: u32,
     completion: Option<u16>,
+    switch_ticks: u64,
     mean_len: f64,
     conns_per_packet: f64,
     handoffs_per_packet: f64,
@@ -193,6 +193,9 @@ impl Program {
             .map(|s| m.passes == Passes::Two && m.egress_steps.iter().any(|e| e == s.name()))
             .collect();
         let mut flow_len = vec![0u32; traces.flows as usize];
+        // Many packets compile to the same phases (ACKs, full-size segments): keep one copy of
+        // each sequence, so the replayed program stays small enough for the host's caches.
+        let mut seen: HashMap<Vec<Phase>, (u32, u32)> = HashMap::new();
         let mut packets = Vec::with_capacity(traces.packets.len());
         for p in &traces.packets {
             let recs: &[Rec] = traces.recs_of(p);
@@ -217,7 +220,18 @@ impl Program {
                     b.frame_work(&m.frame.transmit, len);
                 }
                 b.frame_work(&m.frame.pass_end, len);
-                *range = (start, b.phases.len() as u32);
+                let end = b.phases.len() as u32;
+                let key = b.phases[start as usize..].to_vec();
+                *range = match seen.get(&key) {
+                    Some(r) => {
+                        b.phases.truncate(start as usize);
+                        *r
+                    }
+                    None => {
+                        seen.insert(key, (start, end));
+                        (start, end)
+                    }
+                };
             }
             let ordinal = flow_len[p.flow as usize];
             flow_len[p.flow as usize] += 1;
@@ -234,6 +248,7 @@ impl Program {
             flow_len,
             flows: traces.flows,
             completion,
+            switch_ticks: ticks(m.switch_cycles),
             mean_len: traces.mean_len(),
             conns_per_packet: traces.connections as f64 / n,
             handoffs_per_packet: traces.handoffs as f64 / n,
@@ -269,13 +284,16 @@ impl Program {
     }
 }
 
+/// A progress callback: packets dispatched so far.
+pub type Progress = std::sync::Arc<dyn Fn(u64) + Send + Sync>;
+
 /// Options of one run.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct RunOptions {
     /// Record the order frames leave in (for tests): (global flow, ordinal).
     pub record_departures: bool,
     /// Called with the number of packets dispatched, every 2^16 packets.
-    pub progress: Option<fn(u64)>,
+    pub progress: Option<Progress>,
 }
 
 /// Mean and 99th percentile of a per-packet quantity, in engine cycles.
@@ -410,7 +428,7 @@ struct Sim<'p> {
     p: &'p Program,
     n: u64,
     opts: &'p RunOptions,
-    heap: BinaryHeap<Reverse<(u64, u64)>>,
+    heap: RadixHeap,
     threads: Vec<Thread>,
     engines: Vec<Engine>,
     idle: VecDeque<u32>,
@@ -433,6 +451,65 @@ struct Sim<'p> {
     warm_seq: u64,
     warm_time: Option<u64>,
     departures: Vec<(u64, u32)>,
+    ready_buf: Vec<(u32, u64)>,
+}
+
+/// A monotone priority queue of (time, key): a radix heap (Ahuja, Mehlhorn, Orlin, Tarjan 1990).
+/// Events are never scheduled before the last one popped, so this beats a binary heap: a push is
+/// an append, and each item moves down at most 64 buckets over its life.
+struct RadixHeap {
+    last: u64,
+    len: usize,
+    /// Bit i set = bucket i not empty.
+    mask: u128,
+    buckets: Vec<Vec<(u64, u64)>>,
+}
+
+impl RadixHeap {
+    fn new() -> Self {
+        RadixHeap { last: 0, len: 0, mask: 0, buckets: (0..65).map(|_| Vec::new()).collect() }
+    }
+
+    #[inline]
+    fn bucket(last: u64, t: u64) -> usize {
+        if t == last { 0 } else { 64 - (t ^ last).leading_zeros() as usize }
+    }
+
+    #[inline]
+    fn push(&mut self, t: u64, v: u64) {
+        let t = t.max(self.last);
+        let b = Self::bucket(self.last, t);
+        self.buckets[b].push((t, v));
+        self.mask |= 1 << b;
+        self.len += 1;
+    }
+
+    fn pop(&mut self) -> Option<(u64, u64)> {
+        if self.len == 0 {
+            return None;
+        }
+        if self.mask & 1 == 0 {
+            let i = self.mask.trailing_zeros() as usize;
+            let mut items = std::mem::take(&mut self.buckets[i]);
+            self.mask &= !(1 << i);
+            self.last = items.iter().map(|x| x.0).min().unwrap_or(self.last);
+            for it in &items {
+                let b = Self::bucket(self.last, it.0);
+                self.buckets[b].push(*it);
+                self.mask |= 1 << b;
+            }
+            items.clear();
+            if self.buckets[i].is_empty() {
+                self.buckets[i] = items; // keep the allocation
+            }
+        }
+        self.len -= 1;
+        let r = self.buckets[0].pop();
+        if self.buckets[0].is_empty() {
+            self.mask &= !1;
+        }
+        r
+    }
 }
 
 /// A small multiplicative hasher for the u64 flow keys.
@@ -495,7 +572,7 @@ impl<'p> Sim<'p> {
             p,
             n,
             opts,
-            heap: BinaryHeap::new(),
+            heap: RadixHeap::new(),
             threads,
             engines: vec![Engine::default(); e],
             idle: VecDeque::new(),
@@ -517,6 +594,7 @@ impl<'p> Sim<'p> {
             warm_seq: n / 10,
             warm_time: None,
             departures: Vec::new(),
+            ready_buf: Vec::new(),
         }
     }
 
@@ -528,7 +606,7 @@ impl<'p> Sim<'p> {
                     self.resume(th, 0);
                 }
             }
-            while let Some(Reverse((t, key))) = self.heap.pop() {
+            while let Some((t, key)) = self.heap.pop() {
                 let id = (key >> 1) as u32;
                 if key & 1 == EV_ENGINE {
                     self.engine_done(id, t);
@@ -542,7 +620,7 @@ impl<'p> Sim<'p> {
 
     #[inline]
     fn schedule(&mut self, t: u64, kind: u64, id: u32) {
-        self.heap.push(Reverse((t, ((id as u64) << 1) | kind)));
+        self.heap.push(t, ((id as u64) << 1) | kind);
     }
 
     /// Gives thread `th` its next frame (egress pass first), or parks it; true if it got one.
@@ -557,8 +635,8 @@ impl<'p> Sim<'p> {
             if seq == self.warm_seq {
                 self.warm_time = Some(t);
             }
-            if let Some(cb) = self.opts.progress {
-                if seq & 0xffff == 0 {
+            if seq & 0xffff == 0 {
+                if let Some(cb) = &self.opts.progress {
                     cb(seq);
                 }
             }
@@ -635,11 +713,7 @@ impl<'p> Sim<'p> {
                     let e = thr.engine as usize;
                     let eng = &mut self.engines[e];
                     if eng.current.is_none() {
-                        let switch = if eng.last != th {
-                            ticks_of(self.p.machine.switch_cycles)
-                        } else {
-                            0
-                        };
+                        let switch = if eng.last != th { self.p.switch_ticks } else { 0 };
                         eng.current = Some(th);
                         eng.busy += ticks as u64 + switch;
                         self.frames[f].work[row as usize] += ticks as u64;
@@ -746,11 +820,17 @@ impl<'p> Sim<'p> {
             (fr.flow, fr.ordinal, fr.pkt)
         };
         let flow_len = self.p.flow_len[self.p.packets[pkt as usize].flow as usize];
-        let mut ready: Vec<(u32, u64)> = Vec::new();
+        if ordinal == 0 && flow_len == 1 {
+            // A flow of one packet: nothing to wait for.
+            self.depart(f, done);
+            return;
+        }
+        let mut ready = std::mem::take(&mut self.ready_buf);
         {
             let fo = self.flows.entry(flow).or_default();
             if ordinal != fo.next {
                 fo.held.push((ordinal, done, f));
+                self.ready_buf = ready;
                 return;
             }
             let leave = done.max(fo.last_leave);
@@ -768,9 +848,11 @@ impl<'p> Sim<'p> {
                 self.flows.remove(&flow);
             }
         }
-        for (g, leave) in ready {
+        for &(g, leave) in &ready {
             self.depart(g, leave);
         }
+        ready.clear();
+        self.ready_buf = ready;
     }
 
     fn depart(&mut self, f: u32, leave: u64) {
@@ -797,7 +879,10 @@ impl<'p> Sim<'p> {
 
     fn finish(self, host_seconds: f64) -> SimResult {
         let m = &self.p.machine;
-        let end = self.end_time.max(1);
+        // Posted visits may leave a unit working after the last frame left: the run ends when
+        // every unit is done too, so an over-subscribed unit still caps the rate.
+        let backlog = self.free_at.iter().flatten().copied().max().unwrap_or(0);
+        let end = self.end_time.max(backlog).max(1);
         let warm = self.warm_time.unwrap_or(0);
         let measured = self.n.saturating_sub(self.warm_seq);
         let cycles = end as f64 / TICKS as f64;
@@ -876,9 +961,6 @@ fn fr_seq(f: &Frame) -> u64 {
     f.seq
 }
 
-fn ticks_of(cycles: f64) -> u64 {
-    ticks(cycles)
-}
 
 /// Names what limits the rate: the busiest resource when it is nearly saturated, else threads.
 fn bottleneck(engine_util: f64, thread_util: f64, units: &[UnitStat]) -> String {
@@ -1021,5 +1103,11 @@ mac_bytes = {{}}
         let b = p.run(10_000, &RunOptions::default());
         assert_eq!(a.cycles, b.cycles);
         assert_eq!(a.pps, b.pps);
+    }
+}
+impl Program {
+    /// Phases per packet (compute bursts and visits), for tuning.
+    pub fn phases_per_packet(&self) -> f64 {
+        self.phases.len() as f64 / self.packets.len().max(1) as f64
     }
 }

@@ -452,6 +452,8 @@ struct Driver {
     pending_control: HashMap<(usize, u64), (usize, usize)>,
     /// (address, port) of a connection's opener (client or hand-off leg) -> connection.
     by_opener: HashMap<([u8; 4], u16), usize>,
+    /// Every frame fed to the switch, when capturing.
+    capture: Option<Vec<(PortId, Vec<u8>)>>,
 }
 
 fn mac_of(host: usize) -> EthernetAddress {
@@ -500,6 +502,7 @@ impl Driver {
             report: Report::default(),
             pending_control: HashMap::new(),
             by_opener: HashMap::new(),
+            capture: None,
         })
     }
 
@@ -520,6 +523,9 @@ impl Driver {
     fn process_frame(&mut self, port: PortId, mut frame: Vec<u8>) {
         self.now_us += 1;
         let now = Instant::from_micros(self.now_us);
+        if let Some(c) = &mut self.capture {
+            c.push((port, frame.clone()));
+        }
         let flow = self.flow_of(&frame);
         self.meter.clear();
         let verdict = self.sw.process(
@@ -1207,7 +1213,7 @@ impl Driver {
         }
     }
 
-    fn run(mut self) -> (TraceSet, Report) {
+    fn run(&mut self) -> (TraceSet, Report) {
         self.arp_warmup();
         self.preload();
         self.recording = true;
@@ -1247,7 +1253,7 @@ impl Driver {
             }
         }
         self.report.flows_in_use = (self.sw.flow_count(), self.sw.flow_capacity());
-        (self.traces, self.report)
+        (std::mem::take(&mut self.traces), std::mem::take(&mut self.report))
     }
 
     fn accepted(&self) -> u64 {
@@ -1258,4 +1264,14 @@ impl Driver {
 /// Runs a synthetic workload through the real switch and returns its traces and report.
 pub fn generate(spec: &Spec) -> Result<(TraceSet, Report), WorkloadError> {
     Ok(Driver::new(spec)?.run())
+}
+
+/// Like [`generate`], and also returns every frame fed to the switch (ARP warm-up and preload
+/// included), as it was before the switch rewrote it.
+#[allow(clippy::type_complexity)]
+pub fn generate_with_capture(spec: &Spec) -> Result<(TraceSet, Report, Vec<(PortId, Vec<u8>)>), WorkloadError> {
+    let mut d = Driver::new(spec)?;
+    d.capture = Some(Vec::new());
+    let (t, r) = d.run();
+    Ok((t, r, d.capture.take().unwrap_or_default()))
 }
