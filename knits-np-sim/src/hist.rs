@@ -18,7 +18,12 @@ pub struct Hist {
 
 impl Default for Hist {
     fn default() -> Self {
-        Hist { counts: vec![0; BUCKETS], n: 0, sum: 0.0, max: 0 }
+        Hist {
+            counts: vec![0; BUCKETS],
+            n: 0,
+            sum: 0.0,
+            max: 0,
+        }
     }
 }
 
@@ -60,7 +65,11 @@ impl Hist {
 
     /// Exact mean.
     pub fn mean(&self) -> f64 {
-        if self.n == 0 { 0.0 } else { self.sum / self.n as f64 }
+        if self.n == 0 {
+            0.0
+        } else {
+            self.sum / self.n as f64
+        }
     }
 
     /// The `q` quantile (0..=1), as the lower bound of its bucket (exact below 256).
@@ -86,7 +95,17 @@ mod tests {
 
     #[test]
     fn buckets_round_trip_and_quantiles() {
-        for v in [0u64, 1, 255, 256, 257, 1000, 123_456, u32::MAX as u64, u64::MAX / 3] {
+        for v in [
+            0u64,
+            1,
+            255,
+            256,
+            257,
+            1000,
+            123_456,
+            u32::MAX as u64,
+            u64::MAX / 3,
+        ] {
             let lb = lower_bound(index(v));
             assert!(lb <= v && v - lb <= v / 128 + 1, "{v} -> {lb}");
         }

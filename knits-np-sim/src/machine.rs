@@ -59,8 +59,8 @@ fn yes() -> bool {
 
 /// The cost of one metered operation (or of one piece of per-frame work).
 ///
-/// A record counts `n` items (bytes, words, probes). Once per record: `cycles + cycles_per_item
-/// * n` engine cycles, then one visit along `units` that keeps the first unit busy for its
+/// A record counts `n` items (bytes, words, probes). Once per record:
+/// `cycles + cycles_per_item * n` engine cycles, then one visit along `units` that keeps the first unit busy for its
 /// `occupancy` plus `occupancy_per_item * n` cycles (and answers that much later). With
 /// `visit_per_item` (dependent reads such as hash-chain probes): `cycles`, then per item
 /// `cycles_per_item` and a visit with `occupancy_per_item` extra. With `wait` the thread yields
@@ -230,7 +230,10 @@ impl Machine {
             origin: origin.to_string(),
             message: e.to_string().trim_end().to_string(),
         })?;
-        m.validate().map_err(|message| MachineError { origin: origin.to_string(), message })?;
+        m.validate().map_err(|message| MachineError {
+            origin: origin.to_string(),
+            message,
+        })?;
         Ok(m)
     }
 
@@ -247,21 +250,36 @@ impl Machine {
     /// Checks ranges and names; the error says what to fix.
     pub fn validate(&self) -> Result<(), String> {
         if !(self.clock_mhz.is_finite() && self.clock_mhz > 0.0) {
-            return Err(format!("clock_mhz = {} must be a positive number", self.clock_mhz));
+            return Err(format!(
+                "clock_mhz = {} must be a positive number",
+                self.clock_mhz
+            ));
         }
         if self.engines == 0 || self.engines > MAX_ENGINES {
-            return Err(format!("engines = {} must be in 1..={MAX_ENGINES}", self.engines));
+            return Err(format!(
+                "engines = {} must be in 1..={MAX_ENGINES}",
+                self.engines
+            ));
         }
         if self.threads == 0 || self.threads > MAX_THREADS {
-            return Err(format!("threads = {} must be in 1..={MAX_THREADS}", self.threads));
+            return Err(format!(
+                "threads = {} must be in 1..={MAX_THREADS}",
+                self.threads
+            ));
         }
         check_cycles("switch_cycles", self.switch_cycles)?;
         for (name, u) in &self.units {
             if u.banks == 0 || u.banks > MAX_BANKS {
-                return Err(format!("units.{name}.banks = {} must be in 1..={MAX_BANKS}", u.banks));
+                return Err(format!(
+                    "units.{name}.banks = {} must be in 1..={MAX_BANKS}",
+                    u.banks
+                ));
             }
             if u.per_engines > MAX_ENGINES {
-                return Err(format!("units.{name}.per_engines = {} is too large", u.per_engines));
+                return Err(format!(
+                    "units.{name}.per_engines = {} is too large",
+                    u.per_engines
+                ));
             }
             check_cycles(&format!("units.{name}.latency"), u.latency)?;
             check_cycles(&format!("units.{name}.occupancy"), u.occupancy)?;
@@ -273,13 +291,18 @@ impl Machine {
                 ));
             }
         }
-        let steps: Vec<&str> = knits_core::meter::Step::ALL.iter().map(|s| s.name()).collect();
+        let steps: Vec<&str> = knits_core::meter::Step::ALL
+            .iter()
+            .map(|s| s.name())
+            .collect();
         match self.passes {
             Passes::One => {
                 if !self.egress_steps.is_empty() {
-                    return Err("egress_steps is set but passes = \"one\"; remove it or set \
+                    return Err(
+                        "egress_steps is set but passes = \"one\"; remove it or set \
                                 passes = \"two\""
-                        .to_string());
+                            .to_string(),
+                    );
                 }
             }
             Passes::Two => {
@@ -293,10 +316,12 @@ impl Machine {
                 }
             }
         }
-        if let Some(c) = &self.completion {
-            if !self.units.contains_key(c) {
-                return Err(format!("completion = \"{c}\" is not a unit; add [units.{c}]"));
-            }
+        if let Some(c) = &self.completion
+            && !self.units.contains_key(c)
+        {
+            return Err(format!(
+                "completion = \"{c}\" is not a unit; add [units.{c}]"
+            ));
         }
         for (name, op) in self.all_ops() {
             self.check_op(&name, op)?;
@@ -313,7 +338,11 @@ impl Machine {
                 let known: Vec<&str> = self.units.keys().map(|s| s.as_str()).collect();
                 return Err(format!(
                     "{name} visits unit \"{u}\", which is not defined; defined units: {}",
-                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
                 ));
             }
         }
@@ -354,7 +383,11 @@ impl Machine {
 
     /// Instances of unit `u` with this many engines.
     pub fn instances(&self, u: &Unit) -> u32 {
-        if u.per_engines == 0 { 1 } else { self.engines.div_ceil(u.per_engines) }
+        if u.per_engines == 0 {
+            1
+        } else {
+            self.engines.div_ceil(u.per_engines)
+        }
     }
 
     /// A copy with a different engine or thread count (for sweeps).
@@ -371,7 +404,9 @@ fn check_cycles(name: &str, v: f64) -> Result<(), String> {
     if v.is_finite() && (0.0..=1.0e7).contains(&v) {
         Ok(())
     } else {
-        Err(format!("{name} = {v} must be a number of cycles in 0..=10000000"))
+        Err(format!(
+            "{name} = {v} must be a number of cycles in 0..=10000000"
+        ))
     }
 }
 
@@ -394,7 +429,9 @@ mod tests {
     }
 
     fn err(text: &str) -> String {
-        Machine::from_toml(text, "test.toml").unwrap_err().to_string()
+        Machine::from_toml(text, "test.toml")
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
@@ -425,7 +462,10 @@ mod tests {
     #[test]
     fn egress_steps_are_checked() {
         let good = Machine::preset_text("np4gs3").unwrap();
-        let t = good.replace("egress_steps = [\"rewrite\", \"verdict\"]", "egress_steps = [\"rewrit\"]");
+        let t = good.replace(
+            "egress_steps = [\"rewrite\", \"verdict\"]",
+            "egress_steps = [\"rewrit\"]",
+        );
         assert!(err(&t).contains("\"rewrit\", which is not a step"));
     }
 }

@@ -18,15 +18,19 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use knits_np_sim::machine::{Machine, PRESETS};
 use knits_np_sim::model::{Program, RunOptions};
+use knits_np_sim::pcap;
 use knits_np_sim::replay::{self, ReplaySpec};
 use knits_np_sim::report::{RunOutput, TraceStats};
 use knits_np_sim::sweep::{self, Over};
 use knits_np_sim::trace::TraceSet;
-use knits_np_sim::workload::{self, Report, Scenario, Spec, KEY};
-use knits_np_sim::pcap;
+use knits_np_sim::workload::{self, KEY, Report, Scenario, Spec};
 
 #[derive(Parser)]
-#[command(name = "knits-np-sim", version, about = "Cycle-counting network-processor model running the KNITS switch core")]
+#[command(
+    name = "knits-np-sim",
+    version,
+    about = "Cycle-counting network-processor model running the KNITS switch core"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -173,7 +177,11 @@ fn spec_of(w: &WorkloadArgs, scenario: Scenario) -> Result<Spec, String> {
         s.request_bytes = v;
     }
     if let Some(v) = &w.response_bytes {
-        let parse = |x: &str| x.trim().parse::<u32>().map_err(|_| format!("--response-bytes: \"{x}\" is not a number"));
+        let parse = |x: &str| {
+            x.trim()
+                .parse::<u32>()
+                .map_err(|_| format!("--response-bytes: \"{x}\" is not a number"))
+        };
         s.response_bytes = match v.split_once('-') {
             Some((a, b)) => (parse(a)?, parse(b)?),
             None => {
@@ -185,10 +193,16 @@ fn spec_of(w: &WorkloadArgs, scenario: Scenario) -> Result<Spec, String> {
     if let Some(v) = &w.handoff_share {
         let parts: Vec<f64> = v
             .split(',')
-            .map(|x| x.trim().parse::<f64>().map_err(|_| format!("--handoff-share: \"{x}\" is not a number")))
+            .map(|x| {
+                x.trim()
+                    .parse::<f64>()
+                    .map_err(|_| format!("--handoff-share: \"{x}\" is not a number"))
+            })
             .collect::<Result<_, _>>()?;
         if parts.len() != 3 {
-            return Err("--handoff-share takes three numbers: shares of 0, 1 and 2 hand-offs".into());
+            return Err(
+                "--handoff-share takes three numbers: shares of 0, 1 and 2 hand-offs".into(),
+            );
         }
         s.handoff_share = [parts[0], parts[1], parts[2]];
     }
@@ -228,7 +242,10 @@ fn traces_of(w: &WorkloadArgs) -> Result<(TraceSet, Report, Option<Spec>, f64), 
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let key = match &w.key {
         None => KEY,
-        Some(k) => k.as_bytes().try_into().map_err(|_| "--key must be exactly 16 characters".to_string())?,
+        Some(k) => k
+            .as_bytes()
+            .try_into()
+            .map_err(|_| "--key must be exactly 16 characters".to_string())?,
     };
     let spec = ReplaySpec {
         backends: w.backends,
@@ -270,9 +287,18 @@ fn cmd_run(a: RunArgs) -> Result<(), String> {
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    let out = RunOutput::new(a.w.workload.clone(), spec, TraceStats::of(&traces, gen_s), report, sim);
+    let out = RunOutput::new(
+        a.w.workload.clone(),
+        spec,
+        TraceStats::of(&traces, gen_s),
+        report,
+        sim,
+    );
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?
+        );
     } else {
         print!("{}", out.text(&m));
     }
@@ -288,7 +314,11 @@ fn cmd_sweep(a: SweepArgs) -> Result<(), String> {
     let values: Vec<u32> = a
         .values
         .split(',')
-        .map(|v| v.trim().parse::<u32>().map_err(|_| format!("--values: \"{v}\" is not a count")))
+        .map(|v| {
+            v.trim()
+                .parse::<u32>()
+                .map_err(|_| format!("--values: \"{v}\" is not a count"))
+        })
         .collect::<Result<_, _>>()?;
     let m = machine_of(&a.machine, None, None)?;
     let (traces, _, _, _) = traces_of(&a.w)?;
@@ -297,7 +327,12 @@ fn cmd_sweep(a: SweepArgs) -> Result<(), String> {
     }
     let rows = sweep::run(&m, &traces, over, &values, a.packets)?;
     std::fs::write(&a.csv, sweep::csv(&rows)).map_err(|e| format!("{}: {e}", a.csv.display()))?;
-    let title = format!("{} on {}: packets/s over {}", a.w.workload, m.name, over.name());
+    let title = format!(
+        "{} on {}: packets/s over {}",
+        a.w.workload,
+        m.name,
+        over.name()
+    );
     sweep::plot(&rows, over, &title, &a.plot)?;
     print!("{}", sweep::csv(&rows));
     eprintln!("wrote {} and {}", a.csv.display(), a.plot.display());
@@ -323,18 +358,26 @@ fn main() -> ExitCode {
                 print!("{t}");
                 Ok(())
             }
-            None => Err(format!("no preset \"{name}\"; presets: {}", PRESETS.join(", "))),
+            None => Err(format!(
+                "no preset \"{name}\"; presets: {}",
+                PRESETS.join(", ")
+            )),
         },
         Cmd::Capture { w, out } => (|| {
-            let sc = Scenario::parse(&w.workload).ok_or("capture needs a scenario name as --workload")?;
+            let sc = Scenario::parse(&w.workload)
+                .ok_or("capture needs a scenario name as --workload")?;
             let spec = spec_of(&w, sc)?;
             let frames = replay::capture(&spec).map_err(|e| e.to_string())?;
-            let list: Vec<(u16, u64, &[u8])> =
-                frames.iter().enumerate().map(|(i, (p, f))| (*p as u16, i as u64, &f[..])).collect();
+            let list: Vec<(u16, u64, &[u8])> = frames
+                .iter()
+                .enumerate()
+                .map(|(i, (p, f))| (*p as u16, i as u64, &f[..]))
+                .collect();
             let mut file = std::io::BufWriter::new(
                 std::fs::File::create(&out).map_err(|e| format!("{}: {e}", out.display()))?,
             );
-            pcap::write(&mut file, spec.backends as u16 + 1, &list).map_err(|e| format!("{}: {e}", out.display()))?;
+            pcap::write(&mut file, spec.backends as u16 + 1, &list)
+                .map_err(|e| format!("{}: {e}", out.display()))?;
             eprintln!("wrote {} frames to {}", list.len(), out.display());
             Ok(())
         })(),

@@ -45,8 +45,16 @@ pub fn row_name(i: usize) -> &'static str {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Phase {
-    Compute { ticks: u32, row: u8 },
-    Visit { path: u16, extra: u32, wait: bool, row: u8 },
+    Compute {
+        ticks: u32,
+        row: u8,
+    },
+    Visit {
+        path: u16,
+        extra: u32,
+        wait: bool,
+        row: u8,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -90,6 +98,8 @@ struct Builder<'a> {
     paths: Vec<Vec<u16>>,
     phases: Vec<Phase>,
     carry: f64,
+    /// Where the pass being built starts: phases before it are never merged into.
+    start: usize,
 }
 
 impl Builder<'_> {
@@ -110,11 +120,12 @@ impl Builder<'_> {
         }
         self.carry -= t;
         let t = t as u32;
-        if let Some(Phase::Compute { ticks, row: r }) = self.phases.last_mut() {
-            if *r == row {
-                *ticks += t;
-                return;
-            }
+        if self.phases.len() > self.start
+            && let Some(Phase::Compute { ticks, row: r }) = self.phases.last_mut()
+            && *r == row
+        {
+            *ticks += t;
+            return;
         }
         self.phases.push(Phase::Compute { ticks: t, row });
     }
@@ -127,14 +138,24 @@ impl Builder<'_> {
             let extra = (c.occupancy_per_item * TICKS as f64).round() as u32;
             for _ in 0..n.min(1 << 16) {
                 self.compute(c.cycles_per_item, row);
-                self.phases.push(Phase::Visit { path, extra, wait: c.wait, row });
+                self.phases.push(Phase::Visit {
+                    path,
+                    extra,
+                    wait: c.wait,
+                    row,
+                });
             }
         } else {
             self.compute(c.cycles + c.cycles_per_item * n_f, row);
             if !c.units.is_empty() {
                 let path = self.path(&c.units);
                 let extra = (c.occupancy_per_item * n_f * TICKS as f64).round() as u32;
-                self.phases.push(Phase::Visit { path, extra, wait: c.wait, row });
+                self.phases.push(Phase::Visit {
+                    path,
+                    extra,
+                    wait: c.wait,
+                    row,
+                });
             }
         }
     }
@@ -183,10 +204,15 @@ impl Program {
             .collect();
         let mut b = Builder {
             m,
-            unit_index: names.iter().enumerate().map(|(i, n)| (*n, i as u16)).collect(),
+            unit_index: names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (*n, i as u16))
+                .collect(),
             paths: Vec::new(),
             phases: Vec::new(),
             carry: 0.0,
+            start: 0,
         };
         let egress: Vec<bool> = Step::ALL
             .iter()
@@ -205,6 +231,7 @@ impl Program {
             let mut pass = [(0u32, 0u32); 2];
             for (k, range) in pass.iter_mut().enumerate().take(passes) {
                 b.carry = 0.0;
+                b.start = b.phases.len();
                 let start = b.phases.len() as u32;
                 b.frame_work(&m.frame.pass_start, len);
                 if k == 0 {
@@ -235,9 +262,17 @@ impl Program {
             }
             let ordinal = flow_len[p.flow as usize];
             flow_len[p.flow as usize] += 1;
-            packets.push(CPacket { flow: p.flow, ordinal, passes: passes as u8, pass });
+            packets.push(CPacket {
+                flow: p.flow,
+                ordinal,
+                passes: passes as u8,
+                pass,
+            });
         }
-        let completion = m.completion.as_ref().map(|c| b.path(std::slice::from_ref(c)));
+        let completion = m
+            .completion
+            .as_ref()
+            .map(|c| b.path(std::slice::from_ref(c)));
         let n = traces.packets.len().max(1) as f64;
         Program {
             machine: m.clone(),
@@ -278,6 +313,11 @@ impl Program {
         t as f64 / TICKS as f64 / self.packets.len().max(1) as f64
     }
 
+    /// Phases per packet (compute bursts and visits), for tuning.
+    pub fn phases_per_packet(&self) -> f64 {
+        self.phases.len() as f64 / self.packets.len().max(1) as f64
+    }
+
     /// Runs `n` packets (the trace repeated, each round with fresh flows) through the model.
     pub fn run(&self, n: u64, opts: &RunOptions) -> SimResult {
         Sim::new(self, n, opts).run()
@@ -307,7 +347,10 @@ pub struct Dist {
 
 impl Dist {
     fn of(h: &Hist) -> Dist {
-        Dist { mean: h.mean(), p99: h.quantile(0.99) as f64 }
+        Dist {
+            mean: h.mean(),
+            p99: h.quantile(0.99) as f64,
+        }
     }
 }
 
@@ -467,12 +510,21 @@ struct RadixHeap {
 
 impl RadixHeap {
     fn new() -> Self {
-        RadixHeap { last: 0, len: 0, mask: 0, buckets: (0..65).map(|_| Vec::new()).collect() }
+        RadixHeap {
+            last: 0,
+            len: 0,
+            mask: 0,
+            buckets: (0..65).map(|_| Vec::new()).collect(),
+        }
     }
 
     #[inline]
     fn bucket(last: u64, t: u64) -> usize {
-        if t == last { 0 } else { 64 - (t ^ last).leading_zeros() as usize }
+        if t == last {
+            0
+        } else {
+            64 - (t ^ last).leading_zeros() as usize
+        }
     }
 
     #[inline]
@@ -565,7 +617,11 @@ impl<'p> Sim<'p> {
             })
             .collect();
         let servers = |u: &UnitSpec| {
-            let inst = if u.per_engines == 0 { 1 } else { m.engines.div_ceil(u.per_engines) };
+            let inst = if u.per_engines == 0 {
+                1
+            } else {
+                m.engines.div_ceil(u.per_engines)
+            };
             (inst * u.banks) as usize
         };
         Sim {
@@ -635,10 +691,10 @@ impl<'p> Sim<'p> {
             if seq == self.warm_seq {
                 self.warm_time = Some(t);
             }
-            if seq & 0xffff == 0 {
-                if let Some(cb) = &self.opts.progress {
-                    cb(seq);
-                }
+            if seq & 0xffff == 0
+                && let Some(cb) = &self.opts.progress
+            {
+                cb(seq);
             }
             let np = self.p.packets.len() as u64;
             let pkt = (seq % np) as u32;
@@ -713,7 +769,11 @@ impl<'p> Sim<'p> {
                     let e = thr.engine as usize;
                     let eng = &mut self.engines[e];
                     if eng.current.is_none() {
-                        let switch = if eng.last != th { self.p.switch_ticks } else { 0 };
+                        let switch = if eng.last != th {
+                            self.p.switch_ticks
+                        } else {
+                            0
+                        };
                         eng.current = Some(th);
                         eng.busy += ticks as u64 + switch;
                         self.frames[f].work[row as usize] += ticks as u64;
@@ -723,7 +783,12 @@ impl<'p> Sim<'p> {
                     }
                     return;
                 }
-                Phase::Visit { path, extra, wait, row } => {
+                Phase::Visit {
+                    path,
+                    extra,
+                    wait,
+                    row,
+                } => {
                     let engine = thr.engine;
                     let salt = self.frames[f].seq.wrapping_mul(1024) + thr.cursor as u64;
                     let done = self.visit(path, t, extra as u64, engine, salt);
@@ -744,7 +809,7 @@ impl<'p> Sim<'p> {
         let mut time = t;
         for (k, &u) in self.p.paths[path as usize].iter().enumerate() {
             let spec = &self.p.units[u as usize];
-            let inst = if spec.per_engines == 0 { 0 } else { engine / spec.per_engines };
+            let inst = engine.checked_div(spec.per_engines).unwrap_or(0);
             let bank = if spec.banks > 1 {
                 (mix(salt ^ ((k as u64) << 56)) % spec.banks as u64) as u32
             } else {
@@ -780,10 +845,10 @@ impl<'p> Sim<'p> {
             thr.cursor += 1;
         }
         self.resume(th, t);
-        if self.engines[e as usize].current.is_none() {
-            if let Some(next) = self.engines[e as usize].ready.pop_front() {
-                self.resume(next, t);
-            }
+        if self.engines[e as usize].current.is_none()
+            && let Some(next) = self.engines[e as usize].ready.pop_front()
+        {
+            self.resume(next, t);
         }
     }
 
@@ -899,8 +964,11 @@ impl<'p> Sim<'p> {
             work: Dist::of(&self.work_h[r]),
             latency: Dist::of(&self.lat_h[r]),
         };
-        let engine_util: Vec<f64> =
-            self.engines.iter().map(|e| (e.busy as f64 / end as f64).min(1.0)).collect();
+        let engine_util: Vec<f64> = self
+            .engines
+            .iter()
+            .map(|e| (e.busy as f64 / end as f64).min(1.0))
+            .collect();
         let engine_util_mean = engine_util.iter().sum::<f64>() / engine_util.len().max(1) as f64;
         let thread_util = self.thread_busy as f64 / (end as f64 * self.threads.len() as f64);
         let n = self.n.max(1) as f64;
@@ -951,7 +1019,11 @@ impl<'p> Sim<'p> {
             units,
             bottleneck,
             host_seconds,
-            host_pps: if host_seconds > 0.0 { self.n as f64 / host_seconds } else { 0.0 },
+            host_pps: if host_seconds > 0.0 {
+                self.n as f64 / host_seconds
+            } else {
+                0.0
+            },
             departures: self.departures,
         }
     }
@@ -960,7 +1032,6 @@ impl<'p> Sim<'p> {
 fn fr_seq(f: &Frame) -> u64 {
     f.seq
 }
-
 
 /// Names what limits the rate: the busiest resource when it is nearly saturated, else threads.
 fn bottleneck(engine_util: f64, thread_util: f64, units: &[UnitStat]) -> String {
@@ -982,7 +1053,11 @@ fn bottleneck(engine_util: f64, thread_util: f64, units: &[UnitStat]) -> String 
             best.1 * 100.0
         )
     } else {
-        format!("none saturated (busiest: {} at {:.0}%)", best.0, best.1 * 100.0)
+        format!(
+            "none saturated (busiest: {} at {:.0}%)",
+            best.0,
+            best.1 * 100.0
+        )
     }
 }
 
@@ -995,6 +1070,10 @@ mod tests {
     /// A machine with one memory unit and given shape; a probe costs 10 cycles then a visit of
     /// latency 30 / occupancy `occ`; a step entry costs 20 cycles.
     fn machine(engines: u32, threads: u32, occ: f64) -> Machine {
+        machine_with(engines, threads, occ, "")
+    }
+
+    fn machine_with(engines: u32, threads: u32, occ: f64, extra: &str) -> Machine {
         let text = format!(
             r#"
 name = "test"
@@ -1020,6 +1099,7 @@ option_bytes = {{}}
 generated = {{}}
 counter = {{}}
 mac_bytes = {{}}
+{extra}
 "#
         );
         Machine::from_toml(&text, "test").unwrap()
@@ -1045,15 +1125,37 @@ mac_bytes = {{}}
         let p = Program::new(&m, &t);
         let r = p.run(1000, &RunOptions::default());
         // Per packet: 20 (step) + probes * (10 compute + 30 latency).
-        let total: u64 = (0..1000u32).map(|i| 20 + (1 + (i % 100) % 3) as u64 * 40).sum();
+        let total: u64 = (0..1000u32)
+            .map(|i| 20 + (1 + (i % 100) % 3) as u64 * 40)
+            .sum();
         assert_eq!(r.cycles, total as f64);
-        assert_eq!(r.total.work.mean, (0..100u32).map(|i| 20 + 10 * (1 + i % 3) as u64).sum::<u64>() as f64 / 100.0);
+        assert_eq!(
+            r.total.work.mean,
+            (0..100u32)
+                .map(|i| 20 + 10 * (1 + i % 3) as u64)
+                .sum::<u64>() as f64
+                / 100.0
+        );
+    }
+
+    #[test]
+    fn per_frame_work_is_counted_once_per_frame() {
+        // Receive and transmit are pure compute: they must not merge across packets.
+        let frame = "[frame]\nreceive = [ { cycles = 5.0 } ]\ntransmit = [ { cycles = 7.0 } ]";
+        let m = machine_with(1, 1, 1.0, frame);
+        let t = traces(10, 10, |i| i % 2);
+        let r = Program::new(&m, &t).run(100, &RunOptions::default());
+        assert_eq!(r.steps[STEP_IO].work.mean, 12.0);
+        assert_eq!(r.steps[STEP_IO].work.p99, 12.0);
+        let total: u64 = (0..100u32).map(|i| 12 + 20 + (i % 2) as u64 * 40).sum();
+        assert_eq!(r.cycles, total as f64);
     }
 
     #[test]
     fn more_threads_hide_latency() {
         let t = traces(50, 50, |_| 2);
-        let run = |threads| Program::new(&machine(1, threads, 1.0), &t).run(5000, &RunOptions::default());
+        let run =
+            |threads| Program::new(&machine(1, threads, 1.0), &t).run(5000, &RunOptions::default());
         // One thread: 20 + 2 x (10 + 30) = 100 cycles a packet, 1 Mpps at 100 MHz.
         let r1 = run(1);
         assert!((r1.pps - 1.0e6).abs() < 1e3, "{}", r1.pps);
@@ -1074,7 +1176,12 @@ mac_bytes = {{}}
         let r8 = Program::new(&machine(8, 4, 25.0), &t).run(20_000, &RunOptions::default());
         let r32 = Program::new(&machine(32, 4, 25.0), &t).run(20_000, &RunOptions::default());
         assert!(r8.pps <= 4.0e6 * 1.001 && r8.pps > 3.9e6, "{}", r8.pps);
-        assert!((r32.pps - r8.pps).abs() / r8.pps < 0.01, "{} vs {}", r32.pps, r8.pps);
+        assert!(
+            (r32.pps - r8.pps).abs() / r8.pps < 0.01,
+            "{} vs {}",
+            r32.pps,
+            r8.pps
+        );
         assert!(r32.bottleneck.starts_with("unit mem"), "{}", r32.bottleneck);
     }
 
@@ -1082,7 +1189,10 @@ mac_bytes = {{}}
     fn per_flow_order_is_restored() {
         // Three flows; packets of varying cost so later ones often finish first.
         let t = traces(300, 3, |i| if i % 5 == 0 { 6 } else { 1 });
-        let opts = RunOptions { record_departures: true, ..Default::default() };
+        let opts = RunOptions {
+            record_departures: true,
+            ..Default::default()
+        };
         let r = Program::new(&machine(4, 4, 1.0), &t).run(3000, &opts);
         assert_eq!(r.departures.len(), 3000);
         let mut next: HashMap<u64, u32> = HashMap::new();
@@ -1103,11 +1213,5 @@ mac_bytes = {{}}
         let b = p.run(10_000, &RunOptions::default());
         assert_eq!(a.cycles, b.cycles);
         assert_eq!(a.pps, b.pps);
-    }
-}
-impl Program {
-    /// Phases per packet (compute bursts and visits), for tuning.
-    pub fn phases_per_packet(&self) -> f64 {
-        self.phases.len() as f64 / self.packets.len().max(1) as f64
     }
 }

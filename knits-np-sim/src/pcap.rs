@@ -56,17 +56,28 @@ struct Iface {
 
 fn rd_u16(b: &[u8], at: usize, le: bool) -> Option<u16> {
     let s: [u8; 2] = b.get(at..at + 2)?.try_into().ok()?;
-    Some(if le { u16::from_le_bytes(s) } else { u16::from_be_bytes(s) })
+    Some(if le {
+        u16::from_le_bytes(s)
+    } else {
+        u16::from_be_bytes(s)
+    })
 }
 
 fn rd_u32(b: &[u8], at: usize, le: bool) -> Option<u32> {
     let s: [u8; 4] = b.get(at..at + 4)?.try_into().ok()?;
-    Some(if le { u32::from_le_bytes(s) } else { u32::from_be_bytes(s) })
+    Some(if le {
+        u32::from_le_bytes(s)
+    } else {
+        u32::from_be_bytes(s)
+    })
 }
 
 /// Reads every packet of a pcapng capture.
 pub fn read(bytes: &[u8]) -> Result<Vec<Packet>, PcapError> {
-    let err = |offset: usize, m: &str| PcapError { offset, message: m.to_string() };
+    let err = |offset: usize, m: &str| PcapError {
+        offset,
+        message: m.to_string(),
+    };
     if bytes.len() >= 4 {
         let m = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
         if matches!(m, 0xa1b2_c3d4 | 0xd4c3_b2a1 | 0xa1b2_3c4d | 0x4d3c_b2a1) {
@@ -104,19 +115,32 @@ pub fn read(bytes: &[u8]) -> Result<Vec<Packet>, PcapError> {
         }
         let btype = rd_u32(bytes, at, le).unwrap_or(0);
         let blen = rd_u32(bytes, at + 4, le).unwrap_or(0) as usize;
-        if blen < 12 || blen % 4 != 0 || blen > MAX_BLOCK {
-            return Err(err(at, &format!("bad block length {blen} (must be >= 12, a multiple of 4)")));
+        if blen < 12 || !blen.is_multiple_of(4) || blen > MAX_BLOCK {
+            return Err(err(
+                at,
+                &format!("bad block length {blen} (must be >= 12, a multiple of 4)"),
+            ));
         }
-        let end = at.checked_add(blen).filter(|e| *e <= bytes.len()).ok_or_else(|| {
-            err(at, &format!("block of {blen} bytes runs past the end of the file (truncated?)"))
-        })?;
+        let end = at
+            .checked_add(blen)
+            .filter(|e| *e <= bytes.len())
+            .ok_or_else(|| {
+                err(
+                    at,
+                    &format!("block of {blen} bytes runs past the end of the file (truncated?)"),
+                )
+            })?;
         if rd_u32(bytes, end - 4, le) != Some(blen as u32) {
-            return Err(err(at, "trailing block length does not match the leading one"));
+            return Err(err(
+                at,
+                "trailing block length does not match the leading one",
+            ));
         }
         let body = &bytes[at + 8..end - 4];
         match btype {
             IDB => {
-                let link = rd_u16(body, 0, le).ok_or_else(|| err(at, "truncated interface block"))?;
+                let link =
+                    rd_u16(body, 0, le).ok_or_else(|| err(at, "truncated interface block"))?;
                 let mut units_per_s = 1_000_000u64;
                 // Options start after linktype(2) reserved(2) snaplen(4).
                 let mut o = 8;
@@ -126,7 +150,9 @@ pub fn read(bytes: &[u8]) -> Result<Vec<Packet>, PcapError> {
                     }
                     let len = len as usize;
                     if code == 9 && len >= 1 {
-                        let v = *body.get(o + 4).ok_or_else(|| err(at, "truncated if_tsresol"))?;
+                        let v = *body
+                            .get(o + 4)
+                            .ok_or_else(|| err(at, "truncated if_tsresol"))?;
                         let exp = (v & 0x7f) as u32;
                         units_per_s = if v & 0x80 == 0 {
                             10u64.checked_pow(exp)
@@ -137,7 +163,10 @@ pub fn read(bytes: &[u8]) -> Result<Vec<Packet>, PcapError> {
                     }
                     o += 4 + len.div_ceil(4) * 4;
                 }
-                ifaces.push(Iface { link, units_per_s: units_per_s.max(1) });
+                ifaces.push(Iface {
+                    link,
+                    units_per_s: units_per_s.max(1),
+                });
             }
             EPB => {
                 let h = |i| rd_u32(body, i, le).ok_or_else(|| err(at, "truncated packet block"));
@@ -148,12 +177,18 @@ pub fn read(bytes: &[u8]) -> Result<Vec<Packet>, PcapError> {
                     .get(20..20 + cap)
                     .ok_or_else(|| err(at, "captured length runs past the block"))?;
                 let iface = *ifaces.get(ifid).ok_or_else(|| {
-                    err(at, &format!("packet names interface {ifid}, which was not described"))
+                    err(
+                        at,
+                        &format!("packet names interface {ifid}, which was not described"),
+                    )
                 })?;
                 if iface.link != LINKTYPE_ETHERNET {
                     return Err(err(
                         at,
-                        &format!("interface {ifid} has link type {}, only Ethernet (1) is replayed", iface.link),
+                        &format!(
+                            "interface {ifid} has link type {}, only Ethernet (1) is replayed",
+                            iface.link
+                        ),
                     ));
                 }
                 let mut inbound = None;
@@ -174,16 +209,30 @@ pub fn read(bytes: &[u8]) -> Result<Vec<Packet>, PcapError> {
                 }
                 let ts_us = (ts as u128 * 1_000_000 / iface.units_per_s as u128) as u64;
                 let port = u16::try_from(ifid).map_err(|_| err(at, "interface index too large"))?;
-                out.push(Packet { port, ts_us, data: data.to_vec(), inbound });
+                out.push(Packet {
+                    port,
+                    ts_us,
+                    data: data.to_vec(),
+                    inbound,
+                });
             }
             SPB => {
-                let iface = *ifaces.first().ok_or_else(|| err(at, "simple packet block before any interface"))?;
+                let iface = *ifaces
+                    .first()
+                    .ok_or_else(|| err(at, "simple packet block before any interface"))?;
                 if iface.link != LINKTYPE_ETHERNET {
                     return Err(err(at, "interface 0 is not Ethernet"));
                 }
-                let orig = rd_u32(body, 0, le).ok_or_else(|| err(at, "truncated simple packet block"))? as usize;
+                let orig = rd_u32(body, 0, le)
+                    .ok_or_else(|| err(at, "truncated simple packet block"))?
+                    as usize;
                 let cap = orig.min(body.len().saturating_sub(4));
-                out.push(Packet { port: 0, ts_us: 0, data: body[4..4 + cap].to_vec(), inbound: None });
+                out.push(Packet {
+                    port: 0,
+                    ts_us: 0,
+                    data: body[4..4 + cap].to_vec(),
+                    inbound: None,
+                });
             }
             _ => {}
         }
@@ -197,7 +246,11 @@ pub fn read(bytes: &[u8]) -> Result<Vec<Packet>, PcapError> {
 
 /// Writes a pcapng capture (little endian, microsecond timestamps) with `ports` Ethernet
 /// interfaces; each packet is `(port, ts_us, frame)`.
-pub fn write<W: Write>(w: &mut W, ports: u16, packets: &[(u16, u64, &[u8])]) -> std::io::Result<()> {
+pub fn write<W: Write>(
+    w: &mut W,
+    ports: u16,
+    packets: &[(u16, u64, &[u8])],
+) -> std::io::Result<()> {
     let mut block = |btype: u32, body: &[u8]| -> std::io::Result<()> {
         let pad = (4 - body.len() % 4) % 4;
         let len = (12 + body.len() + pad) as u32;
@@ -247,7 +300,12 @@ mod tests {
         let a = [0xaau8; 60];
         let b = [0xbbu8; 61];
         let mut v = Vec::new();
-        write(&mut v, 3, &[(0, 1_000_001, &a[..]), (2, 5_000_000_000, &b[..])]).unwrap();
+        write(
+            &mut v,
+            3,
+            &[(0, 1_000_001, &a[..]), (2, 5_000_000_000, &b[..])],
+        )
+        .unwrap();
         v
     }
 
@@ -256,7 +314,10 @@ mod tests {
         let p = read(&sample()).unwrap();
         assert_eq!(p.len(), 2);
         assert_eq!((p[0].port, p[0].ts_us, p[0].data.len()), (0, 1_000_001, 60));
-        assert_eq!((p[1].port, p[1].ts_us, p[1].data.len()), (2, 5_000_000_000, 61));
+        assert_eq!(
+            (p[1].port, p[1].ts_us, p[1].data.len()),
+            (2, 5_000_000_000, 61)
+        );
         assert_eq!(p[1].inbound, Some(true));
     }
 

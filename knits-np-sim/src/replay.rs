@@ -12,7 +12,7 @@ use smoltcp::wire::{EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, Tcp
 
 use crate::pcap;
 use crate::trace::{Outcome, TraceMeter, TraceSet};
-use crate::workload::{build_switch, Report, VecSink, WorkloadError};
+use crate::workload::{Report, VecSink, WorkloadError, build_switch};
 
 /// How to replay.
 #[derive(Debug, Clone)]
@@ -42,7 +42,11 @@ pub fn replay(bytes: &[u8], spec: &ReplaySpec) -> Result<(TraceSet, Report), Wor
         )));
     }
     let cfg = Config::cluster(backends as usize, spec.key);
-    let mut sw = build_switch(cfg, spec.flow_capacity as usize, spec.flow_capacity as usize / 2)?;
+    let mut sw = build_switch(
+        cfg,
+        spec.flow_capacity as usize,
+        spec.flow_capacity as usize / 2,
+    )?;
     let mut sink = VecSink::default();
     let mut meter = TraceMeter::new();
     let mut traces = TraceSet::default();
@@ -60,7 +64,16 @@ pub fn replay(bytes: &[u8], spec: &ReplaySpec) -> Result<(TraceSet, Report), Wor
         let syn_from_client = p.port == 0 && is_syn(&frame);
         meter.clear();
         let now = Instant::from_micros(1_000_000 + p.ts_us.saturating_sub(t0) as i64);
-        let v = sw.process(p.port as u8, now, &mut frame[..], FrameMeta { csum: checksum::Kind::Full }, &mut sink, &mut meter);
+        let v = sw.process(
+            p.port as u8,
+            now,
+            &mut frame[..],
+            FrameMeta {
+                csum: checksum::Kind::Full,
+            },
+            &mut sink,
+            &mut meter,
+        );
         sink.0.clear();
         let (outcome, name) = match v {
             Verdict::Forward(_) => (Outcome::Forward, "forward".to_string()),
@@ -84,28 +97,42 @@ pub fn replay(bytes: &[u8], spec: &ReplaySpec) -> Result<(TraceSet, Report), Wor
 }
 
 fn flow_key(frame: &[u8]) -> ([u8; 4], [u8; 4], u16, u16) {
-    let Ok(eth) = EthernetFrame::new_checked(frame) else { return Default::default() };
+    let Ok(eth) = EthernetFrame::new_checked(frame) else {
+        return Default::default();
+    };
     if eth.ethertype() != EthernetProtocol::Ipv4 {
         return Default::default();
     }
-    let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else { return Default::default() };
+    let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
+        return Default::default();
+    };
     let (s, d) = (ip.src_addr().octets(), ip.dst_addr().octets());
     let (mut sp, mut dp) = (0, 0);
-    if ip.next_header() == IpProtocol::Tcp {
-        if let Ok(t) = TcpPacket::new_checked(ip.payload()) {
-            (sp, dp) = (t.src_port(), t.dst_port());
-        }
+    if ip.next_header() == IpProtocol::Tcp
+        && let Ok(t) = TcpPacket::new_checked(ip.payload())
+    {
+        (sp, dp) = (t.src_port(), t.dst_port());
     }
-    if (s, sp) <= (d, dp) { (s, d, sp, dp) } else { (d, s, dp, sp) }
+    if (s, sp) <= (d, dp) {
+        (s, d, sp, dp)
+    } else {
+        (d, s, dp, sp)
+    }
 }
 
 fn is_syn(frame: &[u8]) -> bool {
-    let Ok(eth) = EthernetFrame::new_checked(frame) else { return false };
-    let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else { return false };
+    let Ok(eth) = EthernetFrame::new_checked(frame) else {
+        return false;
+    };
+    let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
+        return false;
+    };
     if ip.next_header() != IpProtocol::Tcp {
         return false;
     }
-    TcpPacket::new_checked(ip.payload()).map(|t| t.syn() && !t.ack()).unwrap_or(false)
+    TcpPacket::new_checked(ip.payload())
+        .map(|t| t.syn() && !t.ack())
+        .unwrap_or(false)
 }
 
 /// Runs a synthetic workload and also returns every frame it fed to the switch, as

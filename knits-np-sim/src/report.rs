@@ -47,7 +47,11 @@ impl TraceStats {
             } else {
                 t.packets.len() as f64 / t.connections as f64
             },
-            ops_per_packet: t.mean_counts().into_iter().map(|(o, v)| (o.name().to_string(), v)).collect(),
+            ops_per_packet: t
+                .mean_counts()
+                .into_iter()
+                .map(|(o, v)| (o.name().to_string(), v))
+                .collect(),
             generation_seconds,
         }
     }
@@ -85,14 +89,27 @@ pub struct RunOutput {
 
 impl RunOutput {
     /// Assembles the output; the paper comparison is added for the `np4gs3` machine.
-    pub fn new(workload: String, spec: Option<Spec>, trace: TraceStats, switch: Report, sim: SimResult) -> Self {
+    pub fn new(
+        workload: String,
+        spec: Option<Spec>,
+        trace: TraceStats,
+        switch: Report,
+        sim: SimResult,
+    ) -> Self {
         let paper = (sim.machine == "np4gs3").then(|| PaperComparison {
             claim_pps: PAPER_PPS,
             claim_connections_per_s: PAPER_CPS,
             pps_ratio: sim.pps / PAPER_PPS,
             connections_ratio: sim.connections_per_s / PAPER_CPS,
         });
-        RunOutput { workload, spec, trace, switch, sim, paper }
+        RunOutput {
+            workload,
+            spec,
+            trace,
+            switch,
+            sim,
+            paper,
+        }
     }
 
     /// The human-readable report.
@@ -109,12 +126,21 @@ impl RunOutput {
             self.workload, s.machine, s.engines, s.threads, s.clock_mhz, passes
         );
         let t = &self.trace;
-        let verdicts: Vec<String> = self.switch.verdicts.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let verdicts: Vec<String> = self
+            .switch
+            .verdicts
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
         let _ = writeln!(
             o,
             "workload: {} distinct packets through the real switch ({:.1} per connection, mean {:.0} bytes), \
              {} connections, {} hand-offs accepted",
-            t.distinct_packets, t.packets_per_connection, t.mean_frame_bytes, t.connections, t.handoffs
+            t.distinct_packets,
+            t.packets_per_connection,
+            t.mean_frame_bytes,
+            t.connections,
+            t.handoffs
         );
         let _ = writeln!(o, "verdicts: {}", verdicts.join(", "));
         let _ = writeln!(o);
@@ -135,7 +161,10 @@ impl RunOutput {
             );
         }
         let _ = writeln!(o);
-        let _ = writeln!(o, "cycles per packet   work mean  work p99   time mean  time p99");
+        let _ = writeln!(
+            o,
+            "cycles per packet   work mean  work p99   time mean  time p99"
+        );
         for st in s.steps.iter().chain(std::iter::once(&s.total)) {
             let _ = writeln!(
                 o,
@@ -161,7 +190,10 @@ impl RunOutput {
             hi * 100.0,
             s.thread_util * 100.0
         );
-        let _ = writeln!(o, "unit          servers  busy mean  busy max  visits/pkt  queue cycles");
+        let _ = writeln!(
+            o,
+            "unit          servers  busy mean  busy max  visits/pkt  queue cycles"
+        );
         for u in &s.units {
             let _ = writeln!(
                 o,

@@ -53,14 +53,22 @@ pub struct Row {
 }
 
 /// Runs `traces` on `base` reshaped to each value.
-pub fn run(base: &Machine, traces: &TraceSet, over: Over, values: &[u32], packets: u64) -> Result<Vec<Row>, String> {
+pub fn run(
+    base: &Machine,
+    traces: &TraceSet,
+    over: Over,
+    values: &[u32],
+    packets: u64,
+) -> Result<Vec<Row>, String> {
     let mut rows = Vec::new();
     for &v in values {
         let (e, t) = match over {
             Over::Engines => (v, base.threads),
             Over::Threads => (base.engines, v),
         };
-        let m = base.with_shape(e, t).map_err(|err| format!("{} = {v}: {err}", over.name()))?;
+        let m = base
+            .with_shape(e, t)
+            .map_err(|err| format!("{} = {v}: {err}", over.name()))?;
         let r = Program::new(&m, traces).run(packets, &RunOptions::default());
         let top = r
             .units
@@ -84,7 +92,9 @@ pub fn run(base: &Machine, traces: &TraceSet, over: Over, values: &[u32], packet
 
 /// The rows as CSV.
 pub fn csv(rows: &[Row]) -> String {
-    let mut s = String::from("engines,threads,pps,connections_per_s,engine_util,top_unit,top_unit_util,bottleneck\n");
+    let mut s = String::from(
+        "engines,threads,pps,connections_per_s,engine_util,top_unit,top_unit_util,bottleneck\n",
+    );
     for r in rows {
         let _ = writeln!(
             s,
@@ -140,12 +150,18 @@ pub fn plot(rows: &[Row], over: Over, title: &str, path: &Path) -> Result<(), St
         .label("linear scaling from the first point")
         .legend(|(a, b)| PathElement::new(vec![(a, b), (a + 20, b)], RGBColor(150, 150, 150)));
     chart
-        .draw_series(LineSeries::new(rows.iter().map(|r| (x(r), r.pps / 1e6)), BLUE.stroke_width(2)))
+        .draw_series(LineSeries::new(
+            rows.iter().map(|r| (x(r), r.pps / 1e6)),
+            BLUE.stroke_width(2),
+        ))
         .map_err(|x| e(&x))?
         .label("simulated")
         .legend(|(a, b)| PathElement::new(vec![(a, b), (a + 20, b)], BLUE));
     chart
-        .draw_series(rows.iter().map(|r| Circle::new((x(r), r.pps / 1e6), 4, BLUE.filled())))
+        .draw_series(
+            rows.iter()
+                .map(|r| Circle::new((x(r), r.pps / 1e6), 4, BLUE.filled())),
+        )
         .map_err(|x| e(&x))?;
     chart
         .configure_series_labels()

@@ -99,7 +99,11 @@ impl TraceMeter {
 
     #[inline]
     fn push(&mut self, op: Op, n: u32) {
-        self.recs.push(Rec { step: self.step, op, n });
+        self.recs.push(Rec {
+            step: self.step,
+            op,
+            n,
+        });
     }
 }
 
@@ -214,7 +218,10 @@ impl TraceSet {
             sum[r.op as usize] += r.n as u64;
         }
         let n = self.packets.len().max(1) as f64;
-        Op::ALL.iter().map(|&op| (op, sum[op as usize] as f64 / n)).collect()
+        Op::ALL
+            .iter()
+            .map(|&op| (op, sum[op as usize] as f64 / n))
+            .collect()
     }
 
     /// Mean frame length in bytes.
@@ -248,11 +255,31 @@ mod tests {
         assert_eq!(
             m.recs,
             vec![
-                Rec { step: 0, op: Op::Step, n: 1 },
-                Rec { step: 0, op: Op::BytesRead, n: 54 },
-                Rec { step: 2, op: Op::Step, n: 1 },
-                Rec { step: 2, op: Op::TableProbe, n: 2 },
-                Rec { step: 2, op: Op::Counter, n: 1 },
+                Rec {
+                    step: 0,
+                    op: Op::Step,
+                    n: 1
+                },
+                Rec {
+                    step: 0,
+                    op: Op::BytesRead,
+                    n: 54
+                },
+                Rec {
+                    step: 2,
+                    op: Op::Step,
+                    n: 1
+                },
+                Rec {
+                    step: 2,
+                    op: Op::TableProbe,
+                    n: 2
+                },
+                Rec {
+                    step: 2,
+                    op: Op::Counter,
+                    n: 1
+                },
             ]
         );
         let mut t = TraceSet::default();

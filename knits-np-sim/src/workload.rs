@@ -24,8 +24,8 @@ use serde::Serialize;
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
-    EthernetRepr, IpAddress, IpProtocol, Ipv4Address, Ipv4Packet, Ipv4Repr, TcpControl,
-    TcpPacket, TcpRepr, TcpSeqNumber, TcpTimestampRepr, UdpPacket, UdpRepr,
+    EthernetRepr, IpAddress, IpProtocol, Ipv4Address, Ipv4Packet, Ipv4Repr, TcpControl, TcpPacket,
+    TcpRepr, TcpSeqNumber, TcpTimestampRepr, UdpPacket, UdpRepr,
 };
 
 use crate::rng::Rng;
@@ -56,8 +56,13 @@ pub enum Scenario {
 
 impl Scenario {
     /// All scenarios, in the paper's order.
-    pub const ALL: [Scenario; 5] =
-        [Scenario::Forward, Scenario::Nat, Scenario::Knits, Scenario::Handoff1, Scenario::Handoff2];
+    pub const ALL: [Scenario; 5] = [
+        Scenario::Forward,
+        Scenario::Nat,
+        Scenario::Knits,
+        Scenario::Handoff1,
+        Scenario::Handoff2,
+    ];
 
     /// The name on the command line.
     pub const fn name(self) -> &'static str {
@@ -167,7 +172,10 @@ impl Spec {
         if !(2..=15).contains(&self.backends) {
             return Err("backends must be in 2..=15".into());
         }
-        if self.handoff_share.iter().any(|s| !(s.is_finite() && *s >= 0.0))
+        if self
+            .handoff_share
+            .iter()
+            .any(|s| !(s.is_finite() && *s >= 0.0))
             || self.handoff_share.iter().sum::<f64>() <= 0.0
         {
             return Err("hand-off shares must be non-negative with a positive sum".into());
@@ -186,7 +194,8 @@ impl Spec {
                  lower --connections, --occupancy or --flow-capacity"
             ));
         }
-        let need = (self.occupancy * self.flow_capacity as f64) as u64 + self.connections as u64 * per_conn;
+        let need = (self.occupancy * self.flow_capacity as f64) as u64
+            + self.connections as u64 * per_conn;
         if need > self.flow_capacity as u64 {
             return Err(format!(
                 "the flow table needs about {need} records but holds {}; raise --flow-capacity or \
@@ -236,12 +245,19 @@ pub struct Report {
 impl Report {
     /// Drops of one reason.
     pub fn drops(&self, r: DropReason) -> u64 {
-        self.verdicts.get(&format!("drop:{}", r.name())).copied().unwrap_or(0)
+        self.verdicts
+            .get(&format!("drop:{}", r.name()))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Drops of all reasons.
     pub fn total_drops(&self) -> u64 {
-        self.verdicts.iter().filter(|(k, _)| k.starts_with("drop:")).map(|(_, v)| v).sum()
+        self.verdicts
+            .iter()
+            .filter(|(k, _)| k.starts_with("drop:"))
+            .map(|(_, v)| v)
+            .sum()
     }
 }
 
@@ -269,7 +285,11 @@ impl Sink for VecSink {
 }
 
 /// Builds a switch for `cfg` with std vectors as its storage.
-pub fn build_switch(cfg: Config, flows: usize, sessions: usize) -> Result<Switch<'static>, WorkloadError> {
+pub fn build_switch(
+    cfg: Config,
+    flows: usize,
+    sessions: usize,
+) -> Result<Switch<'static>, WorkloadError> {
     let storage = Storage {
         flows: vec![knits_core::table::FlowSlot::default(); flows].into(),
         index: vec![knits_core::table::IndexSlot::default(); Storage::index_len_for(flows)].into(),
@@ -285,32 +305,75 @@ fn caps() -> ChecksumCapabilities {
     ChecksumCapabilities::default()
 }
 
-fn eth_frame(src: EthernetAddress, dst: EthernetAddress, ethertype: EthernetProtocol, body_len: usize) -> Vec<u8> {
+fn eth_frame(
+    src: EthernetAddress,
+    dst: EthernetAddress,
+    ethertype: EthernetProtocol,
+    body_len: usize,
+) -> Vec<u8> {
     let mut buf = vec![0u8; (14 + body_len).max(60)];
     let mut eth = EthernetFrame::new_unchecked(&mut buf[..]);
-    EthernetRepr { src_addr: src, dst_addr: dst, ethertype }.emit(&mut eth);
+    EthernetRepr {
+        src_addr: src,
+        dst_addr: dst,
+        ethertype,
+    }
+    .emit(&mut eth);
     buf
 }
 
-fn tcp_frame(src_mac: EthernetAddress, dst_mac: EthernetAddress, src: Ipv4Address, dst: Ipv4Address, repr: &TcpRepr) -> Vec<u8> {
+fn tcp_frame(
+    src_mac: EthernetAddress,
+    dst_mac: EthernetAddress,
+    src: Ipv4Address,
+    dst: Ipv4Address,
+    repr: &TcpRepr,
+) -> Vec<u8> {
     let tcp_len = repr.buffer_len();
     let mut buf = eth_frame(src_mac, dst_mac, EthernetProtocol::Ipv4, 20 + tcp_len);
-    let ip = Ipv4Repr { src_addr: src, dst_addr: dst, next_header: IpProtocol::Tcp, payload_len: tcp_len, hop_limit: 64 };
+    let ip = Ipv4Repr {
+        src_addr: src,
+        dst_addr: dst,
+        next_header: IpProtocol::Tcp,
+        payload_len: tcp_len,
+        hop_limit: 64,
+    };
     let mut ipp = Ipv4Packet::new_unchecked(&mut buf[14..]);
     ip.emit(&mut ipp, &caps());
     let mut tcp = TcpPacket::new_unchecked(ipp.payload_mut());
-    repr.emit(&mut tcp, &IpAddress::Ipv4(src), &IpAddress::Ipv4(dst), &caps());
+    repr.emit(
+        &mut tcp,
+        &IpAddress::Ipv4(src),
+        &IpAddress::Ipv4(dst),
+        &caps(),
+    );
     buf
 }
 
-fn udp_frame(src_mac: EthernetAddress, dst_mac: EthernetAddress, src: (Ipv4Address, u16), dst: (Ipv4Address, u16), payload: &[u8]) -> Vec<u8> {
+fn udp_frame(
+    src_mac: EthernetAddress,
+    dst_mac: EthernetAddress,
+    src: (Ipv4Address, u16),
+    dst: (Ipv4Address, u16),
+    payload: &[u8],
+) -> Vec<u8> {
     let udp_len = 8 + payload.len();
     let mut buf = eth_frame(src_mac, dst_mac, EthernetProtocol::Ipv4, 20 + udp_len);
-    let ip = Ipv4Repr { src_addr: src.0, dst_addr: dst.0, next_header: IpProtocol::Udp, payload_len: udp_len, hop_limit: 64 };
+    let ip = Ipv4Repr {
+        src_addr: src.0,
+        dst_addr: dst.0,
+        next_header: IpProtocol::Udp,
+        payload_len: udp_len,
+        hop_limit: 64,
+    };
     let mut ipp = Ipv4Packet::new_unchecked(&mut buf[14..]);
     ip.emit(&mut ipp, &caps());
     let mut udp = UdpPacket::new_unchecked(ipp.payload_mut());
-    UdpRepr { src_port: src.1, dst_port: dst.1 }.emit(
+    UdpRepr {
+        src_port: src.1,
+        dst_port: dst.1,
+    }
+    .emit(
         &mut udp,
         &IpAddress::Ipv4(src.0),
         &IpAddress::Ipv4(dst.0),
@@ -432,6 +495,9 @@ struct Conn {
     done: bool,
 }
 
+/// Addresses, ports and a protocol tag: what tells flows apart for the completion unit.
+type FlowTuple = ([u8; 4], [u8; 4], u16, u16, u8);
+
 /// The generator: hosts, connections and the switch they talk through.
 struct Driver {
     spec: Spec,
@@ -446,7 +512,7 @@ struct Driver {
     now_us: i64,
     recording: bool,
     traces: TraceSet,
-    flow_ids: HashMap<([u8; 4], [u8; 4], u16, u16, u8), u32>,
+    flow_ids: HashMap<FlowTuple, u32>,
     report: Report,
     /// Control counter -> (connection, hop).
     pending_control: HashMap<(usize, u64), (usize, usize)>,
@@ -472,7 +538,11 @@ impl Driver {
         let sw = build_switch(cfg.clone(), spec.flow_capacity as usize, sessions)?;
         let mut hosts = Vec::new();
         for (i, p) in cfg.ports.iter().enumerate() {
-            let ip = if i == 0 { Ipv4Address::new(198, 18, 0, 2) } else { Ipv4Address::new(198, 19, i as u8, 2) };
+            let ip = if i == 0 {
+                Ipv4Address::new(198, 18, 0, 2)
+            } else {
+                Ipv4Address::new(198, 19, i as u8, 2)
+            };
             hosts.push(Host {
                 ip,
                 mac: mac_of(i),
@@ -532,7 +602,9 @@ impl Driver {
             port,
             now,
             &mut frame[..],
-            FrameMeta { csum: checksum::Kind::Full },
+            FrameMeta {
+                csum: checksum::Kind::Full,
+            },
             &mut self.sink,
             &mut self.meter,
         );
@@ -542,7 +614,8 @@ impl Driver {
                 Verdict::Local(k) => (Outcome::Local, format!("local:{}", k.name())),
                 Verdict::Drop(r) => (Outcome::Drop, format!("drop:{}", r.name())),
             };
-            self.traces.push(port, frame.len(), flow, outcome, &self.meter);
+            self.traces
+                .push(port, frame.len(), flow, outcome, &self.meter);
             *self.report.verdicts.entry(name).or_default() += 1;
             self.report.packets += 1;
         }
@@ -566,13 +639,17 @@ impl Driver {
                 if let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) {
                     let (s, d) = (ip.src_addr().octets(), ip.dst_addr().octets());
                     let (mut sp, mut dp) = (0, 0);
-                    if ip.next_header() == IpProtocol::Tcp {
-                        if let Ok(t) = TcpPacket::new_checked(ip.payload()) {
-                            sp = t.src_port();
-                            dp = t.dst_port();
-                        }
+                    if ip.next_header() == IpProtocol::Tcp
+                        && let Ok(t) = TcpPacket::new_checked(ip.payload())
+                    {
+                        sp = t.src_port();
+                        dp = t.dst_port();
                     }
-                    key = if (s, sp) <= (d, dp) { (s, d, sp, dp, 6) } else { (d, s, dp, sp, 6) };
+                    key = if (s, sp) <= (d, dp) {
+                        (s, d, sp, dp, 6)
+                    } else {
+                        (d, s, dp, sp, 6)
+                    };
                 }
             } else {
                 key.4 = 1;
@@ -614,10 +691,18 @@ impl Driver {
                             self.report.stray += 1;
                             return;
                         };
-                        match TcpRepr::parse(&tcp, &IpAddress::Ipv4(src), &IpAddress::Ipv4(dst), &caps()) {
+                        match TcpRepr::parse(
+                            &tcp,
+                            &IpAddress::Ipv4(src),
+                            &IpAddress::Ipv4(dst),
+                            &caps(),
+                        ) {
                             Ok(repr) => {
                                 let payload_len = repr.payload.len();
-                                let repr = TcpRepr { payload: &[], ..repr };
+                                let repr = TcpRepr {
+                                    payload: &[],
+                                    ..repr
+                                };
                                 self.on_tcp(host, src, &repr, payload_len, tcp.psh());
                             }
                             Err(_) => self.report.bad_checksums += 1,
@@ -642,8 +727,17 @@ impl Driver {
     }
 
     fn on_arp(&mut self, host: usize, body: &[u8]) {
-        let Ok(p) = ArpPacket::new_checked(body) else { return };
-        let Ok(ArpRepr::EthernetIpv4 { operation, source_hardware_addr, source_protocol_addr, target_protocol_addr, .. }) = ArpRepr::parse(&p) else {
+        let Ok(p) = ArpPacket::new_checked(body) else {
+            return;
+        };
+        let Ok(ArpRepr::EthernetIpv4 {
+            operation,
+            source_hardware_addr,
+            source_protocol_addr,
+            target_protocol_addr,
+            ..
+        }) = ArpRepr::parse(&p)
+        else {
             return;
         };
         let h = &mut self.hosts[host];
@@ -682,15 +776,32 @@ impl Driver {
     // --- TCP ------------------------------------------------------------------------------
 
     fn tsval(&self, host: usize) -> u32 {
-        self.hosts[host].ts_offset.wrapping_add((self.now_us / 1000) as u32)
+        self.hosts[host]
+            .ts_offset
+            .wrapping_add((self.now_us / 1000) as u32)
     }
 
-    fn emit_seg(&mut self, t: usize, control: TcpControl, seq: u32, payload_len: usize, syn_opts: bool) {
+    fn emit_seg(
+        &mut self,
+        t: usize,
+        control: TcpControl,
+        seq: u32,
+        payload_len: usize,
+        syn_opts: bool,
+    ) {
         let tcb = &self.tcbs[t];
         let host = tcb.host;
         let payload = vec![0x61u8; payload_len];
-        let ack = if tcb.st == St::SynSent { None } else { Some(TcpSeqNumber(tcb.rcv_nxt as i32)) };
-        let timestamp = if tcb.ts { Some(TcpTimestampRepr::new(self.tsval(host), tcb.ts_recent)) } else { None };
+        let ack = if tcb.st == St::SynSent {
+            None
+        } else {
+            Some(TcpSeqNumber(tcb.rcv_nxt as i32))
+        };
+        let timestamp = if tcb.ts {
+            Some(TcpTimestampRepr::new(self.tsval(host), tcb.ts_recent))
+        } else {
+            None
+        };
         let tcb = &self.tcbs[t];
         let repr = TcpRepr {
             src_port: tcb.lport,
@@ -733,7 +844,11 @@ impl Driver {
                 let n = tcb.tx.min(mss).min(WINDOW as u64 - in_flight) as usize;
                 let last = n as u64 == tcb.tx;
                 let seq = tcb.snd_nxt;
-                let control = if last { TcpControl::Psh } else { TcpControl::None };
+                let control = if last {
+                    TcpControl::Psh
+                } else {
+                    TcpControl::None
+                };
                 self.emit_seg(t, control, seq, n, false);
                 let tcb = &mut self.tcbs[t];
                 tcb.snd_nxt = tcb.snd_nxt.wrapping_add(n as u32);
@@ -751,7 +866,15 @@ impl Driver {
         }
     }
 
-    fn new_tcb(&mut self, host: usize, lport: u16, rip: Ipv4Address, rport: u16, role: Role, conn: usize) -> usize {
+    fn new_tcb(
+        &mut self,
+        host: usize,
+        lport: u16,
+        rip: Ipv4Address,
+        rport: u16,
+        role: Role,
+        conn: usize,
+    ) -> usize {
         let iss = self.rng.next_u32();
         let tcb = Tcb {
             host,
@@ -777,31 +900,59 @@ impl Driver {
         };
         self.tcbs.push(tcb);
         let id = self.tcbs.len() - 1;
-        self.hosts[host].tcbs.insert((lport, rip.octets(), rport), id);
+        self.hosts[host]
+            .tcbs
+            .insert((lport, rip.octets(), rport), id);
         id
     }
 
-    fn connect(&mut self, host: usize, rip: Ipv4Address, rport: u16, role: Role, conn: usize) -> usize {
+    fn connect(
+        &mut self,
+        host: usize,
+        rip: Ipv4Address,
+        rport: u16,
+        role: Role,
+        conn: usize,
+    ) -> usize {
         let h = &mut self.hosts[host];
         let lport = h.next_port;
         h.next_port = h.next_port.wrapping_add(1).max(1024);
         let t = self.new_tcb(host, lport, rip, rport, role, conn);
-        self.by_opener.insert((self.hosts[host].ip.octets(), lport), conn);
+        self.by_opener
+            .insert((self.hosts[host].ip.octets(), lport), conn);
         let iss = self.tcbs[t].iss;
         self.emit_seg(t, TcpControl::Syn, iss, 0, true);
         self.tcbs[t].snd_nxt = iss.wrapping_add(1);
         t
     }
 
-    fn on_tcp(&mut self, host: usize, src: Ipv4Address, seg: &TcpRepr, payload_len: usize, psh: bool) {
+    fn on_tcp(
+        &mut self,
+        host: usize,
+        src: Ipv4Address,
+        seg: &TcpRepr,
+        payload_len: usize,
+        psh: bool,
+    ) {
         let key = (seg.dst_port, src.octets(), seg.src_port);
         let t = match self.hosts[host].tcbs.get(&key) {
             Some(&t) => t,
             None => {
-                if seg.control == TcpControl::Syn && seg.ack_number.is_none() && seg.dst_port == HTTP && host != 0 {
+                if seg.control == TcpControl::Syn
+                    && seg.ack_number.is_none()
+                    && seg.dst_port == HTTP
+                    && host != 0
+                {
                     // A node accepts: which connection it belongs to is settled by the caller's
                     // bookkeeping (`adopt`), so mark it unowned for now.
-                    let t = self.new_tcb(host, seg.dst_port, src, seg.src_port, Role::Server, usize::MAX);
+                    let t = self.new_tcb(
+                        host,
+                        seg.dst_port,
+                        src,
+                        seg.src_port,
+                        Role::Server,
+                        usize::MAX,
+                    );
                     let tcb = &mut self.tcbs[t];
                     tcb.st = St::SynRcvd;
                     tcb.rcv_nxt = (seg.seq_number.0 as u32).wrapping_add(1);
@@ -925,12 +1076,18 @@ impl Driver {
                 if conn.responses.is_empty() {
                     return; // preloaded idle connection
                 }
-                let n = if self.spec.pipelined { conn.responses.len() as u32 } else { 1 };
+                let n = if self.spec.pipelined {
+                    conn.responses.len() as u32
+                } else {
+                    1
+                };
                 self.client_send_requests(c, n);
             }
             Role::Leg => {
                 // Ask the switch to splice.
-                let Some(h) = self.conns[c].hops.iter().position(|h| h.leg == Some(t)) else { return };
+                let Some(h) = self.conns[c].hops.iter().position(|h| h.leg == Some(t)) else {
+                    return;
+                };
                 self.send_control(c, h);
             }
             Role::Server => {}
@@ -975,7 +1132,13 @@ impl Driver {
             return;
         }
         let hst = &self.hosts[node];
-        let f = udp_frame(hst.mac, hst.gw_mac, (hst.ip, CONTROL_SRC), (hst.gw, control::DEFAULT_PORT), &buf);
+        let f = udp_frame(
+            hst.mac,
+            hst.gw_mac,
+            (hst.ip, CONTROL_SRC),
+            (hst.gw, control::DEFAULT_PORT),
+            &buf,
+        );
         self.conns[c].hops[h].counter = counter;
         self.conns[c].hops[h].state = HopState::Requested;
         self.pending_control.insert((node, counter), (c, h));
@@ -995,10 +1158,14 @@ impl Driver {
             return;
         }
         let rep = ReplyRepr::parse(&r);
-        let Some((c, h)) = self.pending_control.remove(&(node, rep.counter)) else { return };
+        let Some((c, h)) = self.pending_control.remove(&(node, rep.counter)) else {
+            return;
+        };
         let measured = self.conns[c].measured;
         let hop = self.conns[c].hops[h].clone();
-        let (Some(leg), held) = (hop.leg, hop.held) else { return };
+        let (Some(leg), held) = (hop.leg, hop.held) else {
+            return;
+        };
         if rep.code == ReplyCode::Accepted {
             if measured {
                 self.report.handoffs_accepted += 1;
@@ -1014,7 +1181,15 @@ impl Driver {
             let key = (HTTP, self.hosts[node].ip.octets(), self.tcbs[leg].lport);
             if let Some(&tt) = self.hosts[target].tcbs.get(&key) {
                 let first_req = hop.first_req + hop.handled;
-                self.conns[c].hops.push(Hop { node: target, held: tt, first_req, handled: 0, state: HopState::Serving, leg: None, counter: 0 });
+                self.conns[c].hops.push(Hop {
+                    node: target,
+                    held: tt,
+                    first_req,
+                    handled: 0,
+                    state: HopState::Serving,
+                    leg: None,
+                    counter: 0,
+                });
                 self.tcbs[tt].conn = c;
                 // Its stream starts with the forwarded requests: `handled` counts from there.
                 self.pump_tcb(leg);
@@ -1023,7 +1198,11 @@ impl Driver {
                 self.pump_tcb(leg);
             }
         } else {
-            *self.report.handoffs_refused.entry(rep.code.name().to_string()).or_default() += 1;
+            *self
+                .report
+                .handoffs_refused
+                .entry(rep.code.name().to_string())
+                .or_default() += 1;
             // Refused: serve locally and close the unused leg.
             self.conns[c].hops[h].state = HopState::Serving;
             self.conns[c].handoffs = h as u8; // no further hand-offs from here
@@ -1165,10 +1344,18 @@ impl Driver {
             let share = self.spec.handoff_share;
             let sum: f64 = share.iter().sum();
             let u = self.rng.unit() * sum;
-            let h = if u < share[0] { 0 } else if u < share[0] + share[1] { 1 } else { 2 };
+            let h = if u < share[0] {
+                0
+            } else if u < share[0] + share[1] {
+                1
+            } else {
+                2
+            };
             let reqs = self.spec.requests.max(h);
             let (lo, hi) = self.spec.response_bytes;
-            let responses = (0..reqs).map(|_| lo + self.rng.below((hi - lo) as u64 + 1) as u32).collect();
+            let responses = (0..reqs)
+                .map(|_| lo + self.rng.below((hi - lo) as u64 + 1) as u32)
+                .collect();
             (h as u8, responses)
         } else {
             (0, Vec::new())
@@ -1187,7 +1374,11 @@ impl Driver {
             handoffs: if forward { 0 } else { handoffs },
             responses,
             client: usize::MAX,
-            route: if forward { vec![route[1], route[2], route[0]] } else { route },
+            route: if forward {
+                vec![route[1], route[2], route[0]]
+            } else {
+                route
+            },
             hops: Vec::new(),
             client_sent: 0,
             done: false,
@@ -1253,7 +1444,10 @@ impl Driver {
             }
         }
         self.report.flows_in_use = (self.sw.flow_count(), self.sw.flow_capacity());
-        (std::mem::take(&mut self.traces), std::mem::take(&mut self.report))
+        (
+            std::mem::take(&mut self.traces),
+            std::mem::take(&mut self.report),
+        )
     }
 
     fn accepted(&self) -> u64 {
@@ -1269,7 +1463,9 @@ pub fn generate(spec: &Spec) -> Result<(TraceSet, Report), WorkloadError> {
 /// Like [`generate`], and also returns every frame fed to the switch (ARP warm-up and preload
 /// included), as it was before the switch rewrote it.
 #[allow(clippy::type_complexity)]
-pub fn generate_with_capture(spec: &Spec) -> Result<(TraceSet, Report, Vec<(PortId, Vec<u8>)>), WorkloadError> {
+pub fn generate_with_capture(
+    spec: &Spec,
+) -> Result<(TraceSet, Report, Vec<(PortId, Vec<u8>)>), WorkloadError> {
     let mut d = Driver::new(spec)?;
     d.capture = Some(Vec::new());
     let (t, r) = d.run();

@@ -1,7 +1,7 @@
 //! Each named scenario through the real switch: the verdicts are the expected ones.
 
 use knits_core::counters::DropReason;
-use knits_np_sim::workload::{generate, Report, Scenario, Spec};
+use knits_np_sim::workload::{Report, Scenario, Spec, generate};
 
 fn run(s: Scenario, f: impl Fn(&mut Spec)) -> Report {
     let mut spec = Spec::scenario(s);
@@ -14,10 +14,20 @@ fn run(s: Scenario, f: impl Fn(&mut Spec)) -> Report {
     let (traces, report) = generate(&spec).unwrap();
     eprintln!("{s}: {report:#?}");
     assert_eq!(traces.packets.len() as u64, report.packets);
-    assert!(report.packets > 2000, "{s}: only {} packets", report.packets);
-    assert_eq!(report.bad_checksums, 0, "{s}: the switch sent frames with bad checksums");
+    assert!(
+        report.packets > 2000,
+        "{s}: only {} packets",
+        report.packets
+    );
+    assert_eq!(
+        report.bad_checksums, 0,
+        "{s}: the switch sent frames with bad checksums"
+    );
     assert_eq!(report.stalled, 0, "{s}: connections stalled");
-    assert_eq!(report.completed, spec.connections as u64, "{s}: not every connection completed");
+    assert_eq!(
+        report.completed, spec.connections as u64,
+        "{s}: not every connection completed"
+    );
     report
 }
 
@@ -72,7 +82,10 @@ fn min_size_frames_are_60_bytes() {
     spec.flow_capacity = 1024;
     let (t, r) = generate(&spec).unwrap();
     assert_eq!(r.completed, 50);
-    assert!(t.packets.iter().all(|p| p.len == 60), "not all minimum size");
+    assert!(
+        t.packets.iter().all(|p| p.len == 60),
+        "not all minimum size"
+    );
 }
 
 #[test]
