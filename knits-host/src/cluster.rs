@@ -68,7 +68,11 @@ pub struct ProxySetup {
 
 impl Default for ProxySetup {
     fn default() -> Self {
-        ProxySetup { policy: "prefix".into(), extra_args: Vec::new(), threads: 1 }
+        ProxySetup {
+            policy: "prefix".into(),
+            extra_args: Vec::new(),
+            threads: 1,
+        }
     }
 }
 
@@ -131,7 +135,10 @@ impl Default for ClusterConfig {
 pub fn parse_key(hex: &str) -> Result<[u8; 16], String> {
     let hex = hex.trim();
     if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(format!("control key must be 32 hex digits (16 bytes), got {} characters", hex.len()));
+        return Err(format!(
+            "control key must be 32 hex digits (16 bytes), got {} characters",
+            hex.len()
+        ));
     }
     let mut k = [0u8; 16];
     for (i, b) in k.iter_mut().enumerate() {
@@ -146,7 +153,10 @@ fn hex(k: &[u8]) -> String {
 
 fn random_key() -> [u8; 16] {
     let mut k = [0u8; 16];
-    if File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut k)).is_err() {
+    if File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut k))
+        .is_err()
+    {
         let mut s = std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64;
         for b in &mut k {
             *b = crate::faults::splitmix64(&mut s) as u8;
@@ -164,7 +174,11 @@ impl ClusterConfig {
     /// Checks everything that can be checked before touching the system.
     pub fn validate(&self) -> Result<(), String> {
         if !(1..=knits_core::config::MAX_BACKENDS).contains(&self.nodes) {
-            return Err(format!("nodes = {} must be 1..={}", self.nodes, knits_core::config::MAX_BACKENDS));
+            return Err(format!(
+                "nodes = {} must be 1..={}",
+                self.nodes,
+                knits_core::config::MAX_BACKENDS
+            ));
         }
         if let Some(p) = &self.prefix {
             netns::check_prefix(p)?;
@@ -185,7 +199,10 @@ impl ClusterConfig {
         }
         self.faults.validate()?;
         if !matches!(self.proxy.policy.as_str(), "prefix" | "hash" | "local") {
-            return Err(format!("proxy.policy {:?} must be prefix, hash or local", self.proxy.policy));
+            return Err(format!(
+                "proxy.policy {:?} must be prefix, hash or local",
+                self.proxy.policy
+            ));
         }
         Ok(())
     }
@@ -196,7 +213,9 @@ impl ClusterConfig {
             "round-robin" | "rr" => Ok(SprayPolicy::RoundRobin),
             "weighted" => Ok(SprayPolicy::Weighted),
             "maglev" => Ok(SprayPolicy::Maglev),
-            p => Err(format!("spray policy {p:?} must be round-robin, weighted or maglev")),
+            p => Err(format!(
+                "spray policy {p:?} must be round-robin, weighted or maglev"
+            )),
         }
     }
 
@@ -212,7 +231,8 @@ impl ClusterConfig {
         t.transitory = ms(self.timeouts.transitory_ms, t.transitory);
         t.time_wait = ms(self.timeouts.time_wait_ms, t.time_wait);
         t.handoff = ms(self.timeouts.handoff_ms, t.handoff);
-        c.validate().map_err(|e| format!("switch configuration: {e}"))?;
+        c.validate()
+            .map_err(|e| format!("switch configuration: {e}"))?;
         Ok(c)
     }
 }
@@ -251,7 +271,10 @@ pub struct Cluster {
 
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cluster").field("prefix", &self.guard.prefix()).field("nodes", &self.config.nodes).finish()
+        f.debug_struct("Cluster")
+            .field("prefix", &self.guard.prefix())
+            .field("nodes", &self.config.nodes)
+            .finish()
     }
 }
 
@@ -264,7 +287,10 @@ impl Cluster {
         if !netns::have_net_admin() {
             return Err(needs_root());
         }
-        let prefix = config.prefix.clone().unwrap_or_else(|| netns::unique_prefix("kn"));
+        let prefix = config
+            .prefix
+            .clone()
+            .unwrap_or_else(|| netns::unique_prefix("kn"));
         config.prefix = Some(prefix.clone());
         let key = match &config.key {
             Some(k) => parse_key(k)?,
@@ -272,7 +298,11 @@ impl Cluster {
         };
         let mut guard = Guard::new(&prefix)?;
         let io = |e: io::Error| e.to_string();
-        if netns::list_namespaces().map_err(io)?.iter().any(|n| n.starts_with(&format!("{prefix}-"))) {
+        if netns::list_namespaces()
+            .map_err(io)?
+            .iter()
+            .any(|n| n.starts_with(&format!("{prefix}-")))
+        {
             return Err(format!(
                 "namespaces with prefix {prefix} exist already (a crashed run?); remove them with \
                  `knits-host cluster down --prefix {prefix}` or pick another prefix"
@@ -282,21 +312,38 @@ impl Cluster {
             Some(d) => (d.clone(), false),
             None => (std::env::temp_dir().join(format!("knits-{prefix}")), true),
         };
-        std::fs::create_dir_all(&log_dir).map_err(|e| format!("log directory {}: {e}", log_dir.display()))?;
+        std::fs::create_dir_all(&log_dir)
+            .map_err(|e| format!("log directory {}: {e}", log_dir.display()))?;
         let key_file = log_dir.join("control.key");
-        std::fs::write(&key_file, hex(&key) + "\n").map_err(|e| format!("key file {}: {e}", key_file.display()))?;
+        std::fs::write(&key_file, hex(&key) + "\n")
+            .map_err(|e| format!("key file {}: {e}", key_file.display()))?;
 
-        let opts = TapOptions { offloads: config.offloads, multi_queue: false };
+        let opts = TapOptions {
+            offloads: config.offloads,
+            multi_queue: false,
+        };
         let client_ns = guard.add_namespace("client").map_err(io)?;
-        let mut taps = vec![guard
-            .attach_tap(&client_ns, &client_ns, "198.18.0.2/24", Some("198.18.0.1"), opts)
-            .map_err(io)?];
+        let mut taps = vec![
+            guard
+                .attach_tap(
+                    &client_ns,
+                    &client_ns,
+                    "198.18.0.2/24",
+                    Some("198.18.0.1"),
+                    opts,
+                )
+                .map_err(io)?,
+        ];
         let mut node_ns = Vec::new();
         for n in 1..=config.nodes {
             let ns = guard.add_namespace(&format!("n{n}")).map_err(io)?;
             let addr = format!("{}/24", node_addr(n));
             let gw = format!("198.19.{n}.1");
-            taps.push(guard.attach_tap(&ns, &ns, &addr, Some(&gw), opts).map_err(io)?);
+            taps.push(
+                guard
+                    .attach_tap(&ns, &ns, &addr, Some(&gw), opts)
+                    .map_err(io)?,
+            );
             node_ns.push(ns);
         }
         let exe_s = exe.to_string_lossy().to_string();
@@ -313,7 +360,15 @@ impl Cluster {
                 "--node-id".into(),
                 format!("n{n}"),
             ];
-            guard.spawn_in(ns, &format!("origin n{n}"), &exe_s, &origin_args, log("origin")).map_err(io)?;
+            guard
+                .spawn_in(
+                    ns,
+                    &format!("origin n{n}"),
+                    &exe_s,
+                    &origin_args,
+                    log("origin"),
+                )
+                .map_err(io)?;
             let mut args: Vec<String> = vec![
                 "--threads".into(),
                 threads,
@@ -344,11 +399,16 @@ impl Cluster {
                 }
             }
             args.extend(config.proxy.extra_args.iter().cloned());
-            guard.spawn_in(ns, &format!("proxy n{n}"), &exe_s, &args, log("proxy")).map_err(io)?;
+            guard
+                .spawn_in(ns, &format!("proxy n{n}"), &exe_s, &args, log("proxy"))
+                .map_err(io)?;
         }
         let snapshot = Arc::new(Mutex::new(Snapshot::default()));
         let server = stats::Server::start(
-            &stats::ServerConfig { http: config.metrics, unix: Some(stats::socket_path(&prefix)) },
+            &stats::ServerConfig {
+                http: config.metrics,
+                unix: Some(stats::socket_path(&prefix)),
+            },
             snapshot.clone(),
         )
         .map_err(io)?;
@@ -389,7 +449,10 @@ impl Cluster {
             self.config.flow_capacity,
             self.config.session_capacity,
         )?;
-        let opts = Options { faults: Some(self.config.faults), pcap: self.config.pcap.clone() };
+        let opts = Options {
+            faults: Some(self.config.faults),
+            pcap: self.config.pcap.clone(),
+        };
         Runtime::new(core, taps, &opts, self.snapshot.clone()).map_err(|e| e.to_string())
     }
 
@@ -416,7 +479,9 @@ impl Cluster {
     pub fn stop_switch(&mut self) -> Result<Snapshot, String> {
         if let Some(s) = self.switch.take() {
             s.stop.store(true, Ordering::Relaxed);
-            s.thread.join().map_err(|_| "the switch thread panicked".to_string())??;
+            s.thread
+                .join()
+                .map_err(|_| "the switch thread panicked".to_string())??;
         }
         Ok(self.snapshot())
     }
@@ -436,9 +501,20 @@ impl Cluster {
         let dead = self.guard.exited_children();
         if let Some((label, st)) = dead.first() {
             let (what, node) = label.split_once(' ').unwrap_or((label, ""));
-            let log = std::fs::read_to_string(self.log_dir.join(format!("{node}-{what}.log"))).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(10).collect::<Vec<_>>().into_iter().rev().collect();
-            return Err(format!("{label} exited ({st}); its log ends:\n{}", tail.join("\n")));
+            let log = std::fs::read_to_string(self.log_dir.join(format!("{node}-{what}.log")))
+                .unwrap_or_default();
+            let tail: Vec<&str> = log
+                .lines()
+                .rev()
+                .take(10)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            return Err(format!(
+                "{label} exited ({st}); its log ends:\n{}",
+                tail.join("\n")
+            ));
         }
         Ok(())
     }
@@ -449,12 +525,12 @@ impl Cluster {
         let (ns, vip, nodes) = (self.client_ns.clone(), self.vip(), self.config.nodes);
         let probe = std::thread::spawn(move || probe(&ns, vip, nodes, deadline));
         while !probe.is_finished() {
-            if let Err(e) = self.check_services() {
-                return Err(e);
-            }
+            self.check_services()?;
             std::thread::sleep(Duration::from_millis(50));
         }
-        probe.join().map_err(|_| "readiness probe panicked".to_string())?
+        probe
+            .join()
+            .map_err(|_| "readiness probe panicked".to_string())?
     }
 
     /// Stops everything now (also done on drop).
@@ -467,7 +543,10 @@ impl Cluster {
         } else {
             let _ = std::fs::remove_file(self.log_dir.join("control.key"));
             if std::thread::panicking() {
-                eprintln!("knits-host: logs of the failed run are in {}", self.log_dir.display());
+                eprintln!(
+                    "knits-host: logs of the failed run are in {}",
+                    self.log_dir.display()
+                );
             }
         }
     }
@@ -489,10 +568,14 @@ pub fn needs_root() -> String {
 /// One GET through the VIP from inside namespace `ns` (the calling thread must be there); returns
 /// the serving node.
 fn probe_once(vip: SocketAddr) -> Result<String, String> {
-    let mut c = TcpStream::connect_timeout(&vip, Duration::from_millis(500)).map_err(|e| e.to_string())?;
-    c.set_read_timeout(Some(Duration::from_secs(2))).map_err(|e| e.to_string())?;
-    c.write_all(crate::http::request("/obj/any/ready?size=1", &vip.ip().to_string(), true).as_bytes())
+    let mut c =
+        TcpStream::connect_timeout(&vip, Duration::from_secs(3)).map_err(|e| e.to_string())?;
+    c.set_read_timeout(Some(Duration::from_secs(2)))
         .map_err(|e| e.to_string())?;
+    c.write_all(
+        crate::http::request("/obj/any/ready?size=1", &vip.ip().to_string(), true).as_bytes(),
+    )
+    .map_err(|e| e.to_string())?;
     let mut p = ResponseParser::new();
     let mut buf = [0u8; 4096];
     let mut node = None;
@@ -551,7 +634,9 @@ mod tests {
         .unwrap();
         assert_eq!(c.nodes, 2);
         assert!(c.validate().is_ok());
-        let sc = c.switch_config(parse_key(c.key.as_ref().unwrap()).unwrap()).unwrap();
+        let sc = c
+            .switch_config(parse_key(c.key.as_ref().unwrap()).unwrap())
+            .unwrap();
         assert_eq!(sc.policy, SprayPolicy::Maglev);
         assert_eq!(sc.timeouts.time_wait, CoreDuration::from_millis(500));
         assert_eq!(sc.backends.len(), 2);
@@ -582,7 +667,10 @@ mod tests {
 
     #[test]
     fn keys() {
-        assert_eq!(parse_key("000102030405060708090a0b0c0d0e0f").unwrap()[15], 15);
+        assert_eq!(
+            parse_key("000102030405060708090a0b0c0d0e0f").unwrap()[15],
+            15
+        );
         assert!(parse_key("zz0102030405060708090a0b0c0d0e0f").is_err());
         assert_eq!(hex(&[0xab, 0x01]), "ab01");
         assert_ne!(random_key(), [0; 16]);

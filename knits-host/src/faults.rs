@@ -76,7 +76,9 @@ impl FaultConfig {
             ("corrupt", self.corrupt),
         ] {
             if !(0.0..=1.0).contains(&v) {
-                return Err(format!("fault rate {name} = {v} must lie in 0.0..=1.0 (0.01 is 1%)"));
+                return Err(format!(
+                    "fault rate {name} = {v} must lie in 0.0..=1.0 (0.01 is 1%)"
+                ));
             }
         }
         if self.reorder_min_us > self.reorder_max_us {
@@ -104,7 +106,12 @@ pub struct Decision {
 
 impl Decision {
     /// Deliver unchanged.
-    pub const PASS: Decision = Decision { drop: false, duplicate: false, delay: None, corrupt: false };
+    pub const PASS: Decision = Decision {
+        drop: false,
+        duplicate: false,
+        delay: None,
+        corrupt: false,
+    };
 }
 
 /// What an injector did.
@@ -147,7 +154,11 @@ impl Injector {
     pub fn new(cfg: FaultConfig, stream: u64) -> Injector {
         let mut s = cfg.seed ^ stream.wrapping_mul(0xd605_bbb5_8c8a_bd1d);
         let state = splitmix64(&mut s);
-        Injector { cfg, state, stats: FaultStats::default() }
+        Injector {
+            cfg,
+            state,
+            stats: FaultStats::default(),
+        }
     }
 
     /// The configuration.
@@ -177,11 +188,18 @@ impl Injector {
         let duplicate = self.chance(self.cfg.duplicate);
         let reorder = self.chance(self.cfg.reorder);
         let corrupt = self.chance(self.cfg.corrupt);
-        let span = self.cfg.reorder_max_us.saturating_sub(self.cfg.reorder_min_us) + 1;
+        let span = self
+            .cfg
+            .reorder_max_us
+            .saturating_sub(self.cfg.reorder_min_us)
+            + 1;
         let delay_us = self.cfg.reorder_min_us + self.next() % span;
         if drop {
             self.stats.dropped += 1;
-            return Decision { drop: true, ..Decision::PASS };
+            return Decision {
+                drop: true,
+                ..Decision::PASS
+            };
         }
         if duplicate {
             self.stats.duplicated += 1;
@@ -235,7 +253,14 @@ mod tests {
     use crate::testutil::{checksums_ok, partial_hdr, tcp_frame};
 
     fn cfg(loss: f64, reorder: f64, dup: f64, corrupt: f64) -> FaultConfig {
-        FaultConfig { loss, reorder, duplicate: dup, corrupt, seed: 42, ..FaultConfig::default() }
+        FaultConfig {
+            loss,
+            reorder,
+            duplicate: dup,
+            corrupt,
+            seed: 42,
+            ..FaultConfig::default()
+        }
     }
 
     #[test]
@@ -294,9 +319,23 @@ mod tests {
     #[test]
     fn validate_says_what_to_fix() {
         assert!(cfg(0.5, 0.0, 0.0, 0.0).validate().is_ok());
-        assert!(cfg(1.5, 0.0, 0.0, 0.0).validate().unwrap_err().contains("loss"));
-        assert!(cfg(0.0, -0.1, 0.0, 0.0).validate().unwrap_err().contains("reorder"));
-        let c = FaultConfig { reorder_min_us: 5, reorder_max_us: 1, ..FaultConfig::default() };
+        assert!(
+            cfg(1.5, 0.0, 0.0, 0.0)
+                .validate()
+                .unwrap_err()
+                .contains("loss")
+        );
+        assert!(
+            cfg(0.0, -0.1, 0.0, 0.0)
+                .validate()
+                .unwrap_err()
+                .contains("reorder")
+        );
+        let c = FaultConfig {
+            reorder_min_us: 5,
+            reorder_max_us: 1,
+            ..FaultConfig::default()
+        };
         assert!(c.validate().is_err());
     }
 
@@ -309,7 +348,10 @@ mod tests {
             assert!(checksums_ok(&f));
             let mut h = VnetHdr::ZERO;
             assert!(inj.corrupt(&mut h, &mut f));
-            assert!(!checksums_ok(&f), "frame {i} still verifies after corruption");
+            assert!(
+                !checksums_ok(&f),
+                "frame {i} still verifies after corruption"
+            );
         }
     }
 
@@ -341,7 +383,10 @@ mod tests {
         let diff: Vec<usize> = (0..f.len()).filter(|&i| f[i] != before[i]).collect();
         assert_eq!(diff.len(), 1);
         assert!((14..34).contains(&diff[0]));
-        assert_ne!(knits_core::checksum::fold(knits_core::checksum::sum(&f[14..34], 0)), 0xffff);
+        assert_ne!(
+            knits_core::checksum::fold(knits_core::checksum::sum(&f[14..34], 0)),
+            0xffff
+        );
     }
 
     #[test]

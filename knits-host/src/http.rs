@@ -43,7 +43,10 @@ pub struct Head {
 impl Head {
     /// The first header named `name` (lower case).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -68,9 +71,19 @@ pub fn parse_head(b: &[u8]) -> Result<Head, HttpError> {
     }
     let status = parts
         .next()
-        .and_then(|s| if s.len() == 3 { s.parse::<u16>().ok() } else { None })
+        .and_then(|s| {
+            if s.len() == 3 {
+                s.parse::<u16>().ok()
+            } else {
+                None
+            }
+        })
         .ok_or_else(|| HttpError(format!("status line {status_line:?} has no 3-digit status")))?;
-    let mut head = Head { status, close: version == "HTTP/1.0", ..Head::default() };
+    let mut head = Head {
+        status,
+        close: version == "HTTP/1.0",
+        ..Head::default()
+    };
     for line in lines {
         if line.is_empty() {
             continue;
@@ -140,7 +153,12 @@ pub struct ResponseParser {
 
 impl Default for ResponseParser {
     fn default() -> Self {
-        ResponseParser { state: State::Head, head: Vec::new(), line: Vec::new(), head_request: false }
+        ResponseParser {
+            state: State::Head,
+            head: Vec::new(),
+            line: Vec::new(),
+            head_request: false,
+        }
     }
 }
 
@@ -168,7 +186,9 @@ impl ResponseParser {
                 Ok(true)
             }
             State::Head if self.head.is_empty() => Ok(false),
-            s => err(format!("connection closed in the middle of a response ({s:?})")),
+            s => err(format!(
+                "connection closed in the middle of a response ({s:?})"
+            )),
         }
     }
 
@@ -218,7 +238,14 @@ impl ResponseParser {
                 self.state = State::Body(n - k as u64);
                 Ok((k, Step::Body(&input[..k])))
             }
-            State::UntilClose => Ok((input.len(), if input.is_empty() { Step::NeedMore } else { Step::Body(input) })),
+            State::UntilClose => Ok((
+                input.len(),
+                if input.is_empty() {
+                    Step::NeedMore
+                } else {
+                    Step::Body(input)
+                },
+            )),
             State::ChunkSize | State::ChunkCrlf | State::Trailer => {
                 let Some(p) = input.iter().position(|&b| b == b'\n') else {
                     self.line.extend_from_slice(input);
@@ -229,13 +256,19 @@ impl ResponseParser {
                 };
                 self.line.extend_from_slice(&input[..p + 1]);
                 let line = std::mem::take(&mut self.line);
-                let text = std::str::from_utf8(&line).unwrap_or("").trim_end_matches(['\r', '\n']);
+                let text = std::str::from_utf8(&line)
+                    .unwrap_or("")
+                    .trim_end_matches(['\r', '\n']);
                 match self.state {
                     State::ChunkSize => {
                         let hex = text.split(';').next().unwrap_or("").trim();
                         let n = u64::from_str_radix(hex, 16)
                             .map_err(|_| HttpError(format!("bad chunk size {text:?}")))?;
-                        self.state = if n == 0 { State::Trailer } else { State::ChunkData(n) };
+                        self.state = if n == 0 {
+                            State::Trailer
+                        } else {
+                            State::ChunkData(n)
+                        };
                         Ok((p + 1, Step::NeedMore))
                     }
                     State::ChunkCrlf => {
@@ -259,7 +292,11 @@ impl ResponseParser {
                     return Ok((0, Step::NeedMore));
                 }
                 let k = (n.min(input.len() as u64)) as usize;
-                self.state = if k as u64 == n { State::ChunkCrlf } else { State::ChunkData(n - k as u64) };
+                self.state = if k as u64 == n {
+                    State::ChunkCrlf
+                } else {
+                    State::ChunkData(n - k as u64)
+                };
                 Ok((k, Step::Body(&input[..k])))
             }
         }
@@ -284,7 +321,9 @@ mod tests {
     use super::*;
 
     /// Feeds `input` in pieces of `piece` bytes; returns (heads, bodies, done count).
-    fn run(input: &[u8], piece: usize) -> Result<(Vec<Head>, Vec<Vec<u8>>, usize), HttpError> {
+    type Parsed = (Vec<Head>, Vec<Vec<u8>>, usize);
+
+    fn run(input: &[u8], piece: usize) -> Result<Parsed, HttpError> {
         let mut p = ResponseParser::new();
         let mut heads = Vec::new();
         let mut bodies: Vec<Vec<u8>> = Vec::new();
@@ -315,7 +354,8 @@ mod tests {
         Ok((heads, bodies, done))
     }
 
-    const PIPELINED: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Knits-Node: n2\r\n\r\nhello\
+    const PIPELINED: &[u8] =
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Knits-Node: n2\r\n\r\nhello\
 HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n\
 HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n\
 HTTP/1.1 404 Not Found\r\ncontent-length: 3\r\nConnection: close\r\n\r\nno!";
@@ -325,8 +365,19 @@ HTTP/1.1 404 Not Found\r\ncontent-length: 3\r\nConnection: close\r\n\r\nno!";
         for piece in [1, 2, 3, 7, 16, 1000] {
             let (heads, bodies, done) = run(PIPELINED, piece).unwrap();
             assert_eq!(done, 4, "piece {piece}");
-            assert_eq!(heads.iter().map(|h| h.status).collect::<Vec<_>>(), vec![200, 200, 200, 404]);
-            assert_eq!(bodies, vec![b"hello".to_vec(), vec![], b"abcde".to_vec(), b"no!".to_vec()]);
+            assert_eq!(
+                heads.iter().map(|h| h.status).collect::<Vec<_>>(),
+                vec![200, 200, 200, 404]
+            );
+            assert_eq!(
+                bodies,
+                vec![
+                    b"hello".to_vec(),
+                    vec![],
+                    b"abcde".to_vec(),
+                    b"no!".to_vec()
+                ]
+            );
             assert_eq!(heads[0].header("x-knits-node"), Some("n2"));
             assert!(heads[3].close);
             assert!(heads[2].chunked);
@@ -344,12 +395,45 @@ HTTP/1.1 404 Not Found\r\ncontent-length: 3\r\nConnection: close\r\n\r\nno!";
 
     #[test]
     fn errors_say_what_was_wrong() {
-        assert!(run(b"SSH-2.0-x\r\n\r\n", 100).unwrap_err().0.contains("HTTP/1.x"));
-        assert!(run(b"HTTP/1.1 2000 OK\r\n\r\n", 100).unwrap_err().0.contains("status"));
-        assert!(run(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", 100).unwrap_err().0.contains("Content-Length"));
-        assert!(run(b"HTTP/1.1 200 OK\r\nbad header\r\n\r\n", 100).unwrap_err().0.contains("colon"));
-        assert!(run(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", 100).unwrap_err().0.contains("middle"));
-        assert!(run(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 100).unwrap_err().0.contains("chunk"));
+        assert!(
+            run(b"SSH-2.0-x\r\n\r\n", 100)
+                .unwrap_err()
+                .0
+                .contains("HTTP/1.x")
+        );
+        assert!(
+            run(b"HTTP/1.1 2000 OK\r\n\r\n", 100)
+                .unwrap_err()
+                .0
+                .contains("status")
+        );
+        assert!(
+            run(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", 100)
+                .unwrap_err()
+                .0
+                .contains("Content-Length")
+        );
+        assert!(
+            run(b"HTTP/1.1 200 OK\r\nbad header\r\n\r\n", 100)
+                .unwrap_err()
+                .0
+                .contains("colon")
+        );
+        assert!(
+            run(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", 100)
+                .unwrap_err()
+                .0
+                .contains("middle")
+        );
+        assert!(
+            run(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+                100
+            )
+            .unwrap_err()
+            .0
+            .contains("chunk")
+        );
         let huge = vec![b'a'; MAX_HEAD + 10];
         assert!(run(&huge, 4096).is_err());
     }
@@ -359,8 +443,10 @@ HTTP/1.1 404 Not Found\r\ncontent-length: 3\r\nConnection: close\r\n\r\nno!";
         let mut x = 12345u64;
         for _ in 0..2000 {
             let len = (crate::faults::splitmix64(&mut x) % 200) as usize;
-            let mut v: Vec<u8> = (0..len).map(|_| crate::faults::splitmix64(&mut x) as u8).collect();
-            if x % 2 == 0 {
+            let mut v: Vec<u8> = (0..len)
+                .map(|_| crate::faults::splitmix64(&mut x) as u8)
+                .collect();
+            if x.is_multiple_of(2) {
                 let mut h = b"HTTP/1.1 200 OK\r\n".to_vec();
                 h.append(&mut v);
                 v = h;
@@ -371,14 +457,21 @@ HTTP/1.1 404 Not Found\r\ncontent-length: 3\r\nConnection: close\r\n\r\nno!";
 
     #[test]
     fn informational_responses_are_skipped() {
-        let (heads, _, done) = run(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx", 5).unwrap();
+        let (heads, _, done) = run(
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx",
+            5,
+        )
+        .unwrap();
         assert_eq!(heads.len(), 1);
         assert_eq!(done, 1);
     }
 
     #[test]
     fn request_lines() {
-        assert_eq!(request("/n1/a", "198.18.0.10", false), "GET /n1/a HTTP/1.1\r\nHost: 198.18.0.10\r\n\r\n");
+        assert_eq!(
+            request("/n1/a", "198.18.0.10", false),
+            "GET /n1/a HTTP/1.1\r\nHost: 198.18.0.10\r\n\r\n"
+        );
         assert!(request("/x", "h", true).contains("Connection: close\r\n"));
     }
 

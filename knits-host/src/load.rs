@@ -35,14 +35,61 @@ pub struct Request {
 impl Request {
     /// `GET /obj/<name>?size=<size>`.
     pub fn object(name: &str, size: u64) -> Request {
-        Request { path: format!("/obj/{name}?size={size}") }
+        Request {
+            path: format!("/obj/{name}?size={size}"),
+        }
+    }
+
+    /// An object owned by the node `k` places after the one that served the connection's first
+    /// request (of `nodes`, numbered n1..nN): `/obj/{rel:k:nodes}/<suffix>?size=<size>`. The
+    /// client resolves it once the first response names its node, so a script can plan hand-offs
+    /// without knowing where the switch sprays the connection.
+    pub fn relative(k: usize, nodes: usize, suffix: &str, size: u64) -> Request {
+        Request {
+            path: format!("/obj/{{rel:{k}:{nodes}}}/{suffix}?size={size}"),
+        }
+    }
+
+    /// True for a path made by [`Request::relative`] that is not resolved yet.
+    pub fn is_relative(&self) -> bool {
+        self.path.contains("{rel:")
+    }
+
+    /// Resolves a relative path given the first node (`nX`); other paths stay as they are.
+    pub fn resolve(&self, first: &str) -> Result<Request, String> {
+        let Some(start) = self.path.find("{rel:") else {
+            return Ok(self.clone());
+        };
+        let end = self.path[start..]
+            .find('}')
+            .map(|e| start + e)
+            .ok_or("unterminated {rel:")?;
+        let mut it = self.path[start + 5..end]
+            .split(':')
+            .map(|v| v.parse::<usize>());
+        let (Some(Ok(k)), Some(Ok(n))) = (it.next(), it.next()) else {
+            return Err(format!("bad relative path {}", self.path));
+        };
+        let x: usize = first
+            .strip_prefix('n')
+            .and_then(|d| d.parse().ok())
+            .filter(|&x| x >= 1 && n >= 1)
+            .ok_or_else(|| format!("first node {first:?} is not nK"))?;
+        let node = (x - 1 + k) % n + 1;
+        Ok(Request {
+            path: format!("{}n{node}{}", &self.path[..start], &self.path[end + 1..]),
+        })
     }
 
     /// The object name and size the path asks for, when it is an object path.
     pub fn object_ref(&self) -> Option<(&str, u64)> {
         let rest = self.path.strip_prefix("/obj/")?;
         let (name, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let size = query.split('&').find_map(|kv| kv.strip_prefix("size="))?.parse().ok()?;
+        let size = query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("size="))?
+            .parse()
+            .ok()?;
         Some((name, size))
     }
 }
@@ -141,12 +188,20 @@ impl Report {
 
     /// Verified body bytes.
     pub fn bytes(&self) -> u64 {
-        self.conns.iter().flat_map(|c| &c.requests).map(|r| r.bytes).sum()
+        self.conns
+            .iter()
+            .flat_map(|c| &c.requests)
+            .map(|r| r.bytes)
+            .sum()
     }
 
     /// Connections with an error.
     pub fn failures(&self) -> Vec<(usize, &str)> {
-        self.conns.iter().enumerate().filter_map(|(i, c)| c.error.as_deref().map(|e| (i, e))).collect()
+        self.conns
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.error.as_deref().map(|e| (i, e)))
+            .collect()
     }
 
     /// Connections by number of hand-offs seen: index = hand-offs.
@@ -196,7 +251,11 @@ impl Report {
             .map(|(k, n)| format!("{k}: {n}"))
             .collect();
         let _ = writeln!(s, "connections by hand-offs seen: {}", hist.join(", "));
-        let _ = writeln!(s, "  {:<8} {:>9} {:>10} {:>10} {:>10}", "phase", "requests", "p50 ms", "p99 ms", "max ms");
+        let _ = writeln!(
+            s,
+            "  {:<8} {:>9} {:>10} {:>10} {:>10}",
+            "phase", "requests", "p50 ms", "p99 ms", "max ms"
+        );
         for p in Phase::ALL.iter().map(|p| Some(*p)).chain([None]) {
             let v = self.latencies(p);
             let _ = writeln!(
@@ -226,8 +285,14 @@ pub fn run(spec: &Spec, progress: Arc<Progress>) -> Report {
     let workers = spec.concurrency.clamp(1, spec.scripts.len().max(1));
     let mut threads = Vec::new();
     for _ in 0..workers {
-        let (next, scripts, results, progress) = (next.clone(), scripts.clone(), results.clone(), progress.clone());
-        let (target, netns, pipeline, timeout) = (spec.target, spec.netns.clone(), spec.pipeline, spec.timeout);
+        let (next, scripts, results, progress) = (
+            next.clone(),
+            scripts.clone(),
+            results.clone(),
+            progress.clone(),
+        );
+        let (target, netns, pipeline, timeout) =
+            (spec.target, spec.netns.clone(), spec.pipeline, spec.timeout);
         threads.push(std::thread::spawn(move || {
             if let Some(ns) = &netns
                 && let Err(e) = crate::netns::enter(ns)
@@ -240,7 +305,10 @@ pub fn run(spec: &Spec, progress: Arc<Progress>) -> Report {
                     }
                     progress.failed.fetch_add(1, Ordering::Relaxed);
                     if let Ok(mut r) = results.lock() {
-                        r[i] = Some(ConnReport { error: Some(e.to_string()), ..Default::default() });
+                        r[i] = Some(ConnReport {
+                            error: Some(e.to_string()),
+                            ..Default::default()
+                        });
                     }
                 }
             }
@@ -264,16 +332,46 @@ pub fn run(spec: &Spec, progress: Arc<Progress>) -> Report {
     }
     let conns = results
         .lock()
-        .map(|mut r| r.drain(..).map(|c| c.unwrap_or_else(|| ConnReport { error: Some("worker died".into()), ..Default::default() })).collect())
+        .map(|mut r| {
+            r.drain(..)
+                .map(|c| {
+                    c.unwrap_or_else(|| ConnReport {
+                        error: Some("worker died".into()),
+                        ..Default::default()
+                    })
+                })
+                .collect()
+        })
         .unwrap_or_default();
-    Report { conns, elapsed: start.elapsed() }
+    Report {
+        conns,
+        elapsed: start.elapsed(),
+    }
 }
 
 /// Runs one connection's script.
-pub fn connection(target: SocketAddr, script: &[Request], pipeline: usize, timeout: Duration, progress: &Progress) -> ConnReport {
+pub fn connection(
+    target: SocketAddr,
+    script: &[Request],
+    pipeline: usize,
+    timeout: Duration,
+    progress: &Progress,
+) -> ConnReport {
     let mut rep = ConnReport::default();
-    if let Err(e) = drive(target, script, pipeline.max(1), timeout, progress, &mut rep) {
-        rep.error = Some(e);
+    let mut local = None;
+    if let Err(e) = drive(
+        target,
+        script,
+        pipeline.max(1),
+        timeout,
+        progress,
+        &mut rep,
+        &mut local,
+    ) {
+        rep.error = Some(match local {
+            Some(l) => format!("{e} (client {l})"),
+            None => e,
+        });
     }
     rep
 }
@@ -285,12 +383,21 @@ fn drive(
     timeout: Duration,
     progress: &Progress,
     rep: &mut ConnReport,
+    local: &mut Option<SocketAddr>,
 ) -> Result<(), String> {
-    let mut sock = TcpStream::connect_timeout(&target, timeout).map_err(|e| format!("connect {target}: {e}"))?;
-    sock.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
-    sock.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    let mut sock = TcpStream::connect_timeout(&target, timeout)
+        .map_err(|e| format!("connect {target}: {e}"))?;
+    *local = sock.local_addr().ok();
+    sock.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    sock.set_write_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
     let _ = sock.set_nodelay(true);
     let host = target.ip().to_string();
+    let mut resolved: Vec<Request> = script.to_vec();
+    // With relative requests, the first goes alone: its response names the node the
+    // connection was sprayed to, which the others are relative to.
+    let mut unresolved = script.iter().any(Request::is_relative);
     let mut sent_at: std::collections::VecDeque<Instant> = std::collections::VecDeque::new();
     let mut sent = 0;
     let mut parser = ResponseParser::new();
@@ -299,30 +406,60 @@ fn drive(
     let mut last_node: Option<String> = None;
     let mut handed_off = false;
     let mut done = 0;
-    let send_more = |sock: &mut TcpStream, sent: &mut usize, sent_at: &mut std::collections::VecDeque<Instant>, done: usize| -> Result<(), String> {
+    let send_more = |sock: &mut TcpStream,
+                     sent: &mut usize,
+                     sent_at: &mut std::collections::VecDeque<Instant>,
+                     done: usize,
+                     script: &[Request],
+                     depth: usize|
+     -> Result<(), String> {
         let mut batch = String::new();
-        while *sent < script.len() && *sent < done + pipeline {
+        while *sent < script.len() && *sent < done + depth {
             batch.push_str(&http::request(&script[*sent].path, &host, false));
             sent_at.push_back(Instant::now());
             *sent += 1;
         }
         if !batch.is_empty() {
-            sock.write_all(batch.as_bytes()).map_err(|e| format!("writing request {}: {e}", *sent))?;
+            sock.write_all(batch.as_bytes())
+                .map_err(|e| format!("writing request {}: {e}", *sent))?;
         }
         Ok(())
     };
-    send_more(&mut sock, &mut sent, &mut sent_at, done)?;
+    send_more(
+        &mut sock,
+        &mut sent,
+        &mut sent_at,
+        done,
+        &resolved,
+        if unresolved { 1 } else { pipeline },
+    )?;
+    let script = &mut resolved;
     while done < script.len() {
         let n = match sock.read(&mut buf) {
             Ok(0) => {
-                return Err(format!("server closed the connection after {done} of {} responses", script.len()));
+                return Err(format!(
+                    "server closed the connection after {done} of {} responses",
+                    script.len()
+                ));
             }
             Ok(n) => n,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                return Err(format!(
+                    "response {done} ({}): nothing received for {} ms",
+                    script[done].path,
+                    timeout.as_millis()
+                ));
+            }
             Err(e) => return Err(format!("reading response {done}: {e}")),
         };
         let mut at = 0;
         loop {
-            let (used, step) = parser.advance(&buf[at..n]).map_err(|e| format!("response {done}: {e}"))?;
+            let (used, step) = parser
+                .advance(&buf[at..n])
+                .map_err(|e| format!("response {done}: {e}"))?;
             at += used;
             match step {
                 Step::NeedMore => {
@@ -332,14 +469,20 @@ fn drive(
                 }
                 Step::Head(h) => {
                     let req = &script[done];
-                    let name = req.object_ref().map(|(n, _)| n.to_string()).unwrap_or_default();
+                    let name = req
+                        .object_ref()
+                        .map(|(n, _)| n.to_string())
+                        .unwrap_or_default();
                     if h.status != 200 {
                         return Err(format!("{} answered {} (want 200)", req.path, h.status));
                     }
                     if let Some((_, size)) = req.object_ref()
                         && h.content_length != Some(size)
                     {
-                        return Err(format!("{}: Content-Length {:?}, want {size}", req.path, h.content_length));
+                        return Err(format!(
+                            "{}: Content-Length {:?}, want {size}",
+                            req.path, h.content_length
+                        ));
                     }
                     let node = h.header(NODE_HEADER).map(str::to_string);
                     current = Some((done, Verifier::new(&name, 0), 0, node, h.status));
@@ -347,7 +490,8 @@ fn drive(
                 Step::Body(b) => {
                     if let Some((i, v, got, _, _)) = &mut current {
                         if script[*i].object_ref().is_some() {
-                            v.update(b).map_err(|m| format!("{}: {m}", script[*i].path))?;
+                            v.update(b)
+                                .map_err(|m| format!("{}: {m}", script[*i].path))?;
                         }
                         *got += b.len() as u64;
                     }
@@ -357,26 +501,41 @@ fn drive(
                         return Err("response ended before it began".into());
                     };
                     let t0 = sent_at.pop_front().unwrap_or_else(Instant::now);
-                    let phase = if i > 0 && node.is_some() && last_node.is_some() && node != last_node {
-                        handed_off = true;
-                        rep.handoffs += 1;
-                        Phase::During
-                    } else if handed_off {
-                        Phase::After
-                    } else {
-                        Phase::Before
-                    };
+                    let phase =
+                        if i > 0 && node.is_some() && last_node.is_some() && node != last_node {
+                            handed_off = true;
+                            rep.handoffs += 1;
+                            Phase::During
+                        } else if handed_off {
+                            Phase::After
+                        } else {
+                            Phase::Before
+                        };
                     if node.is_some() {
                         last_node = node.clone();
                     }
-                    rep.requests.push(Outcome { latency_us: t0.elapsed().as_micros() as u64, bytes: got, node, phase });
+                    rep.requests.push(Outcome {
+                        latency_us: t0.elapsed().as_micros() as u64,
+                        bytes: got,
+                        node,
+                        phase,
+                    });
                     progress.requests.fetch_add(1, Ordering::Relaxed);
                     progress.bytes.fetch_add(got, Ordering::Relaxed);
                     done += 1;
                     if done == script.len() {
                         break;
                     }
-                    send_more(&mut sock, &mut sent, &mut sent_at, done)?;
+                    if unresolved {
+                        let first = last_node
+                            .clone()
+                            .ok_or("the first response named no node (x-knits-node)")?;
+                        for r in script.iter_mut() {
+                            *r = r.resolve(&first)?;
+                        }
+                        unresolved = false;
+                    }
+                    send_more(&mut sock, &mut sent, &mut sent_at, done, script, pipeline)?;
                 }
             }
         }
@@ -396,7 +555,13 @@ fn at_least_trailing_bytes(p: &ResponseParser) -> bool {
 /// script of `per_conn` requests. Connection `c` sees `c % (max_handoffs + 1)` hand-offs: it
 /// starts with local objects (`/obj/any/...`, served where the connection was sprayed), then
 /// walks through node-owned objects (`/obj/nK/...`). Sizes cycle through `sizes`.
-pub fn mixed_scripts(conns: usize, per_conn: usize, nodes: usize, max_handoffs: usize, sizes: &[u64]) -> Vec<Vec<Request>> {
+pub fn mixed_scripts(
+    conns: usize,
+    per_conn: usize,
+    nodes: usize,
+    max_handoffs: usize,
+    sizes: &[u64],
+) -> Vec<Vec<Request>> {
     let mut out = Vec::new();
     let nodes = nodes.max(1);
     for c in 0..conns {
@@ -406,14 +571,17 @@ pub fn mixed_scripts(conns: usize, per_conn: usize, nodes: usize, max_handoffs: 
         let segs = hops + 1;
         for r in 0..per_conn {
             let seg = (r * segs / per_conn.max(1)).min(segs - 1);
-            let size = sizes.get((c * 7 + r) % sizes.len().max(1)).copied().unwrap_or(1000);
-            let name = if seg == 0 {
-                format!("any/c{c}r{r}")
+            let size = sizes
+                .get((c * 7 + r) % sizes.len().max(1))
+                .copied()
+                .unwrap_or(1000);
+            // Segment k lives k nodes after the one the connection was sprayed to, so
+            // consecutive segments are on different nodes whatever the spray did.
+            v.push(if seg == 0 || nodes == 1 {
+                Request::object(&format!("any/c{c}r{r}"), size)
             } else {
-                // Consecutive segments on different nodes: node (c + seg) % nodes + 1.
-                format!("n{}/c{c}r{r}", (c + seg) % nodes + 1)
-            };
-            v.push(Request::object(&name, size));
+                Request::relative(seg, nodes, &format!("c{c}r{r}"), size)
+            });
         }
         out.push(v);
     }
@@ -425,12 +593,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn relative_paths_resolve() {
+        let r = Request::relative(1, 3, "x", 5);
+        assert!(r.is_relative());
+        assert_eq!(r.resolve("n1").unwrap().path, "/obj/n2/x?size=5");
+        assert_eq!(r.resolve("n3").unwrap().path, "/obj/n1/x?size=5");
+        assert_eq!(
+            Request::relative(2, 3, "x", 5).resolve("n3").unwrap().path,
+            "/obj/n2/x?size=5"
+        );
+        assert!(r.resolve("zz").is_err());
+        assert_eq!(
+            Request::object("a", 1).resolve("n1").unwrap(),
+            Request::object("a", 1)
+        );
+    }
+
+    #[test]
     fn object_paths() {
         let r = Request::object("n2/abc", 1234);
         assert_eq!(r.path, "/obj/n2/abc?size=1234");
         assert_eq!(r.object_ref(), Some(("n2/abc", 1234)));
-        assert_eq!(Request { path: "/other".into() }.object_ref(), None);
-        assert_eq!(Request { path: "/obj/x?size=zz".into() }.object_ref(), None);
+        assert_eq!(
+            Request {
+                path: "/other".into()
+            }
+            .object_ref(),
+            None
+        );
+        assert_eq!(
+            Request {
+                path: "/obj/x?size=zz".into()
+            }
+            .object_ref(),
+            None
+        );
     }
 
     #[test]
@@ -440,9 +637,21 @@ mod tests {
         for (c, script) in s.iter().enumerate() {
             assert_eq!(script.len(), 9);
             assert!(script[0].path.starts_with("/obj/any/"));
-            let mut owners: Vec<&str> = script.iter().map(|r| &r.path[5..7]).collect();
-            owners.dedup();
-            assert_eq!(owners.len(), 1 + c % 3, "conn {c}: {owners:?}");
+            for first in ["n1", "n2", "n3"] {
+                let mut owners: Vec<String> = script
+                    .iter()
+                    .map(|r| {
+                        r.resolve(first)
+                            .unwrap()
+                            .path
+                            .replace("/obj/any/", &format!("/obj/{first}/"))
+                            [5..7]
+                            .to_string()
+                    })
+                    .collect();
+                owners.dedup();
+                assert_eq!(owners.len(), 1 + c % 3, "conn {c}: {owners:?}");
+            }
         }
     }
 
@@ -470,32 +679,58 @@ mod tests {
                             break;
                         }
                     }
-                    let (name, size) = Request { path }.object_ref().map(|(n, s)| (n.to_string(), s)).unwrap();
+                    let (name, size) = Request { path }
+                        .object_ref()
+                        .map(|(n, s)| (n.to_string(), s))
+                        .unwrap();
                     let mut body = vec![0u8; size as usize];
                     knits_proxy::content::fill(&name, 0, &mut body);
                     if corrupt && size > 10 {
                         body[10] ^= 1;
                     }
-                    let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {size}\r\nx-knits-node: {}\r\n\r\n", nodes.next().unwrap());
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {size}\r\nx-knits-node: {}\r\n\r\n",
+                        nodes.next().unwrap()
+                    );
                     c.write_all(head.as_bytes()).unwrap();
                     c.write_all(&body).unwrap();
                 }
             });
             addr
         }
-        let script: Vec<Request> = (0..5).map(|i| Request::object(&format!("x{i}"), [0, 5, 100_000, 1, 70_000][i])).collect();
+        let script: Vec<Request> = (0..5)
+            .map(|i| Request::object(&format!("x{i}"), [0, 5, 100_000, 1, 70_000][i]))
+            .collect();
         let p = Progress::default();
         let rep = connection(serve(false), &script, 3, Duration::from_secs(5), &p);
         assert_eq!(rep.error, None);
         assert_eq!(rep.requests.len(), 5);
         assert_eq!(rep.handoffs, 2);
         let phases: Vec<Phase> = rep.requests.iter().map(|r| r.phase).collect();
-        assert_eq!(phases, vec![Phase::Before, Phase::Before, Phase::During, Phase::After, Phase::During]);
+        assert_eq!(
+            phases,
+            vec![
+                Phase::Before,
+                Phase::Before,
+                Phase::During,
+                Phase::After,
+                Phase::During
+            ]
+        );
         assert_eq!(p.bytes.load(Ordering::Relaxed), 170_006);
         let rep = connection(serve(true), &script, 3, Duration::from_secs(5), &p);
         let e = rep.error.unwrap();
         assert!(e.contains("byte 10"), "{e}");
-        let report = Report { conns: vec![connection(serve(false), &script, 1, Duration::from_secs(5), &p)], elapsed: Duration::from_secs(1) };
+        let report = Report {
+            conns: vec![connection(
+                serve(false),
+                &script,
+                1,
+                Duration::from_secs(5),
+                &p,
+            )],
+            elapsed: Duration::from_secs(1),
+        };
         let t = report.table();
         assert!(t.contains("requests 5 ok"), "{t}");
         assert!(t.contains("during"), "{t}");

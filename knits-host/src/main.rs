@@ -13,7 +13,11 @@ use knits_host::load::{self, Progress, Spec};
 use knits_host::netns;
 
 #[derive(Parser)]
-#[command(name = "knits-host", version, about = "KNITS switch on Linux TAP devices, a namespace cluster, the demo and a load client")]
+#[command(
+    name = "knits-host",
+    version,
+    about = "KNITS switch on Linux TAP devices, a namespace cluster, the demo and a load client"
+)]
 struct Cli {
     /// Log level of the services: error, warn, info, debug or trace.
     #[arg(long, global = true, default_value = "warn")]
@@ -46,7 +50,7 @@ enum Cmd {
     Load(LoadArgs),
     /// (internal) the knits-proxy back-end proxy, run inside a node namespace.
     #[command(hide = true)]
-    ExecProxy(knits_proxy::config::RunArgs),
+    ExecProxy(Box<knits_proxy::config::RunArgs>),
     /// (internal) the deterministic origin server, run inside a node namespace.
     #[command(hide = true)]
     ExecOrigin(knits_proxy::origin::OriginArgs),
@@ -55,7 +59,7 @@ enum Cmd {
 #[derive(Subcommand)]
 enum ClusterCmd {
     /// Build the cluster, run the switch in the foreground, print "ready"; Ctrl-C tears down.
-    Up(UpArgs),
+    Up(Box<UpArgs>),
     /// Remove what a crashed run with this prefix left (namespaces, links, processes).
     Down {
         /// Run prefix.
@@ -226,7 +230,11 @@ struct LoadArgs {
     #[arg(long, default_value_t = 2)]
     max_handoffs: usize,
     /// Object sizes to cycle through, bytes.
-    #[arg(long, value_delimiter = ',', default_value = "0,1024,16384,102400,1048576")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "0,1024,16384,102400,1048576"
+    )]
     sizes: Vec<u64>,
     /// Inactivity limit per connection, ms.
     #[arg(long, default_value_t = 10_000)]
@@ -235,9 +243,13 @@ struct LoadArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt().with_max_level(cli.log_level).with_target(false).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_max_level(cli.log_level)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
     let r = match cli.cmd {
-        Cmd::ExecProxy(args) => exec_proxy(args, cli.threads),
+        Cmd::ExecProxy(args) => exec_proxy(*args, cli.threads),
         Cmd::ExecOrigin(args) => exec_origin(args, cli.threads),
         Cmd::Cluster(ClusterCmd::Down { prefix }) => cluster_down(&prefix),
         Cmd::Cluster(ClusterCmd::Up(args)) => args.config().and_then(cluster_up),
@@ -261,11 +273,13 @@ fn main() -> ExitCode {
 fn tokio_rt(threads: Option<usize>) -> Result<tokio::runtime::Runtime, String> {
     let mut b = tokio::runtime::Builder::new_multi_thread();
     b.enable_all().worker_threads(threads.unwrap_or(1).max(1));
-    b.build().map_err(|e| format!("cannot start the runtime: {e}"))
+    b.build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))
 }
 
 async fn shutdown_signal() {
-    if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+    if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
@@ -278,7 +292,9 @@ async fn shutdown_signal() {
 fn exec_proxy(args: knits_proxy::config::RunArgs, threads: Option<usize>) -> Result<(), String> {
     let cfg = args.load().map_err(|e| e.to_string())?;
     tokio_rt(threads)?.block_on(async move {
-        let proxy = knits_proxy::Proxy::bind(cfg).await.map_err(|e| format!("proxy: {e}"))?;
+        let proxy = knits_proxy::Proxy::bind(cfg)
+            .await
+            .map_err(|e| format!("proxy: {e}"))?;
         tokio::select! {
             _ = proxy.run() => {}
             _ = shutdown_signal() => {}
@@ -287,7 +303,10 @@ fn exec_proxy(args: knits_proxy::config::RunArgs, threads: Option<usize>) -> Res
     })
 }
 
-fn exec_origin(args: knits_proxy::origin::OriginArgs, threads: Option<usize>) -> Result<(), String> {
+fn exec_origin(
+    args: knits_proxy::origin::OriginArgs,
+    threads: Option<usize>,
+) -> Result<(), String> {
     tokio_rt(threads)?.block_on(async move {
         let origin = knits_proxy::Origin::bind(args.listen, args.node_id.clone())
             .await
@@ -320,7 +339,8 @@ fn cluster_down(prefix: &str) -> Result<(), String> {
 fn stop_on_signals() -> Result<Arc<AtomicBool>, String> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, stop.clone()).map_err(|e| format!("signal handler: {e}"))?;
+        signal_hook::flag::register(sig, stop.clone())
+            .map_err(|e| format!("signal handler: {e}"))?;
     }
     Ok(stop)
 }
@@ -339,10 +359,7 @@ fn cluster_up(cfg: ClusterConfig) -> Result<(), String> {
     eprintln!(
         "cluster {prefix}: {} nodes; client namespace {}; try `ip netns exec {} curl http://{}/obj/n2/x?size=100`; \
          counters: `knits-host stats --prefix {prefix}`",
-        c.config.nodes,
-        c.client_ns,
-        c.client_ns,
-        c.config.vip
+        c.config.nodes, c.client_ns, c.client_ns, c.config.vip
     );
     if let Some(a) = c.metrics_addr() {
         eprintln!("metrics on http://{a}/metrics");
@@ -371,14 +388,25 @@ fn cluster_up(cfg: ClusterConfig) -> Result<(), String> {
     r
 }
 
-fn ready_probe(ns: &str, vip: SocketAddr, nodes: usize, deadline: std::time::Instant) -> Result<(), String> {
+fn ready_probe(
+    ns: &str,
+    vip: SocketAddr,
+    nodes: usize,
+    deadline: std::time::Instant,
+) -> Result<(), String> {
     // Same probe as Cluster::wait_ready, without the Cluster (it is busy running the switch).
     netns::enter(ns).map_err(|e| e.to_string())?;
     let p = Progress::default();
     let mut seen = std::collections::BTreeSet::new();
     let mut last = String::new();
     while std::time::Instant::now() < deadline {
-        let rep = load::connection(vip, &[load::Request::object("any/ready", 1)], 1, Duration::from_secs(1), &p);
+        let rep = load::connection(
+            vip,
+            &[load::Request::object("any/ready", 1)],
+            1,
+            Duration::from_secs(3),
+            &p,
+        );
         match (rep.error, rep.requests.first().and_then(|r| r.node.clone())) {
             (None, Some(n)) => {
                 seen.insert(n);
@@ -392,7 +420,10 @@ fn ready_probe(ns: &str, vip: SocketAddr, nodes: usize, deadline: std::time::Ins
             }
         }
     }
-    Err(format!("the cluster did not become ready ({} of {nodes} nodes answered); last error: {last}", seen.len()))
+    Err(format!(
+        "the cluster did not become ready ({} of {nodes} nodes answered); last error: {last}",
+        seen.len()
+    ))
 }
 
 fn run_with_progress(spec: Spec, label: &str) -> load::Report {
@@ -400,9 +431,11 @@ fn run_with_progress(spec: Spec, label: &str) -> load::Report {
     let progress = Arc::new(Progress::default());
     let bar = indicatif::ProgressBar::new(total);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{prefix} [{bar:40}] {pos}/{len} requests {msg} ({elapsed})")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
+        indicatif::ProgressStyle::with_template(
+            "{prefix} [{bar:40}] {pos}/{len} requests {msg} ({elapsed})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
     );
     bar.set_prefix(label.to_string());
     let p2 = progress.clone();
@@ -430,22 +463,37 @@ fn demo(args: DemoArgs) -> Result<(), String> {
         prefix: Some(netns::unique_prefix("demo")),
         offloads: !args.no_offloads,
         pcap: args.pcap.clone(),
-        timeouts: cluster::TimeoutsMs { time_wait_ms: Some(2000), ..Default::default() },
+        timeouts: cluster::TimeoutsMs {
+            time_wait_ms: Some(2000),
+            ..Default::default()
+        },
         ..ClusterConfig::default()
     };
     let t0 = std::time::Instant::now();
-    eprintln!("building a 3-node cluster (prefix {}) ...", cfg.prefix.as_deref().unwrap_or(""));
+    eprintln!(
+        "building a 3-node cluster (prefix {}) ...",
+        cfg.prefix.as_deref().unwrap_or("")
+    );
     let mut c = Cluster::up(cfg, &self_exe()?)?;
     c.start_switch()?;
     c.wait_ready(Duration::from_secs(30))?;
-    eprintln!("ready after {:.1} s; running the workload", t0.elapsed().as_secs_f64());
+    eprintln!(
+        "ready after {:.1} s; running the workload",
+        t0.elapsed().as_secs_f64()
+    );
     if stop.load(Ordering::Relaxed) {
         return Err("interrupted".into());
     }
     let spec = Spec {
         target: c.vip(),
         netns: Some(c.client_ns.clone()),
-        scripts: load::mixed_scripts(args.conns, args.requests, 3, 2, &[0, 1024, 16 * 1024, 100 * 1024, 1 << 20]),
+        scripts: load::mixed_scripts(
+            args.conns,
+            args.requests,
+            3,
+            2,
+            &[0, 1024, 16 * 1024, 100 * 1024, 1 << 20],
+        ),
         pipeline: args.pipeline,
         concurrency: args.conns,
         timeout: Duration::from_secs(10),
@@ -454,7 +502,10 @@ fn demo(args: DemoArgs) -> Result<(), String> {
     // Let the switch see the closes before reading its counters.
     std::thread::sleep(Duration::from_millis(300));
     let snap = c.stop_switch()?;
-    println!("== client ({} connections, pipeline {}, every byte verified) ==", args.conns, args.pipeline);
+    println!(
+        "== client ({} connections, pipeline {}, every byte verified) ==",
+        args.conns, args.pipeline
+    );
     print!("{}", report.table());
     println!("== switch ==");
     print!("{}", snap.table());
@@ -484,7 +535,13 @@ fn load_cmd(args: LoadArgs) -> Result<(), String> {
     let spec = Spec {
         target: args.target,
         netns: ns,
-        scripts: load::mixed_scripts(args.conns, args.requests, args.nodes, args.max_handoffs, &args.sizes),
+        scripts: load::mixed_scripts(
+            args.conns,
+            args.requests,
+            args.nodes,
+            args.max_handoffs,
+            &args.sizes,
+        ),
         pipeline: args.pipeline,
         concurrency: args.concurrency,
         timeout: Duration::from_millis(args.timeout_ms),
@@ -492,7 +549,11 @@ fn load_cmd(args: LoadArgs) -> Result<(), String> {
     let report = run_with_progress(spec, "load");
     print!("{}", report.table());
     if !report.failures().is_empty() {
-        return Err(format!("{} of {} connections failed", report.failures().len(), report.conns.len()));
+        return Err(format!(
+            "{} of {} connections failed",
+            report.failures().len(),
+            report.conns.len()
+        ));
     }
     Ok(())
 }

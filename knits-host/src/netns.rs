@@ -21,7 +21,8 @@ pub fn check_prefix(p: &str) -> Result<(), String> {
     let ok = !p.is_empty()
         && p.len() <= MAX_PREFIX
         && p.as_bytes()[0].is_ascii_lowercase()
-        && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        && p.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
     if ok {
         Ok(())
     } else {
@@ -41,11 +42,17 @@ pub fn unique_prefix(stem: &str) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    let mut x = (std::process::id() as u64) << 32 ^ t as u64 ^ (N.fetch_add(1, Ordering::Relaxed) as u64) << 20;
+    let mut x = (std::process::id() as u64) << 32
+        ^ t as u64
+        ^ (N.fetch_add(1, Ordering::Relaxed) as u64) << 20;
     x = crate::faults::splitmix64(&mut x);
     let stem: String = stem.chars().take(MAX_PREFIX - 5).collect();
     let digits = MAX_PREFIX - stem.len();
-    format!("{stem}{:0width$x}", x & ((1u64 << (4 * digits)) - 1), width = digits)
+    format!(
+        "{stem}{:0width$x}",
+        x & ((1u64 << (4 * digits)) - 1),
+        width = digits
+    )
 }
 
 /// Runs `ip` with `args`; the error names the command and carries its stderr.
@@ -127,7 +134,9 @@ pub fn enter(name: &str) -> io::Result<()> {
 /// True when the process may create TAPs and namespaces (effective CAP_NET_ADMIN).
 pub fn have_net_admin() -> bool {
     // CapEff in /proc/self/status; CAP_NET_ADMIN is bit 12.
-    let Ok(s) = std::fs::read_to_string("/proc/self/status") else { return false };
+    let Ok(s) = std::fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
     s.lines()
         .find_map(|l| l.strip_prefix("CapEff:"))
         .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
@@ -143,7 +152,11 @@ fn kill_pid(pid: i32, sig: i32) {
 
 /// Kills every process in namespace `ns` (as `ip netns pids` lists them).
 fn kill_namespace_pids(ns: &str) {
-    let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).stderr(Stdio::null()).output() else {
+    let Ok(out) = Command::new("ip")
+        .args(["netns", "pids", ns])
+        .stderr(Stdio::null())
+        .output()
+    else {
         return;
     };
     for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
@@ -196,7 +209,11 @@ impl Guard {
     /// A guard for names carrying `prefix`.
     pub fn new(prefix: &str) -> Result<Guard, String> {
         check_prefix(prefix)?;
-        Ok(Guard { prefix: prefix.to_string(), namespaces: Vec::new(), children: Vec::new() })
+        Ok(Guard {
+            prefix: prefix.to_string(),
+            namespaces: Vec::new(),
+            children: Vec::new(),
+        })
     }
 
     /// The run prefix.
@@ -219,7 +236,15 @@ impl Guard {
         // No IPv6 on the cluster's links: the switch forwards IPv4 only, and router
         // solicitations would only show up as drops. Set before any link moves in.
         let out = Command::new("ip")
-            .args(["netns", "exec", &name, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"])
+            .args([
+                "netns",
+                "exec",
+                &name,
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.all.disable_ipv6=1",
+                "net.ipv6.conf.default.disable_ipv6=1",
+            ])
             .stdin(Stdio::null())
             .output()?;
         if !out.status.success() {
@@ -263,7 +288,9 @@ impl Guard {
         log: Option<File>,
     ) -> io::Result<u32> {
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", ns, program]).args(args).stdin(Stdio::null());
+        cmd.args(["netns", "exec", ns, program])
+            .args(args)
+            .stdin(Stdio::null());
         match log {
             Some(f) => {
                 let f2 = f.try_clone()?;
@@ -276,7 +303,13 @@ impl Guard {
         // SAFETY: prctl is async-signal-safe; called between fork and exec.
         unsafe {
             cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+                libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                );
                 Ok(())
             });
         }

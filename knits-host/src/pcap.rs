@@ -68,7 +68,11 @@ impl<W: Write> Writer<W> {
         body.extend_from_slice(&1u16.to_le_bytes());
         body.extend_from_slice(&0u16.to_le_bytes());
         body.extend_from_slice(&(-1i64).to_le_bytes());
-        option(&mut body, OPT_SHB_USERAPPL, concat!("knits-host ", env!("CARGO_PKG_VERSION")).as_bytes());
+        option(
+            &mut body,
+            OPT_SHB_USERAPPL,
+            concat!("knits-host ", env!("CARGO_PKG_VERSION")).as_bytes(),
+        );
         option(&mut body, OPT_END, &[]);
         block(&mut w, SHB, &body)?;
         for name in interfaces {
@@ -81,15 +85,29 @@ impl<W: Write> Writer<W> {
             option(&mut body, OPT_END, &[]);
             block(&mut w, IDB, &body)?;
         }
-        Ok(Writer { w, interfaces: interfaces.len() as u32, scratch: Vec::new(), frames: 0 })
+        Ok(Writer {
+            w,
+            interfaces: interfaces.len() as u32,
+            scratch: Vec::new(),
+            frames: 0,
+        })
     }
 
     /// Records one frame seen on `interface` at `ts_us` (microseconds since the epoch).
-    pub fn write(&mut self, interface: u32, ts_us: u64, dir: Direction, frame: &[u8]) -> io::Result<()> {
+    pub fn write(
+        &mut self,
+        interface: u32,
+        ts_us: u64,
+        dir: Direction,
+        frame: &[u8],
+    ) -> io::Result<()> {
         if interface >= self.interfaces {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("pcapng: interface {interface} was not declared ({} declared)", self.interfaces),
+                format!(
+                    "pcapng: interface {interface} was not declared ({} declared)",
+                    self.interfaces
+                ),
             ));
         }
         let cap = frame.len().min(SNAPLEN as usize);
@@ -180,16 +198,15 @@ pub fn read(mut r: impl Read) -> io::Result<Capture> {
     while at < all.len() {
         let kind = le32(&all, at)?;
         let len = le32(&all, at + 4)? as usize;
-        if len < 12 || len % 4 != 0 || at + len > all.len() {
+        if len < 12 || !len.is_multiple_of(4) || at + len > all.len() {
             return Err(bad("bad block length"));
         }
         let body = &all[at + 8..at + len - 4];
         match kind {
-            SHB => {
-                if le32(body, 0)? != BYTE_ORDER_MAGIC {
-                    return Err(bad("not little-endian or not pcapng"));
-                }
+            SHB if le32(body, 0)? != BYTE_ORDER_MAGIC => {
+                return Err(bad("not little-endian or not pcapng"));
             }
+            SHB => {}
             IDB => {
                 let mut name = String::new();
                 if body.len() >= 8 {
@@ -205,7 +222,10 @@ pub fn read(mut r: impl Read) -> io::Result<Capture> {
                 let interface = le32(body, 0)?;
                 let ts_us = (le32(body, 4)? as u64) << 32 | le32(body, 8)? as u64;
                 let caplen = le32(body, 12)? as usize;
-                let data = body.get(20..20 + caplen).ok_or_else(|| bad("packet truncated"))?.to_vec();
+                let data = body
+                    .get(20..20 + caplen)
+                    .ok_or_else(|| bad("packet truncated"))?
+                    .to_vec();
                 let mut dir = None;
                 if let Some(opts) = body.get(20 + pad4(caplen)..) {
                     options(opts, |c, v| {
@@ -218,7 +238,12 @@ pub fn read(mut r: impl Read) -> io::Result<Capture> {
                         }
                     });
                 }
-                cap.records.push(Record { interface, ts_us, dir, data });
+                cap.records.push(Record {
+                    interface,
+                    ts_us,
+                    dir,
+                    data,
+                });
             }
             _ => {}
         }
@@ -234,9 +259,12 @@ mod tests {
     fn sample() -> Vec<u8> {
         let names: Vec<String> = vec!["client".into(), "n1".into(), "n2".into()];
         let mut w = Writer::new(Vec::new(), &names).unwrap();
-        w.write(0, 1_700_000_000_000_001, Direction::In, &[1, 2, 3, 4, 5]).unwrap();
-        w.write(2, 1_700_000_000_000_002, Direction::Out, &[0xaa; 64]).unwrap();
-        w.write(1, 1_700_000_000_000_003, Direction::Out, &vec![7u8; 65_549]).unwrap();
+        w.write(0, 1_700_000_000_000_001, Direction::In, &[1, 2, 3, 4, 5])
+            .unwrap();
+        w.write(2, 1_700_000_000_000_002, Direction::Out, &[0xaa; 64])
+            .unwrap();
+        w.write(1, 1_700_000_000_000_003, Direction::Out, &vec![7u8; 65_549])
+            .unwrap();
         assert!(w.write(3, 0, Direction::In, &[0]).is_err());
         assert_eq!(w.frames, 3);
         w.into_inner()
@@ -271,7 +299,11 @@ mod tests {
     /// When tshark is installed, it reads the file and sees the interfaces and directions.
     #[test]
     fn tshark_reads_it() {
-        if std::process::Command::new("tshark").arg("-v").output().is_err() {
+        if std::process::Command::new("tshark")
+            .arg("-v")
+            .output()
+            .is_err()
+        {
             eprintln!("tshark not installed; skipping the tshark cross-check");
             return;
         }
@@ -281,16 +313,33 @@ mod tests {
         let names: Vec<String> = vec!["p0".into(), "p1".into()];
         let mut w = Writer::new(std::fs::File::create(&path).unwrap(), &names).unwrap();
         let f = crate::testutil::tcp_frame(b"GET / HTTP/1.1\r\n\r\n", true);
-        w.write(0, 1_700_000_000_000_000, Direction::In, &f).unwrap();
-        w.write(1, 1_700_000_000_000_500, Direction::Out, &f).unwrap();
+        w.write(0, 1_700_000_000_000_000, Direction::In, &f)
+            .unwrap();
+        w.write(1, 1_700_000_000_000_500, Direction::Out, &f)
+            .unwrap();
         w.flush().unwrap();
         drop(w);
         let out = std::process::Command::new("tshark")
-            .args(["-r", path.to_str().unwrap(), "-T", "fields", "-e", "frame.interface_id", "-e", "tcp.dstport", "-e", "frame.p2p_dir"])
+            .args([
+                "-r",
+                path.to_str().unwrap(),
+                "-T",
+                "fields",
+                "-e",
+                "frame.interface_id",
+                "-e",
+                "tcp.dstport",
+                "-e",
+                "frame.p2p_dir",
+            ])
             .output()
             .unwrap();
         let _ = std::fs::remove_dir_all(&dir);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let text = String::from_utf8_lossy(&out.stdout);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2, "{text}");

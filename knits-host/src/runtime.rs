@@ -63,7 +63,9 @@ pub struct FrameSink {
 
 impl Default for FrameSink {
     fn default() -> Self {
-        FrameSink { frames: Vec::with_capacity(SINK_CAPACITY) }
+        FrameSink {
+            frames: Vec::with_capacity(SINK_CAPACITY),
+        }
     }
 }
 
@@ -93,7 +95,14 @@ impl FrameSink {
 /// The packet logic the loop drives.
 pub trait Core {
     /// Handles one frame received on `port`; may rewrite it in place and queue generated frames.
-    fn process(&mut self, port: PortId, now: Instant, frame: &mut [u8], csum: checksum::Kind, sink: &mut FrameSink) -> Outcome;
+    fn process(
+        &mut self,
+        port: PortId,
+        now: Instant,
+        frame: &mut [u8],
+        csum: checksum::Kind,
+        sink: &mut FrameSink,
+    ) -> Outcome;
     /// Runs timers.
     fn poll(&mut self, now: Instant, sink: &mut FrameSink);
     /// Copies counters and occupancy into `snap` (ports and host figures are filled by the loop).
@@ -109,7 +118,14 @@ pub struct Bridge {
 }
 
 impl Core for Bridge {
-    fn process(&mut self, port: PortId, _now: Instant, _frame: &mut [u8], _csum: checksum::Kind, _sink: &mut FrameSink) -> Outcome {
+    fn process(
+        &mut self,
+        port: PortId,
+        _now: Instant,
+        _frame: &mut [u8],
+        _csum: checksum::Kind,
+        _sink: &mut FrameSink,
+    ) -> Outcome {
         self.frames += 1;
         match port {
             0 => Outcome::Forward(1),
@@ -183,12 +199,20 @@ pub struct Runtime<C: Core> {
 }
 
 fn now_us() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
 }
 
 impl<C: Core> Runtime<C> {
     /// A loop over `taps` (port id = index) driving `core`.
-    pub fn new(core: C, taps: Vec<Tap>, opts: &Options, snapshot: Arc<Mutex<Snapshot>>) -> io::Result<Runtime<C>> {
+    pub fn new(
+        core: C,
+        taps: Vec<Tap>,
+        opts: &Options,
+        snapshot: Arc<Mutex<Snapshot>>,
+    ) -> io::Result<Runtime<C>> {
         // SAFETY: epoll_create1 returns a new fd or -1.
         let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if fd < 0 {
@@ -198,19 +222,33 @@ impl<C: Core> Runtime<C> {
         let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
         let faults = opts.faults.filter(|f| f.active());
         if let Some(f) = &faults {
-            f.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+            f.validate()
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         }
         let offloads = taps.first().is_some_and(|t| t.options().offloads);
         let mut ports = Vec::new();
         for (i, tap) in taps.into_iter().enumerate() {
-            let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: i as u64 };
+            let mut ev = libc::epoll_event {
+                events: libc::EPOLLIN as u32,
+                u64: i as u64,
+            };
             // SAFETY: registering a valid fd with a valid event struct.
-            let r = unsafe { libc::epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, tap.as_raw_fd(), &mut ev) };
+            let r = unsafe {
+                libc::epoll_ctl(
+                    epoll.as_raw_fd(),
+                    libc::EPOLL_CTL_ADD,
+                    tap.as_raw_fd(),
+                    &mut ev,
+                )
+            };
             if r < 0 {
                 return Err(io::Error::last_os_error());
             }
             ports.push(Port {
-                stats: PortStats { name: tap.name().to_string(), ..Default::default() },
+                stats: PortStats {
+                    name: tap.name().to_string(),
+                    ..Default::default()
+                },
                 fault_in: faults.map(|f| Injector::new(f, 2 * i as u64)),
                 fault_out: faults.map(|f| Injector::new(f, 2 * i as u64 + 1)),
                 tap,
@@ -218,10 +256,14 @@ impl<C: Core> Runtime<C> {
         }
         let pcap = match &opts.pcap {
             Some(path) => {
-                let f = File::create(path)
-                    .map_err(|e| io::Error::new(e.kind(), format!("pcap file {}: {e}", path.display())))?;
+                let f = File::create(path).map_err(|e| {
+                    io::Error::new(e.kind(), format!("pcap file {}: {e}", path.display()))
+                })?;
                 let names: Vec<String> = ports.iter().map(|p| p.stats.name.clone()).collect();
-                Some(pcap::Writer::new(BufWriter::with_capacity(1 << 20, f), &names)?)
+                Some(pcap::Writer::new(
+                    BufWriter::with_capacity(1 << 20, f),
+                    &names,
+                )?)
             }
             None => None,
         };
@@ -262,9 +304,19 @@ impl<C: Core> Runtime<C> {
                 wake = wake.min(h.due);
             }
             let timeout = wake.saturating_duration_since(wall);
-            let ms = timeout.as_micros().div_ceil(1000).min(POLL_INTERVAL.as_millis()) as i32;
+            let ms = timeout
+                .as_micros()
+                .div_ceil(1000)
+                .min(POLL_INTERVAL.as_millis()) as i32;
             // SAFETY: events is a valid array of the given length.
-            let n = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), events.len() as i32, ms) };
+            let n = unsafe {
+                libc::epoll_wait(
+                    self.epoll.as_raw_fd(),
+                    events.as_mut_ptr(),
+                    events.len() as i32,
+                    ms,
+                )
+            };
             if n < 0 {
                 let e = io::Error::last_os_error();
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -308,12 +360,16 @@ impl<C: Core> Runtime<C> {
     pub fn publish(&self) {
         let mut s = Snapshot::default();
         self.core.snapshot(&mut s);
-        s.ports = self.ports.iter().map(|p| {
-            let mut st = p.stats.clone();
-            st.faults_in = p.fault_in.as_ref().map(|f| f.stats).unwrap_or_default();
-            st.faults_out = p.fault_out.as_ref().map(|f| f.stats).unwrap_or_default();
-            st
-        }).collect();
+        s.ports = self
+            .ports
+            .iter()
+            .map(|p| {
+                let mut st = p.stats.clone();
+                st.faults_in = p.fault_in.as_ref().map(|f| f.stats).unwrap_or_default();
+                st.faults_out = p.fault_out.as_ref().map(|f| f.stats).unwrap_or_default();
+                st
+            })
+            .collect();
         s.pcap_frames = self.pcap.as_ref().map(|p| p.frames).unwrap_or(0);
         s.uptime_s = self.start.elapsed().as_secs_f64();
         s.offloads = self.offloads;
@@ -324,7 +380,9 @@ impl<C: Core> Runtime<C> {
 
     fn read_port(&mut self, port: usize) {
         for _ in 0..BATCH {
-            let Some(p) = self.ports.get_mut(port) else { return };
+            let Some(p) = self.ports.get_mut(port) else {
+                return;
+            };
             let n = match p.tap.recv(&mut self.buf) {
                 Ok(Some(n)) => n,
                 Ok(None) => return,
@@ -400,7 +458,13 @@ impl<C: Core> Runtime<C> {
             let _ = w.write(port as u32, now_us(), Direction::In, &b[vnet::HDR_LEN..]);
         }
         let now = self.now();
-        let outcome = self.core.process(port, now, &mut b[vnet::HDR_LEN..], hdr.csum_kind(), &mut self.sink);
+        let outcome = self.core.process(
+            port,
+            now,
+            &mut b[vnet::HDR_LEN..],
+            hdr.csum_kind(),
+            &mut self.sink,
+        );
         if let Outcome::Forward(out) = outcome {
             self.send(out, b);
         }
@@ -427,7 +491,9 @@ impl<C: Core> Runtime<C> {
         if let Some(w) = &mut self.pcap {
             let _ = w.write(port as u32, now_us(), Direction::Out, &b[vnet::HDR_LEN..]);
         }
-        let Some(p) = self.ports.get_mut(port as usize) else { return };
+        let Some(p) = self.ports.get_mut(port as usize) else {
+            return;
+        };
         if let Some(inj) = &mut p.fault_out {
             let d = inj.decide();
             if d.drop {
@@ -446,10 +512,22 @@ impl<C: Core> Runtime<C> {
                 self.held_seq += 1;
                 let due = std::time::Instant::now() + delay;
                 if d.duplicate {
-                    self.held.push(Held { due, seq: self.held_seq, port, ingress: false, data: data.clone() });
+                    self.held.push(Held {
+                        due,
+                        seq: self.held_seq,
+                        port,
+                        ingress: false,
+                        data: data.clone(),
+                    });
                     self.held_seq += 1;
                 }
-                self.held.push(Held { due, seq: self.held_seq, port, ingress: false, data });
+                self.held.push(Held {
+                    due,
+                    seq: self.held_seq,
+                    port,
+                    ingress: false,
+                    data,
+                });
                 return;
             }
             if d.duplicate {
@@ -460,15 +538,29 @@ impl<C: Core> Runtime<C> {
     }
 
     fn write_raw(&mut self, port: PortId, b: &[u8]) {
-        let Some(p) = self.ports.get_mut(port as usize) else { return };
+        let Some(p) = self.ports.get_mut(port as usize) else {
+            return;
+        };
         match p.tap.send(b) {
             Ok(()) => {
+                if is_tcp_rst(&b[vnet::HDR_LEN..]) {
+                    p.stats.tx_rst += 1;
+                }
                 p.stats.tx_frames += 1;
                 p.stats.tx_bytes += (b.len() - vnet::HDR_LEN) as u64;
             }
             Err(_) => p.stats.tx_errors += 1,
         }
     }
+}
+
+/// True for an Ethernet/IPv4/TCP frame with the RST flag.
+pub fn is_tcp_rst(f: &[u8]) -> bool {
+    if f.len() < 14 + 20 || f[12..14] != [0x08, 0x00] || f[14 + 9] != 6 {
+        return false;
+    }
+    let ihl = (f[14] & 0x0f) as usize * 4;
+    f.get(14 + ihl + 13).is_some_and(|flags| flags & 0x04 != 0)
 }
 
 #[cfg(test)]
@@ -491,7 +583,13 @@ mod tests {
         let t = std::time::Instant::now();
         let mut h = BinaryHeap::new();
         for (i, ms) in [5u64, 1, 3].iter().enumerate() {
-            h.push(Held { due: t + Duration::from_millis(*ms), seq: i as u64, port: 0, ingress: true, data: vec![] });
+            h.push(Held {
+                due: t + Duration::from_millis(*ms),
+                seq: i as u64,
+                port: 0,
+                ingress: true,
+                data: vec![],
+            });
         }
         let order: Vec<u64> = std::iter::from_fn(|| h.pop().map(|x| x.seq)).collect();
         assert_eq!(order, vec![1, 2, 0]);

@@ -38,6 +38,9 @@ pub struct PortStats {
     pub rx_errors: u64,
     /// Writes that failed (the frame is lost).
     pub tx_errors: u64,
+    /// TCP segments with RST written to the port (a client should never see one for a
+    /// hand-off that succeeded).
+    pub tx_rst: u64,
     /// Fault injector on frames read from the port.
     pub faults_in: FaultStats,
     /// Fault injector on frames written to the port.
@@ -53,6 +56,9 @@ pub struct Snapshot {
     pub flows: usize,
     /// Flow capacity.
     pub flow_capacity: usize,
+    /// Flow entries per TCP state (syn_sent, syn_received, established, fin_wait, closing,
+    /// time_wait).
+    pub flows_by_state: [usize; 6],
     /// Splice sessions in use.
     pub sessions: usize,
     /// Session capacity.
@@ -94,13 +100,23 @@ impl Snapshot {
         );
         let _ = writeln!(
             s,
-            "  {:<4} {:<16} {:>10} {:>10} {:>12} {:>10} {:>12} {:>7} {:>6} {:>6}",
-            "port", "interface", "core rx", "core tx", "rx bytes", "tx frames", "tx bytes", "rx gso", "rx err", "tx err"
+            "  {:<4} {:<16} {:>10} {:>10} {:>12} {:>10} {:>12} {:>7} {:>6} {:>6} {:>6}",
+            "port",
+            "interface",
+            "core rx",
+            "core tx",
+            "rx bytes",
+            "tx frames",
+            "tx bytes",
+            "rx gso",
+            "rx err",
+            "tx err",
+            "tx rst"
         );
         for (i, p) in self.ports.iter().enumerate() {
             let _ = writeln!(
                 s,
-                "  {:<4} {:<16} {:>10} {:>10} {:>12} {:>10} {:>12} {:>7} {:>6} {:>6}",
+                "  {:<4} {:<16} {:>10} {:>10} {:>12} {:>10} {:>12} {:>7} {:>6} {:>6} {:>6}",
                 i,
                 p.name,
                 c.rx_frames.get(i).copied().unwrap_or(0),
@@ -110,8 +126,26 @@ impl Snapshot {
                 p.tx_bytes,
                 p.rx_gso,
                 p.rx_errors,
-                p.tx_errors
+                p.tx_errors,
+                p.tx_rst
             );
+        }
+        if self.flows > 0 {
+            let names = [
+                "syn_sent",
+                "syn_received",
+                "established",
+                "fin_wait",
+                "closing",
+                "time_wait",
+            ];
+            let v: Vec<String> = names
+                .iter()
+                .zip(self.flows_by_state)
+                .filter(|(_, n)| *n > 0)
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect();
+            let _ = writeln!(s, "flows by state: {}", v.join(", "));
         }
         let _ = writeln!(
             s,
@@ -122,13 +156,26 @@ impl Snapshot {
             c.handoffs_rolled_back
         );
         let nonzero = |pairs: Vec<(&str, u64)>| -> String {
-            let v: Vec<String> = pairs.into_iter().filter(|(_, n)| *n > 0).map(|(k, n)| format!("{k} {n}")).collect();
-            if v.is_empty() { "none".to_string() } else { v.join(", ") }
+            let v: Vec<String> = pairs
+                .into_iter()
+                .filter(|(_, n)| *n > 0)
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect();
+            if v.is_empty() {
+                "none".to_string()
+            } else {
+                v.join(", ")
+            }
         };
         let _ = writeln!(
             s,
             "  reply codes: {}",
-            nonzero(ReplyCode::ALL.iter().map(|r| (r.name(), c.handoffs[r.index()])).collect())
+            nonzero(
+                ReplyCode::ALL
+                    .iter()
+                    .map(|r| (r.name(), c.handoffs[r.index()]))
+                    .collect()
+            )
         );
         let _ = writeln!(
             s,
@@ -137,7 +184,13 @@ impl Snapshot {
                 c.sprayed
                     .iter()
                     .enumerate()
-                    .map(|(i, n)| (["n1", "n2", "n3", "n4", "n5", "n6", "n7", "n8", "n9", "n10", "n11", "n12", "n13", "n14", "n15"][i.min(14)], *n))
+                    .map(|(i, n)| (
+                        [
+                            "n1", "n2", "n3", "n4", "n5", "n6", "n7", "n8", "n9", "n10", "n11",
+                            "n12", "n13", "n14", "n15"
+                        ][i.min(14)],
+                        *n
+                    ))
                     .collect()
             ),
             c.tracked_routed,
@@ -147,18 +200,33 @@ impl Snapshot {
         let _ = writeln!(
             s,
             "local: {}",
-            nonzero(LocalKind::ALL.iter().map(|k| (k.name(), c.local[k.index()])).collect())
+            nonzero(
+                LocalKind::ALL
+                    .iter()
+                    .map(|k| (k.name(), c.local[k.index()]))
+                    .collect()
+            )
         );
         let _ = writeln!(
             s,
             "generated: {}",
-            nonzero(Generated::ALL.iter().map(|k| (k.name(), c.generated[k.index()])).collect())
+            nonzero(
+                Generated::ALL
+                    .iter()
+                    .map(|k| (k.name(), c.generated[k.index()]))
+                    .collect()
+            )
         );
         let _ = writeln!(
             s,
             "drops ({}): {}",
             c.total_drops(),
-            nonzero(DropReason::ALL.iter().map(|k| (k.name(), c.drops[k.index()])).collect())
+            nonzero(
+                DropReason::ALL
+                    .iter()
+                    .map(|k| (k.name(), c.drops[k.index()]))
+                    .collect()
+            )
         );
         let mut fin = FaultStats::default();
         let mut fout = FaultStats::default();
@@ -187,86 +255,241 @@ impl Snapshot {
     pub fn prometheus(&self) -> String {
         let c = &self.core;
         let mut s = String::new();
-        let family = |s: &mut String, name: &str, kind: &str, help: &str, samples: Vec<(String, u64)>| {
-            let _ = writeln!(s, "# HELP knits_{name} {help}");
-            let _ = writeln!(s, "# TYPE knits_{name} {kind}");
-            for (labels, v) in samples {
-                if labels.is_empty() {
-                    let _ = writeln!(s, "knits_{name} {v}");
-                } else {
-                    let _ = writeln!(s, "knits_{name}{{{labels}}} {v}");
+        let family =
+            |s: &mut String, name: &str, kind: &str, help: &str, samples: Vec<(String, u64)>| {
+                let _ = writeln!(s, "# HELP knits_{name} {help}");
+                let _ = writeln!(s, "# TYPE knits_{name} {kind}");
+                for (labels, v) in samples {
+                    if labels.is_empty() {
+                        let _ = writeln!(s, "knits_{name} {v}");
+                    } else {
+                        let _ = writeln!(s, "knits_{name}{{{labels}}} {v}");
+                    }
                 }
-            }
-        };
+            };
         let ports = self.ports.len().max(1);
         let per_port = |a: &[u64]| -> Vec<(String, u64)> {
-            (0..ports).map(|i| (format!("port=\"{i}\""), a.get(i).copied().unwrap_or(0))).collect()
+            (0..ports)
+                .map(|i| (format!("port=\"{i}\""), a.get(i).copied().unwrap_or(0)))
+                .collect()
         };
-        family(&mut s, "rx_frames_total", "counter", "Frames the core received, per port.", per_port(&c.rx_frames));
-        family(&mut s, "tx_frames_total", "counter", "Frames the core forwarded, per egress port.", per_port(&c.tx_frames));
+        family(
+            &mut s,
+            "rx_frames_total",
+            "counter",
+            "Frames the core received, per port.",
+            per_port(&c.rx_frames),
+        );
+        family(
+            &mut s,
+            "tx_frames_total",
+            "counter",
+            "Frames the core forwarded, per egress port.",
+            per_port(&c.tx_frames),
+        );
         family(
             &mut s,
             "drops_total",
             "counter",
             "Frames dropped by the core, by reason.",
-            DropReason::ALL.iter().map(|r| (format!("reason=\"{}\"", r.name()), c.drops[r.index()])).collect(),
+            DropReason::ALL
+                .iter()
+                .map(|r| (format!("reason=\"{}\"", r.name()), c.drops[r.index()]))
+                .collect(),
         );
         family(
             &mut s,
             "local_total",
             "counter",
             "Frames handled by the switch itself, by kind.",
-            LocalKind::ALL.iter().map(|r| (format!("kind=\"{}\"", r.name()), c.local[r.index()])).collect(),
+            LocalKind::ALL
+                .iter()
+                .map(|r| (format!("kind=\"{}\"", r.name()), c.local[r.index()]))
+                .collect(),
         );
         family(
             &mut s,
             "generated_total",
             "counter",
             "Frames generated by the switch, by kind.",
-            Generated::ALL.iter().map(|r| (format!("kind=\"{}\"", r.name()), c.generated[r.index()])).collect(),
+            Generated::ALL
+                .iter()
+                .map(|r| (format!("kind=\"{}\"", r.name()), c.generated[r.index()]))
+                .collect(),
         );
         family(
             &mut s,
             "handoff_replies_total",
             "counter",
             "Hand-off requests answered, by reply code.",
-            ReplyCode::ALL.iter().map(|r| (format!("code=\"{}\"", r.name()), c.handoffs[r.index()])).collect(),
+            ReplyCode::ALL
+                .iter()
+                .map(|r| (format!("code=\"{}\"", r.name()), c.handoffs[r.index()]))
+                .collect(),
         );
-        family(&mut s, "handoffs_completed_total", "counter", "Hand-offs whose old legs were retired.", vec![(String::new(), c.handoffs_completed)]);
-        family(&mut s, "handoffs_rolled_back_total", "counter", "Hand-offs rolled back.", vec![(String::new(), c.handoffs_rolled_back)]);
+        family(
+            &mut s,
+            "handoffs_completed_total",
+            "counter",
+            "Hand-offs whose old legs were retired.",
+            vec![(String::new(), c.handoffs_completed)],
+        );
+        family(
+            &mut s,
+            "handoffs_rolled_back_total",
+            "counter",
+            "Hand-offs rolled back.",
+            vec![(String::new(), c.handoffs_rolled_back)],
+        );
         family(
             &mut s,
             "sprayed_total",
             "counter",
             "Connections sprayed, per back-end index.",
-            (0..ports.saturating_sub(1).max(1)).map(|i| (format!("backend=\"{i}\""), c.sprayed.get(i).copied().unwrap_or(0))).collect(),
+            (0..ports.saturating_sub(1).max(1))
+                .map(|i| {
+                    (
+                        format!("backend=\"{i}\""),
+                        c.sprayed.get(i).copied().unwrap_or(0),
+                    )
+                })
+                .collect(),
         );
-        family(&mut s, "tracked_routed_total", "counter", "Routed connections tracked.", vec![(String::new(), c.tracked_routed)]);
-        family(&mut s, "flows_expired_total", "counter", "Flow entries removed by expiry.", vec![(String::new(), c.expired)]);
-        family(&mut s, "flows_closed_total", "counter", "Flow entries removed after TIME-WAIT.", vec![(String::new(), c.closed)]);
-        family(&mut s, "flows", "gauge", "Flow table entries in use.", vec![(String::new(), self.flows as u64)]);
-        family(&mut s, "flow_capacity", "gauge", "Flow table capacity.", vec![(String::new(), self.flow_capacity as u64)]);
-        family(&mut s, "splice_sessions", "gauge", "Splice sessions in use.", vec![(String::new(), self.sessions as u64)]);
-        family(&mut s, "splice_session_capacity", "gauge", "Splice session capacity.", vec![(String::new(), self.session_capacity as u64)]);
+        family(
+            &mut s,
+            "tracked_routed_total",
+            "counter",
+            "Routed connections tracked.",
+            vec![(String::new(), c.tracked_routed)],
+        );
+        family(
+            &mut s,
+            "flows_expired_total",
+            "counter",
+            "Flow entries removed by expiry.",
+            vec![(String::new(), c.expired)],
+        );
+        family(
+            &mut s,
+            "flows_closed_total",
+            "counter",
+            "Flow entries removed after TIME-WAIT.",
+            vec![(String::new(), c.closed)],
+        );
+        family(
+            &mut s,
+            "flows",
+            "gauge",
+            "Flow table entries in use.",
+            vec![(String::new(), self.flows as u64)],
+        );
+        family(
+            &mut s,
+            "flow_capacity",
+            "gauge",
+            "Flow table capacity.",
+            vec![(String::new(), self.flow_capacity as u64)],
+        );
+        family(
+            &mut s,
+            "splice_sessions",
+            "gauge",
+            "Splice sessions in use.",
+            vec![(String::new(), self.sessions as u64)],
+        );
+        family(
+            &mut s,
+            "splice_session_capacity",
+            "gauge",
+            "Splice session capacity.",
+            vec![(String::new(), self.session_capacity as u64)],
+        );
         let host = |f: fn(&PortStats) -> u64| -> Vec<(String, u64)> {
-            self.ports.iter().enumerate().map(|(i, p)| (format!("port=\"{i}\",interface=\"{}\"", p.name), f(p))).collect()
+            self.ports
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (format!("port=\"{i}\",interface=\"{}\"", p.name), f(p)))
+                .collect()
         };
-        family(&mut s, "host_rx_bytes_total", "counter", "Bytes read from the port's TAP.", host(|p| p.rx_bytes));
-        family(&mut s, "host_tx_frames_total", "counter", "Frames written to the port's TAP.", host(|p| p.tx_frames));
-        family(&mut s, "host_tx_bytes_total", "counter", "Bytes written to the port's TAP.", host(|p| p.tx_bytes));
-        family(&mut s, "host_rx_gso_frames_total", "counter", "TSO/GSO frames read.", host(|p| p.rx_gso));
-        family(&mut s, "host_rx_errors_total", "counter", "Failed or short TAP reads.", host(|p| p.rx_errors));
-        family(&mut s, "host_tx_errors_total", "counter", "Failed TAP writes.", host(|p| p.tx_errors));
+        family(
+            &mut s,
+            "host_rx_bytes_total",
+            "counter",
+            "Bytes read from the port's TAP.",
+            host(|p| p.rx_bytes),
+        );
+        family(
+            &mut s,
+            "host_tx_frames_total",
+            "counter",
+            "Frames written to the port's TAP.",
+            host(|p| p.tx_frames),
+        );
+        family(
+            &mut s,
+            "host_tx_bytes_total",
+            "counter",
+            "Bytes written to the port's TAP.",
+            host(|p| p.tx_bytes),
+        );
+        family(
+            &mut s,
+            "host_rx_gso_frames_total",
+            "counter",
+            "TSO/GSO frames read.",
+            host(|p| p.rx_gso),
+        );
+        family(
+            &mut s,
+            "host_rx_errors_total",
+            "counter",
+            "Failed or short TAP reads.",
+            host(|p| p.rx_errors),
+        );
+        family(
+            &mut s,
+            "host_tx_errors_total",
+            "counter",
+            "Failed TAP writes.",
+            host(|p| p.tx_errors),
+        );
+        family(
+            &mut s,
+            "host_tx_rst_total",
+            "counter",
+            "TCP RST segments written to the port.",
+            host(|p| p.tx_rst),
+        );
         let mut faults = Vec::new();
         for (i, p) in self.ports.iter().enumerate() {
             for (dir, f) in [("in", &p.faults_in), ("out", &p.faults_out)] {
-                for (kind, n) in [("lost", f.dropped), ("duplicated", f.duplicated), ("reordered", f.reordered), ("corrupted", f.corrupted)] {
-                    faults.push((format!("port=\"{i}\",direction=\"{dir}\",fault=\"{kind}\""), n));
+                for (kind, n) in [
+                    ("lost", f.dropped),
+                    ("duplicated", f.duplicated),
+                    ("reordered", f.reordered),
+                    ("corrupted", f.corrupted),
+                ] {
+                    faults.push((
+                        format!("port=\"{i}\",direction=\"{dir}\",fault=\"{kind}\""),
+                        n,
+                    ));
                 }
             }
         }
-        family(&mut s, "host_faults_injected_total", "counter", "Faults injected, per port and direction.", faults);
-        family(&mut s, "host_pcap_frames_total", "counter", "Frames written to the pcap file.", vec![(String::new(), self.pcap_frames)]);
+        family(
+            &mut s,
+            "host_faults_injected_total",
+            "counter",
+            "Faults injected, per port and direction.",
+            faults,
+        );
+        family(
+            &mut s,
+            "host_pcap_frames_total",
+            "counter",
+            "Frames written to the pcap file.",
+            vec![(String::new(), self.pcap_frames)],
+        );
         s
     }
 }
@@ -308,7 +531,10 @@ fn answer_http(mut conn: std::net::TcpStream, snap: &Mutex<Snapshot>) -> io::Res
     }
     let path = first.split_whitespace().nth(1).unwrap_or("/");
     let (status, body) = if path == "/metrics" || path == "/" {
-        ("200 OK", snap.lock().map(|s| s.prometheus()).unwrap_or_default())
+        (
+            "200 OK",
+            snap.lock().map(|s| s.prometheus()).unwrap_or_default(),
+        )
     } else if path == "/stats" {
         ("200 OK", snap.lock().map(|s| s.table()).unwrap_or_default())
     } else {
@@ -345,8 +571,9 @@ impl Server {
                     format!("metrics address {addr} is not a loopback address; use 127.0.0.1:PORT"),
                 ));
             }
-            let l = TcpListener::bind(addr)
-                .map_err(|e| io::Error::new(e.kind(), format!("metrics listener on {addr}: {e}")))?;
+            let l = TcpListener::bind(addr).map_err(|e| {
+                io::Error::new(e.kind(), format!("metrics listener on {addr}: {e}"))
+            })?;
             l.set_nonblocking(true)?;
             http_addr = Some(l.local_addr()?);
             let (stop, snap) = (stop.clone(), snap.clone());
@@ -368,8 +595,9 @@ impl Server {
                 std::fs::create_dir_all(dir)?;
             }
             let _ = std::fs::remove_file(path);
-            let l = UnixListener::bind(path)
-                .map_err(|e| io::Error::new(e.kind(), format!("stats socket {}: {e}", path.display())))?;
+            let l = UnixListener::bind(path).map_err(|e| {
+                io::Error::new(e.kind(), format!("stats socket {}: {e}", path.display()))
+            })?;
             l.set_nonblocking(true)?;
             unix = Some(path.clone());
             let (stop, snap) = (stop.clone(), snap.clone());
@@ -385,7 +613,12 @@ impl Server {
                 }
             }));
         }
-        Ok(Server { stop, threads, unix, http_addr })
+        Ok(Server {
+            stop,
+            threads,
+            unix,
+            http_addr,
+        })
     }
 }
 
@@ -421,7 +654,13 @@ mod tests {
     use super::*;
 
     fn snap() -> Snapshot {
-        let mut s = Snapshot { flows: 3, flow_capacity: 4096, sessions: 1, session_capacity: 1024, ..Default::default() };
+        let mut s = Snapshot {
+            flows: 3,
+            flow_capacity: 4096,
+            sessions: 1,
+            session_capacity: 1024,
+            ..Default::default()
+        };
         s.core.rx_frames[0] = 10;
         s.core.tx_frames[1] = 9;
         s.core.drops[DropReason::TcpBadChecksum.index()] = 2;
@@ -429,8 +668,15 @@ mod tests {
         s.core.handoffs[ReplyCode::Busy.index()] = 1;
         s.core.generated[Generated::FakeClientFin.index()] = 4;
         s.ports = vec![
-            PortStats { name: "k-client".into(), rx_bytes: 1000, ..Default::default() },
-            PortStats { name: "k-n1".into(), ..Default::default() },
+            PortStats {
+                name: "k-client".into(),
+                rx_bytes: 1000,
+                ..Default::default()
+            },
+            PortStats {
+                name: "k-n1".into(),
+                ..Default::default()
+            },
         ];
         s.ports[1].faults_out.dropped = 7;
         s
@@ -466,12 +712,18 @@ mod tests {
             value.parse::<u64>().unwrap();
             let family = name.split('{').next().unwrap();
             assert!(declared.contains(family), "undeclared {family}");
-            assert!(family.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+            assert!(
+                family
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            );
         }
         assert!(p.contains("knits_drops_total{reason=\"tcp_bad_checksum\"} 2"));
         assert!(p.contains("knits_handoff_replies_total{code=\"accepted\"} 5"));
         assert!(p.contains("knits_flows 3"));
-        assert!(p.contains("knits_host_faults_injected_total{port=\"1\",direction=\"out\",fault=\"lost\"} 7"));
+        assert!(p.contains(
+            "knits_host_faults_injected_total{port=\"1\",direction=\"out\",fault=\"lost\"} 7"
+        ));
         for r in DropReason::ALL {
             assert!(p.contains(&format!("reason=\"{}\"", r.name())));
         }
@@ -483,13 +735,17 @@ mod tests {
         let sock = dir.join("s.sock");
         let shared = Arc::new(Mutex::new(snap()));
         let srv = Server::start(
-            &ServerConfig { http: Some("127.0.0.1:0".parse().unwrap()), unix: Some(sock.clone()) },
+            &ServerConfig {
+                http: Some("127.0.0.1:0".parse().unwrap()),
+                unix: Some(sock.clone()),
+            },
             shared,
         )
         .unwrap();
         let addr = srv.http_addr.unwrap();
         let mut c = std::net::TcpStream::connect(addr).unwrap();
-        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
         let mut body = String::new();
         c.read_to_string(&mut body).unwrap();
         assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
@@ -501,6 +757,15 @@ mod tests {
         drop(srv);
         assert!(!sock.exists());
         let _ = std::fs::remove_dir_all(&dir);
-        assert!(Server::start(&ServerConfig { http: Some("0.0.0.0:0".parse().unwrap()), unix: None }, Arc::default()).is_err());
+        assert!(
+            Server::start(
+                &ServerConfig {
+                    http: Some("0.0.0.0:0".parse().unwrap()),
+                    unix: None
+                },
+                Arc::default()
+            )
+            .is_err()
+        );
     }
 }

@@ -46,8 +46,18 @@ impl SwitchCore {
 }
 
 impl Core for SwitchCore {
-    fn process(&mut self, port: PortId, now: Instant, frame: &mut [u8], csum: checksum::Kind, sink: &mut FrameSink) -> Outcome {
-        match self.sw.process(port, now, frame, FrameMeta { csum }, sink, &mut NoMeter) {
+    fn process(
+        &mut self,
+        port: PortId,
+        now: Instant,
+        frame: &mut [u8],
+        csum: checksum::Kind,
+        sink: &mut FrameSink,
+    ) -> Outcome {
+        match self
+            .sw
+            .process(port, now, frame, FrameMeta { csum }, sink, &mut NoMeter)
+        {
             Verdict::Forward(p) => Outcome::Forward(p),
             Verdict::Local(_) => Outcome::Local,
             Verdict::Drop(_) => Outcome::Drop,
@@ -61,6 +71,7 @@ impl Core for SwitchCore {
     fn snapshot(&self, snap: &mut Snapshot) {
         snap.core = self.sw.counters().clone();
         snap.flows = self.sw.flow_count();
+        snap.flows_by_state = self.sw.flows_by_state();
         snap.flow_capacity = self.sw.flow_capacity();
         snap.sessions = self.sw.session_count();
         snap.session_capacity = self.sw.session_capacity();

@@ -54,7 +54,10 @@ pub struct TapOptions {
 
 impl Default for TapOptions {
     fn default() -> Self {
-        TapOptions { offloads: true, multi_queue: false }
+        TapOptions {
+            offloads: true,
+            multi_queue: false,
+        }
     }
 }
 
@@ -70,7 +73,9 @@ pub struct Tap {
 pub fn check_ifname(name: &str) -> io::Result<()> {
     if name.is_empty()
         || name.len() > MAX_IFNAME
-        || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -102,12 +107,18 @@ impl Tap {
             .map_err(|e| {
                 io::Error::new(
                     e.kind(),
-                    format!("open /dev/net/tun: {e} (needs root or CAP_NET_ADMIN and the tun module)"),
+                    format!(
+                        "open /dev/net/tun: {e} (needs root or CAP_NET_ADMIN and the tun module)"
+                    ),
                 )
             })?;
         // SAFETY: into_raw_fd hands over ownership of a valid fd.
         let fd = unsafe { OwnedFd::from_raw_fd(file.into_raw_fd()) };
-        let mut req = IfReq { name: [0; 16], flags: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR, _pad: [0; 22] };
+        let mut req = IfReq {
+            name: [0; 16],
+            flags: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR,
+            _pad: [0; 22],
+        };
         if opts.multi_queue {
             req.flags |= IFF_MULTI_QUEUE;
         }
@@ -120,14 +131,36 @@ impl Tap {
         }
         let hdr_len: libc::c_int = vnet::HDR_LEN as libc::c_int;
         // SAFETY: TUNSETVNETHDRSZ reads an int through the pointer.
-        let r = unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETVNETHDRSZ as _, &hdr_len as *const libc::c_int) };
+        let r = unsafe {
+            libc::ioctl(
+                fd.as_raw_fd(),
+                TUNSETVNETHDRSZ as _,
+                &hdr_len as *const libc::c_int,
+            )
+        };
         if r < 0 {
             let e = io::Error::last_os_error();
-            return Err(io::Error::new(e.kind(), format!("TUNSETVNETHDRSZ {name}: {e}")));
+            return Err(io::Error::new(
+                e.kind(),
+                format!("TUNSETVNETHDRSZ {name}: {e}"),
+            ));
         }
-        let offload = if opts.offloads { TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN } else { 0 };
-        ioctl_int(fd.as_raw_fd(), TUNSETOFFLOAD, offload as libc::c_ulong, &format!("TUNSETOFFLOAD {name}"))?;
-        Ok(Tap { fd, name: name.to_string(), opts })
+        let offload = if opts.offloads {
+            TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN
+        } else {
+            0
+        };
+        ioctl_int(
+            fd.as_raw_fd(),
+            TUNSETOFFLOAD,
+            offload as libc::c_ulong,
+            &format!("TUNSETOFFLOAD {name}"),
+        )?;
+        Ok(Tap {
+            fd,
+            name: name.to_string(),
+            opts,
+        })
     }
 
     /// Opens another queue of a multi-queue TAP.
@@ -173,8 +206,14 @@ impl Tap {
     /// Writes a header and a frame with one `writev`.
     pub fn send_parts(&self, hdr: &[u8], frame: &[u8]) -> io::Result<()> {
         let iov = [
-            libc::iovec { iov_base: hdr.as_ptr() as *mut _, iov_len: hdr.len() },
-            libc::iovec { iov_base: frame.as_ptr() as *mut _, iov_len: frame.len() },
+            libc::iovec {
+                iov_base: hdr.as_ptr() as *mut _,
+                iov_len: hdr.len(),
+            },
+            libc::iovec {
+                iov_base: frame.as_ptr() as *mut _,
+                iov_len: frame.len(),
+            },
         ];
         // SAFETY: both iovecs point at live slices of the given lengths.
         let n = unsafe { libc::writev(self.fd.as_raw_fd(), iov.as_ptr(), 2) };

@@ -167,7 +167,10 @@ mod tests {
         VnetHdr::ZERO.emit(&mut z);
         assert_eq!(z, [0; HDR_LEN]);
         assert_eq!(VnetHdr::ZERO.csum_kind(), checksum::Kind::Full);
-        let ecn = VnetHdr { gso_type: GSO_ECN, ..VnetHdr::ZERO };
+        let ecn = VnetHdr {
+            gso_type: GSO_ECN,
+            ..VnetHdr::ZERO
+        };
         assert!(!ecn.is_gso());
     }
 
@@ -183,7 +186,15 @@ mod tests {
         assert_eq!(partial, frame);
         assert!(!hdr.needs_csum());
         // Out-of-range offsets are an error, not a panic.
-        let mut bad = VnetHdr { flags: F_NEEDS_CSUM, csum_start: 60000, csum_offset: 16, ..VnetHdr::ZERO };
-        assert_eq!(complete_checksum(&mut bad, &mut partial), Err(CsumError::OutOfRange));
+        let mut bad = VnetHdr {
+            flags: F_NEEDS_CSUM,
+            csum_start: 60000,
+            csum_offset: 16,
+            ..VnetHdr::ZERO
+        };
+        assert_eq!(
+            complete_checksum(&mut bad, &mut partial),
+            Err(CsumError::OutOfRange)
+        );
     }
 }

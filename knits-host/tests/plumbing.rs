@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use knits_host::faults::{splitmix64, FaultConfig};
+use knits_host::faults::{FaultConfig, splitmix64};
 use knits_host::netns::{self, Guard};
 use knits_host::runtime::{Bridge, Options, Runtime};
 use knits_host::stats::Snapshot;
@@ -29,12 +29,21 @@ fn transfer(offloads: bool, faults: Option<FaultConfig>) -> Snapshot {
     let mut g = Guard::new(&netns::unique_prefix("tp")).unwrap();
     let a = g.add_namespace("a").unwrap();
     let b = g.add_namespace("b").unwrap();
-    let opts = TapOptions { offloads, multi_queue: false };
+    let opts = TapOptions {
+        offloads,
+        multi_queue: false,
+    };
     let ta = g.attach_tap(&a, &a, "198.18.77.1/24", None, opts).unwrap();
     let tb = g.attach_tap(&b, &b, "198.18.77.2/24", None, opts).unwrap();
     let snap = Arc::new(Mutex::new(Snapshot::default()));
     let stop = Arc::new(AtomicBool::new(false));
-    let mut rt = Runtime::new(Bridge::default(), vec![ta, tb], &Options { faults, pcap: None }, snap.clone()).unwrap();
+    let mut rt = Runtime::new(
+        Bridge::default(),
+        vec![ta, tb],
+        &Options { faults, pcap: None },
+        snap.clone(),
+    )
+    .unwrap();
     let st = stop.clone();
     let sw = std::thread::spawn(move || rt.run(&st).map(|_| rt.publish()));
 
@@ -58,7 +67,11 @@ fn transfer(offloads: bool, faults: Option<FaultConfig>) -> Snapshot {
     let an = a.clone();
     let client = std::thread::spawn(move || {
         netns::enter(&an).unwrap();
-        let mut c = TcpStream::connect_timeout(&"198.18.77.2:5000".parse().unwrap(), Duration::from_secs(5)).unwrap();
+        let mut c = TcpStream::connect_timeout(
+            &"198.18.77.2:5000".parse().unwrap(),
+            Duration::from_secs(5),
+        )
+        .unwrap();
         c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         let mut got = 0;
         let mut buf = vec![0u8; 256 * 1024];
@@ -79,8 +92,7 @@ fn transfer(offloads: bool, faults: Option<FaultConfig>) -> Snapshot {
     stop.store(true, Ordering::Relaxed);
     sw.join().unwrap().unwrap();
     assert_eq!(got, LEN);
-    let s = snap.lock().unwrap().clone();
-    s
+    snap.lock().unwrap().clone()
 }
 
 #[test]
@@ -89,7 +101,11 @@ fn tcp_over_taps_offloads_on() {
         return;
     }
     let s = transfer(true, None);
-    assert!(s.ports[1].rx_gso > 0, "offloads on but no TSO frame crossed: {:?}", s.ports[1]);
+    assert!(
+        s.ports[1].rx_gso > 0,
+        "offloads on but no TSO frame crossed: {:?}",
+        s.ports[1]
+    );
 }
 
 #[test]
@@ -109,10 +125,21 @@ fn tcp_over_taps_with_faults() {
     if !common::root_or_skip("tcp_over_taps_with_faults") {
         return;
     }
-    let f = FaultConfig { loss: 0.01, reorder: 0.05, duplicate: 0.01, corrupt: 0.01, seed: 7, ..FaultConfig::default() };
+    let f = FaultConfig {
+        loss: 0.01,
+        reorder: 0.05,
+        duplicate: 0.01,
+        corrupt: 0.01,
+        seed: 7,
+        ..FaultConfig::default()
+    };
     for offloads in [true, false] {
         let s = transfer(offloads, Some(f));
-        let corrupted: u64 = s.ports.iter().map(|p| p.faults_in.corrupted + p.faults_out.corrupted).sum();
+        let corrupted: u64 = s
+            .ports
+            .iter()
+            .map(|p| p.faults_in.corrupted + p.faults_out.corrupted)
+            .sum();
         assert!(corrupted > 0, "no corruption was injected: {s:?}");
     }
 }
