@@ -1,0 +1,140 @@
+//! Replays the committed fuzz corpora (`fuzz/corpus/<target>/`) through the fuzz targets' own
+//! check functions on stable, so every seed and every regression input found by the fuzzer stays
+//! a test. The check logic is `fuzz/src/checks.rs`, included here by path (knits-core does not
+//! depend on the fuzz crate). See docs/fuzzing.md.
+//!
+//! To rewrite the seed files after changing the seed generator:
+//! `cargo test -p knits-core --test fuzz_corpus -- --ignored write_seeds`.
+
+#[path = "../../fuzz/src/checks.rs"]
+mod checks;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use knits_core::counters::LocalKind;
+use knits_core::wire::control::ReplyCode;
+
+fn corpus_dir(target: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target)
+}
+
+fn replay(target: &str) {
+    let check = checks::TARGETS
+        .iter()
+        .find(|(t, _)| *t == target)
+        .map(|(_, f)| *f)
+        .expect("a known target");
+    let dir = corpus_dir(target);
+    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("a directory entry").path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no corpus in {}", dir.display());
+    for f in &files {
+        let data = fs::read(f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        let r = std::panic::catch_unwind(|| check(&data));
+        assert!(r.is_ok(), "{target}: {} fails its check", f.display());
+    }
+}
+
+#[test]
+fn corpus_pipeline() {
+    replay("pipeline");
+}
+
+#[test]
+fn corpus_stateful() {
+    replay("stateful");
+}
+
+#[test]
+fn corpus_control() {
+    replay("control");
+}
+
+#[test]
+fn corpus_tcp_options() {
+    replay("tcp_options");
+}
+
+#[test]
+fn corpus_flow_table() {
+    replay("flow_table");
+}
+
+#[test]
+fn corpus_checksum() {
+    replay("checksum");
+}
+
+/// Every generated seed is committed, byte for byte (so the corpus and the generator agree).
+#[test]
+fn seeds_are_committed() {
+    for (target, name, bytes) in checks::seeds() {
+        let f = corpus_dir(target).join(format!("seed-{name}"));
+        let got = fs::read(&f)
+            .unwrap_or_else(|e| panic!("{}: {e} (run the ignored write_seeds test)", f.display()));
+        assert_eq!(
+            got,
+            bytes,
+            "{} is stale (run the ignored write_seeds test)",
+            f.display()
+        );
+    }
+}
+
+/// Writes the seed files (`--ignored write_seeds`); removes stale `seed-*` files.
+#[test]
+#[ignore]
+fn write_seeds() {
+    let seeds = checks::seeds();
+    for (target, _) in checks::TARGETS {
+        let dir = corpus_dir(target);
+        fs::create_dir_all(&dir).expect("corpus directory");
+        for e in fs::read_dir(&dir).expect("corpus directory") {
+            let p = e.expect("entry").path();
+            let stale = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("seed-"))
+                && !seeds
+                    .iter()
+                    .any(|(t, n, _)| t == target && p.ends_with(format!("seed-{n}")));
+            if stale {
+                fs::remove_file(&p).expect("remove a stale seed");
+            }
+        }
+    }
+    for (target, name, bytes) in seeds {
+        fs::write(corpus_dir(target).join(format!("seed-{name}")), bytes).expect("write a seed");
+    }
+}
+
+/// The scripted hand-off the seeds start from really hands off, completes and closes: the
+/// stateful target's deep states are reachable from the corpus.
+#[test]
+fn scripted_handoff_completes() {
+    let s = checks::handoff_script(0, checks::SYN_OPTS, checks::Stage::Closed);
+    let c = s.h.sw.counters();
+    assert_eq!(s.h.replies, vec![ReplyCode::Accepted]);
+    assert_eq!(c.handoffs_completed, 1, "{c:?}");
+    assert_eq!(c.handoffs_rolled_back, 0);
+    assert_eq!(c.local[LocalKind::Control.index()], 1);
+    let mut s = s;
+    s.h.drain();
+    assert_eq!(s.h.sw.flow_count(), 0);
+}
+
+/// An accepted hand-off whose target never answers is rolled back after the time-out.
+#[test]
+fn scripted_handoff_rolls_back() {
+    let mut s = checks::handoff_script(0, checks::SYN_OPTS, checks::Stage::Accepted);
+    s.h.tick(6_000, 1024);
+    assert_eq!(s.h.sw.counters().handoffs_rolled_back, 1);
+    assert_eq!(s.h.sw.session_count(), 0);
+}
