@@ -738,7 +738,13 @@ impl<'a> Switch<'a> {
             .get(anchor)
             .map(|c| c.dirs[1].ack)
             .unwrap_or_default();
-        let new_ack = seg.ackf && seg.ack.sub(b.c_off).gt(client_acked);
+        // Only an acknowledgment of client bytes the old node really received is news for the
+        // client: never its ACK of the faked FIN (paper IV.B 1: "the acknowledgment ... will be
+        // intercepted by the switch and be dropped"), which would acknowledge a byte the client
+        // never sent, nor anything past the faked FIN, which sits at the old node's `rcv_nxt`.
+        let ack_c = seg.ack.sub(b.c_off);
+        let received = ack_c.le(b.c_hi) && (b.inbound == Teardown::Idle || seg.ack.le(b.fake_fin));
+        let new_ack = seg.ackf && received && ack_c.gt(client_acked);
         if seg.len == 0 && !new_ack {
             let _ = now_ms;
             return Verdict::Local(LocalKind::TeardownAbsorbed);
