@@ -516,9 +516,13 @@ impl<'a> Switch<'a> {
         if cr.has(dirflag::ACKED) {
             ack = ack.max(cr.ack);
         }
+        // A retiring server's late packets carry the newest TSval the client has already seen:
+        // the next binding's clock offset was fixed from that value when it took over, so a
+        // later one from the old server would reach the next server as a TSecr from its future.
+        let stale = matches!(b.phase, Phase::Stale | Phase::Retired);
         let ts = seg.opts.ts_at.map(|_| {
             let v = seg.opts.tsval.wrapping_add(b.ts_s_off);
-            let v = if v.wrapping_sub(cr.ts_in) as i32 >= 0 {
+            let v = if !stale && v.wrapping_sub(cr.ts_in) as i32 >= 0 {
                 v
             } else {
                 cr.ts_in
