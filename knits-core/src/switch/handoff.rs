@@ -640,7 +640,10 @@ impl<'a> Switch<'a> {
         let Some(next) = sess.bindings.get(j + 1).copied() else {
             return;
         };
-        if b.phase != Phase::Stale || next.phase != Phase::Live || b.inbound != Teardown::Idle {
+        // The next binding must have been confirmed: it is live, or already superseded by a
+        // later hand-off (only a live binding can be superseded). Waiting for `Live` alone
+        // would never retire a node whose successor handed the connection on quickly.
+        if b.phase != Phase::Stale || next.phase == Phase::Pending || b.inbound != Teardown::Idle {
             return;
         }
         let drained = b.srv_ack.ge(b.c_hi.add(b.c_off));
