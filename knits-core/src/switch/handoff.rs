@@ -890,9 +890,13 @@ impl<'a> Switch<'a> {
                 ts: None,
             };
             self.gen_tcp(leg.ports[0], to_old, Generated::AbortReset, sink);
+            // At the target's `rcv_nxt` as best known: the end of what was delivered to it on
+            // the leg. Its last acknowledgment seen here (`srv_ack`) lags behind when its ACKs
+            // were lost, or never sent (a hung target), and an RST before `rcv_nxt` is out of
+            // the window and ignored (RFC 9293 3.10.7.4, RFC 5961 3.2).
             let to_target = GenTcp {
                 src: leg.keys[1].reversed(),
-                seq: b.srv_ack,
+                seq: leg.dirs[0].nxt.max(b.srv_ack),
                 ack: b.srv_nxt,
                 fin: false,
                 rst: true,
