@@ -26,9 +26,11 @@ impl<'a> Switch<'a> {
     // ----------------------------------------------------------------------------------------
     // Control messages (docs/protocol.md "Acceptance rules").
 
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn control<S: Sink + ?Sized, M: Meter + ?Sized>(
         &mut self,
         port: PortId,
+        now_ms: u32,
         src: Ipv4Address,
         sport: u16,
         payload: &[u8; control::REQUEST_LEN],
@@ -61,7 +63,7 @@ impl<'a> Switch<'a> {
                 Replay::Stale => break 'decide (ReplyCode::Replay, 0),
                 Replay::Fresh => {}
             }
-            let (code, hops) = self.handoff(bi, port, &repr, sink);
+            let (code, hops) = self.handoff(bi, port, now_ms, &repr, sink);
             self.replay[bi].record(repr.counter, code, hops);
             (code, hops)
         };
@@ -128,6 +130,7 @@ impl<'a> Switch<'a> {
         &mut self,
         bi: usize,
         port: PortId,
+        now_ms: u32,
         req: &RequestRepr,
         _sink: &mut S,
     ) -> (ReplyCode, u8) {
@@ -290,7 +293,10 @@ impl<'a> Switch<'a> {
             srv_ack: nr.ack,
             srv_nxt: nr.nxt,
             srv_ts: nr.ts_in,
-            since_ms: h.last_ms,
+            // The hand-off timer starts now, not at the held leg's last packet: that may be
+            // long ago (an idle connection, a SYN of the new leg that had to be resent), and
+            // the binding would be rolled back at the first poll.
+            since_ms: now_ms,
             counter: req.counter,
             ..Binding::default()
         };
