@@ -26,9 +26,11 @@ impl<'a> Switch<'a> {
     // ----------------------------------------------------------------------------------------
     // Control messages (docs/protocol.md "Acceptance rules").
 
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn control<S: Sink + ?Sized, M: Meter + ?Sized>(
         &mut self,
         port: PortId,
+        now_ms: u32,
         src: Ipv4Address,
         sport: u16,
         payload: &[u8; control::REQUEST_LEN],
@@ -61,7 +63,7 @@ impl<'a> Switch<'a> {
                 Replay::Stale => break 'decide (ReplyCode::Replay, 0),
                 Replay::Fresh => {}
             }
-            let (code, hops) = self.handoff(bi, port, &repr, sink);
+            let (code, hops) = self.handoff(bi, port, now_ms, &repr, sink);
             self.replay[bi].record(repr.counter, code, hops);
             (code, hops)
         };
@@ -128,6 +130,7 @@ impl<'a> Switch<'a> {
         &mut self,
         bi: usize,
         port: PortId,
+        now_ms: u32,
         req: &RequestRepr,
         _sink: &mut S,
     ) -> (ReplyCode, u8) {
@@ -290,7 +293,10 @@ impl<'a> Switch<'a> {
             srv_ack: nr.ack,
             srv_nxt: nr.nxt,
             srv_ts: nr.ts_in,
-            since_ms: h.last_ms,
+            // The hand-off timer starts now, not at the held leg's last packet: that may be
+            // long ago (an idle connection, a SYN of the new leg that had to be resent), and
+            // the binding would be rolled back at the first poll.
+            since_ms: now_ms,
             counter: req.counter,
             ..Binding::default()
         };
@@ -516,9 +522,13 @@ impl<'a> Switch<'a> {
         if cr.has(dirflag::ACKED) {
             ack = ack.max(cr.ack);
         }
+        // A retiring server's late packets carry the newest TSval the client has already seen:
+        // the next binding's clock offset was fixed from that value when it took over, so a
+        // later one from the old server would reach the next server as a TSecr from its future.
+        let stale = matches!(b.phase, Phase::Stale | Phase::Retired);
         let ts = seg.opts.ts_at.map(|_| {
             let v = seg.opts.tsval.wrapping_add(b.ts_s_off);
-            let v = if v.wrapping_sub(cr.ts_in) as i32 >= 0 {
+            let v = if !stale && v.wrapping_sub(cr.ts_in) as i32 >= 0 {
                 v
             } else {
                 cr.ts_in
@@ -636,7 +646,10 @@ impl<'a> Switch<'a> {
         let Some(next) = sess.bindings.get(j + 1).copied() else {
             return;
         };
-        if b.phase != Phase::Stale || next.phase != Phase::Live || b.inbound != Teardown::Idle {
+        // The next binding must have been confirmed: it is live, or already superseded by a
+        // later hand-off (only a live binding can be superseded). Waiting for `Live` alone
+        // would never retire a node whose successor handed the connection on quickly.
+        if b.phase != Phase::Stale || next.phase == Phase::Pending || b.inbound != Teardown::Idle {
             return;
         }
         let drained = b.srv_ack.ge(b.c_hi.add(b.c_off));
@@ -738,7 +751,13 @@ impl<'a> Switch<'a> {
             .get(anchor)
             .map(|c| c.dirs[1].ack)
             .unwrap_or_default();
-        let new_ack = seg.ackf && seg.ack.sub(b.c_off).gt(client_acked);
+        // Only an acknowledgment of client bytes the old node really received is news for the
+        // client: never its ACK of the faked FIN (paper IV.B 1: "the acknowledgment ... will be
+        // intercepted by the switch and be dropped"), which would acknowledge a byte the client
+        // never sent, nor anything past the faked FIN, which sits at the old node's `rcv_nxt`.
+        let ack_c = seg.ack.sub(b.c_off);
+        let received = ack_c.le(b.c_hi) && (b.inbound == Teardown::Idle || seg.ack.le(b.fake_fin));
+        let new_ack = seg.ackf && received && ack_c.gt(client_acked);
         if seg.len == 0 && !new_ack {
             let _ = now_ms;
             return Verdict::Local(LocalKind::TeardownAbsorbed);
@@ -877,9 +896,13 @@ impl<'a> Switch<'a> {
                 ts: None,
             };
             self.gen_tcp(leg.ports[0], to_old, Generated::AbortReset, sink);
+            // At the target's `rcv_nxt` as best known: the end of what was delivered to it on
+            // the leg. Its last acknowledgment seen here (`srv_ack`) lags behind when its ACKs
+            // were lost, or never sent (a hung target), and an RST before `rcv_nxt` is out of
+            // the window and ignored (RFC 9293 3.10.7.4, RFC 5961 3.2).
             let to_target = GenTcp {
                 src: leg.keys[1].reversed(),
-                seq: b.srv_ack,
+                seq: leg.dirs[0].nxt.max(b.srv_ack),
                 ack: b.srv_nxt,
                 fin: false,
                 rst: true,

@@ -717,7 +717,7 @@ impl<'a> Switch<'a> {
                 }
                 self.tcp(port, now, src, dst, l4_len, frame, meta, sink, meter)
             }
-            IpProtocol::Udp => self.udp(port, src, dst, ttl, l4_len, frame, meta, sink, meter),
+            IpProtocol::Udp => self.udp(port, now, src, dst, ttl, l4_len, frame, meta, sink, meter),
             _ => {
                 meter.step(Step::Classify);
                 // Other protocols (ICMP) are routed between back-end nodes only.
@@ -783,6 +783,7 @@ impl<'a> Switch<'a> {
     fn udp<S: Sink + ?Sized, M: Meter + ?Sized>(
         &mut self,
         port: PortId,
+        now: Instant,
         src: Ipv4Address,
         dst: Ipv4Address,
         ttl: u8,
@@ -827,7 +828,7 @@ impl<'a> Switch<'a> {
                 return Verdict::Drop(DropReason::ControlMalformed);
             }
             payload.copy_from_slice(p);
-            return self.control(port, src, sport, &payload, sink, meter);
+            return self.control(port, table::millis(now), src, sport, &payload, sink, meter);
         }
         let Some(out) = self.route_between_nodes(port, dst) else {
             return Verdict::Drop(DropReason::NoRoute);

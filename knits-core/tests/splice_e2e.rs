@@ -1,0 +1,1990 @@
+//! The deterministic end-to-end proof of the splice (issue "Proof").
+//!
+//! smoltcp TCP stacks play the client (switch port 0) and the nodes A, B, C (198.19.N.2 on ports
+//! 1-3), joined through [`Switch::process`] by in-memory links on a virtual millisecond clock.
+//! Every host has its own ISN seed (chosen so that streams cross 2^32), window scale (receive
+//! buffer size) and timestamp clock (offsets near the 2^32 wrap). A scripted proxy on each node
+//! performs the hand-off steps: it waits until its response bytes are acknowledged, opens c2,
+//! asks the switch (signed UDP control request, retried every 50 ms), forwards the bytes it read
+//! but did not consume, copies c1 to c2 until the switch fakes the client's FIN, then closes c2
+//! and c1. A node that receives a handed-off connection serves it like any other and may hand it
+//! off again.
+//!
+//! Every run checks:
+//! - the client receives every response once, in order, byte for byte, from the right node;
+//! - every request is served exactly once (by its named node unless the hand-off was refused or
+//!   rolled back);
+//! - every frame delivered to a host has correct checksums, acknowledges nothing its receiver did
+//!   not send, carries SACK edges inside the receiver's sent range, a TSecr that echoes the
+//!   receiver's own clock and a TSval in the clock domain of the peer it believes it talks to
+//!   (monotonic too, when the links do not reorder);
+//! - no host sees an RST, except on the new leg of a hand-off that was rolled back;
+//! - every host socket ends closed or in TIME-WAIT, and the switch's table is empty after the
+//!   switch's TIME-WAIT (no entry leaves by idle expiry).
+//!
+//! Then golden-packet tests pin the exact bytes of each packet of paper IV.B the switch fakes,
+//! with sequence numbers and timestamps across the 2^32 wrap.
+
+use std::cell::Cell;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt::Write as _;
+
+use knits_core::config::{Config, Timeouts};
+use knits_core::counters::{DropReason, Generated};
+use knits_core::meter::NoMeter;
+use knits_core::splice::SessionSlot;
+use knits_core::switch::{FrameMeta, Sink, Storage, Switch, Verdict};
+use knits_core::table::{FlowSlot, IndexSlot};
+use knits_core::time::Duration;
+use knits_core::wire::control::{self, Endpoint, Key, Reply, ReplyCode, RequestRepr};
+use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
+use smoltcp::phy::{self, ChecksumCapabilities, Device, DeviceCapabilities, Medium};
+use smoltcp::socket::{tcp, udp};
+use smoltcp::time::Instant;
+use smoltcp::wire::{
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
+    EthernetRepr, HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpProtocol, Ipv4Address,
+    Ipv4Packet, TcpPacket, TcpRepr,
+};
+
+const KEY: Key = *b"knits-e2e-key-01";
+/// Client (0) and nodes A, B, C (1..=3). Host `h` sits behind switch port `h`.
+const HOSTS: usize = 4;
+const VIP: Ipv4Address = Ipv4Address::new(198, 18, 0, 10);
+const CONTROL_SRC_PORT: u16 = 7000;
+
+// ------------------------------------------------------------------------------------------------
+// The virtual clock and the hosts' timestamp clocks.
+
+thread_local! {
+    static NOW_MS: Cell<u64> = const { Cell::new(0) };
+    static TS_OFF: Cell<[u32; HOSTS]> = const { Cell::new([0; HOSTS]) };
+}
+
+fn now_ms() -> u64 {
+    NOW_MS.with(|c| c.get())
+}
+
+/// Host `h`'s TCP timestamp clock: virtual milliseconds plus the host's offset.
+fn ts_of(h: usize) -> u32 {
+    (now_ms() as u32).wrapping_add(TS_OFF.with(|c| c.get())[h])
+}
+
+fn tsgen<const H: usize>() -> u32 {
+    ts_of(H)
+}
+
+const TSGEN: [fn() -> u32; HOSTS] = [tsgen::<0>, tsgen::<1>, tsgen::<2>, tsgen::<3>];
+
+// ------------------------------------------------------------------------------------------------
+// Addresses.
+
+fn host_ip(h: usize) -> Ipv4Address {
+    if h == 0 {
+        Ipv4Address::new(198, 18, 0, 2)
+    } else {
+        Ipv4Address::new(198, 19, h as u8, 2)
+    }
+}
+
+fn host_gw(h: usize) -> Ipv4Address {
+    if h == 0 {
+        Ipv4Address::new(198, 18, 0, 1)
+    } else {
+        Ipv4Address::new(198, 19, h as u8, 1)
+    }
+}
+
+fn host_mac(h: usize) -> EthernetAddress {
+    EthernetAddress([0x02, 0x00, 0x00, 0x00, 0x10, h as u8])
+}
+
+fn node_of(ip: Ipv4Address) -> Option<usize> {
+    let o = ip.octets();
+    (o[0] == 198 && o[1] == 19 && o[3] == 2 && (1..HOSTS as u8).contains(&o[2]))
+        .then_some(o[2] as usize)
+}
+
+// ------------------------------------------------------------------------------------------------
+// smoltcp's ISN generator, inverted: the interface seed that makes the first TCP connection of a
+// fresh interface (a connect or an accept) start at a chosen ISN. smoltcp draws one number for the
+// IPv4 ident at creation, then one per ISN, from sPCG32 (src/rand.rs). Each run checks the SYNs it
+// sees against the ISN asked for, so a change in smoltcp shows up as a failure, not as a silently
+// weaker test.
+
+const PCG_M: u64 = 0xbb2e_fcec_3c39_611d;
+const PCG_A: u64 = 0x7590_ef39;
+
+fn inv_mod_2_64(m: u64) -> u64 {
+    let mut x = m;
+    for _ in 0..6 {
+        x = x.wrapping_mul(2u64.wrapping_sub(m.wrapping_mul(x)));
+    }
+    x
+}
+
+fn pcg_out(s: u64) -> u32 {
+    let shift = 29 - (s >> 61);
+    (s >> shift) as u32
+}
+
+/// A seed whose second draw is `isn` (and whose first draw, the ident, is not zero).
+fn seed_for_isn(isn: u32, salt: u64) -> u64 {
+    let inv = inv_mod_2_64(PCG_M);
+    for k in 0..64u64 {
+        let top = (isn >> 29) as u64; // choose s>>61 == top, so shift = 29 - top
+        let shift = 29 - top;
+        let low = (salt.wrapping_add(k).wrapping_mul(0x9e37_79b9)) & ((1u64 << shift) - 1);
+        let mid = (isn as u64) << shift; // bits shift..shift+32
+        let s2 = (top << 61) | (mid & ((1u64 << 61) - 1)) | low;
+        if pcg_out(s2) != isn {
+            continue;
+        }
+        let s1 = s2.wrapping_sub(PCG_A).wrapping_mul(inv);
+        let seed = s1.wrapping_sub(PCG_A).wrapping_mul(inv);
+        let n = pcg_out(s1);
+        if (n ^ (n >> 16)) as u16 != 0 {
+            return seed;
+        }
+    }
+    panic!("no seed for ISN {isn:#x}");
+}
+
+// ------------------------------------------------------------------------------------------------
+// The request protocol: "GET <node> <size> <id>\n"; the response is "R <id> <size> <node>\n"
+// followed by `size` bytes derived from the id and the offset.
+
+fn body_byte(id: u32, j: u64) -> u8 {
+    let x = ((id as u64) << 40 ^ j).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (x >> 56) as u8
+}
+
+fn request_line(target: u8, size: u32, id: u32) -> Vec<u8> {
+    format!("GET {target} {size} {id}\n").into_bytes()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Req {
+    target: u8,
+    size: u32,
+    /// Sent only after every earlier response has arrived (else pipelined).
+    wait: bool,
+}
+
+fn parse_request(buf: &[u8]) -> Option<Result<(usize, u8, u32, u32), String>> {
+    let nl = buf.iter().position(|&b| b == b'\n')?;
+    let line = std::str::from_utf8(&buf[..nl])
+        .map_err(|_| format!("request is not text: {:?}", &buf[..nl]));
+    let line = match line {
+        Ok(l) => l,
+        Err(e) => return Some(Err(e)),
+    };
+    let f: Vec<&str> = line.split(' ').collect();
+    if f.len() != 4 || f[0] != "GET" {
+        return Some(Err(format!("bad request line {line:?}")));
+    }
+    match (f[1].parse(), f[2].parse(), f[3].parse()) {
+        (Ok(t), Ok(s), Ok(i)) => Some(Ok((nl + 1, t, s, i))),
+        _ => Some(Err(format!("bad request line {line:?}"))),
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Scenario parameters.
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Faults {
+    /// Per 10 000 frames, on every link in both directions.
+    loss: u32,
+    dup: u32,
+    reorder: u32,
+    /// A reordered frame is held back 1..=max_delay ms.
+    max_delay: u64,
+}
+
+impl Faults {
+    fn any(&self) -> bool {
+        self.loss + self.dup + self.reorder > 0
+    }
+}
+
+/// How a node's proxy treats connections handed to it by another node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Normal,
+    /// Never answers: its frames on such connections are dropped (a hung target).
+    Mute,
+    /// Resets such a connection when the forwarded bytes arrive, before acknowledging them.
+    Reset,
+}
+
+#[derive(Debug, Clone)]
+struct ConnSpec {
+    start_ms: u64,
+    reqs: Vec<Req>,
+}
+
+#[derive(Debug, Clone)]
+struct Params {
+    seed: u64,
+    faults: Faults,
+    conns: Vec<ConnSpec>,
+    modes: [Mode; HOSTS],
+    /// ISN of each host's first connection.
+    isn: [u32; HOSTS],
+    ts_off: [u32; HOSTS],
+    /// Receive buffer of accepted (and client) sockets: sets the window scale.
+    rx_in: [usize; HOSTS],
+    /// Receive buffer of the sockets a node opens for c2.
+    rx_out: [usize; HOSTS],
+    tx: [usize; HOSTS],
+    /// Give up (and fail) after this much virtual time.
+    deadline_ms: u64,
+}
+
+impl Params {
+    fn new(seed: u64, conns: Vec<ConnSpec>) -> Params {
+        Params {
+            seed,
+            faults: Faults::default(),
+            conns,
+            modes: [Mode::Normal; HOSTS],
+            // Client data, node responses and the legs' SYN-ACKs all cross 2^32.
+            isn: [0xffff_fff0, 0xffff_f000, 0xffff_ffff, 0xfff0_0000],
+            // Four clock domains far apart; node C's clock wraps 4 s into the run.
+            ts_off: [0x1000_0000, 0x7fff_0000, 0xc000_1234, 0xffff_f000],
+            // Window shifts 3, 0, 2, 5 on accepted sockets; 1, 4, 0 on the sockets opened for c2.
+            rx_in: [256 << 10, 32 << 10, 128 << 10, 1 << 20],
+            rx_out: [0, 64 << 10, 512 << 10, 16 << 10],
+            tx: [16 << 10, 64 << 10, 48 << 10, 96 << 10],
+            deadline_ms: 120_000,
+        }
+    }
+}
+
+fn script(targets: &[(u8, u32)]) -> Vec<Req> {
+    targets
+        .iter()
+        .map(|&(target, size)| Req {
+            target,
+            size,
+            wait: true,
+        })
+        .collect()
+}
+
+fn pipelined(targets: &[(u8, u32)]) -> Vec<Req> {
+    targets
+        .iter()
+        .map(|&(target, size)| Req {
+            target,
+            size,
+            wait: false,
+        })
+        .collect()
+}
+
+fn request_id(conn: usize, i: usize) -> u32 {
+    (conn as u32 + 1) * 1000 + i as u32
+}
+
+// ------------------------------------------------------------------------------------------------
+// Deterministic randomness.
+
+#[derive(Debug, Clone)]
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        // xorshift64*
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next() % n }
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// An in-memory Ethernet device.
+
+#[derive(Debug, Default)]
+struct Dev {
+    rx: VecDeque<Vec<u8>>,
+    tx: VecDeque<Vec<u8>>,
+}
+
+struct RxTok(Vec<u8>);
+struct TxTok<'a>(&'a mut VecDeque<Vec<u8>>);
+
+impl phy::RxToken for RxTok {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+
+impl phy::TxToken for TxTok<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut buf = vec![0u8; len];
+        let r = f(&mut buf);
+        self.0.push_back(buf);
+        r
+    }
+}
+
+impl Device for Dev {
+    type RxToken<'a> = RxTok;
+    type TxToken<'a> = TxTok<'a>;
+
+    fn receive(&mut self, _: Instant) -> Option<(RxTok, TxTok<'_>)> {
+        let f = self.rx.pop_front()?;
+        Some((RxTok(f), TxTok(&mut self.tx)))
+    }
+    fn transmit(&mut self, _: Instant) -> Option<TxTok<'_>> {
+        Some(TxTok(&mut self.tx))
+    }
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut c = DeviceCapabilities::default();
+        c.medium = Medium::Ethernet;
+        c.max_transmission_unit = 1514;
+        c
+    }
+}
+
+struct Host {
+    iface: Interface,
+    dev: Dev,
+    sockets: SocketSet<'static>,
+}
+
+impl Host {
+    fn new(h: usize, seed: u64) -> Host {
+        let mut dev = Dev::default();
+        let mut cfg = IfaceConfig::new(HardwareAddress::Ethernet(host_mac(h)));
+        cfg.random_seed = seed;
+        let mut iface = Interface::new(cfg, &mut dev, Instant::from_millis(0));
+        iface.update_ip_addrs(|a| {
+            a.push(IpCidr::new(IpAddress::Ipv4(host_ip(h)), 24))
+                .unwrap()
+        });
+        iface
+            .routes_mut()
+            .add_default_ipv4_route(host_gw(h))
+            .unwrap();
+        Host {
+            iface,
+            dev,
+            sockets: SocketSet::new(vec![]),
+        }
+    }
+}
+
+fn tcp_socket(h: usize, rx: usize, tx: usize) -> tcp::Socket<'static> {
+    let mut s = tcp::Socket::new(
+        tcp::SocketBuffer::new(vec![0; rx]),
+        tcp::SocketBuffer::new(vec![0; tx]),
+    );
+    s.set_tsval_generator(Some(TSGEN[h]));
+    s
+}
+
+// ------------------------------------------------------------------------------------------------
+// The client: one smoltcp socket per scripted connection, verifying every response byte.
+
+type Key4 = (Ipv4Address, u16, Ipv4Address, u16);
+
+#[derive(Debug)]
+struct ClientConn {
+    idx: usize,
+    spec: ConnSpec,
+    lport: u16,
+    sock: Option<SocketHandle>,
+    out: Vec<u8>,
+    out_pos: usize,
+    queued: usize,
+    line: Vec<u8>,
+    /// Response being received: (id, size, node, bytes of body received).
+    cur: Option<(u32, u64, u8, u64)>,
+    got: usize,
+    served_by: Vec<u8>,
+    closed: bool,
+    done: bool,
+}
+
+struct ClientApp {
+    conns: Vec<ClientConn>,
+    rx: usize,
+    tx: usize,
+    errors: Vec<String>,
+}
+
+impl ClientApp {
+    fn step(&mut self, now: u64, host: &mut Host) {
+        for c in &mut self.conns {
+            if c.done {
+                continue;
+            }
+            let Some(h) = c.sock else {
+                if now >= c.spec.start_ms {
+                    let mut s = tcp_socket(0, self.rx, self.tx);
+                    s.connect(host.iface.context(), (IpAddress::Ipv4(VIP), 80), c.lport)
+                        .unwrap();
+                    c.sock = Some(host.sockets.add(s));
+                }
+                continue;
+            };
+            let s = host.sockets.get_mut::<tcp::Socket>(h);
+            let st = s.state();
+            if c.closed {
+                if matches!(st, tcp::State::TimeWait | tcp::State::Closed) {
+                    c.done = true;
+                }
+                continue;
+            }
+            if st == tcp::State::Closed && (c.got > 0 || c.out_pos > 0) {
+                self.errors.push(format!(
+                    "client conn {}: connection closed (reset) after {} responses",
+                    c.idx, c.got
+                ));
+                c.done = true;
+                continue;
+            }
+            while c.queued < c.spec.reqs.len() && (!c.spec.reqs[c.queued].wait || c.got >= c.queued)
+            {
+                let r = c.spec.reqs[c.queued];
+                c.out
+                    .extend(request_line(r.target, r.size, request_id(c.idx, c.queued)));
+                c.queued += 1;
+            }
+            if s.can_send() && c.out_pos < c.out.len() {
+                c.out_pos += s.send_slice(&c.out[c.out_pos..]).unwrap();
+            }
+            while s.can_recv() {
+                let errors = &mut self.errors;
+                let spec = &c.spec;
+                let (idx, got, cur, line, served_by) =
+                    (c.idx, &mut c.got, &mut c.cur, &mut c.line, &mut c.served_by);
+                s.recv(|buf| {
+                    for &b in buf.iter() {
+                        client_byte(idx, spec, got, cur, line, served_by, b, errors);
+                    }
+                    (buf.len(), ())
+                })
+                .unwrap();
+            }
+            if c.got == c.spec.reqs.len()
+                && c.queued == c.spec.reqs.len()
+                && c.out_pos == c.out.len()
+            {
+                s.close();
+                c.closed = true;
+            } else if matches!(st, tcp::State::CloseWait) && !s.can_recv() {
+                self.errors.push(format!(
+                    "client conn {}: server closed after {} of {} responses",
+                    c.idx,
+                    c.got,
+                    c.spec.reqs.len()
+                ));
+                s.close();
+                c.closed = true;
+            }
+        }
+    }
+
+    fn all_done(&self) -> bool {
+        self.conns.iter().all(|c| c.done)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn client_byte(
+    idx: usize,
+    spec: &ConnSpec,
+    got: &mut usize,
+    cur: &mut Option<(u32, u64, u8, u64)>,
+    line: &mut Vec<u8>,
+    served_by: &mut Vec<u8>,
+    b: u8,
+    errors: &mut Vec<String>,
+) {
+    if errors.len() > 20 {
+        return;
+    }
+    if let Some((id, size, _, pos)) = cur {
+        let want = body_byte(*id, *pos);
+        if b != want {
+            errors.push(format!(
+                "client conn {idx}: response {id} byte {pos} is {b:#x}, want {want:#x}"
+            ));
+        }
+        *pos += 1;
+        if *pos == *size {
+            *cur = None;
+            *got += 1;
+        }
+        return;
+    }
+    if b != b'\n' {
+        line.push(b);
+        if line.len() > 64 {
+            errors.push(format!(
+                "client conn {idx}: garbage instead of a response header: {:?}",
+                String::from_utf8_lossy(line)
+            ));
+            line.clear();
+        }
+        return;
+    }
+    let text = String::from_utf8_lossy(line).into_owned();
+    line.clear();
+    let f: Vec<&str> = text.split(' ').collect();
+    let parsed = (f.len() == 4 && f[0] == "R").then(|| {
+        (
+            f[1].parse::<u32>().ok(),
+            f[2].parse::<u64>().ok(),
+            f[3].parse::<u8>().ok(),
+        )
+    });
+    let Some((Some(id), Some(size), Some(node))) = parsed else {
+        errors.push(format!("client conn {idx}: bad response header {text:?}"));
+        return;
+    };
+    let Some(r) = spec.reqs.get(*got) else {
+        errors.push(format!(
+            "client conn {idx}: response {id} after the last one"
+        ));
+        return;
+    };
+    let want = request_id(idx, *got);
+    if id != want || size != r.size as u64 {
+        errors.push(format!(
+            "client conn {idx}: response {id} ({size} bytes) where {want} ({} bytes) was due",
+            r.size
+        ));
+    }
+    served_by.push(node);
+    if size == 0 {
+        *got += 1;
+    } else {
+        *cur = Some((id, size, node, 0));
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// The node proxy.
+
+#[derive(Debug)]
+struct Resp {
+    id: u32,
+    hdr: Vec<u8>,
+    total: u64,
+    pos: u64,
+}
+
+impl Resp {
+    fn new(id: u32, size: u32, node: usize) -> Resp {
+        let hdr = format!("R {id} {size} {node}\n").into_bytes();
+        Resp {
+            id,
+            total: hdr.len() as u64 + size as u64,
+            hdr,
+            pos: 0,
+        }
+    }
+    fn byte(&self, k: u64) -> u8 {
+        if (k as usize) < self.hdr.len() {
+            self.hdr[k as usize]
+        } else {
+            body_byte(self.id, k - self.hdr.len() as u64)
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum St {
+    Serve,
+    /// Hand-off step 1: waiting until every response byte on c1 is acknowledged.
+    WaitAcked {
+        target: u8,
+    },
+    /// Step 2: c2 is opening.
+    Connecting {
+        c2: SocketHandle,
+        target: u8,
+        since: u64,
+    },
+    /// Step 3: the request is out; retried every 50 ms.
+    Requesting {
+        c2: SocketHandle,
+        target: u8,
+        counter: u64,
+        last_tx: u64,
+        busy: u32,
+    },
+    /// Step 4: forwarding c1 to c2 until c1's EOF; `fwd` bytes of `inbuf` are on c2.
+    Forwarding {
+        c2: SocketHandle,
+        fwd: usize,
+    },
+    Done,
+}
+
+#[derive(Debug)]
+struct Conn {
+    c1: SocketHandle,
+    peer: IpEndpoint,
+    from_node: bool,
+    inbuf: Vec<u8>,
+    consumed: u64,
+    sent: u64,
+    resp: Option<Resp>,
+    force_local: bool,
+    st: St,
+    /// Sockets of this connection that must end closed (c1 and every c2 it opened).
+    c2s: Vec<SocketHandle>,
+    handed_off: bool,
+    rolled_back: u32,
+}
+
+#[derive(Debug)]
+struct NodeApp {
+    me: usize,
+    mode: Mode,
+    listeners: Vec<SocketHandle>,
+    conns: Vec<Conn>,
+    udp: SocketHandle,
+    counter: u64,
+    eport: u16,
+    rx_in: usize,
+    rx_out: usize,
+    tx: usize,
+    replies: HashMap<u64, ReplyCode>,
+    /// (request id, conn peer) of every request served here.
+    served: Vec<u32>,
+    muted: Vec<Key4>,
+    resets: usize,
+    errors: Vec<String>,
+    codes: Vec<ReplyCode>,
+}
+
+impl NodeApp {
+    fn new(me: usize, p: &Params, host: &mut Host) -> NodeApp {
+        let mut u = udp::Socket::new(
+            udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 16], vec![0; 4096]),
+            udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 16], vec![0; 4096]),
+        );
+        u.bind(CONTROL_SRC_PORT).unwrap();
+        let udp = host.sockets.add(u);
+        NodeApp {
+            me,
+            mode: p.modes[me],
+            listeners: vec![],
+            conns: vec![],
+            udp,
+            counter: 0,
+            eport: 49152 + (me as u16) * 1000,
+            rx_in: p.rx_in[me],
+            rx_out: p.rx_out[me],
+            tx: p.tx[me],
+            replies: HashMap::new(),
+            served: vec![],
+            muted: vec![],
+            resets: 0,
+            errors: vec![],
+            codes: vec![],
+        }
+    }
+
+    fn step(&mut self, now: u64, host: &mut Host) {
+        // Listeners: adopt the ones a SYN woke up, keep three listening.
+        let mut i = 0;
+        while i < self.listeners.len() {
+            let h = self.listeners[i];
+            let s = host.sockets.get_mut::<tcp::Socket>(h);
+            if s.state() == tcp::State::Listen {
+                i += 1;
+                continue;
+            }
+            self.listeners.swap_remove(i);
+            let Some(peer) = s.remote_endpoint() else {
+                continue;
+            };
+            let IpAddress::Ipv4(pip) = peer.addr;
+            let from_node = node_of(pip).is_some();
+            if from_node && self.mode == Mode::Reset {
+                // Acknowledge the forwarded bytes late, so the reset comes first.
+                s.set_ack_delay(Some(smoltcp::time::Duration::from_millis(500)));
+            }
+            self.conns.push(Conn {
+                c1: h,
+                peer,
+                from_node,
+                inbuf: vec![],
+                consumed: 0,
+                sent: 0,
+                resp: None,
+                force_local: false,
+                st: St::Serve,
+                c2s: vec![],
+                handed_off: false,
+                rolled_back: 0,
+            });
+        }
+        while self.listeners.len() < 3 {
+            let mut s = tcp_socket(self.me, self.rx_in, self.tx);
+            s.listen(80).unwrap();
+            self.listeners.push(host.sockets.add(s));
+        }
+        // Control replies.
+        let u = host.sockets.get_mut::<udp::Socket>(self.udp);
+        while let Ok((data, _)) = u.recv() {
+            match Reply::new_checked(data) {
+                Ok(r) if r.verify(&KEY) => {
+                    self.replies.insert(r.counter(), r.code());
+                }
+                _ => self
+                    .errors
+                    .push(format!("node {}: bad control reply {data:?}", self.me)),
+            }
+        }
+        let mut conns = std::mem::take(&mut self.conns);
+        for c in &mut conns {
+            self.step_conn(c, now, host);
+        }
+        self.conns = conns;
+    }
+
+    fn step_conn(&mut self, c: &mut Conn, now: u64, host: &mut Host) {
+        if c.st == St::Done {
+            return;
+        }
+        let me = self.me;
+        let s1 = host.sockets.get_mut::<tcp::Socket>(c.c1);
+        if c.from_node && self.mode == Mode::Mute {
+            // Hung once established: from here on its frames on this connection are dropped.
+            if s1.state() == tcp::State::Established {
+                let IpAddress::Ipv4(pip) = c.peer.addr;
+                let k = (host_ip(me), 80, pip, c.peer.port);
+                if !self.muted.contains(&k) {
+                    self.muted.push(k);
+                }
+            }
+            return;
+        }
+        if c.from_node && self.mode == Mode::Reset && s1.can_recv() {
+            s1.abort();
+            c.st = St::Done;
+            return;
+        }
+        if s1.state() == tcp::State::Closed {
+            if c.from_node && self.mode == Mode::Mute {
+                c.st = St::Done;
+                return;
+            }
+            if c.from_node {
+                // The target's end of a rolled-back hand-off (checked against the counters).
+                self.resets += 1;
+            } else {
+                self.errors.push(format!(
+                    "node {me}: connection from {} reset in state {:?}",
+                    c.peer, c.st
+                ));
+            }
+            c.st = St::Done;
+            return;
+        }
+        while s1.can_recv() {
+            let inbuf = &mut c.inbuf;
+            s1.recv(|b| {
+                inbuf.extend_from_slice(b);
+                (b.len(), ())
+            })
+            .unwrap();
+        }
+        let eof = s1.state() == tcp::State::CloseWait && !s1.can_recv();
+        loop {
+            match c.st {
+                St::Serve => {
+                    let s1 = host.sockets.get_mut::<tcp::Socket>(c.c1);
+                    if let Some(r) = &mut c.resp {
+                        if r.pos < r.total && s1.can_send() {
+                            let n = s1
+                                .send(|buf| {
+                                    let n = (buf.len() as u64).min(r.total - r.pos) as usize;
+                                    for (k, b) in buf[..n].iter_mut().enumerate() {
+                                        *b = r.byte(r.pos + k as u64);
+                                    }
+                                    (n, n)
+                                })
+                                .unwrap();
+                            r.pos += n as u64;
+                            c.sent += n as u64;
+                        }
+                        if r.pos < r.total {
+                            return;
+                        }
+                        c.resp = None;
+                    }
+                    match parse_request(&c.inbuf) {
+                        None => {
+                            if eof {
+                                if !c.inbuf.is_empty() {
+                                    self.errors.push(format!(
+                                        "node {me}: partial request at EOF: {:?}",
+                                        String::from_utf8_lossy(&c.inbuf)
+                                    ));
+                                }
+                                s1.close();
+                                c.st = St::Done;
+                            }
+                            return;
+                        }
+                        Some(Err(e)) => {
+                            self.errors
+                                .push(format!("node {me}: conn from {}: {e}", c.peer));
+                            c.inbuf.clear();
+                            s1.abort();
+                            c.st = St::Done;
+                            return;
+                        }
+                        Some(Ok((len, target, size, id))) => {
+                            if target as usize == me
+                                || c.force_local
+                                || !(1..HOSTS as u8).contains(&target)
+                            {
+                                c.force_local = false;
+                                c.inbuf.drain(..len);
+                                c.consumed += len as u64;
+                                c.resp = Some(Resp::new(id, size, me));
+                                self.served.push(id);
+                                continue;
+                            }
+                            c.st = St::WaitAcked { target };
+                        }
+                    }
+                }
+                St::WaitAcked { target } => {
+                    let s1 = host.sockets.get_mut::<tcp::Socket>(c.c1);
+                    if s1.send_queue() > 0 {
+                        return;
+                    }
+                    let mut s = tcp_socket(me, self.rx_out, self.tx);
+                    let lport = self.eport;
+                    self.eport = self.eport.wrapping_add(1);
+                    s.connect(
+                        host.iface.context(),
+                        (IpAddress::Ipv4(host_ip(target as usize)), 80),
+                        (IpAddress::Ipv4(host_ip(me)), lport),
+                    )
+                    .unwrap();
+                    let c2 = host.sockets.add(s);
+                    c.c2s.push(c2);
+                    c.st = St::Connecting {
+                        c2,
+                        target,
+                        since: now,
+                    };
+                }
+                St::Connecting { c2, target, since } => {
+                    let s2 = host.sockets.get_mut::<tcp::Socket>(c2);
+                    match s2.state() {
+                        tcp::State::Established => {
+                            self.counter += 1;
+                            let counter = self.counter;
+                            self.send_request(c, c2, target, counter, host);
+                            c.st = St::Requesting {
+                                c2,
+                                target,
+                                counter,
+                                last_tx: now,
+                                busy: 0,
+                            };
+                        }
+                        tcp::State::Closed => {
+                            c.force_local = true;
+                            c.st = St::Serve;
+                            continue;
+                        }
+                        _ if now - since > 10_000 => {
+                            s2.abort();
+                            c.force_local = true;
+                            c.st = St::Serve;
+                            continue;
+                        }
+                        _ => {}
+                    }
+                    return;
+                }
+                St::Requesting {
+                    c2,
+                    target,
+                    counter,
+                    last_tx,
+                    busy,
+                } => {
+                    match self.replies.remove(&counter) {
+                        Some(ReplyCode::Accepted) => {
+                            self.codes.push(ReplyCode::Accepted);
+                            c.st = St::Forwarding { c2, fwd: 0 };
+                            continue;
+                        }
+                        Some(ReplyCode::Busy) if busy < 100 => {
+                            self.codes.push(ReplyCode::Busy);
+                            self.counter += 1;
+                            let counter = self.counter;
+                            self.send_request(c, c2, target, counter, host);
+                            c.st = St::Requesting {
+                                c2,
+                                target,
+                                counter,
+                                last_tx: now,
+                                busy: busy + 1,
+                            };
+                        }
+                        Some(code) => {
+                            self.codes.push(code);
+                            host.sockets.get_mut::<tcp::Socket>(c2).close();
+                            c.force_local = true;
+                            c.st = St::Serve;
+                            continue;
+                        }
+                        None if now - last_tx >= 50 => {
+                            self.send_request(c, c2, target, counter, host);
+                            c.st = St::Requesting {
+                                c2,
+                                target,
+                                counter,
+                                last_tx: now,
+                                busy,
+                            };
+                        }
+                        None => {}
+                    }
+                    return;
+                }
+                St::Forwarding { c2, fwd } => {
+                    let s2 = host.sockets.get_mut::<tcp::Socket>(c2);
+                    if s2.state() == tcp::State::Closed {
+                        // Rolled back: the switch reset the new leg. Serve from the buffer.
+                        c.rolled_back += 1;
+                        c.force_local = true;
+                        c.st = St::Serve;
+                        continue;
+                    }
+                    let mut fwd = fwd;
+                    if fwd < c.inbuf.len() && s2.can_send() {
+                        fwd += s2.send_slice(&c.inbuf[fwd..]).unwrap();
+                    }
+                    if eof && fwd == c.inbuf.len() {
+                        s2.close();
+                        host.sockets.get_mut::<tcp::Socket>(c.c1).close();
+                        c.handed_off = true;
+                        c.st = St::Done;
+                        return;
+                    }
+                    c.st = St::Forwarding { c2, fwd };
+                    return;
+                }
+                St::Done => return,
+            }
+        }
+    }
+
+    fn send_request(
+        &mut self,
+        c: &Conn,
+        c2: SocketHandle,
+        target: u8,
+        counter: u64,
+        host: &mut Host,
+    ) {
+        let s2 = host.sockets.get_mut::<tcp::Socket>(c2);
+        let l2 = s2.local_endpoint().unwrap();
+        let IpAddress::Ipv4(peer) = c.peer.addr;
+        let IpAddress::Ipv4(l2a) = l2.addr;
+        let req = RequestRepr {
+            key_id: 1,
+            counter,
+            held_peer: Endpoint::new(peer.octets(), c.peer.port),
+            held_local: Endpoint::new(host_ip(self.me).octets(), 80),
+            new_local: Endpoint::new(l2a.octets(), l2.port),
+            new_remote: Endpoint::new(host_ip(target as usize).octets(), 80),
+            consumed: c.consumed,
+            sent: c.sent,
+        };
+        let mut buf = [0u8; control::REQUEST_LEN];
+        req.emit(&mut buf, &KEY).unwrap();
+        let u = host.sockets.get_mut::<udp::Socket>(self.udp);
+        let gw = IpEndpoint::new(IpAddress::Ipv4(host_gw(self.me)), control::DEFAULT_PORT);
+        if u.send_slice(&buf, gw).is_err() {
+            self.errors
+                .push(format!("node {}: control socket full", self.me));
+        }
+    }
+}
+
+enum App {
+    Client(ClientApp),
+    Node(NodeApp),
+}
+
+// ------------------------------------------------------------------------------------------------
+// Wire observations: what each host sent and what it was handed.
+
+#[derive(Debug, Default, Clone, Copy)]
+struct FlowObs {
+    isn: Option<u32>,
+    snd_max: Option<u32>,
+    /// TSval - now of the first timestamp the host received on this flow: the peer's clock domain.
+    dom: Option<u32>,
+    last_tsval: Option<u32>,
+}
+
+#[derive(Debug, Default)]
+struct Obs {
+    flows: HashMap<Key4, FlowObs>,
+    /// RSTs delivered to the host, with the state of the socket they hit (None: no socket
+    /// holds the connection any more).
+    rst_rx: Vec<(u64, Key4, Option<tcp::State>)>,
+    rst_tx: usize,
+    syn_isn: Vec<(Key4, u32)>,
+}
+
+fn seq_gt(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) > 0
+}
+
+struct Parsed<'a> {
+    src: Ipv4Address,
+    dst: Ipv4Address,
+    tcp: TcpRepr<'a>,
+    rst: bool,
+    syn: bool,
+    fin: bool,
+}
+
+fn parse_tcp(frame: &[u8]) -> Option<Result<Parsed<'_>, String>> {
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    if eth.ethertype() != EthernetProtocol::Ipv4 {
+        return None;
+    }
+    let ip = match Ipv4Packet::new_checked(eth.payload()) {
+        Ok(ip) => ip,
+        Err(_) => return Some(Err("bad IPv4 header".into())),
+    };
+    if !ip.verify_checksum() {
+        return Some(Err("bad IPv4 checksum".into()));
+    }
+    if ip.next_header() != IpProtocol::Tcp {
+        return None;
+    }
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    let payload = &eth.payload()[20..ip.total_len() as usize];
+    let tcp = match TcpPacket::new_checked(payload) {
+        Ok(t) => t,
+        Err(_) => return Some(Err("bad TCP header".into())),
+    };
+    if !tcp.verify_checksum(&src.into(), &dst.into()) {
+        return Some(Err(format!(
+            "bad TCP checksum {src}:{} -> {dst}:{}",
+            tcp.src_port(),
+            tcp.dst_port()
+        )));
+    }
+    let (rst, syn, fin) = (tcp.rst(), tcp.syn(), tcp.fin());
+    let payload: &[u8] = &eth.into_inner()[34..34 + payload.len()];
+    let tcp = TcpPacket::new_unchecked(payload);
+    match TcpRepr::parse(
+        &tcp,
+        &src.into(),
+        &dst.into(),
+        &ChecksumCapabilities::ignored(),
+    ) {
+        Ok(r) => Some(Ok(Parsed {
+            src,
+            dst,
+            tcp: r,
+            rst,
+            syn,
+            fin,
+        })),
+        Err(_) => Some(Err("unparsable TCP".into())),
+    }
+}
+
+impl Obs {
+    fn on_tx(&mut self, frame: &[u8]) {
+        let Some(Ok(p)) = parse_tcp(frame) else {
+            return;
+        };
+        let k = (p.src, p.tcp.src_port, p.dst, p.tcp.dst_port);
+        let f = self.flows.entry(k).or_default();
+        let seq = p.tcp.seq_number.0 as u32;
+        if p.syn {
+            f.isn = Some(seq);
+            if !self.syn_isn.iter().any(|(kk, _)| *kk == k) {
+                self.syn_isn.push((k, seq));
+            }
+        }
+        let end = seq.wrapping_add(p.tcp.payload.len() as u32 + p.syn as u32 + p.fin as u32);
+        if f.snd_max.is_none_or(|m| seq_gt(end, m)) {
+            f.snd_max = Some(end);
+        }
+        if p.rst {
+            self.rst_tx += 1;
+        }
+    }
+
+    /// Checks a frame about to be delivered to host `h`.
+    fn on_rx(&mut self, h: usize, now: u64, frame: &[u8], paws: bool, v: &mut Vec<String>) {
+        let p = match parse_tcp(frame) {
+            None => return,
+            Some(Err(e)) => {
+                v.push(format!("t={now} host {h}: {e}"));
+                return;
+            }
+            Some(Ok(p)) => p,
+        };
+        let k = (p.dst, p.tcp.dst_port, p.src, p.tcp.src_port);
+        let what = format!("t={now} host {h} flow {}:{}<-{}:{}", k.0, k.1, k.2, k.3);
+        if p.rst {
+            self.rst_rx.push((now, k, None));
+        }
+        let f = self.flows.entry(k).or_default();
+        if let (Some(a), Some(m)) = (p.tcp.ack_number, f.snd_max)
+            && seq_gt(a.0 as u32, m)
+            && !p.rst
+        {
+            v.push(format!(
+                "{what}: ack {:#x} beyond everything sent ({m:#x})",
+                a.0 as u32
+            ));
+        }
+        if let (Some(isn), Some(m)) = (f.isn, f.snd_max) {
+            for (l, r) in p.tcp.sack_ranges.iter().flatten() {
+                for e in [*l, *r] {
+                    if !seq_gt(e, isn) || seq_gt(e, m) {
+                        v.push(format!(
+                            "{what}: SACK edge {e:#x} outside ({isn:#x}, {m:#x}]"
+                        ));
+                    }
+                }
+            }
+        }
+        if let Some(ts) = p.tcp.timestamp {
+            let rel = ts.tsval.wrapping_sub(now as u32);
+            match f.dom {
+                None => f.dom = Some(rel),
+                Some(dom) => {
+                    let d = rel.wrapping_sub(dom) as i32;
+                    // Behind by at most the idle time of the old server; ahead by at most
+                    // the client's idle time (a jump forward at a hand-off is harmless: PAWS
+                    // only needs TSval not to go back). A wrong mapping is 2^28 ms off.
+                    if !(-60_000..=60_000).contains(&d) {
+                        v.push(format!(
+                            "{what}: TSval {:#x} is {d} ms off the peer's clock",
+                            ts.tsval
+                        ));
+                    }
+                }
+            }
+            if paws
+                && let Some(last) = f.last_tsval
+                && seq_gt(last, ts.tsval)
+            {
+                v.push(format!(
+                    "{what}: TSval went back from {last:#x} to {:#x}",
+                    ts.tsval
+                ));
+            }
+            if f.last_tsval.is_none_or(|l| seq_gt(ts.tsval, l)) {
+                f.last_tsval = Some(ts.tsval);
+            }
+            if p.tcp.ack_number.is_some() && ts.tsecr != 0 && !p.syn {
+                let e = ts_of(h).wrapping_sub(ts.tsecr) as i32;
+                if !(0..=60_000).contains(&e) {
+                    v.push(format!(
+                        "{what}: TSecr {:#x} is not an echo of the host's clock ({:#x}): {e}",
+                        ts.tsecr,
+                        ts_of(h)
+                    ));
+                }
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// The fabric: hosts, links with faults, the switch.
+
+#[derive(Default)]
+struct VecSink(Vec<(u8, Vec<u8>)>);
+
+impl Sink for VecSink {
+    fn emit(&mut self, port: u8, frame: &[u8]) -> bool {
+        self.0.push((port, frame.to_vec()));
+        true
+    }
+}
+
+type Queue = BTreeMap<(u64, u64), Vec<u8>>;
+
+/// The state of the socket that holds connection `k` (local, remote), if one does.
+fn socket_state(sockets: &SocketSet<'_>, k: Key4) -> Option<tcp::State> {
+    sockets.iter().find_map(|(_, s)| match s {
+        smoltcp::socket::Socket::Tcp(t) => {
+            let l = t.local_endpoint()?;
+            let r = t.remote_endpoint()?;
+            (l == IpEndpoint::new(IpAddress::Ipv4(k.0), k.1)
+                && r == IpEndpoint::new(IpAddress::Ipv4(k.2), k.3))
+            .then(|| t.state())
+        }
+        _ => None,
+    })
+}
+
+struct Fabric {
+    p: Params,
+    sw: Switch<'static>,
+    hosts: Vec<Host>,
+    apps: Vec<App>,
+    up: Vec<Queue>,
+    down: Vec<Queue>,
+    qseq: u64,
+    rng: Rng,
+    obs: Vec<Obs>,
+    violations: Vec<String>,
+    lost: u64,
+    verdicts: HashMap<String, u64>,
+    trace: bool,
+}
+
+fn switch_config(seed: u64) -> Config {
+    let mut c = Config::cluster(3, KEY);
+    c.timeouts = Timeouts {
+        syn: Duration::from_secs(10),
+        established: Duration::from_secs(2 * 3600),
+        transitory: Duration::from_secs(60),
+        time_wait: Duration::from_secs(2),
+        handoff: Duration::from_secs(1),
+    };
+    c.hash_seed = seed.to_le_bytes().repeat(2).try_into().unwrap();
+    c
+}
+
+fn new_switch(seed: u64) -> Switch<'static> {
+    let flows = 256;
+    let storage = Storage {
+        flows: vec![FlowSlot::default(); flows].into(),
+        index: vec![IndexSlot::default(); Storage::index_len_for(flows)].into(),
+        sessions: vec![SessionSlot::default(); 32].into(),
+    };
+    Switch::new(switch_config(seed), storage).unwrap()
+}
+
+/// An ARP request from host `h` for its gateway: the switch learns the host's MAC from it (a
+/// static-ARP start, so the first SYN to a node is not spent on address resolution).
+fn arp_hello(h: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; 42];
+    EthernetRepr {
+        src_addr: host_mac(h),
+        dst_addr: EthernetAddress::BROADCAST,
+        ethertype: EthernetProtocol::Arp,
+    }
+    .emit(&mut EthernetFrame::new_unchecked(&mut buf[..]));
+    ArpRepr::EthernetIpv4 {
+        operation: ArpOperation::Request,
+        source_hardware_addr: host_mac(h),
+        source_protocol_addr: host_ip(h),
+        target_hardware_addr: EthernetAddress([0; 6]),
+        target_protocol_addr: host_gw(h),
+    }
+    .emit(&mut ArpPacket::new_unchecked(&mut buf[14..]));
+    buf
+}
+
+impl Fabric {
+    fn new(p: Params) -> Fabric {
+        NOW_MS.with(|c| c.set(0));
+        TS_OFF.with(|c| c.set(p.ts_off));
+        let mut hosts: Vec<Host> = (0..HOSTS)
+            .map(|h| Host::new(h, seed_for_isn(p.isn[h], p.seed.wrapping_add(h as u64))))
+            .collect();
+        let mut apps = vec![App::Client(ClientApp {
+            conns: p
+                .conns
+                .iter()
+                .enumerate()
+                .map(|(idx, spec)| ClientConn {
+                    idx,
+                    spec: spec.clone(),
+                    lport: 40000 + idx as u16 * 7,
+                    sock: None,
+                    out: vec![],
+                    out_pos: 0,
+                    queued: 0,
+                    line: vec![],
+                    cur: None,
+                    got: 0,
+                    served_by: vec![],
+                    closed: false,
+                    done: false,
+                })
+                .collect(),
+            rx: p.rx_in[0],
+            tx: p.tx[0],
+            errors: vec![],
+        })];
+        for (h, host) in hosts.iter_mut().enumerate().skip(1) {
+            apps.push(App::Node(NodeApp::new(h, &p, host)));
+        }
+        let mut f = Fabric {
+            sw: new_switch(p.seed),
+            hosts,
+            apps,
+            up: (0..HOSTS).map(|_| Queue::new()).collect(),
+            down: (0..HOSTS).map(|_| Queue::new()).collect(),
+            qseq: 0,
+            rng: Rng(p.seed ^ 0x5eed_5eed_5eed_5eed | 1),
+            obs: (0..HOSTS).map(|_| Obs::default()).collect(),
+            violations: vec![],
+            lost: 0,
+            verdicts: HashMap::new(),
+            trace: std::env::var_os("KNITS_E2E_TRACE").is_some(),
+            p,
+        };
+        for h in 0..HOSTS {
+            let mut sink = VecSink::default();
+            let mut fr = arp_hello(h);
+            f.sw.process(
+                h as u8,
+                Instant::from_millis(0),
+                &mut fr,
+                FrameMeta::FULL,
+                &mut sink,
+                &mut NoMeter,
+            );
+            for (port, fr) in sink.0 {
+                f.hosts[port as usize].dev.rx.push_back(fr);
+            }
+        }
+        f
+    }
+
+    /// Puts a frame on a link, through the fault injector.
+    fn enqueue(&mut self, down: bool, h: usize, frame: Vec<u8>, now: u64) {
+        let fl = self.p.faults;
+        if self.rng.below(10_000) < fl.loss as u64 {
+            self.lost += 1;
+            return;
+        }
+        let mut due = now;
+        if self.rng.below(10_000) < fl.reorder as u64 {
+            due += 1 + self.rng.below(fl.max_delay.max(1));
+        }
+        let dup = self.rng.below(10_000) < fl.dup as u64;
+        let q = if down {
+            &mut self.down[h]
+        } else {
+            &mut self.up[h]
+        };
+        self.qseq += 1;
+        if dup {
+            q.insert((due + self.rng.below(3), self.qseq), frame.clone());
+            self.qseq += 1;
+        }
+        q.insert((due, self.qseq), frame);
+    }
+
+    fn pop_due(q: &mut Queue, now: u64) -> Option<Vec<u8>> {
+        let (&k, _) = q.iter().next()?;
+        if k.0 > now {
+            return None;
+        }
+        q.remove(&k)
+    }
+
+    fn trace_frame(&self, what: &str, h: usize, frame: &[u8]) {
+        if !self.trace {
+            return;
+        }
+        if let Some(Ok(p)) = parse_tcp(frame) {
+            let t = &p.tcp;
+            eprintln!(
+                "t={} {what} h{h} {}:{} > {}:{} {:?} seq={:#x} ack={:?} len={} win={} ts={:?} sack={:?}",
+                now_ms(),
+                p.src,
+                t.src_port,
+                p.dst,
+                t.dst_port,
+                t.control,
+                t.seq_number.0 as u32,
+                t.ack_number.map(|a| a.0 as u32),
+                t.payload.len(),
+                t.window_len,
+                t.timestamp.map(|x| (x.tsval, x.tsecr)),
+                t.sack_ranges
+            );
+        }
+    }
+
+    fn round(&mut self, now: u64) -> bool {
+        let inst = Instant::from_millis(now as i64);
+        let mut moved = false;
+        for h in 0..HOSTS {
+            let host = &mut self.hosts[h];
+            host.iface.poll(inst, &mut host.dev, &mut host.sockets);
+            match &mut self.apps[h] {
+                App::Client(c) => c.step(now, host),
+                App::Node(n) => n.step(now, host),
+            }
+            host.iface.poll(inst, &mut host.dev, &mut host.sockets);
+        }
+        // Hosts -> switch.
+        for h in 0..HOSTS {
+            while let Some(fr) = self.hosts[h].dev.tx.pop_front() {
+                moved = true;
+                self.obs[h].on_tx(&fr);
+                self.trace_frame("tx", h, &fr);
+                if let App::Node(n) = &self.apps[h]
+                    && !n.muted.is_empty()
+                    && let Some(Ok(p)) = parse_tcp(&fr)
+                {
+                    let k = (p.src, p.tcp.src_port, p.dst, p.tcp.dst_port);
+                    if n.muted.contains(&k) {
+                        continue;
+                    }
+                }
+                self.enqueue(false, h, fr, now);
+            }
+        }
+        let mut sink = VecSink::default();
+        for h in 0..HOSTS {
+            while let Some(mut fr) = Self::pop_due(&mut self.up[h], now) {
+                moved = true;
+                let v = self.sw.process(
+                    h as u8,
+                    inst,
+                    &mut fr,
+                    FrameMeta::FULL,
+                    &mut sink,
+                    &mut NoMeter,
+                );
+                if self.trace {
+                    eprintln!("t={now}   switch h{h}: {v:?}");
+                }
+                *self.verdicts.entry(format!("{v:?}")).or_default() += 1;
+                if let Verdict::Forward(p) = v {
+                    self.enqueue(true, p as usize, fr, now);
+                }
+            }
+        }
+        for (port, fr) in std::mem::take(&mut sink.0) {
+            self.trace_frame("gen", port as usize, &fr);
+            self.enqueue(true, port as usize, fr, now);
+        }
+        // Switch -> hosts.
+        let paws = !self.p.faults.any();
+        for h in 0..HOSTS {
+            while let Some(fr) = Self::pop_due(&mut self.down[h], now) {
+                moved = true;
+                self.trace_frame("rx", h, &fr);
+                let rsts = self.obs[h].rst_rx.len();
+                self.obs[h].on_rx(h, now, &fr, paws, &mut self.violations);
+                if self.obs[h].rst_rx.len() > rsts {
+                    let r = self.obs[h].rst_rx.last_mut().unwrap();
+                    r.2 = socket_state(&self.hosts[h].sockets, r.1);
+                }
+                self.hosts[h].dev.rx.push_back(fr);
+            }
+        }
+        moved
+    }
+
+    fn tick(&mut self, now: u64) {
+        NOW_MS.with(|c| c.set(now));
+        for _ in 0..500 {
+            if !self.round(now) {
+                break;
+            }
+        }
+        let mut sink = VecSink::default();
+        self.sw
+            .poll(Instant::from_millis(now as i64), 4096, &mut sink);
+        for (port, fr) in sink.0 {
+            self.trace_frame("gen", port as usize, &fr);
+            self.enqueue(true, port as usize, fr, now);
+        }
+    }
+
+    fn client(&self) -> &ClientApp {
+        match &self.apps[0] {
+            App::Client(c) => c,
+            App::Node(_) => unreachable!(),
+        }
+    }
+
+    fn nodes(&self) -> impl Iterator<Item = &NodeApp> {
+        self.apps.iter().filter_map(|a| match a {
+            App::Node(n) => Some(n),
+            App::Client(_) => None,
+        })
+    }
+
+    fn summary(&self) -> String {
+        let c = self.sw.counters();
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "t={} flows={} sessions={} lost={}",
+            now_ms(),
+            self.sw.flow_count(),
+            self.sw.session_count(),
+            self.lost
+        );
+        for r in DropReason::ALL {
+            if c.drop_count(*r) > 0 {
+                let _ = write!(s, " drop.{}={}", r.name(), c.drop_count(*r));
+            }
+        }
+        for g in Generated::ALL {
+            if c.generated_count(*g) > 0 {
+                let _ = write!(s, " gen.{}={}", g.name(), c.generated_count(*g));
+            }
+        }
+        for code in ReplyCode::ALL {
+            if c.handoffs[code.index()] > 0 {
+                let _ = write!(s, " handoff.{}={}", code.name(), c.handoffs[code.index()]);
+            }
+        }
+        let _ = writeln!(
+            s,
+            " completed={} rolled_back={} closed={} expired={}",
+            c.handoffs_completed, c.handoffs_rolled_back, c.closed, c.expired
+        );
+        let _ = writeln!(s, "flows by state {:?}", self.sw.flows_by_state());
+        for (i, f) in self.sw.table().iter() {
+            let _ = writeln!(
+                s,
+                "  flow {i}: {:?} {:?} {:?} -> {:?} link={}",
+                f.kind, f.state, f.keys[0].src, f.keys[0].dst, f.link
+            );
+        }
+        for i in 0..self.sw.session_capacity() {
+            if let Some(sess) = self.sw.session(i) {
+                let _ = writeln!(
+                    s,
+                    "  session {i}: anchor {} hops {}",
+                    sess.anchor, sess.hops
+                );
+                for b in &sess.bindings {
+                    let _ = writeln!(s, "    {b:?}");
+                }
+            }
+        }
+        for c in &self.client().conns {
+            let st = c
+                .sock
+                .map(|h| self.hosts[0].sockets.get::<tcp::Socket>(h).state());
+            let _ = writeln!(
+                s,
+                "client conn {}: got {}/{} served_by {:?} closed {} done {} state {st:?}",
+                c.idx,
+                c.got,
+                c.spec.reqs.len(),
+                c.served_by,
+                c.closed,
+                c.done
+            );
+        }
+        for n in self.nodes() {
+            let _ = writeln!(
+                s,
+                "node {}: served {:?} codes {:?}",
+                n.me, n.served, n.codes
+            );
+            for c in &n.conns {
+                let st1 = self.hosts[n.me].sockets.get::<tcp::Socket>(c.c1).state();
+                let st2: Vec<_> = c
+                    .c2s
+                    .iter()
+                    .map(|h| self.hosts[n.me].sockets.get::<tcp::Socket>(*h).state())
+                    .collect();
+                let _ = writeln!(
+                    s,
+                    "  conn from {}: {:?} c1 {st1} c2 {st2:?} inbuf {} consumed {} sent {}",
+                    c.peer,
+                    c.st,
+                    c.inbuf.len(),
+                    c.consumed,
+                    c.sent
+                );
+            }
+        }
+        let _ = writeln!(s, "verdicts {:?}", self.verdicts);
+        s
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Running a scenario and checking the invariants.
+
+#[derive(Debug)]
+struct Outcome {
+    accepted: u64,
+    completed: u64,
+    rolled_back: u64,
+    /// For each client connection, which node served each response.
+    served_by: Vec<Vec<u8>>,
+    /// Virtual time at which every client connection had finished.
+    clients_done_ms: u64,
+    summary: String,
+}
+
+fn run(p: Params) -> Outcome {
+    let deadline = p.deadline_ms;
+    let mut f = Fabric::new(p);
+    let mut now = 0;
+    let mut clients_done_at = None;
+    loop {
+        now += 1;
+        f.tick(now);
+        if clients_done_at.is_none() && f.client().all_done() {
+            clients_done_at = Some(now);
+        }
+        if let Some(t) = clients_done_at
+            && f.sw.flow_count() == 0
+            && f.sw.session_count() == 0
+        {
+            let tw = 2000;
+            assert!(
+                now - t <= tw + 3000,
+                "the table drained {} ms after the client finished (TIME-WAIT is {tw} ms)\n{}",
+                now - t,
+                f.summary()
+            );
+            break;
+        }
+        let errs = f.client().errors.len()
+            + f.nodes().map(|n| n.errors.len()).sum::<usize>()
+            + f.violations.len();
+        if now >= deadline || errs > 0 && clients_done_at.is_none() && now > 5000 {
+            break;
+        }
+    }
+    let mut problems = vec![];
+    problems.extend(f.client().errors.iter().cloned());
+    for n in f.nodes() {
+        problems.extend(n.errors.iter().cloned());
+    }
+    problems.extend(f.violations.iter().take(20).cloned());
+    if now >= deadline {
+        problems.push(format!(
+            "deadline: not finished after {deadline} virtual ms"
+        ));
+    }
+    let c = f.sw.counters().clone();
+    let rolled_back = c.handoffs_rolled_back;
+    // RSTs that hit a live connection: never at the client, and at a node only on a
+    // node-to-node leg of a rolled-back hand-off (both ends of the new leg are reset). An RST
+    // that meets no socket or one in TIME-WAIT is a stack's answer to a duplicate after the
+    // close, as on any network.
+    let mut leg_rsts = 0;
+    for (h, o) in f.obs.iter().enumerate() {
+        for (t, k, st) in &o.rst_rx {
+            if st.is_none_or(|st| st == tcp::State::TimeWait) {
+                continue;
+            }
+            let node_leg = node_of(k.0).is_some() && node_of(k.2).is_some();
+            if h == 0 || !node_leg || rolled_back == 0 {
+                problems.push(format!(
+                    "t={t} host {h} received an RST on {}:{} <- {}:{} in {st:?}",
+                    k.0, k.1, k.2, k.3
+                ));
+            } else {
+                leg_rsts += 1;
+            }
+        }
+    }
+    if leg_rsts > 2 * rolled_back {
+        problems.push(format!(
+            "{leg_rsts} RSTs on node legs for {rolled_back} roll-backs"
+        ));
+    }
+    let resets: usize = f.nodes().map(|n| n.resets).sum();
+    if resets as u64 > rolled_back {
+        problems.push(format!(
+            "{resets} handed-off connections reset at their target for {rolled_back} roll-backs"
+        ));
+    }
+    // The ISNs asked for are the ISNs used (first connection of each host).
+    for (h, o) in f.obs.iter().enumerate() {
+        if let Some((k, isn)) = o.syn_isn.first()
+            && *isn != f.p.isn[h]
+        {
+            problems.push(format!("host {h}: first ISN {isn:#x} on {k:?}, asked for {:#x} (smoltcp's ISN generator changed?)", f.p.isn[h]));
+        }
+    }
+    // Every request served exactly once.
+    let mut served: HashMap<u32, usize> = HashMap::new();
+    for n in f.nodes() {
+        for id in &n.served {
+            *served.entry(*id).or_default() += 1;
+        }
+    }
+    for (ci, spec) in f.p.conns.iter().enumerate() {
+        for i in 0..spec.reqs.len() {
+            let id = request_id(ci, i);
+            let n = served.remove(&id).unwrap_or(0);
+            if n != 1 {
+                problems.push(format!("request {id} served {n} times"));
+            }
+        }
+    }
+    if !served.is_empty() {
+        problems.push(format!("unknown requests served: {served:?}"));
+    }
+    // Every socket ends closed (or in TIME-WAIT), none half-open.
+    for (h, host) in f.hosts.iter().enumerate() {
+        for (_, s) in host.sockets.iter() {
+            if let smoltcp::socket::Socket::Tcp(s) = s {
+                let st = s.state();
+                if !matches!(
+                    st,
+                    tcp::State::Closed | tcp::State::TimeWait | tcp::State::Listen
+                ) {
+                    problems.push(format!(
+                        "host {h}: socket {:?} <-> {:?} left in {st}",
+                        s.local_endpoint(),
+                        s.remote_endpoint()
+                    ));
+                }
+            }
+        }
+    }
+    if c.expired != 0 {
+        problems.push(format!(
+            "{} flow entries left by idle expiry instead of closing",
+            c.expired
+        ));
+    }
+    let summary = f.summary();
+    if std::env::var_os("KNITS_E2E_SUMMARY").is_some() {
+        eprintln!("{summary}");
+    }
+    if !problems.is_empty() {
+        panic!(
+            "seed {}: {} problems:\n{}\n{summary}",
+            f.p.seed,
+            problems.len(),
+            problems.join("\n")
+        );
+    }
+    Outcome {
+        accepted: c.handoffs[ReplyCode::Accepted.index()],
+        completed: c.handoffs_completed,
+        rolled_back,
+        served_by: f
+            .client()
+            .conns
+            .iter()
+            .map(|c| c.served_by.clone())
+            .collect(),
+        clients_done_ms: clients_done_at.unwrap_or(now),
+        summary,
+    }
+}
+
+/// Runs a scenario without faults and checks that every request was served by the node it named
+/// and that the expected number of hand-offs happened and completed.
+fn run_exact(p: Params, handoffs: u64) -> Outcome {
+    let want: Vec<Vec<u8>> = p
+        .conns
+        .iter()
+        .map(|c| c.reqs.iter().map(|r| r.target).collect())
+        .collect();
+    let o = run(p);
+    assert_eq!(o.served_by, want, "served by the wrong node\n{}", o.summary);
+    assert_eq!(
+        (o.accepted, o.completed, o.rolled_back),
+        (handoffs, handoffs, 0),
+        "hand-offs\n{}",
+        o.summary
+    );
+    // Without loss nothing waits for a retransmission time-out (smoltcp's is at least 1 s).
+    assert!(
+        o.clients_done_ms < 1000,
+        "took {} ms without faults\n{}",
+        o.clients_done_ms,
+        o.summary
+    );
+    o
+}
+
+// ------------------------------------------------------------------------------------------------
+// Scenarios.
+
+#[test]
+fn zero_handoffs() {
+    let p = Params::new(
+        1,
+        vec![ConnSpec {
+            start_ms: 1,
+            reqs: script(&[(1, 0), (1, 1), (1, 1460), (1, 100_000)]),
+        }],
+    );
+    run_exact(p, 0);
+}
+
+#[test]
+fn one_handoff() {
+    let p = Params::new(
+        2,
+        vec![ConnSpec {
+            start_ms: 1,
+            reqs: script(&[(1, 1000), (2, 50_000)]),
+        }],
+    );
+    run_exact(p, 1);
+}
+
+#[test]
+fn two_handoffs() {
+    let p = Params::new(
+        3,
+        vec![ConnSpec {
+            start_ms: 1,
+            reqs: script(&[(1, 10), (2, 3000), (3, 70_000)]),
+        }],
+    );
+    run_exact(p, 2);
+}
+
+#[test]
+fn three_handoffs_back_to_the_first_node() {
+    let p = Params::new(
+        4,
+        vec![ConnSpec {
+            start_ms: 1,
+            reqs: script(&[(1, 0), (2, 1), (3, 1460), (1, 20_000)]),
+        }],
+    );
+    run_exact(p, 3);
+}
+
+#[test]
+fn pipelined_some_served_before_the_handoff() {
+    let reqs = pipelined(&[
+        (1, 100),
+        (1, 0),
+        (2, 5000),
+        (2, 1),
+        (3, 30_000),
+        (3, 0),
+        (1, 7),
+    ]);
+    let p = Params::new(5, vec![ConnSpec { start_ms: 1, reqs }]);
+    run_exact(p, 3);
+}
+
+#[test]
+fn responses_up_to_4_mib() {
+    let reqs = script(&[(1, 4 << 20), (2, 0), (2, 4 << 20), (3, 1)]);
+    let p = Params::new(6, vec![ConnSpec { start_ms: 1, reqs }]);
+    run_exact(p, 2);
+}
+
+#[test]
+fn concurrent_connections() {
+    let conns = vec![
+        ConnSpec {
+            start_ms: 1,
+            reqs: script(&[(1, 100), (2, 2000), (3, 10)]),
+        },
+        ConnSpec {
+            start_ms: 2,
+            reqs: pipelined(&[(2, 0), (3, 40_000), (1, 5)]),
+        },
+        ConnSpec {
+            start_ms: 3,
+            reqs: script(&[(3, 64_000), (3, 1)]),
+        },
+    ];
+    let p = Params::new(7, conns);
+    run_exact(p, 4);
+}
+
+fn faulty(loss: u32, dup: u32, reorder: u32) -> Faults {
+    Faults {
+        loss,
+        dup,
+        reorder,
+        max_delay: 8,
+    }
+}
+
+#[test]
+fn loss_reordering_duplication() {
+    for seed in 10..14 {
+        let reqs = script(&[(1, 3000), (2, 200_000), (3, 0), (1, 50_000)]);
+        let mut p = Params::new(seed, vec![ConnSpec { start_ms: 1, reqs }]);
+        p.faults = faulty(200, 200, 300);
+        let o = run(p);
+        assert!(o.completed + o.rolled_back <= o.accepted, "{}", o.summary);
+    }
+}
+
+#[test]
+fn pipelined_with_faults() {
+    for seed in 20..23 {
+        let reqs = pipelined(&[(1, 1), (2, 20_000), (2, 0), (3, 5000), (1, 1460)]);
+        let mut p = Params::new(seed, vec![ConnSpec { start_ms: 1, reqs }]);
+        p.faults = faulty(300, 300, 500);
+        run(p);
+    }
+}
+
+#[test]
+fn target_never_answers() {
+    let mut p = Params::new(
+        30,
+        vec![ConnSpec {
+            start_ms: 1,
+            reqs: script(&[(1, 500), (2, 3000), (1, 10)]),
+        }],
+    );
+    p.modes[2] = Mode::Mute;
+    let o = run(p);
+    // Node 1 served everything after the roll-back.
+    assert_eq!(o.served_by, vec![vec![1, 1, 1]], "{}", o.summary);
+    assert_eq!(
+        (o.accepted, o.rolled_back, o.completed),
+        (1, 1, 0),
+        "{}",
+        o.summary
+    );
+}
+
+#[test]
+fn target_resets() {
+    let mut p = Params::new(
+        31,
+        vec![ConnSpec {
+            start_ms: 1,
+            reqs: script(&[(1, 500), (3, 3000), (1, 10)]),
+        }],
+    );
+    p.modes[3] = Mode::Reset;
+    let o = run(p);
+    assert_eq!(o.served_by, vec![vec![1, 1, 1]], "{}", o.summary);
+    assert_eq!(
+        (o.accepted, o.rolled_back, o.completed),
+        (1, 1, 0),
+        "{}",
+        o.summary
+    );
+}
