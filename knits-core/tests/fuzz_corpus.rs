@@ -72,6 +72,34 @@ fn corpus_checksum() {
     replay("checksum");
 }
 
+/// Runs one input: `KNITS_FUZZ_TARGET=stateful KNITS_FUZZ_INPUT=path cargo test -p knits-core
+/// --test fuzz_corpus one_input -- --nocapture` (prints the decoded ops of a stateful input);
+/// with `KNITS_FUZZ_UNGUARDED=1` the spoof guard is off (see `checks::SPOOF_GUARD`).
+#[test]
+fn one_input() {
+    let (Ok(target), Ok(path)) = (
+        std::env::var("KNITS_FUZZ_TARGET"),
+        std::env::var("KNITS_FUZZ_INPUT"),
+    ) else {
+        return;
+    };
+    if std::env::var_os("KNITS_FUZZ_UNGUARDED").is_some() {
+        checks::SPOOF_GUARD.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+    let data = fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    if target == "stateful" {
+        for line in checks::describe_stateful(&data) {
+            println!("{line}");
+        }
+    }
+    let check = checks::TARGETS
+        .iter()
+        .find(|(t, _)| *t == target)
+        .map(|(_, f)| *f)
+        .expect("a known target");
+    check(&data);
+}
+
 /// Every generated seed is committed, byte for byte (so the corpus and the generator agree).
 #[test]
 fn seeds_are_committed() {
