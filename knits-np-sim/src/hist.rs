@@ -2,10 +2,12 @@
 
 /// Values below this are counted exactly.
 const LINEAR: u64 = 256;
-/// Sub-buckets per power of two above [`LINEAR`] (relative error below 1/128).
-const SUB_BITS: u32 = 7;
+/// Sub-buckets per power of two above [`LINEAR`] (relative error below 1/32).
+const SUB_BITS: u32 = 5;
 const SUB: usize = 1 << SUB_BITS;
-const BUCKETS: usize = LINEAR as usize + (64 - 8) * SUB;
+/// Values from 2^MAX_EXP up share the last bucket (kept small so the histograms stay in cache).
+const MAX_EXP: u32 = 40;
+const BUCKETS: usize = LINEAR as usize + (MAX_EXP as usize - 8) * SUB;
 
 /// Counts of `u64` values in log-linear buckets.
 #[derive(Debug, Clone)]
@@ -32,6 +34,9 @@ fn index(v: u64) -> usize {
         v as usize
     } else {
         let e = 63 - v.leading_zeros(); // >= 8
+        if e >= MAX_EXP {
+            return BUCKETS - 1;
+        }
         let sub = ((v >> (e - SUB_BITS)) as usize) & (SUB - 1);
         LINEAR as usize + (e as usize - 8) * SUB + sub
     }
@@ -104,11 +109,12 @@ mod tests {
             1000,
             123_456,
             u32::MAX as u64,
-            u64::MAX / 3,
+            (1 << 40) - 1,
         ] {
             let lb = lower_bound(index(v));
-            assert!(lb <= v && v - lb <= v / 128 + 1, "{v} -> {lb}");
+            assert!(lb <= v && v - lb <= v / 32 + 1, "{v} -> {lb}");
         }
+        assert_eq!(index(u64::MAX), BUCKETS - 1);
         let mut h = Hist::default();
         for v in 1..=100 {
             h.add(v);
