@@ -9,6 +9,12 @@
 //! - [`trace`]: a meter that records what the real code path did for each packet.
 //! - [`model`]: the timing model, a discrete-event simulation that replays traces on a machine.
 //! - [`hist`]: histograms for means and percentiles.
+//! - [`workload`]: synthetic workloads, real TCP exchanges through the real switch;
+//!   [`replay`] and [`pcap`]: the same from a pcapng capture; [`rng`]: the seeded PRNG.
+//! - [`report`], [`sweep`]: text/JSON reports, sweeps over engines or threads (CSV, SVG).
+//!
+//! docs/np-sim.md describes the model, the source of every machine number, and the measured
+//! figures with the commands that made them.
 //!
 //! ## Panic contract
 //! No input file (machine description, pcap) makes this crate panic; bad input is an error that
