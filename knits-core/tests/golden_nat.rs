@@ -1,0 +1,605 @@
+//! Golden-packet tests for spray and NAT: input frame + table state -> verdict + exact output
+//! bytes + counters, with sequence numbers near 2^32; and property tests that the rewrite
+//! changes only what NAT must change and leaves valid checksums, for full and partial checksums.
+
+use knits_core::checksum::{self, Kind};
+use knits_core::config::Config;
+use knits_core::counters::{DropReason, Generated, LocalKind};
+use knits_core::meter::NoMeter;
+use knits_core::splice::SessionSlot;
+use knits_core::switch::{FrameMeta, Sink, Storage, Switch, Verdict};
+use knits_core::table::{FlowSlot, IndexSlot, TcpState};
+use knits_core::time::Instant;
+use proptest::prelude::*;
+use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::wire::{
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
+    EthernetRepr, IpProtocol, Ipv4Address, Ipv4Packet, Ipv4Repr, TcpControl, TcpPacket, TcpRepr,
+    TcpSeqNumber, TcpTimestampRepr,
+};
+
+#[derive(Default)]
+struct Frames(Vec<(u8, Vec<u8>)>);
+impl Sink for Frames {
+    fn emit(&mut self, port: u8, frame: &[u8]) -> bool {
+        self.0.push((port, frame.to_vec()));
+        true
+    }
+}
+
+const CLIENT_MAC: EthernetAddress = EthernetAddress([2, 0, 0, 0, 0, 2]);
+const NODE1_MAC: EthernetAddress = EthernetAddress([2, 0, 0, 0, 1, 2]);
+const CLIENT: Ipv4Address = Ipv4Address::new(198, 18, 0, 2);
+const VIP: Ipv4Address = Ipv4Address::new(198, 18, 0, 10);
+const NODE1: Ipv4Address = Ipv4Address::new(198, 19, 1, 2);
+
+fn sw_mac(port: u8) -> EthernetAddress {
+    EthernetAddress([0x02, 0x4b, 0x4e, 0, 0, port])
+}
+
+fn arp_request(src_mac: EthernetAddress, src: Ipv4Address, target: Ipv4Address) -> Vec<u8> {
+    let mut b = vec![0u8; 42];
+    EthernetRepr {
+        src_addr: src_mac,
+        dst_addr: EthernetAddress::BROADCAST,
+        ethertype: EthernetProtocol::Arp,
+    }
+    .emit(&mut EthernetFrame::new_unchecked(&mut b[..]));
+    ArpRepr::EthernetIpv4 {
+        operation: ArpOperation::Request,
+        source_hardware_addr: src_mac,
+        source_protocol_addr: src,
+        target_hardware_addr: EthernetAddress([0; 6]),
+        target_protocol_addr: target,
+    }
+    .emit(&mut ArpPacket::new_unchecked(&mut b[14..]));
+    b
+}
+
+struct Tcp<'p> {
+    src_mac: EthernetAddress,
+    dst_mac: EthernetAddress,
+    src: (Ipv4Address, u16),
+    dst: (Ipv4Address, u16),
+    control: TcpControl,
+    seq: u32,
+    ack: Option<u32>,
+    ts: Option<(u32, u32)>,
+    sack: [Option<(u32, u32)>; 3],
+    ttl: u8,
+    payload: &'p [u8],
+}
+
+impl Tcp<'_> {
+    fn frame(&self) -> Vec<u8> {
+        let repr = TcpRepr {
+            src_port: self.src.1,
+            dst_port: self.dst.1,
+            control: self.control,
+            seq_number: TcpSeqNumber(self.seq as i32),
+            ack_number: self.ack.map(|a| TcpSeqNumber(a as i32)),
+            window_len: 502,
+            window_scale: if self.control == TcpControl::Syn {
+                Some(7)
+            } else {
+                None
+            },
+            max_seg_size: if self.control == TcpControl::Syn {
+                Some(1460)
+            } else {
+                None
+            },
+            sack_permitted: self.control == TcpControl::Syn,
+            sack_ranges: self.sack,
+            timestamp: self.ts.map(|(v, e)| TcpTimestampRepr::new(v, e)),
+            payload: self.payload,
+        };
+        let ip = Ipv4Repr {
+            src_addr: self.src.0,
+            dst_addr: self.dst.0,
+            next_header: IpProtocol::Tcp,
+            payload_len: repr.buffer_len(),
+            hop_limit: self.ttl,
+        };
+        let mut b = vec![0u8; 14 + 20 + repr.buffer_len()];
+        EthernetRepr {
+            src_addr: self.src_mac,
+            dst_addr: self.dst_mac,
+            ethertype: EthernetProtocol::Ipv4,
+        }
+        .emit(&mut EthernetFrame::new_unchecked(&mut b[..]));
+        let caps = ChecksumCapabilities::default();
+        ip.emit(&mut Ipv4Packet::new_unchecked(&mut b[14..]), &caps);
+        repr.emit(
+            &mut TcpPacket::new_unchecked(&mut b[34..]),
+            &self.src.0.into(),
+            &self.dst.0.into(),
+            &caps,
+        );
+        b
+    }
+}
+
+fn new_switch() -> Switch<'static> {
+    let storage = Storage {
+        flows: vec![FlowSlot::default(); 64].into(),
+        index: vec![IndexSlot::default(); Storage::index_len_for(64)].into(),
+        sessions: vec![SessionSlot::default(); 4].into(),
+    };
+    Switch::new(Config::cluster(2, [1; 16]), storage).unwrap()
+}
+
+/// A switch that knows the client's and node 1's MACs.
+fn warmed() -> (Switch<'static>, Frames) {
+    let mut sw = new_switch();
+    let mut out = Frames::default();
+    let t = Instant::from_millis(1);
+    let v = sw.process(
+        0,
+        t,
+        &mut arp_request(CLIENT_MAC, CLIENT, VIP),
+        FrameMeta::FULL,
+        &mut out,
+        &mut NoMeter,
+    );
+    assert_eq!(v, Verdict::Local(LocalKind::Arp));
+    let v = sw.process(
+        1,
+        t,
+        &mut arp_request(NODE1_MAC, NODE1, Ipv4Address::new(198, 19, 1, 1)),
+        FrameMeta::FULL,
+        &mut out,
+        &mut NoMeter,
+    );
+    assert_eq!(v, Verdict::Local(LocalKind::Arp));
+    (sw, out)
+}
+
+#[test]
+fn arp_reply_for_the_vip_is_exact() {
+    let (_, out) = warmed();
+    let (port, reply) = &out.0[0];
+    assert_eq!(*port, 0);
+    let mut want = vec![0u8; 42];
+    EthernetRepr {
+        src_addr: sw_mac(0),
+        dst_addr: CLIENT_MAC,
+        ethertype: EthernetProtocol::Arp,
+    }
+    .emit(&mut EthernetFrame::new_unchecked(&mut want[..]));
+    ArpRepr::EthernetIpv4 {
+        operation: ArpOperation::Reply,
+        source_hardware_addr: sw_mac(0),
+        source_protocol_addr: VIP,
+        target_hardware_addr: CLIENT_MAC,
+        target_protocol_addr: CLIENT,
+    }
+    .emit(&mut ArpPacket::new_unchecked(&mut want[14..]));
+    assert_eq!(reply, &want);
+}
+
+/// A whole connection near the sequence wrap: SYN, SYN-ACK, ACK, data across 2^32, FINs.
+/// Each forwarded frame must equal, byte for byte, the frame an ideal NAT would emit.
+#[test]
+fn nat_connection_across_the_sequence_wrap_is_exact() {
+    let (mut sw, mut out) = warmed();
+    let t = Instant::from_millis(2);
+    let c_isn = 0xffff_ff00u32;
+    let s_isn = 0xffff_fff0u32;
+    let cp = 40000;
+    let payload = [0x42u8; 300];
+    let steps: Vec<(u8, Tcp, Tcp)> = vec![
+        (
+            0,
+            Tcp {
+                src_mac: CLIENT_MAC,
+                dst_mac: sw_mac(0),
+                src: (CLIENT, cp),
+                dst: (VIP, 80),
+                control: TcpControl::Syn,
+                seq: c_isn,
+                ack: None,
+                ts: Some((100, 0)),
+                sack: [None; 3],
+                ttl: 64,
+                payload: &[],
+            },
+            Tcp {
+                src_mac: sw_mac(1),
+                dst_mac: NODE1_MAC,
+                src: (CLIENT, cp),
+                dst: (NODE1, 80),
+                control: TcpControl::Syn,
+                seq: c_isn,
+                ack: None,
+                ts: Some((100, 0)),
+                sack: [None; 3],
+                ttl: 63,
+                payload: &[],
+            },
+        ),
+        (
+            1,
+            Tcp {
+                src_mac: NODE1_MAC,
+                dst_mac: sw_mac(1),
+                src: (NODE1, 80),
+                dst: (CLIENT, cp),
+                control: TcpControl::Syn,
+                seq: s_isn,
+                ack: Some(c_isn.wrapping_add(1)),
+                ts: Some((7000, 100)),
+                sack: [None; 3],
+                ttl: 64,
+                payload: &[],
+            },
+            Tcp {
+                src_mac: sw_mac(0),
+                dst_mac: CLIENT_MAC,
+                src: (VIP, 80),
+                dst: (CLIENT, cp),
+                control: TcpControl::Syn,
+                seq: s_isn,
+                ack: Some(c_isn.wrapping_add(1)),
+                ts: Some((7000, 100)),
+                sack: [None; 3],
+                ttl: 63,
+                payload: &[],
+            },
+        ),
+        (
+            0,
+            Tcp {
+                src_mac: CLIENT_MAC,
+                dst_mac: sw_mac(0),
+                src: (CLIENT, cp),
+                dst: (VIP, 80),
+                control: TcpControl::Psh,
+                seq: c_isn.wrapping_add(1),
+                ack: Some(s_isn.wrapping_add(1)),
+                ts: Some((101, 7000)),
+                sack: [None; 3],
+                ttl: 64,
+                payload: &payload,
+            },
+            Tcp {
+                src_mac: sw_mac(1),
+                dst_mac: NODE1_MAC,
+                src: (CLIENT, cp),
+                dst: (NODE1, 80),
+                control: TcpControl::Psh,
+                seq: c_isn.wrapping_add(1),
+                ack: Some(s_isn.wrapping_add(1)),
+                ts: Some((101, 7000)),
+                sack: [None; 3],
+                ttl: 63,
+                payload: &payload,
+            },
+        ),
+        (
+            1,
+            Tcp {
+                src_mac: NODE1_MAC,
+                dst_mac: sw_mac(1),
+                src: (NODE1, 80),
+                dst: (CLIENT, cp),
+                control: TcpControl::None,
+                seq: s_isn.wrapping_add(1),
+                ack: Some(c_isn.wrapping_add(301)),
+                ts: Some((7001, 101)),
+                sack: [
+                    Some((c_isn.wrapping_add(301), c_isn.wrapping_add(401))),
+                    None,
+                    None,
+                ],
+                ttl: 64,
+                payload: &[],
+            },
+            Tcp {
+                src_mac: sw_mac(0),
+                dst_mac: CLIENT_MAC,
+                src: (VIP, 80),
+                dst: (CLIENT, cp),
+                control: TcpControl::None,
+                seq: s_isn.wrapping_add(1),
+                ack: Some(c_isn.wrapping_add(301)),
+                ts: Some((7001, 101)),
+                sack: [
+                    Some((c_isn.wrapping_add(301), c_isn.wrapping_add(401))),
+                    None,
+                    None,
+                ],
+                ttl: 63,
+                payload: &[],
+            },
+        ),
+        (
+            0,
+            Tcp {
+                src_mac: CLIENT_MAC,
+                dst_mac: sw_mac(0),
+                src: (CLIENT, cp),
+                dst: (VIP, 80),
+                control: TcpControl::Fin,
+                seq: c_isn.wrapping_add(301),
+                ack: Some(s_isn.wrapping_add(1)),
+                ts: Some((102, 7001)),
+                sack: [None; 3],
+                ttl: 64,
+                payload: &[],
+            },
+            Tcp {
+                src_mac: sw_mac(1),
+                dst_mac: NODE1_MAC,
+                src: (CLIENT, cp),
+                dst: (NODE1, 80),
+                control: TcpControl::Fin,
+                seq: c_isn.wrapping_add(301),
+                ack: Some(s_isn.wrapping_add(1)),
+                ts: Some((102, 7001)),
+                sack: [None; 3],
+                ttl: 63,
+                payload: &[],
+            },
+        ),
+        (
+            1,
+            Tcp {
+                src_mac: NODE1_MAC,
+                dst_mac: sw_mac(1),
+                src: (NODE1, 80),
+                dst: (CLIENT, cp),
+                control: TcpControl::Fin,
+                seq: s_isn.wrapping_add(1),
+                ack: Some(c_isn.wrapping_add(302)),
+                ts: Some((7002, 102)),
+                sack: [None; 3],
+                ttl: 64,
+                payload: &[],
+            },
+            Tcp {
+                src_mac: sw_mac(0),
+                dst_mac: CLIENT_MAC,
+                src: (VIP, 80),
+                dst: (CLIENT, cp),
+                control: TcpControl::Fin,
+                seq: s_isn.wrapping_add(1),
+                ack: Some(c_isn.wrapping_add(302)),
+                ts: Some((7002, 102)),
+                sack: [None; 3],
+                ttl: 63,
+                payload: &[],
+            },
+        ),
+        (
+            0,
+            Tcp {
+                src_mac: CLIENT_MAC,
+                dst_mac: sw_mac(0),
+                src: (CLIENT, cp),
+                dst: (VIP, 80),
+                control: TcpControl::None,
+                seq: c_isn.wrapping_add(302),
+                ack: Some(s_isn.wrapping_add(2)),
+                ts: Some((103, 7002)),
+                sack: [None; 3],
+                ttl: 64,
+                payload: &[],
+            },
+            Tcp {
+                src_mac: sw_mac(1),
+                dst_mac: NODE1_MAC,
+                src: (CLIENT, cp),
+                dst: (NODE1, 80),
+                control: TcpControl::None,
+                seq: c_isn.wrapping_add(302),
+                ack: Some(s_isn.wrapping_add(2)),
+                ts: Some((103, 7002)),
+                sack: [None; 3],
+                ttl: 63,
+                payload: &[],
+            },
+        ),
+    ];
+    for (i, (port, input, want)) in steps.iter().enumerate() {
+        let mut f = input.frame();
+        let v = sw.process(*port, t, &mut f, FrameMeta::FULL, &mut out, &mut NoMeter);
+        let want_port = if *port == 0 { 1 } else { 0 };
+        assert_eq!(v, Verdict::Forward(want_port), "step {i}");
+        assert_eq!(f, want.frame(), "step {i}: output bytes");
+    }
+    let c = sw.counters();
+    assert_eq!(c.sprayed[0], 1);
+    assert_eq!(
+        c.tx_frames[1],
+        4 + 1,
+        "four frames to node 1 and the ARP reply on port 1"
+    );
+    assert_eq!(c.total_drops(), 0);
+    // Both FINs acknowledged: TIME-WAIT, then gone after the TIME-WAIT period.
+    let (fi, f) = sw.table().iter().next().unwrap();
+    assert_eq!(f.state, TcpState::TimeWait, "flow {fi}");
+    sw.poll(Instant::from_secs(119), 1000, &mut out);
+    assert_eq!(sw.flow_count(), 1);
+    sw.poll(Instant::from_secs(125), 1000, &mut out);
+    assert_eq!(sw.flow_count(), 0);
+    assert_eq!(sw.counters().closed, 1);
+}
+
+#[test]
+fn malformed_and_stray_packets_are_dropped_by_reason() {
+    let (mut sw, mut out) = warmed();
+    let t = Instant::from_millis(3);
+    let base = Tcp {
+        src_mac: CLIENT_MAC,
+        dst_mac: sw_mac(0),
+        src: (CLIENT, 1234),
+        dst: (VIP, 80),
+        control: TcpControl::Syn,
+        seq: 1,
+        ack: None,
+        ts: None,
+        sack: [None; 3],
+        ttl: 64,
+        payload: &[],
+    };
+    let mut cases: Vec<(Vec<u8>, DropReason)> = Vec::new();
+    cases.push((base.frame()[..10].to_vec(), DropReason::EthTruncated));
+    let mut f = base.frame();
+    f[14] = 0x44; // IHL 4
+    cases.push((f, DropReason::Ipv4Malformed));
+    let mut f = base.frame();
+    f[16] = 0x10; // total length 4096, beyond the frame
+    cases.push((f, DropReason::Ipv4Malformed));
+    let mut f = base.frame();
+    f[20] = 0x20; // more fragments
+    cases.push((f, DropReason::Ipv4Fragment));
+    let mut f = base.frame();
+    f[24] ^= 0xff; // IP checksum
+    cases.push((f, DropReason::Ipv4BadChecksum));
+    let mut f = base.frame();
+    f[50] ^= 0x01; // TCP checksum
+    cases.push((f, DropReason::TcpBadChecksum));
+    let mut f = base.frame();
+    f[47] = 0x03; // SYN+FIN
+    cases.push((f, DropReason::TcpBadFlags));
+    let mut f = Tcp {
+        control: TcpControl::None,
+        ack: Some(5),
+        ..base
+    }
+    .frame();
+    let _ = &mut f;
+    cases.push((f, DropReason::UnknownFlow));
+    cases.push((
+        Tcp {
+            dst: (VIP, 81),
+            ..base
+        }
+        .frame(),
+        DropReason::VipNotServed,
+    ));
+    cases.push((
+        Tcp {
+            dst: (NODE1, 80),
+            ..base
+        }
+        .frame(),
+        DropReason::NoRoute,
+    ));
+    cases.push((
+        Tcp {
+            dst_mac: EthernetAddress([2, 9, 9, 9, 9, 9]),
+            ..base
+        }
+        .frame(),
+        DropReason::EthNotForUs,
+    ));
+    cases.push((Tcp { ttl: 1, ..base }.frame(), DropReason::TtlExpired));
+    for (i, (mut f, why)) in cases.into_iter().enumerate() {
+        let before = sw.counters().drop_count(why);
+        let v = sw.process(0, t, &mut f, FrameMeta::FULL, &mut out, &mut NoMeter);
+        assert_eq!(v, Verdict::Drop(why), "case {i}");
+        assert_eq!(sw.counters().drop_count(why), before + 1, "case {i}");
+    }
+    assert_eq!(sw.flow_count(), 0, "no malformed packet created state");
+}
+
+#[test]
+fn a_full_table_refuses_new_flows_and_keeps_old_ones() {
+    let storage = Storage {
+        flows: vec![FlowSlot::default(); 2].into(),
+        index: vec![IndexSlot::default(); Storage::index_len_for(2)].into(),
+        sessions: vec![SessionSlot::default(); 1].into(),
+    };
+    let mut sw = Switch::new(Config::cluster(1, [1; 16]), storage).unwrap();
+    let mut out = Frames::default();
+    let t = Instant::from_millis(1);
+    sw.process(
+        1,
+        t,
+        &mut arp_request(NODE1_MAC, NODE1, Ipv4Address::new(198, 19, 1, 1)),
+        FrameMeta::FULL,
+        &mut out,
+        &mut NoMeter,
+    );
+    for p in 1..=3u16 {
+        let mut f = Tcp {
+            src_mac: CLIENT_MAC,
+            dst_mac: sw_mac(0),
+            src: (CLIENT, p),
+            dst: (VIP, 80),
+            control: TcpControl::Syn,
+            seq: 1,
+            ack: None,
+            ts: None,
+            sack: [None; 3],
+            ttl: 64,
+            payload: &[],
+        }
+        .frame();
+        let v = sw.process(0, t, &mut f, FrameMeta::FULL, &mut out, &mut NoMeter);
+        if p <= 2 {
+            assert_eq!(v, Verdict::Forward(1));
+        } else {
+            assert_eq!(v, Verdict::Drop(DropReason::TableFull));
+        }
+    }
+    assert_eq!(sw.flow_count(), 2);
+    // SYN-only entries expire after the SYN time-out; then new connections are admitted.
+    sw.poll(Instant::from_secs(31), 100, &mut out);
+    assert_eq!(sw.flow_count(), 0);
+    assert_eq!(sw.counters().expired, 2);
+    let _ = Generated::ArpReply;
+}
+
+fn check_full(frame: &[u8]) {
+    let ip = Ipv4Packet::new_checked(&frame[14..]).unwrap();
+    assert!(ip.verify_checksum(), "IPv4 checksum");
+    let tcp = TcpPacket::new_checked(ip.payload()).unwrap();
+    assert!(
+        tcp.verify_checksum(&ip.src_addr().into(), &ip.dst_addr().into()),
+        "TCP checksum"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// For any segment of an established flow, NAT changes exactly the destination (or source)
+    /// address, TTL and MACs, and the incremental checksums equal a full recomputation; a frame
+    /// with a partial checksum keeps the pseudo-header sum of its new addresses.
+    #[test]
+    fn nat_rewrite_changes_only_what_it_must(
+        seq in any::<u32>(), ack in any::<u32>(), tsv in any::<u32>(), tse in any::<u32>(),
+        sack in proptest::option::of((any::<u32>(), any::<u32>())),
+        len in 0usize..1400, partial in any::<bool>(), cp in 1024u16..65535,
+    ) {
+        let (mut sw, mut out) = warmed();
+        let t = Instant::from_millis(5);
+        let syn = Tcp { src_mac: CLIENT_MAC, dst_mac: sw_mac(0), src: (CLIENT, cp), dst: (VIP, 80), control: TcpControl::Syn, seq: seq.wrapping_sub(1), ack: None, ts: Some((tsv, 0)), sack: [None; 3], ttl: 64, payload: &[] };
+        prop_assert_eq!(sw.process(0, t, &mut syn.frame(), FrameMeta::FULL, &mut out, &mut NoMeter), Verdict::Forward(1));
+        let payload: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+        let input = Tcp { src_mac: CLIENT_MAC, dst_mac: sw_mac(0), src: (CLIENT, cp), dst: (VIP, 80), control: TcpControl::Psh, seq, ack: Some(ack), ts: Some((tsv, tse)), sack: [sack, None, None], ttl: 64, payload: &payload };
+        let mut f = input.frame();
+        let kind = if partial { Kind::Partial } else { Kind::Full };
+        if partial {
+            // What a TAP with NEEDS_CSUM delivers: the TCP field holds the pseudo-header sum only.
+            let p = checksum::fold(checksum::pseudo_header_sum(CLIENT.octets(), VIP.octets(), 6, (f.len() - 34) as u16));
+            f[50..52].copy_from_slice(&p.to_be_bytes());
+        }
+        let v = sw.process(0, t, &mut f, FrameMeta { csum: kind }, &mut out, &mut NoMeter);
+        prop_assert_eq!(v, Verdict::Forward(1));
+        let want = Tcp { src_mac: sw_mac(1), dst_mac: NODE1_MAC, dst: (NODE1, 80), ttl: 63, ..input }.frame();
+        if partial {
+            let p = checksum::fold(checksum::pseudo_header_sum(CLIENT.octets(), NODE1.octets(), 6, (f.len() - 34) as u16));
+            let got = u16::from_be_bytes([f[50], f[51]]);
+            prop_assert_eq!(got % 0xffff, p % 0xffff, "partial sum of the new pseudo-header");
+            prop_assert_eq!(&f[..50], &want[..50]);
+            prop_assert_eq!(&f[52..], &want[52..]);
+        } else {
+            prop_assert_eq!(&f, &want);
+            check_full(&f);
+        }
+    }
+}
