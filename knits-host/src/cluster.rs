@@ -380,7 +380,12 @@ impl Cluster {
                 "--upstream".into(),
                 format!("127.0.0.1:{ORIGIN_PORT}"),
                 "--policy".into(),
-                config.proxy.policy.clone(),
+                // A single node has no peer to hand off to.
+                if config.nodes == 1 {
+                    "local".into()
+                } else {
+                    config.proxy.policy.clone()
+                },
                 "--switch".into(),
                 format!("198.19.{n}.1:{}", knits_core::wire::control::DEFAULT_PORT),
                 "--key-file".into(),

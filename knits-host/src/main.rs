@@ -364,66 +364,25 @@ fn cluster_up(cfg: ClusterConfig) -> Result<(), String> {
     if let Some(a) = c.metrics_addr() {
         eprintln!("metrics on http://{a}/metrics");
     }
-    // The switch runs on this thread; readiness is probed from another.
-    let (ns, vip, nodes) = (c.client_ns.clone(), c.vip(), c.config.nodes);
-    let stop2 = stop.clone();
-    let ready = std::thread::spawn(move || {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        // A thread of its own so setns does not move the switch.
-        let r = std::thread::spawn(move || ready_probe(&ns, vip, nodes, deadline)).join();
-        match r {
-            Ok(Ok(())) => println!("ready"),
-            Ok(Err(e)) => {
-                eprintln!("knits-host: {e}");
-                stop2.store(true, Ordering::Relaxed);
-            }
-            Err(_) => stop2.store(true, Ordering::Relaxed),
+    // The switch runs on a thread of this process; this one probes readiness, then watches the
+    // services until a signal.
+    c.start_switch()?;
+    let r = (|| {
+        c.wait_ready(Duration::from_secs(30))
+            .map_err(|e| format!("{e}\n(services' logs: {})", c.log_dir.display()))?;
+        println!("ready");
+        while !stop.load(Ordering::Relaxed) {
+            c.check_services()?;
+            std::thread::sleep(Duration::from_millis(100));
         }
-    });
-    let r = c.run_switch(&stop);
-    let _ = ready.join();
-    let snap = c.snapshot();
+        Ok::<(), String>(())
+    })();
+    let snap = c.stop_switch();
     c.down();
-    eprintln!("{}", snap.table());
-    r
-}
-
-fn ready_probe(
-    ns: &str,
-    vip: SocketAddr,
-    nodes: usize,
-    deadline: std::time::Instant,
-) -> Result<(), String> {
-    // Same probe as Cluster::wait_ready, without the Cluster (it is busy running the switch).
-    netns::enter(ns).map_err(|e| e.to_string())?;
-    let p = Progress::default();
-    let mut seen = std::collections::BTreeSet::new();
-    let mut last = String::new();
-    while std::time::Instant::now() < deadline {
-        let rep = load::connection(
-            vip,
-            &[load::Request::object("any/ready", 1)],
-            1,
-            Duration::from_secs(3),
-            &p,
-        );
-        match (rep.error, rep.requests.first().and_then(|r| r.node.clone())) {
-            (None, Some(n)) => {
-                seen.insert(n);
-                if seen.len() >= nodes {
-                    return Ok(());
-                }
-            }
-            (e, _) => {
-                last = e.unwrap_or_default();
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
+    if let Ok(snap) = &snap {
+        eprintln!("{}", snap.table());
     }
-    Err(format!(
-        "the cluster did not become ready ({} of {nodes} nodes answered); last error: {last}",
-        seen.len()
-    ))
+    r.and(snap.map(|_| ()))
 }
 
 fn run_with_progress(spec: Spec, label: &str) -> load::Report {
