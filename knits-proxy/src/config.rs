@@ -71,8 +71,8 @@ pub struct Peer {
     pub weight: u32,
 }
 
-/// What the proxy needs to talk to the switch.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What the proxy needs to talk to the switch. `Debug` does not show the key.
+#[derive(Clone, PartialEq, Eq)]
 pub struct SwitchConfig {
     /// The switch's control address: the node's gateway and the control port.
     pub control: SocketAddr,
@@ -82,6 +82,17 @@ pub struct SwitchConfig {
     pub key: Key,
     /// The key's id.
     pub key_id: u8,
+}
+
+impl core::fmt::Debug for SwitchConfig {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SwitchConfig")
+            .field("control", &self.control)
+            .field("bind", &self.bind)
+            .field("key", &"<redacted>")
+            .field("key_id", &self.key_id)
+            .finish()
+    }
 }
 
 /// Time limits.

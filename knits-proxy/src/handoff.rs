@@ -111,7 +111,11 @@ pub async fn hand_off(ctx: &HandoffContext, c1: &mut Conn<TcpStream>, peer: &Pee
         consumed: c1.consumed(),
         sent: c1.sent(),
     };
-    let answer = match ctx.control.request(repr).await {
+    let answer = ctx.control.request(repr).await;
+    if let Some(pool) = &ctx.pool {
+        pool.clone().refill(peer.addr, mss);
+    }
+    let answer = match answer {
         Ok(a) => a,
         Err(ControlError::TimedOut { attempts }) => {
             tracing::warn!(peer = %peer.id, attempts, "switch did not answer the hand-off; serving locally");

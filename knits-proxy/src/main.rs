@@ -1,5 +1,6 @@
 //! `knits-proxy`: the KNITS back-end proxy (`run`) and the deterministic origin (`origin`).
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -36,9 +37,12 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Logs go to stderr, coloured only on a terminal.
     tracing_subscriber::fmt()
         .with_max_level(cli.log_level)
         .with_target(false)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     rt.enable_all();
@@ -90,7 +94,11 @@ async fn run(cmd: Cmd) -> Result<(), Box<dyn std::error::Error>> {
             let origin = Origin::bind(args.listen, args.node_id.clone())
                 .await?
                 .with_idle(std::time::Duration::from_millis(args.idle_ms.max(1)));
-            tracing::info!(listen = %origin.local_addr()?, node = ?args.node_id, "origin running");
+            tracing::info!(
+                listen = %origin.local_addr()?,
+                node = args.node_id.as_deref().unwrap_or("-"),
+                "origin running"
+            );
             tokio::select! {
                 _ = origin.run() => Ok(()),
                 r = shutdown_signal() => r,

@@ -82,7 +82,9 @@ impl C2Pool {
         lock(&self.slots).get(&(peer, mss)).map_or(0, VecDeque::len)
     }
 
-    /// Takes a ready, live leg for `peer` opened with `mss`, and starts topping the pool up.
+    /// Takes a ready, live leg for `peer` opened with `mss`. The caller tops the pool up with
+    /// [`C2Pool::refill`] once its hand-off is past the latency-critical part, so that the
+    /// refill's handshake does not compete with it.
     pub fn take(self: &Arc<Self>, peer: SocketAddr, mss: u32) -> Option<TcpStream> {
         let got = {
             let mut slots = lock(&self.slots);
@@ -104,7 +106,6 @@ impl C2Pool {
         } else {
             self.metrics.c2_pool_misses.fetch_add(1, Relaxed);
         }
-        self.clone().refill(peer, mss);
         got
     }
 
@@ -129,6 +130,9 @@ impl C2Pool {
             match connect_with_mss(peer, Some(mss), self.connect_timeout).await {
                 Ok(s) => {
                     let mut slots = lock(&self.slots);
+                    if !slots.contains_key(&(peer, mss)) && slots.len() >= MAX_KEYS {
+                        return 0;
+                    }
                     let q = slots.entry((peer, mss)).or_default();
                     if q.len() >= self.size {
                         // Another filler got there first; this leg is surplus.
