@@ -133,7 +133,7 @@ impl Default for Timeouts {
             control_total: Duration::from_millis(1000),
             drain: Duration::from_secs(30),
             c2_close: Duration::from_secs(5),
-            abandon_linger: Duration::from_secs(5),
+            abandon_linger: Duration::from_secs(6),
             pool_max_age: Duration::from_secs(20),
         }
     }

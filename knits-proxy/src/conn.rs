@@ -103,9 +103,19 @@ impl<S> Conn<S> {
         self.buf.advance(n.min(self.buf.len()));
     }
 
+    /// Puts bytes consumed earlier back in front of the buffer, as if they had never been
+    /// consumed (a hand-off that was rolled back gives its forwarded bytes back). `data` must
+    /// be exactly the bytes consumed last, so that stream positions stay right.
+    pub fn unconsume(&mut self, data: &[u8]) {
+        let mut b = BytesMut::with_capacity(data.len() + self.buf.len() + READ_CHUNK);
+        b.extend_from_slice(data);
+        b.extend_from_slice(&self.buf);
+        self.buf = b;
+    }
+
     /// Stream position of the first unconsumed byte: bytes consumed since the start.
     pub fn consumed(&self) -> u64 {
-        self.received - self.buf.len() as u64
+        self.received.saturating_sub(self.buf.len() as u64)
     }
 
     /// Bytes read from the stream since the start.

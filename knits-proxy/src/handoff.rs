@@ -12,7 +12,11 @@
 //!    and wait for the switch's faked FIN/ACK. Nothing is ever written to c1 again.
 //! 5. Refused or no reply: close c2 and let the caller serve the request itself; c1's buffer
 //!    is untouched, so nothing the client sent is lost or reordered.
+//! 6. Accepted, then c2 reset before c1 ended: the switch rolled the hand-off back (the target
+//!    never acknowledged, docs/protocol.md "Roll-back"). The forwarded bytes are put back in
+//!    front of c1's buffer and the request is served locally, as after a refusal.
 
+use std::io;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -142,42 +146,100 @@ pub async fn hand_off(ctx: &HandoffContext, c1: &mut Conn<TcpStream>, peer: &Pee
     );
 
     // Step 4: forward, drain, close. Never write to c1 from here on.
-    if let Err(e) = forward(c1, c2, t).await {
-        m.failed(FailReason::Broken);
-        tracing::warn!(peer = %peer.id, error = %e, "forwarding after an accepted hand-off failed");
+    match forward(c1, c2, t).await {
+        Ok(Forwarded::Done) => Outcome::HandedOff,
+        Ok(Forwarded::RolledBack(copy)) => {
+            // The switch reset the new leg: the hand-off was rolled back and c1 is ours again.
+            // The client's bytes after the splice point come back to this node by
+            // retransmission; the ones already read are given back to the buffer.
+            c1.unconsume(&copy);
+            m.failed(FailReason::RolledBack);
+            tracing::warn!(peer = %peer.id, "switch rolled the hand-off back; serving locally");
+            Outcome::Local
+        }
+        Err(e) => {
+            m.failed(FailReason::Broken);
+            tracing::warn!(peer = %peer.id, error = %e, "forwarding after an accepted hand-off failed");
+            Outcome::HandedOff
+        }
     }
-    Outcome::HandedOff
+}
+
+/// Most forwarded bytes kept to recover from a roll-back. After acceptance only what the
+/// node's kernel had received before the splice point arrives on c1 (later client bytes go to
+/// the target), so this is bounded by the receive buffer in practice.
+pub const MAX_RECOVERY: usize = 16 << 20;
+
+/// How the forwarding phase ended.
+enum Forwarded {
+    /// c1 ended (the switch's faked client FIN) and c2 was closed: the hand-off is complete.
+    Done,
+    /// c2 was reset before c1 ended: the hand-off was rolled back. Holds every byte forwarded.
+    RolledBack(Vec<u8>),
 }
 
 /// After acceptance: copies c1's unconsumed and further bytes to c2 until c1 ends, then closes
-/// c2 and waits for its end.
-async fn forward(c1: &mut Conn<TcpStream>, mut c2: TcpStream, t: &Timeouts) -> std::io::Result<()> {
+/// c2 and waits for its end. A reset of c2 before c1 ends is the switch's roll-back.
+async fn forward(
+    c1: &mut Conn<TcpStream>,
+    mut c2: TcpStream,
+    t: &Timeouts,
+) -> io::Result<Forwarded> {
+    let mut copy: Vec<u8> = Vec::new();
+    let mut recoverable = true;
+    let mut c2_open = true;
+    let mut probe = [0u8; 1024];
     loop {
         let pending = c1.buffered().len();
         if pending > 0 {
-            c2.write_all(c1.buffered()).await?;
+            if c2.write_all(c1.buffered()).await.is_err() {
+                return rolled_back(copy, recoverable);
+            }
+            if recoverable && copy.len() + pending <= MAX_RECOVERY {
+                copy.extend_from_slice(c1.buffered());
+            } else {
+                recoverable = false;
+            }
             c1.consume(pending);
         }
-        match c1.fill_within(t.drain).await {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) => return Err(e),
+        tokio::select! {
+            r = c1.fill_within(t.drain) => match r {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => return Err(e),
+            },
+            r = c2.read(&mut probe), if c2_open => match r {
+                Err(_) => return rolled_back(copy, recoverable),
+                // The target's FIN never reaches this node (it goes to the client); ignore.
+                Ok(0) => c2_open = false,
+                Ok(_) => {}
+            },
         }
     }
+    // c1 ended: the binding is live (the switch fakes the FIN only then). Close c2; the switch
+    // answers with the target's faked FIN/ACK.
     c2.shutdown().await?;
-    let mut sink = [0u8; 4096];
     let wait_eof = async {
-        loop {
-            match c2.read(&mut sink).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
+        while let Ok(n) = c2.read(&mut probe).await {
+            if n == 0 {
+                break;
             }
         }
     };
     if tokio::time::timeout(t.c2_close, wait_eof).await.is_err() {
         tracing::debug!("c2 did not end in time after the hand-off; closing");
     }
-    Ok(())
+    Ok(Forwarded::Done)
+}
+
+fn rolled_back(copy: Vec<u8>, recoverable: bool) -> io::Result<Forwarded> {
+    if recoverable {
+        Ok(Forwarded::RolledBack(copy))
+    } else {
+        Err(io::Error::other(
+            "new leg reset after more forwarded bytes than can be recovered",
+        ))
+    }
 }
 
 /// Keeps an unused new leg open for `linger`, then closes it (see `Timeouts::abandon_linger`).

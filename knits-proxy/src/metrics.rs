@@ -45,7 +45,11 @@ reasons! {
         UnknownPeer = "unknown_peer",
         /// The control message could not be sent.
         Send = "send",
-        /// After the switch accepted, forwarding on the new leg failed (the connection is lost).
+        /// After the switch accepted, the new leg was reset before the held connection ended:
+        /// the switch rolled the hand-off back; the request was served locally.
+        RolledBack = "rolled_back",
+        /// After the switch accepted, forwarding failed in a way that cannot be recovered (the
+        /// connection is lost).
         Broken = "broken",
     }
 }

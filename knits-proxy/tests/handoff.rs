@@ -397,3 +397,67 @@ async fn pooled_c2_is_used_for_the_next_handoff() {
     assert_eq!(m.c2_pool_misses.load(Relaxed), 1);
     assert_eq!(m.c2_pool_hits.load(Relaxed), 1);
 }
+
+#[tokio::test]
+async fn a_rolled_back_handoff_is_served_locally_without_loss() {
+    let o = origin("n1").await;
+    let sw = StandIn::bind().await;
+    let tl = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ta = tl.local_addr().unwrap();
+    // The target resets c2 as soon as forwarded bytes arrive: what the proxy sees when the
+    // switch rolls a hand-off back ("resets the new leg at both ends").
+    let (tx, mut got) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let (s, _) = tl.accept().await.unwrap();
+        let mut c = Conn::new(s);
+        let n = c.fill().await.unwrap();
+        let _ = tx.send(c.buffered()[..n].to_vec());
+        let s = c.into_parts().0;
+        socket2::SockRef::from(&s)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(s);
+    });
+    let (p, m, _) = proxy(handoff_config(o, sw.addr(), ta)).await;
+    let mut c = client(p).await;
+    let reqs = format!(
+        "{}{}{}",
+        get("local-r", 10),
+        get("remote-r", 2000),
+        get("local-s", 30)
+    );
+    c.write_all(reqs.as_bytes()).await.unwrap();
+    check_object(
+        &read_response(&mut c, false).await.unwrap(),
+        "local-r",
+        10,
+        "n1",
+    );
+    let a = sw.recv().await;
+    sw.reply(a.from, a.repr.counter, ReplyCode::Accepted).await;
+    let first = tokio::time::timeout(WAIT, got.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        get("remote-r", 2000)
+            .as_bytes()
+            .starts_with(&first[..first.len().min(10)])
+    );
+    // The connection goes on with this node: both remaining requests, in order, intact.
+    check_object(
+        &read_response(&mut c, false).await.unwrap(),
+        "remote-r",
+        2000,
+        "n1",
+    );
+    check_object(
+        &read_response(&mut c, false).await.unwrap(),
+        "local-s",
+        30,
+        "n1",
+    );
+    assert_eq!(m.handoffs_accepted.load(Relaxed), 1);
+    assert_eq!(m.failed_count(FailReason::RolledBack), 1);
+    assert_eq!(m.requests_local.load(Relaxed), 3);
+}
