@@ -397,20 +397,29 @@ pub struct FileLimits {
     pub max_headers: Option<usize>,
 }
 
-/// The `[timeouts]` table, milliseconds.
+/// The `[timeouts]` table, milliseconds (see [`Timeouts`] for each meaning).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[allow(missing_docs)]
 pub struct FileTimeouts {
+    /// [`Timeouts::client_idle`].
     pub client_idle_ms: Option<u64>,
+    /// [`Timeouts::upstream`].
     pub upstream_ms: Option<u64>,
+    /// [`Timeouts::unacked`].
     pub unacked_ms: Option<u64>,
+    /// [`Timeouts::connect`].
     pub connect_ms: Option<u64>,
+    /// [`Timeouts::control_retry`].
     pub control_retry_ms: Option<u64>,
+    /// [`Timeouts::control_total`].
     pub control_total_ms: Option<u64>,
+    /// [`Timeouts::drain`].
     pub drain_ms: Option<u64>,
+    /// [`Timeouts::c2_close`].
     pub c2_close_ms: Option<u64>,
+    /// [`Timeouts::abandon_linger`].
     pub abandon_linger_ms: Option<u64>,
+    /// [`Timeouts::pool_max_age`].
     pub c2_pool_max_age_ms: Option<u64>,
 }
 
