@@ -423,6 +423,8 @@ pub struct SimResult {
     pub host_seconds: f64,
     /// Simulated packets per host second.
     pub host_pps: f64,
+    /// Events the simulation processed per packet (host cost).
+    pub events_per_packet: f64,
     /// Departure order, when asked for: (global flow, ordinal within the flow).
     #[serde(skip)]
     pub departures: Vec<(u64, u32)>,
@@ -442,9 +444,11 @@ struct Thread {
 
 #[derive(Debug, Clone, Default)]
 struct Engine {
-    current: Option<u32>,
+    /// The engine is reserved until then (ticks): a thread that becomes ready earlier starts
+    /// its run at this time, so threads take the engine in the order they became ready.
+    busy_until: u64,
+    /// The thread of the last run, to charge `switch_cycles` when another one follows.
     last: u32,
-    ready: VecDeque<u32>,
     busy: u64,
 }
 
@@ -479,9 +483,11 @@ struct Sim<'p> {
     frames: Vec<Frame>,
     free_frames: Vec<u32>,
     next_seq: u64,
-    // Units: per unit, free-at and busy per server.
-    free_at: Vec<Vec<u64>>,
-    busy: Vec<Vec<u64>>,
+    // Units: per unit and server, the booked intervals and busy time; per unit, the latest end.
+    calendars: Vec<Vec<Calendar>>,
+    last_end: Vec<u64>,
+    /// Per unit and engine: the index of the engine's instance's first server.
+    server_base: Vec<Vec<u32>>,
     visits: Vec<u64>,
     queued: Vec<u64>,
     flows: HashMap<u64, FlowOrder, BuildFx>,
@@ -490,6 +496,7 @@ struct Sim<'p> {
     total_work: Hist,
     total_lat: Hist,
     thread_busy: u64,
+    events: u64,
     end_time: u64,
     warm_seq: u64,
     warm_time: Option<u64>,
@@ -597,8 +604,102 @@ fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-const EV_ENGINE: u64 = 0;
-const EV_WAKE: u64 = 1;
+/// Most intervals a calendar keeps apart; past that the two closest are merged (the gap
+/// between them is given up), which only happens deep in a backlog.
+const CAL_SLOTS: usize = 8;
+
+/// The intervals one server of a unit is booked for, in time order, merged when adjacent.
+/// Visits are booked when the compute burst before them starts, so a visit can be booked
+/// before an earlier one in simulated time; it then takes the first gap that fits at or after
+/// its arrival (a FIFO server when bookings come in time order).
+#[derive(Debug, Clone, Copy, Default)]
+struct Calendar {
+    iv: [(u64, u64); CAL_SLOTS],
+    len: usize,
+    busy: u64,
+}
+
+impl Calendar {
+    /// Books `occ` ticks at or after `t`; `now` is the event time (nothing will be booked before
+    /// it again). Returns the start.
+    #[inline]
+    fn book(&mut self, t: u64, occ: u64, now: u64) -> u64 {
+        // Forget intervals that ended before now.
+        let mut drop = 0;
+        while drop < self.len && self.iv[drop].1 <= now {
+            drop += 1;
+        }
+        if drop > 0 {
+            self.iv.copy_within(drop..self.len, 0);
+            self.len -= drop;
+        }
+        if occ == 0 {
+            return t;
+        }
+        // Fast path: after everything booked.
+        if self.len == 0 || self.iv[self.len - 1].1 <= t {
+            if self.len > 0 && self.iv[self.len - 1].1 == t {
+                self.iv[self.len - 1].1 = t + occ;
+            } else {
+                self.push_at(self.len, (t, t + occ));
+            }
+            return t;
+        }
+        let mut cur = t;
+        let mut i = 0;
+        while i < self.len {
+            let (s, e) = self.iv[i];
+            if e <= cur {
+                i += 1;
+                continue;
+            }
+            if s >= cur + occ {
+                break;
+            }
+            cur = cur.max(e);
+            i += 1;
+        }
+        let end = cur + occ;
+        let prev = i > 0 && self.iv[i - 1].1 == cur;
+        let next = i < self.len && self.iv[i].0 == end;
+        match (prev, next) {
+            (true, true) => {
+                self.iv[i - 1].1 = self.iv[i].1;
+                self.iv.copy_within(i + 1..self.len, i);
+                self.len -= 1;
+            }
+            (true, false) => self.iv[i - 1].1 = end,
+            (false, true) => self.iv[i].0 = cur,
+            (false, false) => self.push_at(i, (cur, end)),
+        }
+        cur
+    }
+
+    /// Inserts an interval at position `i`, merging the closest pair first when full.
+    #[inline]
+    fn push_at(&mut self, mut i: usize, iv: (u64, u64)) {
+        if self.len == CAL_SLOTS {
+            let mut best = 0;
+            let mut gap = u64::MAX;
+            for k in 0..CAL_SLOTS - 1 {
+                let g = self.iv[k + 1].0 - self.iv[k].1;
+                if g < gap {
+                    gap = g;
+                    best = k;
+                }
+            }
+            self.iv[best].1 = self.iv[best + 1].1;
+            self.iv.copy_within(best + 2..CAL_SLOTS, best + 1);
+            self.len -= 1;
+            if i > best + 1 {
+                i -= 1;
+            }
+        }
+        self.iv.copy_within(i..self.len, i + 1);
+        self.iv[i] = iv;
+        self.len += 1;
+    }
+}
 
 impl<'p> Sim<'p> {
     fn new(p: &'p Program, n: u64, opts: &'p RunOptions) -> Self {
@@ -630,14 +731,34 @@ impl<'p> Sim<'p> {
             opts,
             heap: RadixHeap::new(),
             threads,
-            engines: vec![Engine::default(); e],
+            engines: vec![
+                Engine {
+                    busy_until: 0,
+                    last: NONE,
+                    busy: 0,
+                };
+                e
+            ],
             idle: VecDeque::new(),
             egress_q: VecDeque::new(),
             frames: Vec::new(),
             free_frames: Vec::new(),
             next_seq: 0,
-            free_at: p.units.iter().map(|u| vec![0; servers(u)]).collect(),
-            busy: p.units.iter().map(|u| vec![0; servers(u)]).collect(),
+            calendars: p
+                .units
+                .iter()
+                .map(|u| vec![Calendar::default(); servers(u)])
+                .collect(),
+            last_end: vec![0; p.units.len()],
+            server_base: p
+                .units
+                .iter()
+                .map(|u| {
+                    (0..m.engines)
+                        .map(|e| e.checked_div(u.per_engines).unwrap_or(0) * u.banks)
+                        .collect()
+                })
+                .collect(),
             visits: vec![0; p.units.len()],
             queued: vec![0; p.units.len()],
             flows: HashMap::with_hasher(BuildFx),
@@ -646,6 +767,7 @@ impl<'p> Sim<'p> {
             total_work: Hist::default(),
             total_lat: Hist::default(),
             thread_busy: 0,
+            events: 0,
             end_time: 0,
             warm_seq: n / 10,
             warm_time: None,
@@ -662,21 +784,17 @@ impl<'p> Sim<'p> {
                     self.resume(th, 0);
                 }
             }
-            while let Some((t, key)) = self.heap.pop() {
-                let id = (key >> 1) as u32;
-                if key & 1 == EV_ENGINE {
-                    self.engine_done(id, t);
-                } else {
-                    self.wake(id, t);
-                }
+            while let Some((t, th)) = self.heap.pop() {
+                self.wake(th as u32, t);
             }
         }
         self.finish(started.elapsed().as_secs_f64())
     }
 
     #[inline]
-    fn schedule(&mut self, t: u64, kind: u64, id: u32) {
-        self.heap.push(t, ((id as u64) << 1) | kind);
+    fn schedule(&mut self, t: u64, th: u32) {
+        self.events += 1;
+        self.heap.push(t, th as u64);
     }
 
     /// Gives thread `th` its next frame (egress pass first), or parks it; true if it got one.
@@ -740,11 +858,21 @@ impl<'p> Sim<'p> {
         thr.pass_start = t;
     }
 
-    /// Runs thread `th` from its cursor at time `t` until it needs the engine or waits.
+    /// Runs thread `th`, ready at event time `t`, from its cursor until it waits for a visit or
+    /// ends its pass, all in one go: each compute burst reserves the engine from when it is free
+    /// (threads take it in the order they became ready), each visit is booked at the time the
+    /// burst before it ends. One event brings the thread back: the result of the visit it waits
+    /// for, or the end of its pass. This is the event count the model pays per run.
     fn resume(&mut self, th: u32, t: u64) {
+        let mut now = t;
         loop {
             let thr = &self.threads[th as usize];
             if thr.cursor == thr.end {
+                if now > t {
+                    // The pass ends in the future: come back then to take the next frame.
+                    self.schedule(now, th);
+                    return;
+                }
                 self.end_pass(th, t);
                 let got = self.assign(th, t);
                 // Frames queued for their egress pass go to parked threads (only while draining).
@@ -768,20 +896,22 @@ impl<'p> Sim<'p> {
                 Phase::Compute { ticks, row } => {
                     let e = thr.engine as usize;
                     let eng = &mut self.engines[e];
-                    if eng.current.is_none() {
-                        let switch = if eng.last != th {
-                            self.p.switch_ticks
-                        } else {
-                            0
-                        };
-                        eng.current = Some(th);
-                        eng.busy += ticks as u64 + switch;
-                        self.frames[f].work[row as usize] += ticks as u64;
-                        self.schedule(t + switch + ticks as u64, EV_ENGINE, e as u32);
+                    let start = now.max(eng.busy_until);
+                    let switch = if eng.last != th {
+                        self.p.switch_ticks
                     } else {
-                        eng.ready.push_back(th);
-                    }
-                    return;
+                        0
+                    };
+                    let end = start + switch + ticks as u64;
+                    eng.busy_until = end;
+                    eng.last = th;
+                    eng.busy += ticks as u64 + switch;
+                    let fr = &mut self.frames[f];
+                    fr.work[row as usize] += ticks as u64;
+                    fr.lat[row as usize] += end - fr.mark;
+                    fr.mark = end;
+                    self.threads[th as usize].cursor += 1;
+                    now = end;
                 }
                 Phase::Visit {
                     path,
@@ -791,12 +921,12 @@ impl<'p> Sim<'p> {
                 } => {
                     let engine = thr.engine;
                     let salt = self.frames[f].seq.wrapping_mul(1024) + thr.cursor as u64;
-                    let done = self.visit(path, t, extra as u64, engine, salt);
+                    let done = self.visit(path, now, extra as u64, engine, salt, t);
                     let thr = &mut self.threads[th as usize];
                     thr.cursor += 1;
                     if wait {
                         thr.pending_row = row;
-                        self.schedule(done, EV_WAKE, th);
+                        self.schedule(done, th);
                         return;
                     }
                 }
@@ -804,52 +934,34 @@ impl<'p> Sim<'p> {
         }
     }
 
-    /// Books a visit along `path` issued at `t`; returns when its result is back.
-    fn visit(&mut self, path: u16, t: u64, extra: u64, engine: u32, salt: u64) -> u64 {
+    /// Books a visit along `path` issued at `t` (event time `now <= t`); returns when its result
+    /// is back. Each stage takes the first free interval of its server at or after the time the
+    /// visit reaches it.
+    fn visit(&mut self, path: u16, t: u64, extra: u64, engine: u32, salt: u64, now: u64) -> u64 {
         let mut time = t;
         for (k, &u) in self.p.paths[path as usize].iter().enumerate() {
             let spec = &self.p.units[u as usize];
-            let inst = engine.checked_div(spec.per_engines).unwrap_or(0);
+            let base = self.server_base[u as usize][engine as usize];
             let bank = if spec.banks > 1 {
-                (mix(salt ^ ((k as u64) << 56)) % spec.banks as u64) as u32
+                // Multiply-shift: a uniform bank from the hashed address without a division.
+                ((mix(salt ^ ((k as u64) << 56)) as u128 * spec.banks as u128) >> 64) as u32
             } else {
                 0
             };
-            let idx = (inst * spec.banks + bank) as usize;
+            let idx = (base + bank) as usize;
             let x = if k == 0 { extra } else { 0 };
-            let free = &mut self.free_at[u as usize][idx];
-            let start = time.max(*free);
-            *free = start + spec.occupancy + x;
-            self.busy[u as usize][idx] += spec.occupancy + x;
-            self.visits[u as usize] += 1;
-            self.queued[u as usize] += start - time;
-            time = start + spec.latency + x;
+            let occ = spec.occupancy + x;
+            let latency = spec.latency + x;
+            let cal = &mut self.calendars[u as usize][idx];
+            let start = cal.book(time, occ, now);
+            let u = u as usize;
+            self.last_end[u] = self.last_end[u].max(start + occ);
+            cal.busy += occ;
+            self.visits[u] += 1;
+            self.queued[u] += start - time;
+            time = start + latency;
         }
         time
-    }
-
-    fn engine_done(&mut self, e: u32, t: u64) {
-        let th = match self.engines[e as usize].current.take() {
-            Some(th) => th,
-            None => return,
-        };
-        self.engines[e as usize].last = th;
-        {
-            let thr = &mut self.threads[th as usize];
-            let f = thr.frame as usize;
-            if let Phase::Compute { row, .. } = self.p.phases[thr.cursor as usize] {
-                let fr = &mut self.frames[f];
-                fr.lat[row as usize] += t - fr.mark;
-                fr.mark = t;
-            }
-            thr.cursor += 1;
-        }
-        self.resume(th, t);
-        if self.engines[e as usize].current.is_none()
-            && let Some(next) = self.engines[e as usize].ready.pop_front()
-        {
-            self.resume(next, t);
-        }
     }
 
     fn wake(&mut self, th: u32, t: u64) {
@@ -872,7 +984,7 @@ impl<'p> Sim<'p> {
             return;
         }
         let done = match self.p.completion {
-            Some(path) => self.visit(path, t, 0, 0, fr_seq(&self.frames[f as usize])),
+            Some(path) => self.visit(path, t, 0, 0, fr_seq(&self.frames[f as usize]), t),
             None => t,
         };
         self.complete(f, done);
@@ -946,7 +1058,7 @@ impl<'p> Sim<'p> {
         let m = &self.p.machine;
         // Posted visits may leave a unit working after the last frame left: the run ends when
         // every unit is done too, so an over-subscribed unit still caps the rate.
-        let backlog = self.free_at.iter().flatten().copied().max().unwrap_or(0);
+        let backlog = self.last_end.iter().copied().max().unwrap_or(0);
         let end = self.end_time.max(backlog).max(1);
         let warm = self.warm_time.unwrap_or(0);
         let measured = self.n.saturating_sub(self.warm_seq);
@@ -978,7 +1090,7 @@ impl<'p> Sim<'p> {
             .iter()
             .enumerate()
             .map(|(i, u)| {
-                let busy = &self.busy[i];
+                let busy: Vec<u64> = self.calendars[i].iter().map(|c| c.busy).collect();
                 let max = busy.iter().copied().max().unwrap_or(0) as f64 / end as f64;
                 let mean = busy.iter().sum::<u64>() as f64 / (end as f64 * busy.len() as f64);
                 UnitStat {
@@ -1024,6 +1136,7 @@ impl<'p> Sim<'p> {
             } else {
                 0.0
             },
+            events_per_packet: self.events as f64 / n,
             departures: self.departures,
         }
     }
@@ -1203,6 +1316,35 @@ mac_bytes = {{}}
         }
         // Frames did finish out of order and were held.
         assert!(r.steps[STEP_HOLD].latency.mean > 0.0);
+    }
+
+    #[test]
+    fn calendar_fills_gaps_in_time_order_and_merges() {
+        let mut c = Calendar::default();
+        // A booking in the future leaves a gap before it.
+        assert_eq!(c.book(100, 10, 0), 100);
+        // An earlier arrival that fits in the gap goes first.
+        assert_eq!(c.book(20, 30, 0), 20);
+        // One that does not fit waits until after the booking it would overlap.
+        assert_eq!(c.book(90, 20, 0), 110);
+        // Adjacent bookings merged: [20,50) [100,130).
+        assert_eq!(c.len, 2);
+        assert_eq!(c.iv[1], (100, 130));
+        // In time order it is a FIFO server.
+        assert_eq!(c.book(130, 5, 120), 130);
+        assert_eq!(c.book(131, 5, 130), 135);
+        // Intervals that ended before now are forgotten.
+        assert_eq!(c.book(500, 1, 400), 500);
+        assert_eq!(c.len, 1);
+        // Never more than CAL_SLOTS intervals: the closest pair is merged.
+        let mut d = Calendar::default();
+        for k in 0..20u64 {
+            d.book(1000 - 40 * k, 10, 0);
+        }
+        assert!(d.len <= CAL_SLOTS);
+        for w in d.iv[..d.len].windows(2) {
+            assert!(w[0].1 <= w[1].0, "{:?}", &d.iv[..d.len]);
+        }
     }
 
     #[test]

@@ -209,10 +209,11 @@ impl RunOutput {
         let _ = writeln!(o, "bottleneck: {}", s.bottleneck);
         let _ = writeln!(
             o,
-            "host: {} packets simulated in {:.2} s ({} packets/s); switch over the distinct packets in {:.2} s",
+            "host: {} packets simulated in {:.2} s ({} packets/s, {:.1} events/packet); switch over the distinct packets in {:.2} s",
             si(s.packets as f64),
             s.host_seconds,
             si(s.host_pps),
+            s.events_per_packet,
             t.generation_seconds
         );
         o
