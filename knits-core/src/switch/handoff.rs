@@ -601,6 +601,29 @@ impl<'a> Switch<'a> {
         }
     }
 
+    /// Repeats to the old node the target's acknowledgment of its forwarded bytes.
+    fn reack_old_node<S: Sink + ?Sized>(&mut self, s: usize, k: usize, sink: &mut S) {
+        let b = self.sessions[s].bindings[k];
+        let Some(leg) = self.table.get(b.leg as usize).copied() else {
+            return;
+        };
+        let a = b.srv_ack.min(b.old_fin.unwrap_or(b.old_nxt));
+        let ts = leg.ts_enabled().then_some((b.srv_ts, b.old_ts));
+        let g = GenTcp {
+            src: leg.keys[1],
+            seq: b.old_rcv,
+            ack: a,
+            fin: false,
+            rst: false,
+            win: leg.dirs[1].win,
+            ts,
+        };
+        self.gen_tcp(leg.ports[0], g, Generated::FakeTargetAck, sink);
+        if a.gt(b.old_told) {
+            self.sessions[s].bindings[k].old_told = a;
+        }
+    }
+
     fn fake_target_fin_ack<S: Sink + ?Sized>(&mut self, s: usize, k: usize, sink: &mut S) {
         let b = self.sessions[s].bindings[k];
         let (Some(fin), Some(leg)) = (b.old_fin, self.table.get(b.leg as usize).copied()) else {
@@ -811,6 +834,13 @@ impl<'a> Switch<'a> {
                 return Verdict::Local(LocalKind::TeardownAbsorbed);
             }
         } else if seg.len == 0 {
+            return Verdict::Local(LocalKind::TeardownAbsorbed);
+        }
+        // Bytes the target has already acknowledged: the old node missed the faked ACK (lost or
+        // late) and retransmits. The target may have closed the leg by now and would answer
+        // with a reset, so answer the old node again instead of passing the bytes on.
+        if !seg.fin && seg.seq.add(seg.len).le(b.srv_ack) {
+            self.reack_old_node(s, k, sink);
             return Verdict::Local(LocalKind::TeardownAbsorbed);
         }
         // Forwarded request bytes: merge into the stream the target sees (ack, window and
