@@ -86,6 +86,25 @@ pub struct OpCost {
     /// The thread waits for the visit's result.
     #[serde(default = "yes")]
     pub wait: bool,
+    /// Count cells instead of bytes: with a value above 0, the items of a record of `n` bytes
+    /// are `ceil((n + cell_extra) / cell_bytes)` cells (a frame cut into 64-byte data-store
+    /// buffers or switch cells).
+    #[serde(default)]
+    pub cell_bytes: f64,
+    /// Bytes added to the record before it is cut into cells (headers the cells carry).
+    #[serde(default)]
+    pub cell_extra: f64,
+}
+
+impl OpCost {
+    /// The items a record of `n` counts for this cost: `n`, or its cells.
+    pub fn items(&self, n: u32) -> u32 {
+        if self.cell_bytes > 0.0 {
+            ((n as f64 + self.cell_extra) / self.cell_bytes).ceil() as u32
+        } else {
+            n
+        }
+    }
 }
 
 /// Costs of the operations the knits-core meter records.
@@ -130,6 +149,11 @@ pub struct FrameWork {
     /// Once per frame, at the end of its last pass (transmit from memory).
     #[serde(default)]
     pub transmit: Vec<OpCost>,
+    /// Once per frame that makes an egress pass, after its ingress pass: the hand-over from the
+    /// ingress to the egress side (NP4GS3: ingress data store -> switch interface -> egress
+    /// data store).
+    #[serde(default)]
+    pub switch: Vec<OpCost>,
 }
 
 /// A whole machine.
@@ -155,6 +179,10 @@ pub struct Machine {
     /// With two passes: the steps done in the egress pass (the rest go in the ingress pass).
     #[serde(default)]
     pub egress_steps: Vec<String>,
+    /// With two passes: the last this many engines only do egress passes and the others only
+    /// ingress passes (the IXP1200 input and output microengines); 0 = every engine does both.
+    #[serde(default)]
+    pub egress_engines: u32,
     /// The unit that restores per-flow order before frames leave (a name in `units`).
     #[serde(default)]
     pub completion: Option<String>,
@@ -304,8 +332,27 @@ impl Machine {
                             .to_string(),
                     );
                 }
+                if self.egress_engines > 0 {
+                    return Err(
+                        "egress_engines is set but passes = \"one\"; remove it or set \
+                                passes = \"two\""
+                            .to_string(),
+                    );
+                }
+                if !self.frame.switch.is_empty() {
+                    return Err("frame.switch is set but passes = \"one\"; it runs between \
+                                the two passes"
+                        .to_string());
+                }
             }
             Passes::Two => {
+                if self.egress_engines >= self.engines {
+                    return Err(format!(
+                        "egress_engines = {} leaves no engine for ingress passes; it must be \
+                         below engines = {}",
+                        self.egress_engines, self.engines
+                    ));
+                }
                 for s in &self.egress_steps {
                     if !steps.contains(&s.as_str()) {
                         return Err(format!(
@@ -333,6 +380,18 @@ impl Machine {
         check_cycles(&format!("{name}.cycles"), op.cycles)?;
         check_cycles(&format!("{name}.cycles_per_item"), op.cycles_per_item)?;
         check_cycles(&format!("{name}.occupancy_per_item"), op.occupancy_per_item)?;
+        if !(op.cell_bytes.is_finite() && (0.0..=65536.0).contains(&op.cell_bytes)) {
+            return Err(format!(
+                "{name}.cell_bytes = {} must be 0 (count bytes) or a cell size up to 65536",
+                op.cell_bytes
+            ));
+        }
+        if !(op.cell_extra.is_finite() && (0.0..=65536.0).contains(&op.cell_extra)) {
+            return Err(format!(
+                "{name}.cell_extra = {} must be a number of bytes in 0..=65536",
+                op.cell_extra
+            ));
+        }
         for u in &op.units {
             if !self.units.contains_key(u) {
                 let known: Vec<&str> = self.units.keys().map(|s| s.as_str()).collect();
@@ -373,6 +432,7 @@ impl Machine {
             (&f.pass_start, "frame.pass_start"),
             (&f.pass_end, "frame.pass_end"),
             (&f.transmit, "frame.transmit"),
+            (&f.switch, "frame.switch"),
         ] {
             for (i, op) in list.iter().enumerate() {
                 v.push((format!("{name}[{i}]"), op));
@@ -395,6 +455,15 @@ impl Machine {
         let mut m = self.clone();
         m.engines = engines;
         m.threads = threads;
+        if self.egress_engines > 0 {
+            // Keep the share of egress engines; one engine does both passes.
+            m.egress_engines = if engines < 2 {
+                0
+            } else {
+                ((engines as f64 * self.egress_engines as f64 / self.engines as f64).round() as u32)
+                    .clamp(1, engines - 1)
+            };
+        }
         m.validate()?;
         Ok(m)
     }
@@ -457,6 +526,30 @@ mod tests {
         // Unknown preset.
         let e = Machine::load("np9").unwrap_err().to_string();
         assert!(e.contains("cannot read it") && e.contains("np4gs3"), "{e}");
+    }
+
+    #[test]
+    fn cells_and_roles_are_checked() {
+        let c = OpCost {
+            cell_bytes: 58.0,
+            cell_extra: 10.0,
+            ..Default::default()
+        };
+        assert_eq!(c.items(48), 1);
+        assert_eq!(c.items(49), 2);
+        assert_eq!(c.items(60), 2);
+        assert_eq!(OpCost::default().items(60), 60);
+        let good = Machine::preset_text("ixp1200").unwrap();
+        let t = good.replace("egress_engines = 2", "egress_engines = 6");
+        assert!(
+            err(&t).contains("leaves no engine for ingress"),
+            "{}",
+            err(&t)
+        );
+        let np = Machine::preset_text("np4gs3").unwrap();
+        let t = np.replace("passes = \"two\"", "passes = \"one\"");
+        let t = t.replace("egress_steps = [\"rewrite\", \"verdict\"]", "");
+        assert!(err(&t).contains("frame.switch is set"), "{}", err(&t));
     }
 
     #[test]

@@ -131,6 +131,7 @@ impl Builder<'_> {
     }
 
     fn op(&mut self, c: &OpCost, n: u32, row: u8) {
+        let n = c.items(n);
         let n_f = n as f64;
         if c.visit_per_item && !c.units.is_empty() {
             self.compute(c.cycles, row);
@@ -243,10 +244,13 @@ impl Program {
                         b.op(op_cost(b.m, r.op), r.n, r.step);
                     }
                 }
-                if k + 1 == passes {
+                if k + 1 == passes && p.outcome == Outcome::Forward {
                     b.frame_work(&m.frame.transmit, len);
                 }
                 b.frame_work(&m.frame.pass_end, len);
+                if k == 0 && passes == 2 {
+                    b.frame_work(&m.frame.switch, len);
+                }
                 let end = b.phases.len() as u32;
                 let key = b.phases[start as usize..].to_vec();
                 *range = match seen.get(&key) {
@@ -486,6 +490,9 @@ struct Sim<'p> {
     // Units: per unit and server, the booked intervals and busy time; per unit, the latest end.
     calendars: Vec<Vec<Calendar>>,
     last_end: Vec<u64>,
+    /// Engines below this index do ingress passes; the others egress passes (when it is below
+    /// the engine count; else every engine does both).
+    ingress_engines: u32,
     /// Per unit and engine: the index of the engine's instance's first server.
     server_base: Vec<Vec<u32>>,
     visits: Vec<u64>,
@@ -750,6 +757,7 @@ impl<'p> Sim<'p> {
                 .map(|u| vec![Calendar::default(); servers(u)])
                 .collect(),
             last_end: vec![0; p.units.len()],
+            ingress_engines: m.engines - m.egress_engines,
             server_base: p
                 .units
                 .iter()
@@ -798,12 +806,16 @@ impl<'p> Sim<'p> {
     }
 
     /// Gives thread `th` its next frame (egress pass first), or parks it; true if it got one.
+    /// With `egress_engines`, a thread takes only the passes of its engine's role.
     fn assign(&mut self, th: u32, t: u64) -> bool {
-        if let Some(f) = self.egress_q.pop_front() {
+        let engine = self.threads[th as usize].engine;
+        let egress_only = engine >= self.ingress_engines;
+        let ingress_only = self.ingress_engines < self.engines.len() as u32 && !egress_only;
+        if !ingress_only && let Some(f) = self.egress_q.pop_front() {
             self.start_pass(th, f, t);
             return true;
         }
-        if self.next_seq < self.n {
+        if !egress_only && self.next_seq < self.n {
             let seq = self.next_seq;
             self.next_seq += 1;
             if seq == self.warm_seq {
@@ -841,7 +853,10 @@ impl<'p> Sim<'p> {
             self.start_pass(th, f, t);
             return true;
         }
-        self.idle.push_back(th);
+        if !ingress_only {
+            // Parked until a frame waits for its egress pass.
+            self.idle.push_back(th);
+        }
         false
     }
 
@@ -1107,7 +1122,23 @@ impl<'p> Sim<'p> {
                 }
             })
             .collect();
-        let bottleneck = bottleneck(engine_util_mean, thread_util, &units);
+        // With engine roles, the busier group is what can saturate.
+        let group = |r: std::ops::Range<usize>| {
+            let n = r.len().max(1) as f64;
+            engine_util[r].iter().sum::<f64>() / n
+        };
+        let split = self.ingress_engines as usize;
+        let engines = if split < engine_util.len() {
+            let (i, o) = (group(0..split), group(split..engine_util.len()));
+            if i >= o {
+                ("ingress engines", i)
+            } else {
+                ("egress engines", o)
+            }
+        } else {
+            ("engines", engine_util_mean)
+        };
+        let bottleneck = bottleneck(engines, thread_util, &units);
         SimResult {
             machine: m.name.clone(),
             engines: m.engines,
@@ -1147,8 +1178,8 @@ fn fr_seq(f: &Frame) -> u64 {
 }
 
 /// Names what limits the rate: the busiest resource when it is nearly saturated, else threads.
-fn bottleneck(engine_util: f64, thread_util: f64, units: &[UnitStat]) -> String {
-    let mut best = ("engines".to_string(), engine_util);
+fn bottleneck(engines: (&str, f64), thread_util: f64, units: &[UnitStat]) -> String {
+    let mut best = (engines.0.to_string(), engines.1);
     for u in units {
         // A banked unit saturates when its busiest bank does.
         if u.util_max > best.1 {
@@ -1316,6 +1347,59 @@ mac_bytes = {{}}
         }
         // Frames did finish out of order and were held.
         assert!(r.steps[STEP_HOLD].latency.mean > 0.0);
+    }
+
+    /// Two engines, one per role: the ingress pass costs 20 (step) + probes x 10, the egress
+    /// pass 5 (transmit).
+    fn split_machine(egress_engines: u32) -> Machine {
+        let text = format!(
+            r#"
+name = "split"
+clock_mhz = 100.0
+engines = 2
+threads = 1
+passes = "two"
+egress_engines = {egress_engines}
+[units.mem]
+latency = 0.0
+occupancy = 0.0
+[ops]
+step = {{ cycles = 20.0 }}
+bytes_read = {{}}
+table_probe = {{ cycles_per_item = 10.0 }}
+table_entry = {{}}
+bytes_rewritten = {{}}
+checksum_words = {{}}
+option_bytes = {{}}
+generated = {{}}
+counter = {{}}
+mac_bytes = {{}}
+[frame]
+transmit = [ {{ cycles = 5.0 }} ]
+switch = [ {{ units = ["mem"], cell_bytes = 64.0, wait = false }} ]
+"#
+        );
+        Machine::from_toml(&text, "split").unwrap()
+    }
+
+    #[test]
+    fn engine_roles_split_the_passes() {
+        let t = traces(50, 50, |_| 2);
+        // Shared: 40 + 5 cycles a packet over 2 engines -> 100 MHz / 22.5 = 4.44 Mpps.
+        let shared = Program::new(&split_machine(0), &t).run(5000, &RunOptions::default());
+        assert!((shared.pps - 4.444e6).abs() < 0.05e6, "{}", shared.pps);
+        // Split: the ingress engine does 40 cycles a packet alone -> 2.5 Mpps, and is the
+        // bottleneck.
+        let split = Program::new(&split_machine(1), &t).run(5000, &RunOptions::default());
+        assert!((split.pps - 2.5e6).abs() < 0.01e6, "{}", split.pps);
+        assert!(
+            split.bottleneck.starts_with("ingress engines"),
+            "{}",
+            split.bottleneck
+        );
+        // The switch hand-over ran once per frame (one 64-byte cell each).
+        let mem = split.units.iter().find(|u| u.unit == "mem").unwrap();
+        assert!((mem.visits_per_packet - 1.0).abs() < 1e-9);
     }
 
     #[test]

@@ -116,9 +116,13 @@ impl RunOutput {
     pub fn text(&self, m: &Machine) -> String {
         let s = &self.sim;
         let mut o = String::new();
-        let passes = match m.passes {
-            Passes::One => "one pass",
-            Passes::Two => "ingress + egress passes",
+        let passes = match (m.passes, m.egress_engines) {
+            (Passes::One, _) => "one pass".to_string(),
+            (Passes::Two, 0) => "ingress + egress passes".to_string(),
+            (Passes::Two, e) => format!(
+                "ingress passes on {} engines, egress passes on {e}",
+                m.engines - e
+            ),
         };
         let _ = writeln!(
             o,
