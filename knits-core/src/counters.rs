@@ -88,6 +88,12 @@ named_enum! {
         SinkFull = "sink_full",
         /// A packet of a stale hand-off leg with nowhere to go (after its teardown).
         StaleLeg = "stale_leg",
+        /// A source address that does not belong behind the port it came in on: a back-end
+        /// port's packets must come from its subnet, and the client side may not claim an
+        /// address of the cluster.
+        SrcSpoofed = "src_spoofed",
+        /// A new connection whose keys collide with a tracked one.
+        FlowConflict = "flow_conflict",
     }
 }
 

@@ -603,3 +603,79 @@ proptest! {
         }
     }
 }
+
+/// Ingress filtering (found by the pipeline fuzz target): a node may not claim a client's
+/// address, and the client side may not claim a cluster address; either would let traffic for
+/// one host be steered to another.
+#[test]
+fn spoofed_sources_are_dropped_and_change_nothing() {
+    let (mut sw, mut out) = warmed();
+    let t = Instant::from_millis(3);
+    // Node 2 (port 2) claims to be the client.
+    let mut f = Tcp {
+        src_mac: NODE1_MAC,
+        dst_mac: sw_mac(2),
+        src: (CLIENT, 40000),
+        dst: (NODE1, 80),
+        control: TcpControl::Syn,
+        seq: 1,
+        ack: None,
+        ts: None,
+        sack: [None; 3],
+        ttl: 64,
+        payload: &[],
+    }
+    .frame();
+    assert_eq!(
+        sw.process(2, t, &mut f, FrameMeta::FULL, &mut out, &mut NoMeter),
+        Verdict::Drop(DropReason::SrcSpoofed)
+    );
+    // Node 2 claims node 1's address.
+    let mut f = Tcp {
+        src_mac: NODE1_MAC,
+        dst_mac: sw_mac(2),
+        src: (NODE1, 5000),
+        dst: (Ipv4Address::new(198, 19, 2, 2), 80),
+        control: TcpControl::Syn,
+        seq: 1,
+        ack: None,
+        ts: None,
+        sack: [None; 3],
+        ttl: 64,
+        payload: &[],
+    }
+    .frame();
+    assert_eq!(
+        sw.process(2, t, &mut f, FrameMeta::FULL, &mut out, &mut NoMeter),
+        Verdict::Drop(DropReason::SrcSpoofed)
+    );
+    // The client side claims a back-end address, a gateway, the VIP.
+    for src in [
+        NODE1,
+        Ipv4Address::new(198, 19, 1, 1),
+        Ipv4Address::new(198, 18, 0, 1),
+        VIP,
+    ] {
+        let mut f = Tcp {
+            src_mac: CLIENT_MAC,
+            dst_mac: sw_mac(0),
+            src: (src, 40000),
+            dst: (VIP, 80),
+            control: TcpControl::Syn,
+            seq: 1,
+            ack: None,
+            ts: None,
+            sack: [None; 3],
+            ttl: 64,
+            payload: &[],
+        }
+        .frame();
+        assert_eq!(
+            sw.process(0, t, &mut f, FrameMeta::FULL, &mut out, &mut NoMeter),
+            Verdict::Drop(DropReason::SrcSpoofed),
+            "{src}"
+        );
+    }
+    assert_eq!(sw.flow_count(), 0);
+    assert_eq!(sw.counters().drop_count(DropReason::SrcSpoofed), 6);
+}

@@ -706,6 +706,9 @@ impl<'a> Switch<'a> {
         let Some(pc) = self.config.ports.get(port as usize).copied() else {
             return Verdict::Drop(DropReason::NoRoute);
         };
+        if !self.source_allowed(&pc, src) {
+            return Verdict::Drop(DropReason::SrcSpoofed);
+        }
         if pc.contains(src) {
             self.learn(src.octets(), src_mac.0);
         }
@@ -728,6 +731,22 @@ impl<'a> Switch<'a> {
                     return Verdict::Drop(DropReason::TtlExpired);
                 }
                 self.forward_plain(frame, out, sink, meter)
+            }
+        }
+    }
+
+    /// Ingress filtering (RFC 2827 style): a back-end port carries only its own subnet's
+    /// addresses (not the gateway's); the client side may carry any address but the cluster's
+    /// own (back-end subnets, gateways, the VIP). Without it a node could claim a client's
+    /// address and have another node's traffic for that client steered to itself.
+    fn source_allowed(&self, pc: &crate::config::PortConfig, src: Ipv4Address) -> bool {
+        match pc.role {
+            PortRole::Backend => pc.contains(src) && src != pc.gateway,
+            PortRole::Client => {
+                src != self.config.vip
+                    && !self.config.ports.iter().any(|p| {
+                        src == p.gateway || (p.role == PortRole::Backend && p.contains(src))
+                    })
             }
         }
     }
@@ -1083,6 +1102,10 @@ impl<'a> Switch<'a> {
                     sport: seg.key.dport,
                     dport: seg.key.sport,
                 };
+                let mut probes = 0;
+                if self.table.lookup(&reply, &mut probes).is_some() {
+                    return Verdict::Drop(DropReason::FlowConflict);
+                }
                 let Ok(fi) = self.table.insert(FlowKind::Nat, orig, reply, now_ms) else {
                     return Verdict::Drop(DropReason::TableFull);
                 };
@@ -1099,6 +1122,14 @@ impl<'a> Switch<'a> {
                 let Some(out) = self.route_between_nodes(port, dst) else {
                     return Verdict::Drop(DropReason::NoRoute);
                 };
+                let mut probes = 0;
+                if self
+                    .table
+                    .lookup(&seg.key.reversed(), &mut probes)
+                    .is_some()
+                {
+                    return Verdict::Drop(DropReason::FlowConflict);
+                }
                 let Ok(fi) =
                     self.table
                         .insert(FlowKind::Routed, seg.key, seg.key.reversed(), now_ms)
