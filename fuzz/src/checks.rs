@@ -42,12 +42,12 @@ const WRONG_KEY: control::Key = *b"not-the-fuzz-key";
 /// Keeps TCP frames with a spoofed source address out of the switch (a back-end port whose
 /// subnet does not hold the source, or the client port with a source in a back-end subnet).
 ///
-/// Known bug 1 (docs/fuzzing.md): knits-core tracks such a SYN as a new flow, so one node can put
-/// a second copy of another flow's key into the table (or a flow whose two keys are equal), and
-/// can then receive another node's packets for a client. Until the core checks ingress sources,
-/// the guard keeps the fuzzer from stopping at that bug on every run. Clear it to reproduce
-/// (`KNITS_FUZZ_UNGUARDED=1` for the `one_input` test).
-pub static SPOOF_GUARD: AtomicBool = AtomicBool::new(true);
+/// Bug 1 (docs/fuzzing.md, now fixed): knits-core used to track such a SYN as a new flow, so one
+/// node could put a second copy of another flow's key into the table and then receive another
+/// node's packets for a client. The core now drops these frames (`src_spoofed`), so the guard is
+/// off and the committed reproducers run as regression tests; turn it on only to bisect an old
+/// build.
+pub static SPOOF_GUARD: AtomicBool = AtomicBool::new(false);
 
 /// True for an IPv4 TCP frame whose source address cannot come from `port`.
 pub fn spoofed_tcp(c: &Config, port: PortId, f: &[u8]) -> bool {
@@ -2457,7 +2457,7 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     reply.flags = F_PSH;
     pipe("node-reply-data", 1, 1, &reply.build());
     pipe("node-reply-data-partial", 1 | 4, 1, &reply.build());
-    // Known bug 1: node 2 claims the client's address towards node 1 (kept back by SPOOF_GUARD).
+    // Known bug 1: node 2 claims the client's address towards node 1 (the core drops it: src_spoofed).
     let spoof = {
         let mut t = TcpSpec::new(client, ([198, 19, 1, 2], 80), c.ports[2].mac);
         t.flags = F_SYN;
@@ -2576,7 +2576,7 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
 
     {
         // Known bug 1, the leak: node 2 keeps a spoofed flow alive past the client's connection
-        // and then receives node 1's segments for the client (kept back by SPOOF_GUARD).
+        // and then receives node 1's segments for the client (the core drops it: src_spoofed).
         let mut s = Script::new(0);
         s.arps();
         s.connect(CLIENT, 0);
