@@ -371,7 +371,15 @@ impl<'a> Switch<'a> {
         let in_port = c1.ports[0];
         self.track(anchor, Dir::Orig, in_port, now_ms, seg);
         let sess = &mut self.sessions[s];
-        let Some(k) = sess.pick_for_client(seg.seq, seg.len + seg.fin as u32, seg.ack) else {
+        // A client RST aborts the connection: it goes to the current server. (It may carry no
+        // ACK, so its acknowledgment field says nothing about the binding; retiring nodes are
+        // the switch's to close, paper IV.B 1.)
+        let pick = if seg.rst {
+            sess.bindings.len().checked_sub(1)
+        } else {
+            sess.pick_for_client(seg.seq, seg.len + seg.fin as u32, seg.ack)
+        };
+        let Some(k) = pick else {
             return Verdict::Drop(DropReason::StaleLeg);
         };
         let b = &mut sess.bindings[k];
