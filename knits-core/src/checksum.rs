@@ -33,21 +33,45 @@ pub const fn fold(mut sum: u32) -> u16 {
 }
 
 /// The RFC 1071 one's complement sum of `data` (big-endian 16-bit words, an odd last byte padded
-/// with zero), added to `initial`. Not complemented, not folded.
+/// with zero), added to `initial`. Not complemented; fold it with [`fold`].
+///
+/// Sums 32-bit words into a 64-bit accumulator: since 2^16 = 1 modulo 2^16 - 1, a 32-bit word
+/// counts as its two 16-bit halves, so this is RFC 1071's sum with half the additions (RFC 1071
+/// section 2(B), "parallel summation").
 pub fn sum(data: &[u8], initial: u32) -> u32 {
     let mut acc = initial as u64;
-    let mut chunks = data.chunks_exact(2);
+    let mut chunks = data.chunks_exact(4);
     for w in &mut chunks {
+        acc += u32::from_be_bytes([w[0], w[1], w[2], w[3]]) as u64;
+    }
+    let mut rest = chunks.remainder().chunks_exact(2);
+    for w in &mut rest {
         acc += u16::from_be_bytes([w[0], w[1]]) as u64;
     }
-    if let [last] = chunks.remainder() {
+    if let [last] = rest.remainder() {
         acc += (*last as u64) << 8;
     }
-    // Fold 64 -> 32 bits so the caller can keep accumulating.
-    while acc >> 32 != 0 {
-        acc = (acc & 0xffff_ffff) + (acc >> 32);
-    }
+    // Fold 64 -> 32 bits (2^32 = 1 modulo 2^16 - 1) so the caller can keep accumulating.
+    acc = (acc & 0xffff_ffff) + (acc >> 32);
+    acc = (acc & 0xffff_ffff) + (acc >> 32);
     acc as u32
+}
+
+/// True when an IPv4 header's checksum is right (its sum, checksum included, is 0xFFFF).
+pub fn ipv4_header_ok(header: &[u8]) -> bool {
+    fold(sum(header, 0)) == 0xffff
+}
+
+/// True when a TCP or UDP segment's full checksum is right under the IPv4 pseudo-header.
+pub fn transport_ok(src: [u8; 4], dst: [u8; 4], protocol: u8, segment: &[u8]) -> bool {
+    let len = segment.len();
+    if len > 0xffff {
+        return false;
+    }
+    fold(sum(
+        segment,
+        pseudo_header_sum(src, dst, protocol, len as u16),
+    )) == 0xffff
 }
 
 /// The RFC 1071 checksum of `data`: the complement of the folded sum.
@@ -154,6 +178,27 @@ mod tests {
     #[test]
     fn odd_length_pads_with_zero() {
         assert_eq!(fold(sum(&[0x12, 0x34, 0x56], 0)), 0x1234 + 0x5600);
+        assert_eq!(
+            fold(sum(&[0x12, 0x34, 0x56, 0x78, 0x9a], 0)),
+            fold(0x1234 + 0x5678 + 0x9a00)
+        );
+    }
+
+    /// The 32-bit-word sum equals the plain 16-bit-word sum of RFC 1071 for every length.
+    #[test]
+    fn wide_sum_equals_word_sum() {
+        let data: [u8; 67] = core::array::from_fn(|i| (i as u8).wrapping_mul(37).wrapping_add(11));
+        for n in 0..data.len() {
+            let mut plain = 0u32;
+            for (i, b) in data[..n].iter().enumerate() {
+                plain += if i % 2 == 0 {
+                    (*b as u32) << 8
+                } else {
+                    *b as u32
+                };
+            }
+            assert_eq!(fold(sum(&data[..n], 0)), fold(plain), "length {n}");
+        }
     }
 
     fn put_checksum(buf: &mut [u8], at: usize) {

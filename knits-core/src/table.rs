@@ -6,15 +6,14 @@
 //!   `Err(TableFull)` and nothing is evicted.
 //! - The index is linear probing with backward-shift deletion (no tombstones), at most half full
 //!   (two keys per flow, at least four index slots per flow), so an expected lookup probes about
-//!   1.5 slots whatever the occupancy. The hash is SipHash-1-3 keyed with the caller's seed, so
-//!   attacker-chosen tuples cannot be steered into one chain.
+//!   1.5 slots whatever the occupancy. The hash is NH (the almost-universal hash of UMAC,
+//!   RFC 4418 section 5.2) over the 12-byte tuple, keyed with the caller's seed, then mixed: an
+//!   attacker who does not know the seed cannot choose tuples that pile into one chain (two
+//!   distinct tuples collide with probability about 2^-32 over the seed).
 //! - [`FlowTable::sweep`] examines at most `budget` records per call and hands back the ones whose
 //!   timeout has passed, so expiry costs a bounded amount of work per `poll`.
 
-use core::hash::Hasher;
-
 use managed::ManagedSlice;
-use siphasher::sip::SipHasher13;
 
 use crate::config::PortId;
 use crate::seq::SeqNumber;
@@ -252,8 +251,7 @@ pub struct FlowTable<'a> {
     mask: u32,
     free_head: u32,
     used: usize,
-    k0: u64,
-    k1: u64,
+    key: [u32; 4],
     sweep_cursor: usize,
 }
 
@@ -283,19 +281,21 @@ impl<'a> FlowTable<'a> {
         if n == 0 || n >= (1 << 30) || !m.is_power_of_two() || m < n.saturating_mul(4) {
             return Err(StorageError::BadSize);
         }
-        let mut k = [0u8; 8];
-        k.copy_from_slice(&seed[..8]);
-        let k0 = u64::from_le_bytes(k);
-        k.copy_from_slice(&seed[8..]);
-        let k1 = u64::from_le_bytes(k);
+        let key = core::array::from_fn(|i| {
+            u32::from_le_bytes([
+                seed[4 * i],
+                seed[4 * i + 1],
+                seed[4 * i + 2],
+                seed[4 * i + 3],
+            ])
+        });
         let mut t = FlowTable {
             flows,
             index,
             mask: (m - 1) as u32,
             free_head: 0,
             used: 0,
-            k0,
-            k1,
+            key,
             sweep_cursor: 0,
         };
         t.clear();
@@ -332,17 +332,19 @@ impl<'a> FlowTable<'a> {
         self.flows.len()
     }
 
-    /// The keyed hash of a 4-tuple.
+    /// The keyed hash of a 4-tuple: NH over the words (src, dst, ports, 0), then a multiply-xorshift
+    /// finaliser so the low bits that pick the bucket depend on every input bit.
     #[inline]
     pub fn hash(&self, key: &FlowKey) -> u32 {
-        let mut h = SipHasher13::new_with_keys(self.k0, self.k1);
-        let mut b = [0u8; 12];
-        b[..4].copy_from_slice(&key.src);
-        b[4..8].copy_from_slice(&key.dst);
-        b[8..10].copy_from_slice(&key.sport.to_be_bytes());
-        b[10..12].copy_from_slice(&key.dport.to_be_bytes());
-        h.write(&b);
-        h.finish() as u32
+        let w0 = u32::from_be_bytes(key.src);
+        let w1 = u32::from_be_bytes(key.dst);
+        let w2 = ((key.sport as u32) << 16) | key.dport as u32;
+        let k = &self.key;
+        let nh = (w0.wrapping_add(k[0]) as u64)
+            .wrapping_mul(w1.wrapping_add(k[1]) as u64)
+            .wrapping_add((w2.wrapping_add(k[2]) as u64).wrapping_mul(k[3] as u64 | 1));
+        let x = (nh ^ (nh >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        (x >> 32) as u32
     }
 
     /// Finds the flow and direction of a 4-tuple; `probes` receives the slots examined.

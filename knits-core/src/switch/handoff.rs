@@ -371,7 +371,15 @@ impl<'a> Switch<'a> {
         let in_port = c1.ports[0];
         self.track(anchor, Dir::Orig, in_port, now_ms, seg);
         let sess = &mut self.sessions[s];
-        let Some(k) = sess.pick_for_client(seg.seq, seg.len + seg.fin as u32, seg.ack) else {
+        // A client RST aborts the connection: it goes to the current server. (It may carry no
+        // ACK, so its acknowledgment field says nothing about the binding; retiring nodes are
+        // the switch's to close, paper IV.B 1.)
+        let pick = if seg.rst {
+            sess.bindings.len().checked_sub(1)
+        } else {
+            sess.pick_for_client(seg.seq, seg.len + seg.fin as u32, seg.ack)
+        };
+        let Some(k) = pick else {
             return Verdict::Drop(DropReason::StaleLeg);
         };
         let b = &mut sess.bindings[k];
@@ -694,10 +702,14 @@ impl<'a> Switch<'a> {
         // what the old node last received.
         let _ = anchor;
         let (ts_out, win) = (leg.dirs[0].ts_in, leg.dirs[0].win);
+        // At the old node's rcv_nxt as last seen (its highest ACK), on retries too: when its
+        // ACK of the last client bytes was lost, the first FIN lay before its rcv_nxt and was
+        // ignored; its duplicate ACK then moved `srv_ack` on, and the retry must follow. (An
+        // ACK of the FIN itself ends the retries first, see `on_old_node_inbound`.)
         let seq = if b.inbound == Teardown::Idle {
             b.srv_ack
         } else {
-            b.fake_fin
+            b.srv_ack.max(b.fake_fin)
         };
         let ts = leg.ts_enabled().then_some((ts_out, b.srv_ts));
         let g = GenTcp {
@@ -740,7 +752,10 @@ impl<'a> Switch<'a> {
             // Never let a retiring node reset the client.
             return Verdict::Local(LocalKind::TeardownAbsorbed);
         }
-        if b.inbound == Teardown::FinSent && seg.ackf && seg.ack.gt(b.fake_fin) {
+        // Only an ACK of exactly the faked FIN acknowledges it: a larger one is a duplicate ACK
+        // for client bytes past the FIN, i.e. the FIN was out of place and ignored (and is
+        // resent at the node's rcv_nxt).
+        if b.inbound == Teardown::FinSent && seg.ackf && seg.ack == b.fake_fin.add(1) {
             self.sessions[s].bindings[k].inbound = Teardown::FinAcked;
         }
         if seg.fin {

@@ -692,7 +692,7 @@ impl<'a> Switch<'a> {
         meter.bytes_read(IP_LEN as u32);
         if self.config.verify_checksums {
             meter.checksum_words(10);
-            if !ip.verify_checksum() {
+            if !checksum::ipv4_header_ok(&body[..IP_LEN]) {
                 return Verdict::Drop(DropReason::Ipv4BadChecksum);
             }
         }
@@ -836,7 +836,7 @@ impl<'a> Switch<'a> {
             }
             if self.config.verify_checksums && meta.csum == Kind::Full && udp.checksum() != 0 {
                 meter.checksum_words(l4_len as u32 / 2 + 6);
-                if !udp.verify_checksum(&src.into(), &dst.into()) {
+                if !checksum::transport_ok(src.octets(), dst.octets(), 17, seg) {
                     return Verdict::Drop(DropReason::UdpBadChecksum);
                 }
             }
@@ -898,7 +898,7 @@ impl<'a> Switch<'a> {
         meter.option_bytes(opts.walked as u32);
         if self.config.verify_checksums && meta.csum == Kind::Full {
             meter.checksum_words(l4_len as u32 / 2 + 6);
-            if !tcp.verify_checksum(&src.into(), &dst.into()) {
+            if !checksum::transport_ok(src.octets(), dst.octets(), 6, segb) {
                 return Verdict::Drop(DropReason::TcpBadChecksum);
             }
         }
