@@ -70,7 +70,7 @@ enum ClusterCmd {
 
 #[derive(Args, Clone, Default)]
 struct UpArgs {
-    /// TOML file (flags override it); see knits-host/README-design.md.
+    /// TOML file (flags override it); see docs/architecture.md ("The host harness").
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Back-end nodes (1..=15).
