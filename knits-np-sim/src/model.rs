@@ -936,7 +936,7 @@ impl<'p> Sim<'p> {
                 } => {
                     let engine = thr.engine;
                     let salt = self.frames[f].seq.wrapping_mul(1024) + thr.cursor as u64;
-                    let done = self.visit(path, now, extra as u64, engine, salt, t);
+                    let (start, done) = self.visit(path, now, extra as u64, engine, salt, t);
                     let thr = &mut self.threads[th as usize];
                     thr.cursor += 1;
                     if wait {
@@ -944,16 +944,32 @@ impl<'p> Sim<'p> {
                         self.schedule(done, th);
                         return;
                     }
+                    if start > now {
+                        // A posted visit is handed over when its unit can take it: the thread
+                        // waits for that (how a saturated unit pushes back), not for the result.
+                        thr.pending_row = row;
+                        self.schedule(start, th);
+                        return;
+                    }
                 }
             }
         }
     }
 
-    /// Books a visit along `path` issued at `t` (event time `now <= t`); returns when its result
-    /// is back. Each stage takes the first free interval of its server at or after the time the
+    /// Books a visit along `path` issued at `t` (event time `now <= t`); returns when its first
+    /// stage starts and when its result is back. Each stage takes the first free interval of its server at or after the time the
     /// visit reaches it.
-    fn visit(&mut self, path: u16, t: u64, extra: u64, engine: u32, salt: u64, now: u64) -> u64 {
+    fn visit(
+        &mut self,
+        path: u16,
+        t: u64,
+        extra: u64,
+        engine: u32,
+        salt: u64,
+        now: u64,
+    ) -> (u64, u64) {
         let mut time = t;
+        let mut first = t;
         for (k, &u) in self.p.paths[path as usize].iter().enumerate() {
             let spec = &self.p.units[u as usize];
             let base = self.server_base[u as usize][engine as usize];
@@ -974,9 +990,12 @@ impl<'p> Sim<'p> {
             cal.busy += occ;
             self.visits[u] += 1;
             self.queued[u] += start - time;
+            if k == 0 {
+                first = start;
+            }
             time = start + latency;
         }
-        time
+        (first, time)
     }
 
     fn wake(&mut self, th: u32, t: u64) {
@@ -999,7 +1018,7 @@ impl<'p> Sim<'p> {
             return;
         }
         let done = match self.p.completion {
-            Some(path) => self.visit(path, t, 0, 0, fr_seq(&self.frames[f as usize]), t),
+            Some(path) => self.visit(path, t, 0, 0, fr_seq(&self.frames[f as usize]), t).1,
             None => t,
         };
         self.complete(f, done);
