@@ -859,20 +859,16 @@ impl<'a> Switch<'a> {
             return Verdict::Local(LocalKind::TeardownAbsorbed);
         }
         // Forwarded request bytes: merge into the stream the target sees (ack, window and
-        // TSval never go backwards, so PAWS and old-ACK checks pass).
+        // TSval never go backwards, so PAWS and old-ACK checks pass). The TSval is the newest
+        // the target has seen on the leg: the client's clock offset (`ts_c_off`) was fixed from
+        // it at the hand-off, and the old node's live clock may run ahead of the client's
+        // mapped one; the target would echo it and the client get a TSecr from its future.
         let Some(leg) = self.table.get(fi).copied() else {
             return Verdict::Drop(DropReason::StaleLeg);
         };
         let lo = leg.dirs[0];
         meter.step(Step::Rewrite);
-        let ts = seg.opts.ts_at.map(|_| {
-            let v = if seg.opts.tsval.wrapping_sub(lo.ts_in) as i32 >= 0 {
-                seg.opts.tsval
-            } else {
-                lo.ts_in
-            };
-            (v, seg.opts.tsecr)
-        });
+        let ts = seg.opts.ts_at.map(|_| (lo.ts_in, seg.opts.tsecr));
         let x = Xlate {
             ack: if seg.ackf && lo.has(dirflag::ACKED) {
                 Some(seg.ack.max(lo.ack))

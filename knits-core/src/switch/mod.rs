@@ -251,6 +251,12 @@ pub const fn rescale_window(win: u16, from: u8, to: u8) -> u16 {
     if v > 0xffff { 0xffff } else { v as u16 }
 }
 
+/// The addressing part of a flow record.
+struct Keys {
+    keys: [FlowKey; 2],
+    ports: [PortId; 2],
+}
+
 /// Where a routed or NATed packet leaves.
 struct Out {
     port: PortId,
@@ -1161,9 +1167,11 @@ impl<'a> Switch<'a> {
         meter: &mut M,
     ) -> Verdict {
         self.track(fi, dir, port, now_ms, seg);
-        let Some(f) = self.table.get(fi).copied() else {
+        // Only the keys and ports are needed here: no copy of the whole record.
+        let Some((keys, ports)) = self.table.get(fi).map(|f| (f.keys, f.ports)) else {
             return Verdict::Drop(DropReason::UnknownFlow);
         };
+        let f = Keys { keys, ports };
         meter.step(Step::Rewrite);
         let mut rw = Rw::new(frame, meta.csum);
         let out = match dir {
