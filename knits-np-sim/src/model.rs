@@ -16,7 +16,8 @@
 //!
 //! Time is kept in ticks of 1/8 engine cycle so fractional costs add up without drift.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 
 use knits_core::meter::Step;
 use serde::Serialize;
@@ -479,7 +480,8 @@ struct Sim<'p> {
     p: &'p Program,
     n: u64,
     opts: &'p RunOptions,
-    heap: RadixHeap,
+    /// Pending events, at most one per thread: time << 20 | thread.
+    heap: BinaryHeap<Reverse<u64>>,
     threads: Vec<Thread>,
     engines: Vec<Engine>,
     idle: VecDeque<u32>,
@@ -488,13 +490,15 @@ struct Sim<'p> {
     free_frames: Vec<u32>,
     next_seq: u64,
     // Units: per unit and server, the booked intervals and busy time; per unit, the latest end.
-    calendars: Vec<Vec<Calendar>>,
+    calendars: Vec<Calendar>,
+    /// Per unit: its first server in `calendars` and its number of servers.
+    unit_servers: Vec<(usize, usize)>,
     last_end: Vec<u64>,
     /// Engines below this index do ingress passes; the others egress passes (when it is below
     /// the engine count; else every engine does both).
     ingress_engines: u32,
     /// Per unit and engine: the index of the engine's instance's first server.
-    server_base: Vec<Vec<u32>>,
+    server_base: Vec<u32>,
     visits: Vec<u64>,
     queued: Vec<u64>,
     flows: HashMap<u64, FlowOrder, BuildFx>,
@@ -509,73 +513,6 @@ struct Sim<'p> {
     warm_time: Option<u64>,
     departures: Vec<(u64, u32)>,
     ready_buf: Vec<(u32, u64)>,
-}
-
-/// A monotone priority queue of (time, key): a radix heap (Ahuja, Mehlhorn, Orlin, Tarjan 1990).
-/// Events are never scheduled before the last one popped, so this beats a binary heap: a push is
-/// an append, and each item moves down at most 64 buckets over its life.
-struct RadixHeap {
-    last: u64,
-    len: usize,
-    /// Bit i set = bucket i not empty.
-    mask: u128,
-    buckets: Vec<Vec<(u64, u64)>>,
-}
-
-impl RadixHeap {
-    fn new() -> Self {
-        RadixHeap {
-            last: 0,
-            len: 0,
-            mask: 0,
-            buckets: (0..65).map(|_| Vec::new()).collect(),
-        }
-    }
-
-    #[inline]
-    fn bucket(last: u64, t: u64) -> usize {
-        if t == last {
-            0
-        } else {
-            64 - (t ^ last).leading_zeros() as usize
-        }
-    }
-
-    #[inline]
-    fn push(&mut self, t: u64, v: u64) {
-        let t = t.max(self.last);
-        let b = Self::bucket(self.last, t);
-        self.buckets[b].push((t, v));
-        self.mask |= 1 << b;
-        self.len += 1;
-    }
-
-    fn pop(&mut self) -> Option<(u64, u64)> {
-        if self.len == 0 {
-            return None;
-        }
-        if self.mask & 1 == 0 {
-            let i = self.mask.trailing_zeros() as usize;
-            let mut items = std::mem::take(&mut self.buckets[i]);
-            self.mask &= !(1 << i);
-            self.last = items.iter().map(|x| x.0).min().unwrap_or(self.last);
-            for it in &items {
-                let b = Self::bucket(self.last, it.0);
-                self.buckets[b].push(*it);
-                self.mask |= 1 << b;
-            }
-            items.clear();
-            if self.buckets[i].is_empty() {
-                self.buckets[i] = items; // keep the allocation
-            }
-        }
-        self.len -= 1;
-        let r = self.buckets[0].pop();
-        if self.buckets[0].is_empty() {
-            self.mask &= !1;
-        }
-        r
-    }
 }
 
 /// A small multiplicative hasher for the u64 flow keys.
@@ -736,7 +673,7 @@ impl<'p> Sim<'p> {
             p,
             n,
             opts,
-            heap: RadixHeap::new(),
+            heap: BinaryHeap::with_capacity(e * t),
             threads,
             engines: vec![
                 Engine {
@@ -751,22 +688,29 @@ impl<'p> Sim<'p> {
             frames: Vec::new(),
             free_frames: Vec::new(),
             next_seq: 0,
-            calendars: p
+            calendars: vec![Calendar::default(); p.units.iter().map(servers).sum()],
+            unit_servers: p
                 .units
                 .iter()
-                .map(|u| vec![Calendar::default(); servers(u)])
+                .scan(0, |off, u| {
+                    let r = (*off, servers(u));
+                    *off += r.1;
+                    Some(r)
+                })
                 .collect(),
             last_end: vec![0; p.units.len()],
             ingress_engines: m.engines - m.egress_engines,
-            server_base: p
-                .units
-                .iter()
-                .map(|u| {
-                    (0..m.engines)
-                        .map(|e| e.checked_div(u.per_engines).unwrap_or(0) * u.banks)
-                        .collect()
-                })
-                .collect(),
+            server_base: {
+                let mut off = 0;
+                let mut v = Vec::new();
+                for u in &p.units {
+                    for e in 0..m.engines {
+                        v.push(off + e.checked_div(u.per_engines).unwrap_or(0) * u.banks);
+                    }
+                    off += servers(u) as u32;
+                }
+                v
+            },
             visits: vec![0; p.units.len()],
             queued: vec![0; p.units.len()],
             flows: HashMap::with_hasher(BuildFx),
@@ -792,8 +736,8 @@ impl<'p> Sim<'p> {
                     self.resume(th, 0);
                 }
             }
-            while let Some((t, th)) = self.heap.pop() {
-                self.wake(th as u32, t);
+            while let Some(Reverse(key)) = self.heap.pop() {
+                self.wake((key & 0xf_ffff) as u32, key >> 20);
             }
         }
         self.finish(started.elapsed().as_secs_f64())
@@ -802,7 +746,10 @@ impl<'p> Sim<'p> {
     #[inline]
     fn schedule(&mut self, t: u64, th: u32) {
         self.events += 1;
-        self.heap.push(t, th as u64);
+        // One u64 per event: time in the high bits, thread in the low 20 (ties go to the lower
+        // thread). Times stay below 2^44 ticks (over 500 simulated seconds at 4 GHz).
+        debug_assert!(t < 1 << 44 && th < 1 << 20);
+        self.heap.push(Reverse((t << 20) | th as u64));
     }
 
     /// Gives thread `th` its next frame (egress pass first), or parks it; true if it got one.
@@ -970,9 +917,10 @@ impl<'p> Sim<'p> {
     ) -> (u64, u64) {
         let mut time = t;
         let mut first = t;
+        let engines = self.engines.len();
         for (k, &u) in self.p.paths[path as usize].iter().enumerate() {
             let spec = &self.p.units[u as usize];
-            let base = self.server_base[u as usize][engine as usize];
+            let base = self.server_base[u as usize * engines + engine as usize];
             let bank = if spec.banks > 1 {
                 // Multiply-shift: a uniform bank from the hashed address without a division.
                 ((mix(salt ^ ((k as u64) << 56)) as u128 * spec.banks as u128) >> 64) as u32
@@ -983,7 +931,7 @@ impl<'p> Sim<'p> {
             let x = if k == 0 { extra } else { 0 };
             let occ = spec.occupancy + x;
             let latency = spec.latency + x;
-            let cal = &mut self.calendars[u as usize][idx];
+            let cal = &mut self.calendars[idx];
             let start = cal.book(time, occ, now);
             let u = u as usize;
             self.last_end[u] = self.last_end[u].max(start + occ);
@@ -1018,7 +966,10 @@ impl<'p> Sim<'p> {
             return;
         }
         let done = match self.p.completion {
-            Some(path) => self.visit(path, t, 0, 0, fr_seq(&self.frames[f as usize]), t).1,
+            Some(path) => {
+                self.visit(path, t, 0, 0, fr_seq(&self.frames[f as usize]), t)
+                    .1
+            }
             None => t,
         };
         self.complete(f, done);
@@ -1124,7 +1075,11 @@ impl<'p> Sim<'p> {
             .iter()
             .enumerate()
             .map(|(i, u)| {
-                let busy: Vec<u64> = self.calendars[i].iter().map(|c| c.busy).collect();
+                let (off, count) = self.unit_servers[i];
+                let busy: Vec<u64> = self.calendars[off..off + count]
+                    .iter()
+                    .map(|c| c.busy)
+                    .collect();
                 let max = busy.iter().copied().max().unwrap_or(0) as f64 / end as f64;
                 let mean = busy.iter().sum::<u64>() as f64 / (end as f64 * busy.len() as f64);
                 UnitStat {
