@@ -558,7 +558,8 @@ const CAL_SLOTS: usize = 8;
 /// its arrival (a FIFO server when bookings come in time order).
 #[derive(Debug, Clone, Copy, Default)]
 struct Calendar {
-    iv: [(u64, u64); CAL_SLOTS],
+    /// One slot more than kept, for the insertion before a merge.
+    iv: [(u64, u64); CAL_SLOTS + 1],
     len: usize,
     busy: u64,
 }
@@ -619,13 +620,17 @@ impl Calendar {
         cur
     }
 
-    /// Inserts an interval at position `i`, merging the closest pair first when full.
+    /// Inserts an interval at position `i`; past `CAL_SLOTS` intervals the closest pair (the new
+    /// one included) is merged.
     #[inline]
-    fn push_at(&mut self, mut i: usize, iv: (u64, u64)) {
-        if self.len == CAL_SLOTS {
+    fn push_at(&mut self, i: usize, iv: (u64, u64)) {
+        self.iv.copy_within(i..self.len, i + 1);
+        self.iv[i] = iv;
+        self.len += 1;
+        if self.len > CAL_SLOTS {
             let mut best = 0;
             let mut gap = u64::MAX;
-            for k in 0..CAL_SLOTS - 1 {
+            for k in 0..self.len - 1 {
                 let g = self.iv[k + 1].0 - self.iv[k].1;
                 if g < gap {
                     gap = g;
@@ -633,15 +638,9 @@ impl Calendar {
                 }
             }
             self.iv[best].1 = self.iv[best + 1].1;
-            self.iv.copy_within(best + 2..CAL_SLOTS, best + 1);
+            self.iv.copy_within(best + 2..self.len, best + 1);
             self.len -= 1;
-            if i > best + 1 {
-                i -= 1;
-            }
         }
-        self.iv.copy_within(i..self.len, i + 1);
-        self.iv[i] = iv;
-        self.len += 1;
     }
 }
 
@@ -1402,6 +1401,26 @@ switch = [ {{ units = ["mem"], cell_bytes = 64.0, wait = false }} ]
         assert!(d.len <= CAL_SLOTS);
         for w in d.iv[..d.len].windows(2) {
             assert!(w[0].1 <= w[1].0, "{:?}", &d.iv[..d.len]);
+        }
+        // Full, then a booking into the narrowest gap: the intervals stay disjoint and sorted
+        // and each booking got its own time.
+        let mut f = Calendar::default();
+        let mut got = Vec::new();
+        for k in 0..CAL_SLOTS as u64 {
+            got.push((f.book(100 * k, 10, 0), 10));
+        }
+        f.book(1000, 5, 0); // gaps of 90 and one of 90: full + 1
+        got.push((f.book(212, 3, 0), 3)); // into the gap after [200, 210)
+        for k in 0..50u64 {
+            got.push((f.book(7 * k, 4, 0), 4));
+        }
+        for w in f.iv[..f.len].windows(2) {
+            assert!(w[0].1 <= w[1].0, "{:?}", &f.iv[..f.len]);
+        }
+        // The calendar may give up gaps, never double-book: the bookings are disjoint.
+        got.sort();
+        for w in got.windows(2) {
+            assert!(w[0].0 + w[0].1 <= w[1].0, "{got:?}");
         }
     }
 
