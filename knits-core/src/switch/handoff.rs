@@ -1096,7 +1096,10 @@ impl<'a> Switch<'a> {
             t.set_ack_number(g.ack.into());
             t.set_header_len(tcp_len as u8);
             t.clear_flags();
-            t.set_ack(!g.rst || g.ack != SeqNumber(0));
+            // Every generated segment acknowledges what its receiver sent (the roll-back RSTs
+            // too). 0 is an ordinary sequence number, not "no ACK": a stream that crossed 2^32
+            // acknowledges 0 like any other value.
+            t.set_ack(true);
             t.set_fin(g.fin);
             t.set_rst(g.rst);
             t.set_window_len(g.win);
