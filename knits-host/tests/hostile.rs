@@ -1,0 +1,572 @@
+//! Hostile input, end to end: the knits-core switch on TAPs with a namespace cluster (real Linux
+//! TCP, knits-proxy and the origin on every node), attacked from inside the namespaces while
+//! verified transfers run. Every attack must be dropped and counted by reason, or refused and
+//! counted, and every legitimate byte must arrive exactly.
+//!
+//! Needs root; prints a visible skip otherwise (fails when KNITS_REQUIRE_ROOT=1). Each test has its
+//! own prefix; the cluster's Drop (and [`SwitchProcess`]'s) removes everything, also on panic.
+//! Traffic goes only to addresses inside the test's namespaces (198.18.0.0/15).
+
+mod common;
+#[path = "common/conn.rs"]
+mod conn;
+#[path = "common/raw.rs"]
+mod raw;
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::time::Duration;
+
+use knits_core::counters::DropReason;
+use knits_core::wire::control::{self, Endpoint, RequestRepr};
+use knits_host::cluster::{Cluster, ClusterConfig, TimeoutsMs};
+use knits_host::stats::Snapshot;
+
+use conn::{Conn, Event, Req, Spec};
+use raw::{Macs, Tcp, flag};
+
+const MIB: u64 = 1 << 20;
+const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+const GATEWAY: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
+
+fn config(stem: &str) -> ClusterConfig {
+    ClusterConfig {
+        nodes: 3,
+        prefix: Some(knits_host::netns::unique_prefix(stem)),
+        timeouts: TimeoutsMs {
+            time_wait_ms: Some(500),
+            ..Default::default()
+        },
+        ..ClusterConfig::default()
+    }
+}
+
+fn up(mut cfg: ClusterConfig) -> Cluster {
+    if let (Ok(dir), None) = (std::env::var("KNITS_E2E_PCAP_DIR"), &cfg.pcap) {
+        cfg.pcap = Some(
+            Path::new(&dir).join(format!("{}.pcapng", cfg.prefix.as_deref().unwrap_or("run"))),
+        );
+    }
+    let mut c = Cluster::up(cfg, Path::new(env!("CARGO_BIN_EXE_knits-host"))).expect("cluster up");
+    c.start_switch().expect("switch");
+    c.wait_ready(Duration::from_secs(30)).expect("ready");
+    c
+}
+
+/// The counters after the switch has published twice more (every 100 ms).
+fn settled(c: &Cluster) -> Snapshot {
+    std::thread::sleep(Duration::from_millis(250));
+    c.snapshot()
+}
+
+/// Drop counters that changed between two snapshots, by name.
+fn drop_delta(before: &Snapshot, after: &Snapshot) -> BTreeMap<&'static str, u64> {
+    DropReason::ALL
+        .iter()
+        .filter_map(|r| {
+            let d = after.core.drop_count(*r) - before.core.drop_count(*r);
+            (d > 0).then_some((r.name(), d))
+        })
+        .collect()
+}
+
+/// The switch's MAC on port `p` and the MAC of the namespace side of that port's link.
+fn macs(c: &Cluster, port: usize) -> Macs {
+    let sw = c.config.switch_config(c.key).expect("switch config");
+    let (ns, ifname) = if port == 0 {
+        (c.client_ns.clone(), c.client_ns.clone())
+    } else {
+        (c.node_ns[port - 1].clone(), c.node_ns[port - 1].clone())
+    };
+    Macs {
+        dst: sw.ports[port].mac.0,
+        src: raw::link_mac(&ns, &ifname),
+    }
+}
+
+fn conn_spec(c: &Cluster, tag: &str, reqs: Vec<Req>) -> Spec {
+    Spec::new(&c.client_ns, c.vip(), c.config.nodes, tag, reqs)
+}
+
+/// Panics unless the connection completed every request with every byte verified.
+fn assert_exact(what: &str, out: &conn::Outcome, reqs: &[Req], log: &[Event]) {
+    let want: u64 = reqs.iter().map(|r| r.size).sum();
+    assert!(
+        out.failure.is_none() && out.done == reqs.len() && out.bytes == want,
+        "{what}: {:?}, {} of {} responses, {} of {want} bytes; events {log:?}",
+        out.failure,
+        out.done,
+        reqs.len(),
+        out.bytes
+    );
+}
+
+// ------------------------------------------------------------------------------------------------
+// 1. Malformed and out-of-window frames from a raw socket in the client namespace.
+
+/// The frames of the attack on one live connection `client:port -> VIP:80`, whose next client
+/// sequence number is `nxt` and last acknowledgment `ack`. Every frame carries bytes at exactly
+/// the sequence number the server expects next, so any of them reaching the server would corrupt
+/// the connection's request stream. `None`: the frame is forwarded (an in-window RST that is not
+/// exact, RFC 5961 3.2: the server answers with a challenge ACK, nothing closes).
+fn live_flow_attack(
+    m: Macs,
+    port: u16,
+    nxt: u32,
+    ack: u32,
+) -> Vec<(String, Vec<u8>, Option<DropReason>)> {
+    let base = Tcp {
+        seq: nxt,
+        ack,
+        flags: flag::ACK | flag::PSH,
+        payload: b"GET /obj/any/evil?size=66 HTTP/1.1\r\nhost: x\r\n\r\n".to_vec(),
+        ..Tcp::new(CLIENT, port, VIP, 80)
+    };
+    let frame = |t: &Tcp| raw::tcp_frame(m, t);
+    let with = |f: &dyn Fn(&mut Tcp)| {
+        let mut t = base.clone();
+        f(&mut t);
+        raw::tcp_frame(m, &t)
+    };
+    // Edits of the IPv4 header, checksums fixed afterwards (unless the edit is the checksum).
+    let ip_edit = |f: &dyn Fn(&mut Vec<u8>)| {
+        let mut v = frame(&base);
+        f(&mut v);
+        raw::fix_ip_checksum(&mut v);
+        v
+    };
+    let mut v: Vec<(String, Vec<u8>, Option<DropReason>)> = Vec::new();
+    let mut add = |label: &str, f: Vec<u8>, r: Option<DropReason>| v.push((label.into(), f, r));
+    use DropReason::*;
+    // IPv4.
+    let full = frame(&base);
+    add(
+        "frame cut inside the TCP header",
+        full[..raw::L4 + 10].to_vec(),
+        Some(Ipv4Malformed),
+    );
+    add(
+        "IPv4 total length 200 beyond the frame",
+        ip_edit(&|f| {
+            let t = u16::from_be_bytes([f[16], f[17]]) + 200;
+            f[16..18].copy_from_slice(&t.to_be_bytes());
+        }),
+        Some(Ipv4Malformed),
+    );
+    add(
+        "IPv4 total length below the header",
+        ip_edit(&|f| f[16..18].copy_from_slice(&12u16.to_be_bytes())),
+        Some(Ipv4Malformed),
+    );
+    add(
+        "IHL 4",
+        ip_edit(&|f| f[raw::IP] = 0x44),
+        Some(Ipv4Malformed),
+    );
+    add(
+        "IHL 0",
+        ip_edit(&|f| f[raw::IP] = 0x40),
+        Some(Ipv4Malformed),
+    );
+    add("IHL 15", ip_edit(&|f| f[raw::IP] = 0x4f), Some(Ipv4Options));
+    add(
+        "IP version 6 in an IPv4 frame",
+        ip_edit(&|f| f[raw::IP] = 0x65),
+        Some(Ipv4Malformed),
+    );
+    let with_ip_options = |opts: &[u8]| {
+        let mut v = full[..raw::L4].to_vec();
+        v.extend_from_slice(opts);
+        v.extend_from_slice(&full[raw::L4..]);
+        v[raw::IP] = 0x40 | (5 + opts.len() / 4) as u8;
+        let t = (v.len() - raw::ETH) as u16;
+        v[16..18].copy_from_slice(&t.to_be_bytes());
+        raw::fix_ip_checksum(&mut v);
+        raw::fix_l4_checksum(&mut v);
+        v
+    };
+    add(
+        "IPv4 options (NOPs)",
+        with_ip_options(&[1, 1, 1, 0]),
+        Some(Ipv4Options),
+    );
+    add(
+        "IPv4 option record route",
+        with_ip_options(&[7, 7, 4, 0, 0, 0, 0, 0]),
+        Some(Ipv4Options),
+    );
+    add(
+        "first fragment (MF)",
+        ip_edit(&|f| f[20] = 0x20),
+        Some(Ipv4Fragment),
+    );
+    add(
+        "later fragment (offset 8)",
+        ip_edit(&|f| {
+            f[20] = 0x00;
+            f[21] = 0x01;
+        }),
+        Some(Ipv4Fragment),
+    );
+    let mut bad = full.clone();
+    bad[raw::IP + 10] ^= 0x5a;
+    add("IPv4 header checksum wrong", bad, Some(Ipv4BadChecksum));
+    add("TTL 1", ip_edit(&|f| f[raw::IP + 8] = 1), Some(TtlExpired));
+    add(
+        "source claims node 1",
+        with(&|t| t.src = Ipv4Addr::new(198, 19, 1, 2)),
+        Some(SrcSpoofed),
+    );
+    add(
+        "source claims the VIP",
+        with(&|t| t.src = VIP),
+        Some(SrcSpoofed),
+    );
+    let mut wrong_mac = full.clone();
+    wrong_mac[..6].copy_from_slice(&[0x02, 0, 0, 0, 0x99, 0x99]);
+    add("not our MAC", wrong_mac, Some(EthNotForUs));
+    // TCP.
+    let mut bad = full.clone();
+    bad[raw::L4 + 16] ^= 0xa5;
+    add("TCP checksum wrong", bad, Some(TcpBadChecksum));
+    let tcp_edit = |f: &dyn Fn(&mut Vec<u8>)| {
+        let mut v = frame(&base);
+        f(&mut v);
+        raw::fix_l4_checksum(&mut v);
+        v
+    };
+    add(
+        "data offset 4",
+        tcp_edit(&|f| f[raw::L4 + 12] = 0x40),
+        Some(TcpMalformed),
+    );
+    add(
+        "data offset 0",
+        tcp_edit(&|f| f[raw::L4 + 12] = 0x00),
+        Some(TcpMalformed),
+    );
+    add(
+        "data offset 15 beyond the segment",
+        {
+            let mut t = base.clone();
+            t.payload.truncate(20);
+            let mut v = raw::tcp_frame(m, &t);
+            v[raw::L4 + 12] = 0xf0;
+            raw::fix_l4_checksum(&mut v);
+            v
+        },
+        Some(TcpMalformed),
+    );
+    for (label, opts) in [
+        ("option length 0", vec![8u8, 0, 0, 0]),
+        ("option length 1", vec![30, 1, 0, 0]),
+        ("option past the header", vec![1, 1, 2, 4]),
+        ("MSS option of length 3", vec![2, 3, 5, 0]),
+        ("timestamp option of length 8", vec![8, 8, 0, 0, 0, 1, 0, 0]),
+        ("window scale of length 4", vec![3, 4, 7, 0]),
+        ("SACK of length 9", vec![5, 9, 0, 0, 0, 0, 0, 0, 0]),
+    ] {
+        add(
+            label,
+            with(&|t| t.options = opts.clone()),
+            Some(TcpBadOption),
+        );
+    }
+    for (label, flags) in [
+        ("SYN+FIN", flag::SYN | flag::FIN | flag::ACK),
+        ("SYN+RST", flag::SYN | flag::RST),
+        ("no flags", 0),
+        ("FIN without ACK", flag::FIN | flag::PSH),
+        ("FIN+PSH+URG", flag::FIN | flag::PSH | flag::URG),
+        ("SYN+FIN+RST+PSH+ACK+URG", 0x3f),
+    ] {
+        add(label, with(&|t| t.flags = flags), Some(TcpBadFlags));
+    }
+    // RFC 5961: outside the window.
+    add(
+        "data 1.75 GiB ahead",
+        with(&|t| t.seq = nxt.wrapping_add(0x7000_0000)),
+        Some(OutOfWindow),
+    );
+    add(
+        "data 1.25 GiB behind",
+        with(&|t| t.seq = nxt.wrapping_sub(0x5000_0000)),
+        Some(OutOfWindow),
+    );
+    for (label, seq) in [
+        ("RST one before the window", nxt.wrapping_sub(1)),
+        ("RST 70000 before the window", nxt.wrapping_sub(70_000)),
+        ("RST 256 MiB ahead", nxt.wrapping_add(0x1000_0000)),
+    ] {
+        add(
+            label,
+            with(&|t| {
+                t.seq = seq;
+                t.flags = flag::RST | flag::ACK;
+                t.payload.clear();
+            }),
+            Some(OutOfWindow),
+        );
+    }
+    add(
+        "RST in the window, not exact",
+        with(&|t| {
+            t.seq = nxt.wrapping_add(1);
+            t.flags = flag::RST;
+            t.payload.clear();
+        }),
+        None,
+    );
+    v
+}
+
+/// Frames that belong to no connection.
+fn stray_frames(m: Macs, key: &[u8; 16]) -> Vec<(String, Vec<u8>, Option<DropReason>)> {
+    use DropReason::*;
+    let mut v: Vec<(String, Vec<u8>, Option<DropReason>)> = Vec::new();
+    let syn = Tcp {
+        seq: 0x1234_5678,
+        ack: 0,
+        flags: flag::SYN,
+        options: vec![2, 4, 0x05, 0xb4],
+        ..Tcp::new(CLIENT, 40_999, VIP, 80)
+    };
+    let mut add = |label: &str, f: Vec<u8>, r: DropReason| v.push((label.into(), f, Some(r)));
+    // (A frame shorter than an Ethernet header cannot be sent: AF_PACKET refuses it with
+    // EINVAL, so eth_truncated is reachable only from the core's own tests.)
+    add("IPv6", raw::ether(m, 0x86dd, &[0x60; 60]), EthUnsupported);
+    add("LLDP", raw::ether(m, 0x88cc, &[0; 46]), EthUnsupported);
+    add(
+        "ARP cut",
+        raw::ether(m, 0x0806, &[0, 1, 8, 0]),
+        ArpMalformed,
+    );
+    let mut arp = vec![0, 1, 8, 0, 6, 4, 0, 1];
+    arp.extend_from_slice(&m.src);
+    arp.extend_from_slice(&CLIENT.octets());
+    arp.extend_from_slice(&[0; 6]);
+    arp.extend_from_slice(&[198, 18, 0, 99]);
+    let mut arp_frame = raw::ether(m, 0x0806, &arp);
+    arp_frame[..6].copy_from_slice(&[0xff; 6]);
+    add("ARP for an address not ours", arp_frame, ArpNotForUs);
+    add(
+        "IPv4 header cut",
+        raw::tcp_frame(m, &syn)[..raw::IP + 12].to_vec(),
+        Ipv4Malformed,
+    );
+    let mut t = raw::tcp_frame(m, &syn);
+    t.truncate(raw::L4 + 10);
+    t[16..18].copy_from_slice(&30u16.to_be_bytes());
+    raw::fix_ip_checksum(&mut t);
+    add("TCP header cut (10 bytes)", t, TcpMalformed);
+    let bad_opt = Tcp {
+        options: vec![2, 0, 0, 0],
+        ..syn.clone()
+    };
+    add(
+        "SYN with an option of length 0",
+        raw::tcp_frame(m, &bad_opt),
+        TcpBadOption,
+    );
+    let mut t = raw::tcp_frame(m, &syn);
+    t[raw::L4 + 17] ^= 1;
+    add("SYN with a wrong checksum", t, TcpBadChecksum);
+    let synfin = Tcp {
+        flags: flag::SYN | flag::FIN,
+        ..syn.clone()
+    };
+    add(
+        "SYN+FIN to the VIP",
+        raw::tcp_frame(m, &synfin),
+        TcpBadFlags,
+    );
+    add(
+        "SYN to the VIP port 81",
+        raw::tcp_frame(
+            m,
+            &Tcp {
+                dport: 81,
+                ..syn.clone()
+            },
+        ),
+        VipNotServed,
+    );
+    add(
+        "UDP to the VIP port 53",
+        raw::udp_frame(m, CLIENT, 40_000, VIP, 53, b"hello"),
+        VipNotServed,
+    );
+    add(
+        "SYN to an address behind no port",
+        raw::tcp_frame(
+            m,
+            &Tcp {
+                dst: Ipv4Addr::new(198, 18, 0, 77),
+                ..syn.clone()
+            },
+        ),
+        NoRoute,
+    );
+    let mut icmp = vec![8, 0, 0, 0, 0, 1, 0, 1];
+    let c = !(raw::ones_sum(&icmp, 0) as u16);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    add(
+        "ICMP echo to the VIP",
+        raw::ether(m, 0x0800, &raw::ipv4(CLIENT, VIP, 1, &icmp)),
+        NoRoute,
+    );
+    add(
+        "ACK for no connection",
+        raw::tcp_frame(m, &Tcp::new(CLIENT, 40_998, VIP, 80)),
+        UnknownFlow,
+    );
+    let mut u = raw::udp_frame(m, CLIENT, 40_000, GATEWAY, 7100, &[0; 64]);
+    u[raw::L4 + 4..raw::L4 + 6].copy_from_slice(&60u16.to_be_bytes());
+    add("UDP length field wrong", u, UdpMalformed);
+    // A correctly signed hand-off request is still refused on the client port.
+    let req = RequestRepr {
+        key_id: 1,
+        counter: 1,
+        held_peer: Endpoint::new(CLIENT.octets(), 40_000),
+        held_local: Endpoint::new([198, 19, 1, 2], 80),
+        new_local: Endpoint::new([198, 19, 1, 2], 50_000),
+        new_remote: Endpoint::new([198, 19, 2, 2], 80),
+        consumed: 0,
+        sent: 0,
+    };
+    let mut msg = [0u8; control::REQUEST_LEN];
+    req.emit(&mut msg, key).expect("emit");
+    add(
+        "signed hand-off request from the client port",
+        raw::udp_frame(m, CLIENT, 40_000, GATEWAY, control::DEFAULT_PORT, &msg),
+        ControlWrongPort,
+    );
+    v
+}
+
+/// Two transfers run (one plain, one handed off to another node); a raw socket in the client
+/// namespace sends malformed frames, impossible flag sets, frames with IP options, fragments, bad
+/// checksums and out-of-window data and RSTs for both live connections, all carrying bytes at
+/// the exact sequence number the server expects next. Each is dropped and counted by its reason;
+/// both transfers finish byte-exact, and their next request is still understood. A third,
+/// idle connection is then closed by an RST at the exact sequence number: the one thing that
+/// may close a connection does, so the filtering above is what kept the others alive.
+#[test]
+fn malformed_frames_dropped_by_reason_transfers_byte_exact() {
+    if !common::root_or_skip("malformed_frames_dropped_by_reason_transfers_byte_exact") {
+        return;
+    }
+    let c = up(config("hmf"));
+    let m = macs(&c, 0);
+    let big = 48 * MIB;
+    let plain_reqs = vec![Req::here(1000), Req::here(big), Req::here(5000)];
+    let spliced_reqs = vec![Req::here(1000), Req::after(1, big), Req::after(1, 5000)];
+    let victim_reqs = vec![Req::here(1000), Req::here(1000)];
+    let pace = 4 * MIB;
+    let watch = raw::FlowWatch::start(&c.client_ns, &c.client_ns, CLIENT).expect("flow watch");
+    let mut plain = Conn::start(Spec {
+        pace,
+        ..conn_spec(&c, "plain", plain_reqs.clone())
+    });
+    let mut spliced = Conn::start(Spec {
+        pace,
+        ..conn_spec(&c, "spliced", spliced_reqs.clone())
+    });
+    let mut victim = Conn::start(Spec {
+        gated: [1].into(),
+        ..conn_spec(&c, "victim", victim_reqs.clone())
+    });
+    let limit = Duration::from_secs(10);
+    for (conn, who) in [(&mut plain, "plain"), (&mut spliced, "spliced")] {
+        conn.wait_for(limit, |e| matches!(e, Event::Head(1, _)))
+            .unwrap_or_else(|e| panic!("{who}: {e}"));
+    }
+    victim
+        .wait_for(limit, |e| *e == Event::Done(0))
+        .expect("victim's first response");
+    let nodes: Vec<String> = spliced
+        .log
+        .iter()
+        .filter_map(|e| match e {
+            Event::Head(_, n) => Some(n.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_ne!(
+        nodes[0], nodes[1],
+        "the second response should be handed off"
+    );
+
+    let sock = raw::PacketSocket::open(&c.client_ns, &c.client_ns).expect("packet socket");
+    let mut frames = stray_frames(m, &c.key);
+    for conn in [&mut plain, &mut spliced] {
+        let local = conn.local(limit).expect("local address");
+        let seen = watch
+            .settled(local.port(), limit)
+            .expect("sniff the live connection");
+        frames.extend(live_flow_attack(
+            m,
+            local.port(),
+            seen.client_nxt,
+            seen.client_ack,
+        ));
+    }
+    let before = settled(&c);
+    let mut want: BTreeMap<&'static str, u64> = BTreeMap::new();
+    for (label, f, reason) in &frames {
+        sock.send(f)
+            .unwrap_or_else(|e| panic!("sending {label} ({} bytes): {e}", f.len()));
+        if let Some(r) = reason {
+            *want.entry(r.name()).or_default() += 1;
+        }
+    }
+    let after = settled(&c);
+    let got = drop_delta(&before, &after);
+    assert_eq!(
+        got,
+        want,
+        "drops by reason after {} hostile frames\n{}",
+        frames.len(),
+        after.table()
+    );
+    assert_eq!(
+        after.core.sprayed.iter().sum::<u64>(),
+        before.core.sprayed.iter().sum::<u64>(),
+        "a hostile SYN was sprayed"
+    );
+
+    // The exact-sequence RST closes the idle victim connection.
+    let vl = victim.local(limit).expect("victim address");
+    let seen = watch.settled(vl.port(), limit).expect("sniff the victim");
+    let rst = Tcp {
+        seq: seen.client_nxt,
+        ack: 0,
+        flags: flag::RST,
+        ..Tcp::new(CLIENT, vl.port(), VIP, 80)
+    };
+    sock.send(&raw::tcp_frame(m, &rst))
+        .expect("send the exact RST");
+    std::thread::sleep(Duration::from_millis(100));
+    victim.go();
+    let vout = victim.finish();
+    assert!(
+        vout.failure.as_ref().is_some_and(|f| f.is_clean()),
+        "the exact RST should have closed the victim connection: {:?}",
+        vout.failure
+    );
+
+    let pout = plain.finish();
+    assert_exact("plain transfer", &pout, &plain_reqs, &[]);
+    let sout = spliced.finish();
+    assert_exact("spliced transfer", &sout, &spliced_reqs, &[]);
+    let end = settled(&c);
+    eprintln!(
+        "{} hostile frames dropped by reason: {got:?}; transfers {} + {} bytes verified\n{}",
+        frames.len(),
+        pout.bytes,
+        sout.bytes,
+        end.table()
+    );
+}
