@@ -14,12 +14,12 @@ mod conn;
 mod raw;
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use knits_core::counters::DropReason;
-use knits_core::wire::control::{self, Endpoint, RequestRepr};
+use knits_core::wire::control::{self, Endpoint, ReplyCode, RequestRepr};
 use knits_host::cluster::{Cluster, ClusterConfig, TimeoutsMs};
 use knits_host::stats::Snapshot;
 
@@ -567,6 +567,429 @@ fn malformed_frames_dropped_by_reason_transfers_byte_exact() {
         frames.len(),
         pout.bytes,
         sout.bytes,
+        end.table()
+    );
+}
+
+// ------------------------------------------------------------------------------------------------
+// 2. Forged hand-off requests.
+
+/// A UDP socket inside a node's namespace that sends hand-off requests to the node's gateway and
+/// reads the switch's (verified) replies.
+struct Control {
+    sock: UdpSocket,
+    to: SocketAddr,
+    key: [u8; 16],
+}
+
+/// The switch's answer to one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Answer {
+    code: ReplyCode,
+    hops: u8,
+}
+
+impl Control {
+    /// From inside namespace `ns` to `to` (a gateway's control port).
+    fn open(ns: &str, to: SocketAddr, key: [u8; 16]) -> Control {
+        let sock = raw::in_netns(ns, || UdpSocket::bind("0.0.0.0:0").expect("bind control"));
+        sock.set_read_timeout(Some(Duration::from_millis(500)))
+            .expect("timeout");
+        Control { sock, to, key }
+    }
+
+    fn node(c: &Cluster, n: usize) -> Control {
+        Control::open(
+            &c.node_ns[n - 1],
+            SocketAddr::from(([198, 19, n as u8, 1], control::DEFAULT_PORT)),
+            c.key,
+        )
+    }
+
+    /// Sends `msg`; the reply to it, when one comes (matched by counter, tag verified).
+    fn ask(&self, msg: &[u8]) -> Option<Answer> {
+        let counter = msg
+            .get(8..16)
+            .map(|b| u64::from_be_bytes(b.try_into().unwrap()));
+        self.sock.send_to(msg, self.to).expect("send control");
+        let mut buf = [0u8; 128];
+        let deadline = Instant::now() + Duration::from_millis(500);
+        while Instant::now() < deadline {
+            let Ok(n) = self.sock.recv(&mut buf) else {
+                return None;
+            };
+            let Ok(r) = control::Reply::new_checked(&buf[..n]) else {
+                continue;
+            };
+            assert!(r.verify(&self.key), "a reply with a bad tag");
+            if Some(r.counter()) == counter {
+                return Some(Answer {
+                    code: r.code(),
+                    hops: r.hops(),
+                });
+            }
+        }
+        None
+    }
+
+    /// Signs `req` with `key` and sends it.
+    fn send(&self, req: &RequestRepr, key: &[u8; 16]) -> Option<Answer> {
+        let mut msg = [0u8; control::REQUEST_LEN];
+        req.emit(&mut msg, key).expect("emit");
+        self.ask(&msg)
+    }
+
+    /// The answer's code, failing when none came.
+    fn code(&self, what: &str, req: &RequestRepr, key: &[u8; 16]) -> ReplyCode {
+        self.send(req, key)
+            .unwrap_or_else(|| panic!("{what}: no answer"))
+            .code
+    }
+}
+
+/// Reply codes that changed between two snapshots, by name.
+fn reply_delta(before: &Snapshot, after: &Snapshot) -> BTreeMap<&'static str, u64> {
+    ReplyCode::ALL
+        .iter()
+        .filter_map(|r| {
+            let d = after.core.handoffs[r.index()] - before.core.handoffs[r.index()];
+            (d > 0).then_some((r.name(), d))
+        })
+        .collect()
+}
+
+fn node_of(name: &str) -> usize {
+    name.strip_prefix('n')
+        .and_then(|d| d.parse().ok())
+        .unwrap_or_else(|| panic!("node name {name:?}"))
+}
+
+fn ep(a: Ipv4Addr, port: u16) -> Endpoint {
+    Endpoint::new(a.octets(), port)
+}
+
+fn node_ip(n: usize) -> Ipv4Addr {
+    knits_host::cluster::node_addr(n)
+}
+
+/// Microseconds since the Unix epoch (the proxies start their counters there).
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
+}
+
+/// A connection sprayed to node A is attacked with hand-off requests: from the client side, with
+/// a bad MAC or an unknown key, malformed, from a node that does not own it (naming itself or
+/// naming A), naming a connection that does not exist, and from A itself with anchors outside the
+/// stream on a real, empty new leg to B. Then A hands it off to B for real; A (no longer the
+/// owner) and C forge requests for it, and A's own request is replayed: at once (the switch
+/// repeats its answer, idempotently, changing nothing) and after its answer was forgotten
+/// (`replay`). Every forged request is refused with the expected code and counted; the
+/// connection keeps running byte-exact, and B can still hand it on to C.
+#[test]
+fn forged_handoff_requests_refused_connection_unchanged() {
+    if !common::root_or_skip("forged_handoff_requests_refused_connection_unchanged") {
+        return;
+    }
+    let t0 = now_us();
+    let c = up(config("hfh"));
+    let big = 24 * MIB;
+    let reqs = vec![
+        Req::here(1000),
+        Req::after(1, big),
+        Req::after(1, 3000),
+        Req::after(2, 4000),
+    ];
+    let mut x = Conn::start(Spec {
+        gated: [1, 3].into(),
+        pace: 4 * MIB,
+        ..conn_spec(&c, "x", reqs.clone())
+    });
+    let limit = Duration::from_secs(10);
+    let client = x.local(limit).expect("connected");
+    let a = match x
+        .wait_for(limit, |e| matches!(e, Event::Head(0, _)))
+        .unwrap()
+    {
+        Event::Head(_, n) => node_of(&n),
+        _ => unreachable!(),
+    };
+    x.wait_for(limit, |e| *e == Event::Done(0)).unwrap();
+    let b = a % 3 + 1;
+    let cn = b % 3 + 1;
+    let (ia, ib, ic) = (node_ip(a), node_ip(b), node_ip(cn));
+    let held = |node: Ipv4Addr| RequestRepr {
+        key_id: 1,
+        counter: 0,
+        held_peer: ep(CLIENT, client.port()),
+        held_local: ep(node, 80),
+        new_local: ep(node, 50_000),
+        new_remote: ep(ib, 80),
+        consumed: 0,
+        sent: 0,
+    };
+    let (ca, cb, cc) = (
+        Control::node(&c, a),
+        Control::node(&c, b),
+        Control::node(&c, cn),
+    );
+    let before = settled(&c);
+    // Counters below anything the proxies will use (they start at their start time in µs).
+    let mut ctr = t0 - 1_000_000;
+    let mut fresh = || {
+        ctr += 1;
+        ctr
+    };
+    let wrong_key = [0x5au8; 16];
+    use ReplyCode::*;
+
+    // From the client side: dropped, never answered.
+    let cl = Control::open(
+        &c.client_ns,
+        SocketAddr::from((GATEWAY, control::DEFAULT_PORT)),
+        c.key,
+    );
+    let r = RequestRepr {
+        counter: fresh(),
+        ..held(ia)
+    };
+    assert_eq!(cl.send(&r, &c.key), None, "the client side got an answer");
+    let to_vip = Control::open(
+        &c.client_ns,
+        SocketAddr::from((VIP, control::DEFAULT_PORT)),
+        c.key,
+    );
+    assert_eq!(to_vip.send(&r, &c.key), None);
+
+    // Bad MACs, unknown key, malformed.
+    let r = |ctr: u64| RequestRepr {
+        counter: ctr,
+        ..held(ia)
+    };
+    assert_eq!(ca.code("wrong key", &r(fresh()), &wrong_key), BadMac);
+    assert_eq!(
+        ca.code(
+            "unknown key id",
+            &RequestRepr {
+                key_id: 9,
+                ..r(fresh())
+            },
+            &c.key
+        ),
+        BadMac
+    );
+    // A bad MAC with a counter far ahead must not move the replay window.
+    assert_eq!(
+        ca.code("bad MAC, huge counter", &r(u64::MAX - 1), &wrong_key),
+        BadMac
+    );
+    let mut msg = [0u8; control::REQUEST_LEN];
+    r(fresh()).emit(&mut msg, &c.key).unwrap();
+    assert_eq!(ca.ask(&msg[..63]), None, "a truncated request was answered");
+    let mut bad_magic = msg;
+    bad_magic[0] = b'X';
+    assert_eq!(
+        ca.ask(&bad_magic),
+        None,
+        "a request with a bad magic was answered"
+    );
+    let mut flipped = msg;
+    flipped[41] ^= 0x10;
+    assert_eq!(
+        ca.ask(&flipped).map(|a| a.code),
+        Some(BadMac),
+        "a flipped anchor bit"
+    );
+
+    // Not the owner: node C naming itself, node C naming A; a connection that does not exist.
+    assert_eq!(
+        cc.code(
+            "C names itself",
+            &RequestRepr {
+                counter: fresh(),
+                ..held(ic)
+            },
+            &c.key
+        ),
+        UnknownConnection
+    );
+    assert_eq!(
+        cc.code(
+            "C names A",
+            &RequestRepr {
+                counter: fresh(),
+                ..held(ia)
+            },
+            &c.key
+        ),
+        NotOwner
+    );
+    assert_eq!(
+        ca.code(
+            "no such connection",
+            &RequestRepr {
+                counter: fresh(),
+                held_peer: ep(CLIENT, client.port() ^ 0x4000),
+                ..held(ia)
+            },
+            &c.key
+        ),
+        UnknownConnection
+    );
+
+    // Anchors outside the stream, on a real new leg A -> B that carries no data.
+    let leg = raw::in_netns(&c.node_ns[a - 1], || {
+        std::net::TcpStream::connect_timeout(&SocketAddr::from((ib, 80)), limit).expect("c2")
+    });
+    let leg_port = leg.local_addr().unwrap().port();
+    std::thread::sleep(Duration::from_millis(100));
+    let on_leg = |consumed: u64, sent: u64, ctr: u64| RequestRepr {
+        counter: ctr,
+        new_local: ep(ia, leg_port),
+        consumed,
+        sent,
+        ..held(ia)
+    };
+    assert_eq!(
+        ca.code(
+            "new leg unknown",
+            &RequestRepr {
+                new_local: ep(ia, leg_port ^ 1),
+                ..on_leg(0, 10 * MIB, fresh())
+            },
+            &c.key
+        ),
+        UnknownNewLeg
+    );
+    for (what, consumed, sent) in [
+        ("consumed beyond what A received", 10 * MIB, 0),
+        ("sent beyond what A sent", 0, 10 * MIB),
+        ("consumed 2^40", 1 << 40, 1 << 40),
+        ("sent 2^31", 0, 1 << 31),
+    ] {
+        assert_eq!(
+            ca.code(what, &on_leg(consumed, sent, fresh()), &c.key),
+            AnchorsOutOfRange,
+            "{what}"
+        );
+    }
+    let mid = settled(&c);
+    assert_eq!(
+        mid.sessions, before.sessions,
+        "a forged request created a session"
+    );
+    drop(leg);
+
+    // The real hand-off A -> B; A's request is captured on A's link.
+    let cap = raw::PacketSocket::open(&c.node_ns[a - 1], &c.node_ns[a - 1]).expect("capture");
+    x.go();
+    let legit = raw::sniff_udp_on(&cap, control::DEFAULT_PORT, limit).expect("A's request");
+    drop(cap);
+    let legit_req = RequestRepr::parse(&control::Request::new_checked(&legit[..]).unwrap());
+    assert_eq!(legit_req.held_peer, ep(CLIENT, client.port()));
+    x.wait_for(limit, |e| matches!(e, Event::Head(1, _)))
+        .unwrap();
+    let spliced = settled(&c);
+    assert_eq!(spliced.sessions, before.sessions + 1);
+
+    // The same bytes again: the switch repeats its answer and changes nothing.
+    let again = ca.ask(&legit).expect("an answer to the repeated request");
+    assert_eq!(
+        again,
+        Answer {
+            code: Accepted,
+            hops: 1
+        },
+        "repeat of the accepted request"
+    );
+    // A, no longer the owner, and C forge requests for the connection, 8 of them with A's
+    // counters just below its proxy's (fresh, within the window): they push the accepted
+    // request out of the answers the switch remembers.
+    for i in 1..=8 {
+        let r = RequestRepr {
+            counter: legit_req.counter - i,
+            new_local: ep(ia, 50_000 + i as u16),
+            ..held(ia)
+        };
+        assert_eq!(
+            ca.code("A after the hand-off", &r, &c.key),
+            NotOwner,
+            "request {i}"
+        );
+    }
+    let c2_as_b_sees_it = RequestRepr {
+        counter: fresh(),
+        held_peer: legit_req.new_local,
+        held_local: ep(ic, 80),
+        new_local: ep(ic, 50_000),
+        new_remote: ep(ia, 80),
+        ..held(ic)
+    };
+    assert_eq!(
+        cc.code("C names B's leg", &c2_as_b_sees_it, &c.key),
+        UnknownConnection
+    );
+    assert_eq!(
+        cb.code(
+            "B with a bad MAC",
+            &RequestRepr {
+                held_local: ep(ib, 80),
+                new_local: ep(ib, 50_000),
+                new_remote: ep(ic, 80),
+                ..c2_as_b_sees_it
+            },
+            &wrong_key
+        ),
+        BadMac
+    );
+    assert_eq!(
+        ca.ask(&legit).map(|a| a.code),
+        Some(Replay),
+        "the forgotten request replayed"
+    );
+    let after = settled(&c);
+    assert_eq!(after.sessions, spliced.sessions);
+    assert_eq!(after.core.handoffs_rolled_back, 0, "\n{}", after.table());
+
+    // Byte-exact to the end, and B hands the connection on to C.
+    x.go();
+    let out = x.finish();
+    assert_exact("attacked connection", &out, &reqs, &[]);
+    let nodes: Vec<usize> = out.nodes.iter().map(|n| node_of(n)).collect();
+    assert_eq!(nodes, vec![a, b, b, cn], "serving nodes");
+    let end = settled(&c);
+    let got = reply_delta(&before, &end);
+    let mut want: BTreeMap<&'static str, u64> = [
+        (BadMac.name(), 5),
+        (UnknownConnection.name(), 3),
+        (NotOwner.name(), 9),
+        (UnknownNewLeg.name(), 1),
+        (AnchorsOutOfRange.name(), 4),
+        (Replay.name(), 1),
+    ]
+    .into();
+    // Accepted: the two real hand-offs, the repeat, and the proxies' own retransmissions.
+    let accepted = got.get(Accepted.name()).copied().unwrap_or(0);
+    assert!(accepted >= 3, "accepted {accepted}\n{}", end.table());
+    want.insert(Accepted.name(), accepted);
+    assert_eq!(got, want, "reply codes\n{}", end.table());
+    let drops = drop_delta(&before, &end);
+    for (reason, n) in [
+        (DropReason::ControlWrongPort, 1),
+        (DropReason::VipNotServed, 1),
+        (DropReason::ControlMalformed, 2),
+    ] {
+        assert_eq!(
+            drops.get(reason.name()).copied().unwrap_or(0),
+            n,
+            "{}: {drops:?}",
+            reason.name()
+        );
+    }
+    eprintln!(
+        "forged requests answered: {got:?}; dropped: {drops:?}\n{}",
         end.table()
     );
 }
