@@ -10,6 +10,8 @@
 mod common;
 #[path = "common/conn.rs"]
 mod conn;
+#[path = "common/proc.rs"]
+mod proc;
 #[path = "common/raw.rs"]
 mod raw;
 
@@ -991,5 +993,370 @@ fn forged_handoff_requests_refused_connection_unchanged() {
     eprintln!(
         "forged requests answered: {got:?}; dropped: {drops:?}\n{}",
         end.table()
+    );
+}
+
+// ------------------------------------------------------------------------------------------------
+// 3. A SYN flood from spoofed sources.
+
+/// Panics unless the connection ended without a failure and every response it completed was
+/// verified (it may have been stopped early).
+fn assert_prefix_exact(what: &str, out: &conn::Outcome, reqs: &[Req]) {
+    let want: u64 = reqs[..out.done].iter().map(|r| r.size).sum();
+    assert!(
+        out.failure.is_none() && out.bytes == want && out.done > 1,
+        "{what}: {:?}, {} responses, {} of {want} bytes",
+        out.failure,
+        out.done,
+        out.bytes
+    );
+}
+
+/// Tiny xorshift for the flood's addresses (no dependency, seeded).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// Where the flood's spoofed sources lie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sources {
+    /// 198.18.200.0/24: behind the client link, outside its subnet.
+    Outside,
+    /// The client subnet 198.18.0.0/24, never the gateway, the client or the VIP.
+    Inside,
+}
+
+/// Sends SYNs to VIP:80 from random spoofed sources on the client link, about `rate` per second,
+/// until `stop`; returns how many.
+fn syn_flood(
+    sock: &raw::PacketSocket,
+    m: Macs,
+    sources: Sources,
+    rate: u64,
+    stop: &std::sync::atomic::AtomicBool,
+) -> u64 {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let t0 = Instant::now();
+    let mut sent = 0u64;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let r = rng.next();
+        let src = match sources {
+            Sources::Outside => Ipv4Addr::new(198, 18, 200, (r >> 8) as u8),
+            Sources::Inside => match (r >> 8) as u8 {
+                0 | 1 | 2 | 10 | 255 => Ipv4Addr::new(198, 18, 0, 77),
+                h => Ipv4Addr::new(198, 18, 0, h),
+            },
+        };
+        let syn = Tcp {
+            seq: (r >> 16) as u32,
+            ack: 0,
+            flags: flag::SYN,
+            win: 64240,
+            options: vec![2, 4, 0x05, 0xb4, 1, 1, 4, 2],
+            ..Tcp::new(src, 1024 + (r >> 40) as u16 % 60_000, VIP, 80)
+        };
+        if sock.send(&raw::tcp_frame(m, &syn)).is_ok() {
+            sent += 1;
+        }
+        let due = Duration::from_micros(sent * 1_000_000 / rate.max(1));
+        if let Some(wait) = due.checked_sub(t0.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
+    sent
+}
+
+const FLOOD_CAPACITY: u64 = 64;
+const FLOOD_RATE: u64 = 20_000;
+
+/// A switch process with a 64-entry flow table and a 1 s SYN timeout.
+fn flood_switch(stem: &str) -> proc::SwitchProcess {
+    let prefix = knits_host::netns::unique_prefix(stem);
+    proc::SwitchProcess::start(
+        env!("CARGO_BIN_EXE_knits-host"),
+        &prefix,
+        &format!(
+            "nodes = 3\nprefix = \"{prefix}\"\nkey = \"6b6e6974732d686f7374696c652d3031\"\n\
+             flow_capacity = {FLOOD_CAPACITY}\nsession_capacity = 16\n\
+             [timeouts]\nsyn_ms = 1000\ntime_wait_ms = 500\n"
+        ),
+    )
+}
+
+/// Legitimate connections for a flood: a plain and a spliced one pulling 4 MiB objects, and one
+/// that hands off on every request.
+fn flood_victims(client_ns: &str) -> Vec<(&'static str, Conn, Vec<Req>)> {
+    let vip = SocketAddr::from((VIP, 80));
+    let spec = |tag: &str, reqs: Vec<Req>| Spec::new(client_ns, vip, 3, tag, reqs);
+    let mut plain = vec![Req::here(1000)];
+    plain.extend((0..1000).map(|_| Req::here(4 * MIB)));
+    let mut spliced = vec![Req::here(1000)];
+    spliced.extend((0..1000).map(|_| Req::after(1, 4 * MIB)));
+    let mut hopping = vec![Req::here(1000)];
+    hopping.extend((0..5000).map(|i| Req::after(1 + i % 2, 256 * 1024)));
+    let mut v = vec![
+        ("plain", Conn::start(spec("p", plain.clone())), plain),
+        ("spliced", Conn::start(spec("s", spliced.clone())), spliced),
+        ("hopping", Conn::start(spec("h", hopping.clone())), hopping),
+    ];
+    for (who, c, _) in &mut v {
+        c.wait_for(Duration::from_secs(10), |e| matches!(e, Event::Done(1)))
+            .unwrap_or_else(|e| panic!("{who}: {e}"));
+    }
+    v
+}
+
+/// Stops the connections after their current request; each must be byte-exact.
+fn finish_victims(conns: Vec<(&'static str, Conn, Vec<Req>)>) {
+    for (_, c, _) in &conns {
+        c.stop_after_current();
+    }
+    for (who, c, reqs) in conns {
+        let out = c.finish();
+        assert_prefix_exact(who, &out, &reqs);
+    }
+}
+
+fn victim_bytes(conns: &[(&'static str, Conn, Vec<Req>)]) -> u64 {
+    conns.iter().map(|c| c.1.bytes()).sum()
+}
+
+/// What one flood phase saw.
+#[derive(Debug, Clone, Copy)]
+struct FloodPhase {
+    sent: u64,
+    /// Legitimate bytes/s during the phase.
+    legit: f64,
+    max_flows: u64,
+    max_rss_kib: u64,
+}
+
+/// Floods for `dur` while sampling the switch every 100 ms: its table never holds more than its
+/// capacity.
+fn flood_phase(
+    sw: &proc::SwitchProcess,
+    conns: &[(&'static str, Conn, Vec<Req>)],
+    sources: Sources,
+    dur: Duration,
+) -> FloodPhase {
+    let client_ns = format!("{}-client", sw.prefix);
+    let m = Macs {
+        dst: [0x02, 0x4b, 0x4e, 0, 0, 0],
+        src: raw::link_mac(&client_ns, &client_ns),
+    };
+    let sock = raw::PacketSocket::open(&client_ns, &client_ns).expect("packet socket");
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let (sock, stop) = (&sock, &stop);
+        let flood = s.spawn(move || syn_flood(sock, m, sources, FLOOD_RATE, stop));
+        let t0 = Instant::now();
+        let b0 = victim_bytes(conns);
+        let (mut max_flows, mut max_rss_kib) = (0, 0);
+        while t0.elapsed() < dur {
+            let f = sw.metrics().get("knits_flows");
+            assert!(
+                f <= FLOOD_CAPACITY,
+                "{f} flows in a table of {FLOOD_CAPACITY}\n{}",
+                sw.table()
+            );
+            max_flows = max_flows.max(f);
+            max_rss_kib = max_rss_kib.max(sw.rss_kib());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let legit = (victim_bytes(conns) - b0) as f64 / t0.elapsed().as_secs_f64();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        FloodPhase {
+            sent: flood.join().expect("flood thread"),
+            legit,
+            max_flows,
+            max_rss_kib,
+        }
+    })
+}
+
+/// Established, spliced and handing-off connections run while 20,000 SYNs/s from spoofed sources
+/// fill a 64-entry flow table; the switch is its own process here, so its memory can be read.
+/// First the sources lie behind the client link outside its subnet (198.18.200.0/24), then
+/// inside it (198.18.0.0/24). The table never holds more than its capacity, the switch's
+/// memory stays flat, and every legitimate byte is verified. Prints the legitimate throughput
+/// without and during each flood. (That SYN entries expire after the flood and that spoofed
+/// sources leave the switch's neighbours alone are the two ignored tests below.)
+#[test]
+fn syn_flood_fills_table_not_beyond_flows_keep_running() {
+    if !common::root_or_skip("syn_flood_fills_table_not_beyond_flows_keep_running") {
+        return;
+    }
+    let sw = flood_switch("hsf");
+    let client_ns = format!("{}-client", sw.prefix);
+    let conns = flood_victims(&client_ns);
+    let window = Duration::from_secs(2);
+    let rss_before = sw.rss_kib();
+    let m0 = sw.metrics();
+    let b0 = victim_bytes(&conns);
+    std::thread::sleep(window);
+    let calm = (victim_bytes(&conns) - b0) as f64 / window.as_secs_f64();
+    let outside = flood_phase(&sw, &conns, Sources::Outside, window);
+    let inside = flood_phase(&sw, &conns, Sources::Inside, window);
+    let m1 = sw.metrics();
+    let rss_after = sw.rss_kib();
+    let table_full = m1.drops("table_full") - m0.drops("table_full");
+    let after_table = sw.table();
+    finish_victims(conns);
+    let mib = |b: f64| b / MIB as f64;
+    eprintln!(
+        "SYN flood, {} + {} SYNs at {FLOOD_RATE}/s: table {}/{FLOOD_CAPACITY} at most, \
+         table_full drops {table_full}, sprayed {}\n\
+         legitimate throughput: {:.1} MiB/s without a flood, {:.1} MiB/s during the flood from \
+         outside the client subnet, {:.1} MiB/s during the flood from inside it\n\
+         switch VmRSS: {rss_before} KiB before, {} KiB at most during, {rss_after} KiB after\n{after_table}",
+        outside.sent,
+        inside.sent,
+        outside.max_flows.max(inside.max_flows),
+        m1.sum("knits_sprayed_total") - m0.sum("knits_sprayed_total"),
+        mib(calm),
+        mib(outside.legit),
+        mib(inside.legit),
+        outside.max_rss_kib.max(inside.max_rss_kib),
+    );
+    assert_eq!(
+        outside.max_flows, FLOOD_CAPACITY,
+        "the flood never filled the table"
+    );
+    assert!(table_full > 0, "no table_full drop");
+    let max_rss = outside.max_rss_kib.max(inside.max_rss_kib).max(rss_after);
+    assert!(
+        max_rss < rss_before + 2048,
+        "switch memory grew: {rss_before} KiB -> {max_rss} KiB"
+    );
+}
+
+/// New connections are refused until the flood's connections are gone.
+fn wait_admitted(sw: &proc::SwitchProcess, limit: Duration) -> Result<Duration, String> {
+    let t0 = Instant::now();
+    let client_ns = format!("{}-client", sw.prefix);
+    loop {
+        let spec = knits_host::load::Spec {
+            target: SocketAddr::from((VIP, 80)),
+            netns: Some(client_ns.clone()),
+            scripts: (0..5)
+                .map(|i| {
+                    vec![knits_host::load::Request::object(
+                        &format!("any/new{i}"),
+                        1000,
+                    )]
+                })
+                .collect(),
+            pipeline: 1,
+            concurrency: 5,
+            timeout: Duration::from_millis(1500),
+        };
+        let r = knits_host::load::run(&spec, std::sync::Arc::new(Default::default()));
+        if r.failures().is_empty() {
+            return Ok(t0.elapsed());
+        }
+        if t0.elapsed() > limit {
+            return Err(format!(
+                "new connections still refused {:.1} s after the flood ({:?})\n{}",
+                t0.elapsed().as_secs_f64(),
+                r.failures().first(),
+                sw.table()
+            ));
+        }
+    }
+}
+
+/// After a 1 s flood from spoofed sources behind the client link, the flood's entries expire with
+/// the SYN timeout (1 s here) and new connections are admitted again.
+///
+/// Fails today: every spoofed SYN that gets a slot is sprayed, the node answers with a SYN-ACK,
+/// and the switch moves the entry to syn_received, which `Switch::poll` expires after
+/// `timeouts.transitory` (4 min by default, RFC 5382), not `timeouts.syn`; the node's SYN-ACK
+/// retransmissions (1, 3, 7, 15, 31 s) refresh it as well. 20 s after the flood the table still
+/// reads "flows 64/64 ... flows by state: syn_received 59, established 5", and every new
+/// connection times out (table_full).
+#[test]
+#[ignore = "knits-core bug: half-open flows (spoofed SYN answered by the node) sit in syn_received, \
+            which expires after timeouts.transitory (4 min), not timeouts.syn; after a SYN flood \
+            the table stays full and new connections are refused for minutes"]
+fn syn_flood_entries_expire_and_connections_are_admitted_again() {
+    if !common::root_or_skip("syn_flood_entries_expire_and_connections_are_admitted_again") {
+        return;
+    }
+    let sw = flood_switch("hse");
+    let client_ns = format!("{}-client", sw.prefix);
+    let conns = flood_victims(&client_ns);
+    let phase = flood_phase(&sw, &conns, Sources::Outside, Duration::from_secs(1));
+    assert_eq!(
+        phase.max_flows, FLOOD_CAPACITY,
+        "the flood never filled the table"
+    );
+    let admitted = wait_admitted(&sw, Duration::from_secs(6));
+    finish_victims(conns);
+    let t = admitted.unwrap_or_else(|e| panic!("{e}"));
+    eprintln!(
+        "new connections admitted {:.1} s after the flood",
+        t.as_secs_f64()
+    );
+}
+
+/// A flood whose spoofed sources lie in the client subnet must not make the switch forget its
+/// neighbours (the client and the nodes): no frame to them is dropped for want of a MAC, which
+/// shows on their links as ARP requests from the switch for their addresses.
+///
+/// Fails today: the switch learns a neighbour from the source of every IPv4 frame in the port's
+/// subnet, into one 64-slot direct-mapped cache shared by all ports (slot = (ip[2] * 31 + ip[3])
+/// % 64), overwriting whatever was there. Spoofed 198.18.0.h evict the client (slot 2) and the
+/// nodes 198.19.1.2 (slot 33), 198.19.2.2 (slot 0) and 198.19.3.2 (slot 31); the next frame to
+/// each is dropped as neighbor_unknown and an ARP request goes out. In 2 s at 20,000 SYN/s: about
+/// 25 ARP requests for the client and 30-55 for each node, and the legitimate throughput falls
+/// from 115-190 MiB/s to 1.4-4.4 MiB/s (about 97 MiB/s with sources outside the subnet, which are
+/// not learned).
+#[test]
+#[ignore = "knits-core bug: spoofed client-subnet sources overwrite the switch's shared 64-slot \
+            neighbour cache (learned from any IPv4 source), evicting the nodes and the client: \
+            their frames are dropped as neighbor_unknown and legitimate throughput collapses"]
+fn syn_flood_from_client_subnet_evicts_no_neighbour() {
+    if !common::root_or_skip("syn_flood_from_client_subnet_evicts_no_neighbour") {
+        return;
+    }
+    let sw = flood_switch("hsn");
+    let client_ns = format!("{}-client", sw.prefix);
+    let watch: Vec<(String, raw::ArpWatch)> = std::iter::once((client_ns.clone(), CLIENT))
+        .chain((1..=3).map(|n| (format!("{}-n{n}", sw.prefix), node_ip(n))))
+        .map(|(ns, ip)| {
+            let w = raw::ArpWatch::start(&ns, &ns, ip).expect("arp watch");
+            (format!("{ip}"), w)
+        })
+        .collect();
+    let conns = flood_victims(&client_ns);
+    let before: Vec<u64> = watch.iter().map(|w| w.1.count()).collect();
+    let m0 = sw.metrics();
+    let phase = flood_phase(&sw, &conns, Sources::Inside, Duration::from_secs(2));
+    std::thread::sleep(Duration::from_millis(200));
+    let m1 = sw.metrics();
+    finish_victims(conns);
+    let arps: Vec<(String, u64)> = watch
+        .iter()
+        .zip(&before)
+        .map(|(w, b)| (w.0.clone(), w.1.count() - b))
+        .collect();
+    let lost = m1.drops("neighbor_unknown") - m0.drops("neighbor_unknown");
+    eprintln!(
+        "{} SYNs from the client subnet: ARP requests from the switch during the flood {arps:?}; \
+         neighbor_unknown drops {lost}; legitimate throughput {:.1} MiB/s",
+        phase.sent,
+        phase.legit / MIB as f64
+    );
+    assert!(
+        arps.iter().all(|(_, n)| *n == 0),
+        "the switch forgot known neighbours during the flood (ARP requests for them: {arps:?}; \
+         neighbor_unknown drops {lost})"
     );
 }

@@ -131,6 +131,8 @@ pub struct Conn {
     events: Receiver<Event>,
     go: Sender<()>,
     pace: Arc<AtomicU64>,
+    bytes: Arc<AtomicU64>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
     thread: Option<JoinHandle<Outcome>>,
     /// Events seen so far (by `wait_for`).
     pub log: Vec<Event>,
@@ -142,7 +144,13 @@ impl Conn {
         let (etx, erx) = channel();
         let (gtx, grx) = channel();
         let pace = Arc::new(AtomicU64::new(spec.pace));
-        let p2 = pace.clone();
+        let bytes = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let live = Live {
+            pace: pace.clone(),
+            bytes: bytes.clone(),
+            stop: stop.clone(),
+        };
         let thread = std::thread::spawn(move || {
             let t0 = Instant::now();
             let mut out = Outcome {
@@ -155,7 +163,7 @@ impl Conn {
             };
             if let Err(e) = knits_host::netns::enter(&spec.ns) {
                 out.failure = Some(Failure::Other(format!("enter {}: {e}", spec.ns)));
-            } else if let Err(f) = drive(&spec, &etx, &grx, &p2, &mut out) {
+            } else if let Err(f) = drive(&spec, &etx, &grx, &live, &mut out) {
                 out.failure = Some(f);
             }
             out.ended = Instant::now();
@@ -166,6 +174,8 @@ impl Conn {
             events: erx,
             go: gtx,
             pace,
+            bytes,
+            stop,
             thread: Some(thread),
             log: Vec::new(),
         }
@@ -179,6 +189,17 @@ impl Conn {
     /// Changes the read pace (0: unlimited).
     pub fn set_pace(&self, bytes_per_s: u64) {
         self.pace.store(bytes_per_s, Ordering::Relaxed);
+    }
+
+    /// Body bytes verified so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Sends no further request once the current one is complete (the connection then ends
+    /// without a failure).
+    pub fn stop_after_current(&self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 
     /// Waits until an event matching `f` arrives (returns it), or fails after `limit`.
@@ -263,13 +284,21 @@ fn path_of(spec: &Spec, i: usize, first: Option<&str>) -> Result<(String, String
     Ok((format!("/obj/{name}?size={}", r.size), name))
 }
 
+/// What the test can change or read while the connection runs.
+struct Live {
+    pace: Arc<AtomicU64>,
+    bytes: Arc<AtomicU64>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
 fn drive(
     spec: &Spec,
     events: &Sender<Event>,
     gate: &Receiver<()>,
-    pace: &AtomicU64,
+    live: &Live,
     out: &mut Outcome,
 ) -> Result<(), Failure> {
+    let pace = &live.pace;
     let mut sock = TcpStream::connect_timeout(&spec.target, spec.timeout)
         .map_err(|e| classify_io(format!("connect {}", spec.target), &e))?;
     let local = sock
@@ -286,6 +315,9 @@ fn drive(
     for i in 0..spec.reqs.len() {
         if spec.gated.contains(&i) {
             let _ = gate.recv();
+        }
+        if live.stop.load(Ordering::Relaxed) {
+            break;
         }
         let (path, name) = path_of(spec, i, first.as_deref())?;
         sock.write_all(knits_host::http::request(&path, &host, false).as_bytes())
@@ -335,6 +367,7 @@ fn drive(
                             .map_err(|m| Failure::Corrupt(format!("{path}: {m}")))?;
                         got += b.len() as u64;
                         out.bytes += b.len() as u64;
+                        live.bytes.fetch_add(b.len() as u64, Ordering::Relaxed);
                     }
                     Step::Done => {
                         if at < n {

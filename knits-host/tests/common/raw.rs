@@ -528,3 +528,58 @@ impl Drop for FlowWatch {
         }
     }
 }
+
+/// Counts the ARP requests for `target` that arrive on an interface (from the switch), from a
+/// thread of its own, until dropped.
+pub struct ArpWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    count: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ArpWatch {
+    /// Starts counting on `ifname` in `ns`.
+    pub fn start(ns: &str, ifname: &str, target: Ipv4Addr) -> io::Result<ArpWatch> {
+        use std::sync::atomic::Ordering;
+        let sock = PacketSocket::open(ns, ifname)?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (st, ct) = (stop.clone(), count.clone());
+        let thread = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 70_000];
+            while !st.load(Ordering::Relaxed) {
+                let Ok(Some((n, out))) = sock.recv(&mut buf, Duration::from_millis(50)) else {
+                    continue;
+                };
+                let f = &buf[..n];
+                if !out
+                    && f.len() >= 42
+                    && f[12..14] == [0x08, 0x06]
+                    && f[20..22] == [0, 1]
+                    && f[38..42] == target.octets()
+                {
+                    ct.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        Ok(ArpWatch {
+            stop,
+            count,
+            thread: Some(thread),
+        })
+    }
+
+    /// ARP requests counted so far.
+    pub fn count(&self) -> u64 {
+        self.count.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for ArpWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
