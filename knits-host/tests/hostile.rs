@@ -1360,3 +1360,161 @@ fn syn_flood_from_client_subnet_evicts_no_neighbour() {
          neighbor_unknown drops {lost})"
     );
 }
+
+// ------------------------------------------------------------------------------------------------
+// 4. A flood of forged control messages.
+
+/// Connection `c` plans `c % 4` hand-offs over `per` pipelined requests.
+fn handoff_scripts(conns: usize, per: usize) -> Vec<Vec<knits_host::load::Request>> {
+    use knits_host::load::Request;
+    const SIZES: [u64; 6] = [0, 100, 1460, 65536, 200_000, MIB];
+    (0..conns)
+        .map(|c| {
+            let h = c % 4;
+            (0..per)
+                .map(|r| {
+                    let seg = r * (h + 1) / per;
+                    let size = SIZES[(c * 5 + r) % SIZES.len()];
+                    if seg == 0 {
+                        Request::object(&format!("any/f{c}r{r}"), size)
+                    } else {
+                        Request::relative(seg, 3, &format!("f{c}r{r}"), size)
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Sends forged control messages to `to` from a UDP socket in `ns`, `rate` per second, until
+/// `stop`: random bytes, requests signed with a wrong key (counters random, some near u64::MAX),
+/// an unknown key id, and truncated ones. Returns how many.
+fn control_flood(
+    ns: &str,
+    to: SocketAddr,
+    seed: u64,
+    rate: u64,
+    stop: &std::sync::atomic::AtomicBool,
+) -> u64 {
+    let sock = raw::in_netns(ns, || UdpSocket::bind("0.0.0.0:0").expect("bind"));
+    sock.set_nonblocking(true).expect("nonblocking");
+    let mut rng = Rng(seed | 1);
+    let t0 = Instant::now();
+    let mut sent = 0u64;
+    let mut sink = [0u8; 256];
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let r = rng.next();
+        let mut msg = [0u8; control::REQUEST_LEN];
+        let len = match sent % 4 {
+            0 => {
+                for b in msg.iter_mut() {
+                    *b = rng.next() as u8;
+                }
+                control::REQUEST_LEN
+            }
+            k => {
+                let req = RequestRepr {
+                    key_id: if k == 2 { 7 } else { 1 },
+                    counter: if r & 1 == 0 {
+                        u64::MAX - (r & 0xff)
+                    } else {
+                        r >> 1
+                    },
+                    held_peer: ep(CLIENT, r as u16),
+                    held_local: ep(Ipv4Addr::new(198, 19, (r >> 16) as u8 % 3 + 1, 2), 80),
+                    new_local: ep(Ipv4Addr::new(198, 19, 1, 2), (r >> 24) as u16),
+                    new_remote: ep(Ipv4Addr::new(198, 19, 2, 2), 80),
+                    consumed: r >> 40,
+                    sent: r >> 44,
+                };
+                let mut key = [0u8; 16];
+                key[..8].copy_from_slice(&r.to_le_bytes());
+                req.emit(&mut msg, &key).expect("emit");
+                if k == 3 { 40 } else { control::REQUEST_LEN }
+            }
+        };
+        if sock.send_to(&msg[..len], to).is_ok() {
+            sent += 1;
+        }
+        while sock.recv(&mut sink).is_ok() {}
+        let due = Duration::from_micros(sent * 1_000_000 / rate.max(1));
+        if let Some(wait) = due.checked_sub(t0.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
+    sent
+}
+
+/// 80 pipelined connections with 0..=3 planned hand-offs each run while every node and the client
+/// side send forged control messages (3,000/s from each). Every planned hand-off is accepted,
+/// nothing is refused as a replay or rolled back, every byte is verified, and the forgeries are
+/// counted as bad_mac answers and control_malformed / control_wrong_port drops.
+#[test]
+fn control_flood_legitimate_handoffs_succeed() {
+    if !common::root_or_skip("control_flood_legitimate_handoffs_succeed") {
+        return;
+    }
+    let c = up(config("hcf"));
+    let before = settled(&c);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (report, sent) = std::thread::scope(|s| {
+        let mut floods = Vec::new();
+        for n in 1..=3 {
+            let (ns, stop) = (c.node_ns[n - 1].clone(), &stop);
+            let to = SocketAddr::from(([198, 19, n as u8, 1], control::DEFAULT_PORT));
+            floods.push(s.spawn(move || control_flood(&ns, to, n as u64 * 7919, 3000, stop)));
+        }
+        let (ns, stop2) = (c.client_ns.clone(), &stop);
+        let to = SocketAddr::from((GATEWAY, control::DEFAULT_PORT));
+        floods.push(s.spawn(move || control_flood(&ns, to, 104_729, 3000, stop2)));
+        std::thread::sleep(Duration::from_millis(300));
+        let spec = knits_host::load::Spec {
+            target: c.vip(),
+            netns: Some(c.client_ns.clone()),
+            scripts: handoff_scripts(80, 10),
+            pipeline: 4,
+            concurrency: 30,
+            timeout: Duration::from_secs(15),
+        };
+        let report = knits_host::load::run(&spec, std::sync::Arc::new(Default::default()));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let sent: Vec<u64> = floods.into_iter().map(|f| f.join().unwrap()).collect();
+        (report, sent)
+    });
+    let after = settled(&c);
+    assert!(
+        report.failures().is_empty(),
+        "{:?}\n{}\n{}",
+        report.failures().first(),
+        report.table(),
+        after.table()
+    );
+    assert_eq!(
+        report.handoff_histogram(),
+        vec![20, 20, 20, 20],
+        "connections by hand-offs seen\n{}\n{}",
+        report.table(),
+        after.table()
+    );
+    let replies = reply_delta(&before, &after);
+    let drops = drop_delta(&before, &after);
+    eprintln!(
+        "forged control messages sent {sent:?} (nodes 1-3, client side) while {} requests with \
+         120 planned hand-offs ran: answered {replies:?}; dropped {drops:?}",
+        report.requests()
+    );
+    assert!(replies.get("accepted").copied().unwrap_or(0) >= 120);
+    assert!(replies.get("bad_mac").copied().unwrap_or(0) > 1000);
+    for code in [
+        "replay",
+        "rolled_back",
+        "busy",
+        "unknown_connection",
+        "not_owner",
+    ] {
+        assert!(!replies.contains_key(code), "{code}: {replies:?}");
+    }
+    assert_eq!(after.core.handoffs_rolled_back, 0);
+    assert!(drops.get("control_malformed").copied().unwrap_or(0) > 1000);
+    assert!(drops.get("control_wrong_port").copied().unwrap_or(0) > 500);
+}
