@@ -1518,3 +1518,255 @@ fn control_flood_legitimate_handoffs_succeed() {
     assert!(drops.get("control_malformed").copied().unwrap_or(0) > 1000);
     assert!(drops.get("control_wrong_port").copied().unwrap_or(0) > 500);
 }
+
+// ------------------------------------------------------------------------------------------------
+// 5. A node killed in the middle of a hand-off.
+
+/// SIGKILLs node `n`'s proxy (found by its command line among the namespace's processes, all
+/// started by the cluster).
+fn kill_proxy(c: &Cluster, n: usize) {
+    let ns = &c.node_ns[n - 1];
+    let out = std::process::Command::new("ip")
+        .args(["netns", "pids", ns])
+        .output()
+        .expect("ip netns pids");
+    let mut killed = 0;
+    for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+        let Ok(pid) = pid.parse::<i32>() else {
+            continue;
+        };
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if cmd.split(|&b| b == 0).any(|a| a == b"exec-proxy") {
+            // SAFETY: signalling one process this test's cluster started, by its pid.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+            killed += 1;
+        }
+    }
+    assert_eq!(killed, 1, "proxy of node {n} in {ns}");
+}
+
+/// Takes node `n`'s link down (the switch's frames to it are lost) or back up.
+fn node_link(c: &Cluster, n: usize, up: bool) {
+    let ns = &c.node_ns[n - 1];
+    knits_host::netns::ip(&[
+        "-n",
+        ns,
+        "link",
+        "set",
+        "dev",
+        ns,
+        if up { "up" } else { "down" },
+    ])
+    .expect("ip link set");
+    if up {
+        let gw = format!("198.19.{n}.1");
+        knits_host::netns::ip(&["-n", ns, "route", "replace", "default", "via", &gw])
+            .expect("default route");
+    }
+}
+
+/// What a client may see when a node dies under its connection: every byte it got verified, and
+/// either the whole stream or a close / reset within `limit` of the kill.
+fn assert_exact_or_clean(what: &str, out: &conn::Outcome, reqs: &[Req], killed: Instant) {
+    let limit = Duration::from_secs(8);
+    match &out.failure {
+        None => assert_exact(what, out, reqs, &[]),
+        Some(f) => {
+            assert!(f.is_clean(), "{what}: {f:?} (wrong bytes or a hang)");
+            assert!(
+                out.ended.duration_since(killed) < limit,
+                "{what}: ended {:?} after the kill",
+                out.ended.duration_since(killed)
+            );
+        }
+    }
+}
+
+/// A cluster whose proxies keep one pre-connected new leg per peer and MSS (so a hand-off needs
+/// no new handshake), with a 1.5 s hand-off limit. A connection X sits on node A, its request 1
+/// (gated) a 2 MiB object on node B; another connection sprayed to A has handed off to B once,
+/// which filled A's pool towards B. Returns (cluster, X, A, B, X's requests).
+fn pooled_handoff_setup(stem: &str) -> (Cluster, Conn, usize, usize, Vec<Req>) {
+    let mut cfg = config(stem);
+    cfg.proxy.extra_args = vec!["--c2-pool".into(), "1".into()];
+    cfg.timeouts.handoff_ms = Some(1500);
+    let c = up(cfg);
+    let limit = Duration::from_secs(10);
+    let first_node = |conn: &mut Conn| match conn
+        .wait_for(limit, |e| matches!(e, Event::Head(0, _)))
+        .expect("first response")
+    {
+        Event::Head(_, n) => node_of(&n),
+        _ => unreachable!(),
+    };
+    let reqs = vec![Req::here(1000), Req::after(1, 2 * MIB)];
+    let mut x = Conn::start(Spec {
+        gated: [1].into(),
+        ..conn_spec(&c, "x", reqs.clone())
+    });
+    let a = first_node(&mut x);
+    let warm = vec![Req::here(1000), Req::after(1, 1000)];
+    let mut warmed = false;
+    for i in 0..6 {
+        let mut w = Conn::start(Spec {
+            gated: [1].into(),
+            ..conn_spec(&c, &format!("w{i}"), warm.clone())
+        });
+        if first_node(&mut w) != a {
+            w.stop_after_current();
+            w.go();
+            let _ = w.finish();
+            continue;
+        }
+        w.go();
+        let out = w.finish();
+        assert_exact("warm-up hand-off", &out, &warm, &[]);
+        warmed = true;
+        break;
+    }
+    assert!(warmed, "no connection was sprayed to n{a}");
+    // The pool refills in the background after the warm-up's hand-off.
+    std::thread::sleep(Duration::from_millis(300));
+    (c, x, a, a % 3 + 1, reqs)
+}
+
+/// Waits until the switch has accepted more hand-offs than `n`.
+fn wait_accepted_beyond(c: &Cluster, n: u64, limit: Duration) -> u64 {
+    let t0 = Instant::now();
+    loop {
+        let a = c.snapshot().handoffs_accepted();
+        if a > n {
+            return a;
+        }
+        assert!(
+            t0.elapsed() < limit,
+            "no hand-off accepted\n{}",
+            c.snapshot().table()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Before the target acknowledged: (1) the target B's link goes down just before A hands the
+/// connection to it (A uses a pooled leg, the switch accepts, B never acknowledges): the switch
+/// rolls the hand-off back and A serves the request itself. (2) As (1), but A's proxy is killed
+/// while the hand-off is pending and B's link comes back: A's kernel still delivers what A had
+/// forwarded. In both, the client gets a byte-exact stream or a clean close / reset within
+/// seconds, never a wrong byte.
+#[test]
+fn node_killed_before_target_acknowledged() {
+    if !common::root_or_skip("node_killed_before_target_acknowledged") {
+        return;
+    }
+    // (1) The target dies.
+    let (c, x, a, b, reqs) = pooled_handoff_setup("hkb");
+    let before = c.snapshot();
+    node_link(&c, b, false);
+    let t_kill = Instant::now();
+    x.go();
+    let out = x.finish();
+    let after = settled(&c);
+    eprintln!(
+        "target n{b} gone before acknowledging: {:?}, {} responses, nodes {:?}; rolled back {}",
+        out.failure,
+        out.done,
+        out.nodes,
+        after.core.handoffs_rolled_back - before.core.handoffs_rolled_back
+    );
+    assert_exact_or_clean("target gone", &out, &reqs, t_kill);
+    assert!(
+        after.handoffs_accepted() > before.handoffs_accepted(),
+        "the hand-off to the dead target was never accepted (not mid-hand-off)\n{}",
+        after.table()
+    );
+    assert!(
+        after.core.handoffs_rolled_back > before.core.handoffs_rolled_back,
+        "no roll-back\n{}",
+        after.table()
+    );
+    let _ = a;
+    drop(c);
+
+    // (2) The old node dies while the hand-off is pending; the target comes back.
+    let (c, x, a, b, reqs) = pooled_handoff_setup("hka");
+    let before = c.snapshot();
+    node_link(&c, b, false);
+    x.go();
+    wait_accepted_beyond(&c, before.handoffs_accepted(), Duration::from_secs(5));
+    kill_proxy(&c, a);
+    let t_kill = Instant::now();
+    std::thread::sleep(Duration::from_millis(200));
+    node_link(&c, b, true);
+    let out = x.finish();
+    let after = settled(&c);
+    eprintln!(
+        "old node n{a} killed while the hand-off to n{b} was pending: {:?}, {} responses, nodes \
+         {:?}; rolled back {}, completed {}",
+        out.failure,
+        out.done,
+        out.nodes,
+        after.core.handoffs_rolled_back - before.core.handoffs_rolled_back,
+        after.core.handoffs_completed - before.core.handoffs_completed
+    );
+    assert_exact_or_clean("old node killed", &out, &reqs, t_kill);
+}
+
+/// After the target acknowledged, while it streams a 64 MiB response: (1) the target B's proxy is
+/// killed: the client gets the bytes so far, verified, then a close or reset within seconds;
+/// (2) the old node A's proxy is killed: the stream from B goes on byte-exact to the end.
+#[test]
+fn node_killed_after_target_acknowledged() {
+    if !common::root_or_skip("node_killed_after_target_acknowledged") {
+        return;
+    }
+    for kill_target in [true, false] {
+        let c = up(config(if kill_target { "hkt" } else { "hko" }));
+        let reqs = vec![
+            Req::here(1000),
+            Req::after(1, 64 * MIB),
+            Req::after(1, 1000),
+        ];
+        let mut x = Conn::start(Spec {
+            pace: 8 * MIB,
+            ..conn_spec(&c, "x", reqs.clone())
+        });
+        let limit = Duration::from_secs(10);
+        let b = match x
+            .wait_for(limit, |e| matches!(e, Event::Head(1, _)))
+            .unwrap()
+        {
+            Event::Head(_, n) => node_of(&n),
+            _ => unreachable!(),
+        };
+        let a = (b + 1) % 3 + 1;
+        std::thread::sleep(Duration::from_millis(300));
+        let mid = c.snapshot();
+        kill_proxy(&c, if kill_target { b } else { a });
+        let t_kill = Instant::now();
+        std::thread::sleep(Duration::from_millis(300));
+        x.set_pace(0);
+        let out = x.finish();
+        let after = settled(&c);
+        eprintln!(
+            "{} killed while n{b} streamed (after it acknowledged): {:?}, {} responses, {} \
+             bytes, nodes {:?}; client saw {} RSTs\n{}",
+            if kill_target {
+                format!("target n{b}")
+            } else {
+                format!("old node n{a}")
+            },
+            out.failure,
+            out.done,
+            out.bytes,
+            out.nodes,
+            after.ports[0].tx_rst - mid.ports[0].tx_rst,
+            after.table()
+        );
+        assert_exact_or_clean("node killed after ack", &out, &reqs, t_kill);
+        if !kill_target {
+            assert_exact("old node killed after ack", &out, &reqs, &[]);
+        }
+    }
+}
