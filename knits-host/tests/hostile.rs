@@ -688,7 +688,8 @@ fn now_us() -> u64 {
 /// stream on a real, empty new leg to B. Then A hands it off to B for real; A (no longer the
 /// owner) and C forge requests for it, and A's own request is replayed: at once (the switch
 /// repeats its answer, idempotently, changing nothing) and after its answer was forgotten
-/// (`replay`). Every forged request is refused with the expected code and counted; the
+/// (`replay`); C, holding the key, claims B's address from its own link (dropped by the ingress
+/// filter). Every forged request is refused with the expected code and counted; the
 /// connection keeps running byte-exact, and B can still hand it on to C.
 #[test]
 fn forged_handoff_requests_refused_connection_unchanged() {
@@ -951,6 +952,27 @@ fn forged_handoff_requests_refused_connection_unchanged() {
         Some(Replay),
         "the forgotten request replayed"
     );
+    // Node C, with the key, claims to be B (the owner now) from its own link: the switch's
+    // ingress filter drops it before the control plane sees it, whichever gateway it addresses.
+    let spoof = RequestRepr {
+        counter: fresh(),
+        held_peer: legit_req.new_local,
+        held_local: ep(ib, 80),
+        new_local: ep(ib, 50_000),
+        new_remote: ep(ic, 80),
+        ..held(ib)
+    };
+    let mut msg = [0u8; control::REQUEST_LEN];
+    spoof.emit(&mut msg, &c.key).unwrap();
+    let mc = macs(&c, cn);
+    let raw_c = raw::PacketSocket::open(&c.node_ns[cn - 1], &c.node_ns[cn - 1]).expect("raw");
+    for gw in [
+        Ipv4Addr::new(198, 19, cn as u8, 1),
+        Ipv4Addr::new(198, 19, b as u8, 1),
+    ] {
+        let f = raw::udp_frame(mc, ib, 40_000, gw, control::DEFAULT_PORT, &msg);
+        raw_c.send(&f).expect("send the spoofed request");
+    }
     let after = settled(&c);
     assert_eq!(after.sessions, spliced.sessions);
     assert_eq!(after.core.handoffs_rolled_back, 0, "\n{}", after.table());
@@ -982,6 +1004,7 @@ fn forged_handoff_requests_refused_connection_unchanged() {
         (DropReason::ControlWrongPort, 1),
         (DropReason::VipNotServed, 1),
         (DropReason::ControlMalformed, 2),
+        (DropReason::SrcSpoofed, 2),
     ] {
         assert_eq!(
             drops.get(reason.name()).copied().unwrap_or(0),
