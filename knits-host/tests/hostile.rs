@@ -973,6 +973,13 @@ fn forged_handoff_requests_refused_connection_unchanged() {
         let f = raw::udp_frame(mc, ib, 40_000, gw, control::DEFAULT_PORT, &msg);
         raw_c.send(&f).expect("send the spoofed request");
     }
+    // From C's own address, but with a wrong UDP checksum.
+    let cgw = Ipv4Addr::new(198, 19, cn as u8, 1);
+    let mut f = raw::udp_frame(mc, ic, 40_000, cgw, control::DEFAULT_PORT, &msg);
+    f[raw::L4 + 6] ^= 0x33;
+    raw_c
+        .send(&f)
+        .expect("send the request with a bad checksum");
     let after = settled(&c);
     assert_eq!(after.sessions, spliced.sessions);
     assert_eq!(after.core.handoffs_rolled_back, 0, "\n{}", after.table());
@@ -1005,6 +1012,7 @@ fn forged_handoff_requests_refused_connection_unchanged() {
         (DropReason::VipNotServed, 1),
         (DropReason::ControlMalformed, 2),
         (DropReason::SrcSpoofed, 2),
+        (DropReason::UdpBadChecksum, 1),
     ] {
         assert_eq!(
             drops.get(reason.name()).copied().unwrap_or(0),
