@@ -1837,7 +1837,8 @@ fn streaming_from_b(stem: &str) -> (Cluster, Conn, usize, Vec<Req>) {
 /// process used 604 clock ticks in those 6 s, 97 per idle second afterwards, against 7 with the
 /// link merely set down), 1,193,849 in 1 s in another with a second test running.
 #[test]
-#[ignore = "knits-host runtime bug: a deleted TAP link stays in the level-triggered epoll set; the             switch thread spins on failing reads (millions of rx errors per second, a full core)"]
+#[ignore = "knits-host runtime bug: a deleted TAP link stays in the level-triggered epoll set; the \
+            switch thread spins on failing reads (millions of rx errors per second, a full core)"]
 fn node_link_deleted_switch_does_not_spin() {
     if !common::root_or_skip("node_link_deleted_switch_does_not_spin") {
         return;
@@ -1865,7 +1866,9 @@ fn node_link_deleted_switch_does_not_spin() {
 /// tx errors, nothing else happens), so the client hears nothing and gives up only after its own
 /// 12 s read timeout; new connections are still sprayed to the dead node, too.
 #[test]
-#[ignore = "knits-core/knits-host: no reaction to a dead back-end port (failed writes are only             counted); its clients hear nothing until their own timeouts, and new connections             are still sprayed to it"]
+#[ignore = "knits-core/knits-host: no reaction to a dead back-end port (failed writes are only \
+            counted); its clients hear nothing until their own timeouts, and new connections \
+            are still sprayed to it"]
 fn node_link_down_client_told_within_seconds() {
     if !common::root_or_skip("node_link_down_client_told_within_seconds") {
         return;
