@@ -1066,6 +1066,8 @@ struct Obs {
     rst_rx: Vec<(u64, Key4, Option<tcp::State>)>,
     rst_tx: usize,
     syn_isn: Vec<(Key4, u32)>,
+    /// Connection-opening SYNs delivered to the host (4-tuple, sequence number).
+    syns: Vec<(Key4, u32)>,
 }
 
 fn seq_gt(a: u32, b: u32) -> bool {
@@ -1513,15 +1515,20 @@ impl Fabric {
                 moved = true;
                 self.trace_frame("rx", h, &fr);
                 // One connection per 4-tuple, as in any stack: smoltcp would hand a duplicated
-                // SYN to a second listener on the port and open a second, half-open connection.
+                // SYN to a second listener on the port and open a second, half-open connection,
+                // and, having freed the socket, would also accept a late duplicate after the
+                // close that a real stack's TIME-WAIT rejects (RFC 6191).
                 if let Some(Ok(p)) = parse_tcp(&fr)
                     && p.syn
                     && p.tcp.ack_number.is_none()
                 {
                     let k = (p.dst, p.tcp.dst_port, p.src, p.tcp.src_port);
-                    if socket_state(&self.hosts[h].sockets, k).is_some() {
+                    let syn = (k, p.tcp.seq_number.0 as u32);
+                    let known = self.obs[h].syns.contains(&syn);
+                    if socket_state(&self.hosts[h].sockets, k).is_some() || known {
                         continue;
                     }
+                    self.obs[h].syns.push(syn);
                 }
                 let rsts = self.obs[h].rst_rx.len();
                 self.obs[h].on_rx(h, now, &fr, paws, &mut self.violations);
@@ -1831,12 +1838,6 @@ fn run(p: Params) -> Outcome {
                     (la, l.port, ra, r.port)
                 });
                 if k.is_some_and(|k| hung.contains(&k)) && f.p.faults.loss > 0 {
-                    continue;
-                }
-                // A late duplicate of a SYN (reordered past the end of its connection) opens a
-                // half-open one that a real stack reaps after its SYN-ACK retries (smoltcp
-                // never gives up); its SYN-ACKs meet no flow at the switch.
-                if st == tcp::State::SynReceived && f.p.faults.dup > 0 {
                     continue;
                 }
                 if !matches!(
@@ -3032,4 +3033,27 @@ mod golden {
         assert_eq!(r.sw.counters().handoffs_rolled_back, 1);
         assert_eq!(r.sw.session_count(), 0, "back to a plain NAT connection");
     }
+}
+
+/// The old node's ACKs of the last client bytes and its duplicate ACKs are all lost: the faked
+/// FIN at its last seen ACK is ignored, so a retry goes at the end of what it was delivered.
+#[test]
+fn regression_faked_fin_at_the_end_of_what_was_delivered() {
+    let conns = vec![ConnSpec {
+        start_ms: 21,
+        reqs: reqs(&[
+            (3, 0, false),
+            (2, 30696, false),
+            (1, 13161, true),
+            (1, 35108, false),
+            (3, 1460, true),
+        ]),
+    }];
+    run(regression(
+        10663311309538500138,
+        (382, 324, 0),
+        conns,
+        [772926164, 4269852760, 2616335014, 2265053739],
+        [3167549670, 3003652454, 2784488620, 1906940610],
+    ));
 }
