@@ -1063,7 +1063,7 @@ struct Obs {
     flows: HashMap<Key4, FlowObs>,
     /// RSTs delivered to the host, with the state of the socket they hit (None: no socket
     /// holds the connection any more).
-    rst_rx: Vec<(u64, Key4, Option<tcp::State>)>,
+    rst_rx: Vec<(u64, Key4, Option<tcp::State>, u32)>,
     rst_tx: usize,
     syn_isn: Vec<(Key4, u32)>,
     /// Connection-opening SYNs delivered to the host (4-tuple, sequence number).
@@ -1167,8 +1167,11 @@ impl Obs {
         };
         let k = (p.dst, p.tcp.dst_port, p.src, p.tcp.src_port);
         let what = format!("t={now} host {h} flow {}:{}<-{}:{}", k.0, k.1, k.2, k.3);
-        if p.rst {
-            self.rst_rx.push((now, k, None));
+        // Each RST once: a duplicate delivered before the host processed the first would
+        // still find the connection live.
+        let rseq = p.tcp.seq_number.0 as u32;
+        if p.rst && !self.rst_rx.iter().any(|r| r.1 == k && r.3 == rseq) {
+            self.rst_rx.push((now, k, None, rseq));
         }
         let f = self.flows.entry(k).or_default();
         if let (Some(a), Some(m)) = (p.tcp.ack_number, f.snd_max)
@@ -1558,6 +1561,22 @@ impl Fabric {
         }
     }
 
+    /// The table holds nothing but plain legs to a hung target, which live as long as their
+    /// other end keeps retransmitting.
+    fn only_hung_legs_left(&self) -> bool {
+        let hung: Vec<Key4> = self.nodes().flat_map(|n| n.muted.iter().copied()).collect();
+        self.sw.session_count() == 0
+            && self.sw.table().iter().all(|(_, fl)| {
+                let k = fl.keys[1];
+                hung.contains(&(
+                    Ipv4Address::from_octets(k.src),
+                    k.sport,
+                    Ipv4Address::from_octets(k.dst),
+                    k.dport,
+                ))
+            })
+    }
+
     /// Every TCP socket of every host is closed, in TIME-WAIT or listening.
     fn hosts_quiet(&self) -> bool {
         self.hosts.iter().all(|h| {
@@ -1737,15 +1756,13 @@ fn run(p: Params) -> Outcome {
             "the table drained {} ms after the clients finished (TIME-WAIT is {TIME_WAIT_MS} ms)",
             d - t
         )),
+        (Some(_), None) if f.only_hung_legs_left() => {}
         (Some(_), None) => problems.push(format!(
             "the table never drained: {} flows, {} sessions",
             f.sw.flow_count(),
             f.sw.session_count()
         )),
         (None, _) => {}
-    }
-    if f.sw.flow_count() + f.sw.session_count() > 0 {
-        problems.push("the table is not empty at the end".into());
     }
     problems.extend(f.client().errors.iter().cloned());
     for n in f.nodes() {
@@ -1765,7 +1782,7 @@ fn run(p: Params) -> Outcome {
     // close, as on any network.
     let mut leg_rsts = 0;
     for (h, o) in f.obs.iter().enumerate() {
-        for (t, k, st) in &o.rst_rx {
+        for (t, k, st, _) in &o.rst_rx {
             // Only synchronized connections count: a half-open one (SYN-RECEIVED after a
             // duplicated SYN met a second listener) is reset by its peer as on any network.
             let live = st.is_some_and(|st| {
@@ -1807,7 +1824,9 @@ fn run(p: Params) -> Outcome {
             problems.push(format!("host {h}: first ISN {isn:#x} on {k:?}, asked for {:#x} (smoltcp's ISN generator changed?)", f.p.isn[h]));
         }
     }
-    // Every request served exactly once.
+    // Every request served exactly once; twice only when a hand-off was rolled back after its
+    // target had read (and maybe answered) what it was handed, its answer never reaching the
+    // client (which checks that it got each response exactly once).
     let mut served: HashMap<u32, usize> = HashMap::new();
     for n in f.nodes() {
         for id in &n.served {
@@ -1818,7 +1837,7 @@ fn run(p: Params) -> Outcome {
         for i in 0..spec.reqs.len() {
             let id = request_id(ci, i);
             let n = served.remove(&id).unwrap_or(0);
-            if n != 1 {
+            if n == 0 || n > 1 + rolled_back as usize {
                 problems.push(format!("request {id} served {n} times"));
             }
         }
@@ -1826,9 +1845,13 @@ fn run(p: Params) -> Outcome {
     if !served.is_empty() {
         problems.push(format!("unknown requests served: {served:?}"));
     }
-    // Every socket ends closed (or in TIME-WAIT), none half-open; except a hung target's own
-    // end of the leg it hangs on, when the switch's one RST to it was lost.
-    let hung: Vec<Key4> = f.nodes().flat_map(|n| n.muted.iter().copied()).collect();
+    // Every socket ends closed (or in TIME-WAIT), none half-open; except the two ends of a leg
+    // to a hung target (the switch's one RST to it may be lost, and a node that closes such a
+    // leg after a refusal waits for it forever: smoltcp never gives up).
+    let hung: Vec<Key4> = f
+        .nodes()
+        .flat_map(|n| n.muted.iter().flat_map(|k| [*k, (k.2, k.3, k.0, k.1)]))
+        .collect();
     for (h, host) in f.hosts.iter().enumerate() {
         for (_, s) in host.sockets.iter() {
             if let smoltcp::socket::Socket::Tcp(s) = s {
@@ -3056,4 +3079,34 @@ fn regression_faked_fin_at_the_end_of_what_was_delivered() {
         [772926164, 4269852760, 2616335014, 2265053739],
         [3167549670, 3003652454, 2784488620, 1906940610],
     ));
+}
+
+/// A duplicated roll-back RST is counted once; the hung target is rolled back three times.
+#[test]
+fn regression_hung_target_three_rollbacks() {
+    let conns = vec![
+        ConnSpec {
+            start_ms: 6,
+            reqs: reqs(&[(2, 1277, true)]),
+        },
+        ConnSpec {
+            start_ms: 19,
+            reqs: reqs(&[
+                (3, 0, true),
+                (2, 40788, true),
+                (3, 0, true),
+                (3, 1, true),
+                (2, 21799, true),
+            ]),
+        },
+    ];
+    let mut p = regression(
+        3353240908778568366,
+        (0, 215, 0),
+        conns,
+        [3042860906, 325838363, 3822503455, 3886510461],
+        [2719974233, 1857171294, 1794428651, 3050750441],
+    );
+    p.modes[3] = Mode::Mute;
+    run(p);
 }
