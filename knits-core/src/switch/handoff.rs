@@ -973,6 +973,10 @@ impl<'a> Switch<'a> {
             if let Some(f) = self.table.get_mut(b.leg as usize) {
                 f.link = 0;
                 f.state = TcpState::TimeWait;
+                // One RST may be lost: a hung target never answers the old node's
+                // retransmissions, so the old node would never learn of the roll-back.
+                f.dirs[0].flags |= dirflag::ABORTED;
+                f.dirs[1].flags |= dirflag::ABORTED;
             }
         }
         let sess = &mut self.sessions[s];
@@ -1008,6 +1012,26 @@ impl<'a> Switch<'a> {
                 f.link = 0;
             }
         }
+    }
+
+    /// A segment from an end of a rolled-back leg: answered as the closed peer would (RFC 9293
+    /// 3.10.7.1), an RST at the sender's rcv_nxt (its ACK field) acknowledging the segment.
+    pub(super) fn answer_aborted<S: Sink + ?Sized>(
+        &mut self,
+        port: PortId,
+        seg: &Seg,
+        sink: &mut S,
+    ) {
+        let g = GenTcp {
+            src: seg.key.reversed(),
+            seq: if seg.ackf { seg.ack } else { SeqNumber(0) },
+            ack: seg.seq.add(seg.seq_len()),
+            fin: false,
+            rst: true,
+            win: 0,
+            ts: None,
+        };
+        self.gen_tcp(port, g, Generated::AbortReset, sink);
     }
 
     /// Timers of one session: hand-off time-out, faked FINs (first send and retries), and

@@ -958,6 +958,13 @@ impl<'a> Switch<'a> {
         if let Some(r) = self.validate(&flow, dir, &seg) {
             return Verdict::Drop(r);
         }
+        if flow.session().is_none() && flow.dirs[dir.index()].has(dirflag::ABORTED) {
+            self.track(fi, dir, port, now_ms, &seg);
+            if !seg.rst {
+                self.answer_aborted(port, &seg, sink);
+            }
+            return Verdict::Local(LocalKind::TeardownAbsorbed);
+        }
         match (flow.session(), flow.kind) {
             (None, FlowKind::Nat) => {
                 self.nat_plain(fi, dir, port, now_ms, &seg, frame, meta, sink, meter)
