@@ -771,7 +771,11 @@ impl NodeApp {
         let s1 = host.sockets.get_mut::<tcp::Socket>(c.c1);
         if c.from_node && self.mode == Mode::Mute {
             // Hung once established: from here on its frames on this connection are dropped.
-            if s1.state() == tcp::State::Established {
+            // (The peer may already have closed its side within the same poll.)
+            if !matches!(
+                s1.state(),
+                tcp::State::SynReceived | tcp::State::Listen | tcp::State::Closed
+            ) {
                 let IpAddress::Ipv4(pip) = c.peer.addr;
                 let k = (host_ip(me), 80, pip, c.peer.port);
                 if !self.muted.contains(&k) {
@@ -3055,6 +3059,44 @@ mod golden {
         assert_frame("roll-back RST to B", &made[1], B, &want);
         assert_eq!(r.sw.counters().handoffs_rolled_back, 1);
         assert_eq!(r.sw.session_count(), 0, "back to a plain NAT connection");
+        // That RST to A was lost: A retransmits R2 on c2. The switch answers for the closed
+        // leg (RFC 9293 3.10.7.1): an RST at A's rcv_nxt (its ACK field), acknowledging R2;
+        // nothing reaches B.
+        let f = tcp_in(
+            A,
+            a2,
+            b80,
+            TcpControl::Psh,
+            A2.wrapping_add(1),
+            Some(B2.wrapping_add(1)),
+            W1C2,
+            None,
+            (T1[5], T2[0]),
+            R2,
+        );
+        let (v, _, made) = r.send(A, f);
+        assert_eq!(
+            v,
+            Verdict::Local(knits_core::counters::LocalKind::TeardownAbsorbed)
+        );
+        assert_eq!(made.len(), 1);
+        let want = tcp_out(
+            A,
+            b80,
+            a2,
+            B2.wrapping_add(1),
+            A2.wrapping_add(12),
+            false,
+            true,
+            0,
+            None,
+        );
+        assert_frame(
+            "RST answering the old node on the rolled-back leg",
+            &made[0],
+            A,
+            &want,
+        );
     }
 }
 
@@ -3106,6 +3148,75 @@ fn regression_hung_target_three_rollbacks() {
         conns,
         [3042860906, 325838363, 3822503455, 3886510461],
         [2719974233, 1857171294, 1794428651, 3050750441],
+    );
+    p.modes[3] = Mode::Mute;
+    run(p);
+}
+
+#[test]
+fn large_responses_with_faults() {
+    let reqs = script(&[(1, 4 << 20), (2, 1 << 20), (3, 0)]);
+    let mut p = Params::new(40, vec![ConnSpec { start_ms: 1, reqs }]);
+    p.faults = faulty(100, 100, 200);
+    let o = run(p);
+    assert!(o.completed + o.rolled_back <= o.accepted, "{}", o.summary);
+}
+
+/// A roll-back RST to the old node is lost while the target is hung: the switch answers the old
+/// node's retransmissions on the dead leg with an RST, so it learns of the roll-back and serves.
+#[test]
+fn regression_rollback_rst_lost_with_a_hung_target() {
+    let mut p = regression(
+        8658180500338102478,
+        (392, 60, 304),
+        vec![ConnSpec {
+            start_ms: 14,
+            reqs: reqs(&[(3, 2920, true), (3, 0, true), (1, 2920, false)]),
+        }],
+        [1575902548, 1015153485, 4074660267, 3988367367],
+        [96915959, 3459175915, 1352097237, 858490041],
+    );
+    p.modes[3] = Mode::Mute;
+    run(p);
+    let conns = vec![
+        ConnSpec {
+            start_ms: 13,
+            reqs: reqs(&[(3, 1, false), (1, 75041, false), (3, 36448, false)]),
+        },
+        ConnSpec {
+            start_ms: 10,
+            reqs: reqs(&[
+                (1, 1460, true),
+                (3, 1460, false),
+                (2, 72048, false),
+                (1, 65200, false),
+            ]),
+        },
+    ];
+    let mut p = regression(
+        73398193433327730,
+        (382, 0, 345),
+        conns,
+        [2716747419, 4244031387, 1870496340, 331533355],
+        [3192775342, 120355464, 1168396269, 496575657],
+    );
+    p.modes[3] = Mode::Mute;
+    run(p);
+}
+
+/// A node closes its new leg to a hung target right after a refusal: both ends stay half
+/// closed (the hung node never closes), which is the hung node's doing, not the switch's.
+#[test]
+fn regression_refused_leg_to_a_hung_target() {
+    let mut p = regression(
+        10452091865657170166,
+        (371, 0, 0),
+        vec![ConnSpec {
+            start_ms: 24,
+            reqs: reqs(&[(2, 0, true), (3, 0, true), (2, 1, false), (2, 2835, true)]),
+        }],
+        [1247577016, 3459373474, 1273294963, 163561861],
+        [2090957966, 233051460, 381437973, 3592900906],
     );
     p.modes[3] = Mode::Mute;
     run(p);
