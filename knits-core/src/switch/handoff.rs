@@ -74,14 +74,14 @@ impl<'a> Switch<'a> {
             src,
             code.name()
         );
-        // Answer, signed with the request's key when known (else the first key).
-        let Some(&(kid, key)) = self
-            .config
-            .keys
-            .iter()
-            .find(|(id, _)| *id == key_id)
-            .or(self.config.keys.first())
-        else {
+        // A request whose tag does not verify gets no answer: a signed "bad_mac" would let
+        // anyone on a node's link who guesses the node's counter end that node's real hand-off
+        // (the node takes the first verified reply for its counter). It is counted above.
+        if code == ReplyCode::BadMac {
+            return Verdict::Local(LocalKind::Control);
+        }
+        // Answer, signed with the request's key.
+        let Some(&(kid, key)) = self.config.keys.iter().find(|(id, _)| *id == key_id) else {
             return Verdict::Local(LocalKind::Control);
         };
         let reply = ReplyRepr {
@@ -1101,7 +1101,7 @@ impl<'a> Switch<'a> {
 
     /// Builds and sends a TCP segment from `g.src` (a key as the sender would put it on the wire)
     /// out of `port`, with complete checksums and an optional timestamp option.
-    fn gen_tcp<S: Sink + ?Sized>(
+    pub(super) fn gen_tcp<S: Sink + ?Sized>(
         &mut self,
         port: PortId,
         g: GenTcp,
