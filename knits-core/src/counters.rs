@@ -128,6 +128,8 @@ named_enum! {
         FakeTargetFinAck = "fake_target_fin_ack",
         /// A reset sent to a node whose hand-off was rolled back (c2 only).
         AbortReset = "abort_reset",
+        /// A reset sent to a client whose server's port went down.
+        PortDownReset = "port_down_reset",
     }
 }
 

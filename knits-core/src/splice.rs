@@ -126,6 +126,10 @@ pub struct Binding {
     pub inbound: Teardown,
     /// Sequence of the faked client FIN sent to the old node (leg space), when `inbound` >= FinSent.
     pub fake_fin: SeqNumber,
+    /// The other place a retried faked FIN was put: the end of what was delivered to the old
+    /// node on this leg, when that is past `fake_fin` (its rcv_nxt if the tail arrived but the
+    /// ACK of it was lost).
+    pub fake_fin_end: Option<SeqNumber>,
     /// Number of times the faked FIN was sent.
     pub fin_tries: u8,
     /// The old node `S_(k-1)` on this leg (k >= 1): one past its last byte on the leg.

@@ -131,6 +131,9 @@ pub mod dirflag {
     pub const FIN_ACKED: u8 = 1 << 5;
     /// This direction has sent at least one ACK.
     pub const ACKED: u8 = 1 << 6;
+    /// The switch reset this direction's sender (the leg of a rolled-back hand-off) and stands
+    /// in for the closed peer: further segments are answered with an RST (RFC 9293 3.10.7.1).
+    pub const ABORTED: u8 = 1 << 7;
 }
 
 /// What the switch knows of one direction of a flow, in that direction's own sequence space.

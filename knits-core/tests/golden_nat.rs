@@ -679,3 +679,202 @@ fn spoofed_sources_are_dropped_and_change_nothing() {
     assert_eq!(sw.flow_count(), 0);
     assert_eq!(sw.counters().drop_count(DropReason::SrcSpoofed), 6);
 }
+
+/// A node answering a spoofed SYN keeps retransmitting its SYN-ACK; the half-open entry must
+/// still go after the SYN time-out, or a flood keeps the table full (found by knits-host's
+/// hostile tests).
+#[test]
+fn half_open_entries_expire_after_the_syn_timeout_despite_retransmissions() {
+    let (mut sw, mut out) = warmed();
+    let syn = Tcp {
+        src_mac: CLIENT_MAC,
+        dst_mac: sw_mac(0),
+        src: (CLIENT, 999),
+        dst: (VIP, 80),
+        control: TcpControl::Syn,
+        seq: 1,
+        ack: None,
+        ts: None,
+        sack: [None; 3],
+        ttl: 64,
+        payload: &[],
+    };
+    assert_eq!(
+        sw.process(
+            0,
+            Instant::from_secs(1),
+            &mut syn.frame(),
+            FrameMeta::FULL,
+            &mut out,
+            &mut NoMeter
+        ),
+        Verdict::Forward(1)
+    );
+    let synack = Tcp {
+        src_mac: NODE1_MAC,
+        dst_mac: sw_mac(1),
+        src: (NODE1, 80),
+        dst: (CLIENT, 999),
+        control: TcpControl::Syn,
+        seq: 77,
+        ack: Some(2),
+        ts: None,
+        sack: [None; 3],
+        ttl: 64,
+        payload: &[],
+    };
+    for t in [1u64, 2, 4, 8, 16, 28] {
+        assert_eq!(
+            sw.process(
+                1,
+                Instant::from_secs(t as i64),
+                &mut synack.frame(),
+                FrameMeta::FULL,
+                &mut out,
+                &mut NoMeter
+            ),
+            Verdict::Forward(0)
+        );
+    }
+    let (_, f) = sw.table().iter().next().unwrap();
+    assert_eq!(f.state, TcpState::SynReceived);
+    sw.poll(Instant::from_secs(30), 100, &mut out);
+    assert_eq!(sw.flow_count(), 1, "within 30 s of the first SYN");
+    sw.poll(Instant::from_secs(32), 100, &mut out);
+    assert_eq!(
+        sw.flow_count(),
+        0,
+        "the retransmitted SYN-ACKs did not keep it alive"
+    );
+}
+
+/// When a back-end's link goes down, its clients get an RST at their own receive point and new
+/// connections go elsewhere.
+#[test]
+fn a_port_going_down_resets_its_clients_and_is_skipped_by_spray() {
+    let (mut sw, mut out) = warmed();
+    let node2 = Ipv4Address::new(198, 19, 2, 2);
+    let node2_mac = EthernetAddress([2, 0, 0, 0, 2, 2]);
+    sw.process(
+        2,
+        Instant::from_millis(1),
+        &mut arp_request(node2_mac, node2, Ipv4Address::new(198, 19, 2, 1)),
+        FrameMeta::FULL,
+        &mut out,
+        &mut NoMeter,
+    );
+    let t = Instant::from_millis(2);
+    let c = |sport, ctl, seq, ack| Tcp {
+        src_mac: CLIENT_MAC,
+        dst_mac: sw_mac(0),
+        src: (CLIENT, sport),
+        dst: (VIP, 80),
+        control: ctl,
+        seq,
+        ack,
+        ts: None,
+        sack: [None; 3],
+        ttl: 64,
+        payload: &[],
+    };
+    // Connection 1 (round robin: node 1), established.
+    assert_eq!(
+        sw.process(
+            0,
+            t,
+            &mut c(1000, TcpControl::Syn, 100, None).frame(),
+            FrameMeta::FULL,
+            &mut out,
+            &mut NoMeter
+        ),
+        Verdict::Forward(1)
+    );
+    let sa = Tcp {
+        src_mac: NODE1_MAC,
+        dst_mac: sw_mac(1),
+        src: (NODE1, 80),
+        dst: (CLIENT, 1000),
+        control: TcpControl::Syn,
+        seq: 500,
+        ack: Some(101),
+        ts: None,
+        sack: [None; 3],
+        ttl: 64,
+        payload: &[],
+    };
+    assert_eq!(
+        sw.process(
+            1,
+            t,
+            &mut sa.frame(),
+            FrameMeta::FULL,
+            &mut out,
+            &mut NoMeter
+        ),
+        Verdict::Forward(0)
+    );
+    assert_eq!(
+        sw.process(
+            0,
+            t,
+            &mut c(1000, TcpControl::None, 101, Some(501)).frame(),
+            FrameMeta::FULL,
+            &mut out,
+            &mut NoMeter
+        ),
+        Verdict::Forward(1)
+    );
+    out.0.clear();
+    assert_eq!(sw.set_port_up(1, false, &mut out), 1);
+    assert_eq!(sw.flow_count(), 0);
+    assert_eq!(out.0.len(), 1);
+    let (port, rst) = &out.0[0];
+    assert_eq!(*port, 0);
+    let want = Tcp {
+        src_mac: sw_mac(0),
+        dst_mac: CLIENT_MAC,
+        src: (VIP, 80),
+        dst: (CLIENT, 1000),
+        control: TcpControl::Rst,
+        seq: 501,
+        ack: Some(101),
+        ts: None,
+        sack: [None; 3],
+        ttl: 64,
+        payload: &[],
+    }
+    .frame();
+    let rst_tcp = TcpPacket::new_checked(&rst[34..]).unwrap();
+    assert!(rst_tcp.rst() && rst_tcp.seq_number() == TcpSeqNumber(501));
+    assert_eq!(&rst[..14], &want[..14]);
+    check_full(rst);
+    assert_eq!(sw.counters().generated_count(Generated::PortDownReset), 1);
+    // New connections all go to node 2 now.
+    for p in 2000..2004 {
+        assert_eq!(
+            sw.process(
+                0,
+                t,
+                &mut c(p, TcpControl::Syn, 1, None).frame(),
+                FrameMeta::FULL,
+                &mut out,
+                &mut NoMeter
+            ),
+            Verdict::Forward(2)
+        );
+    }
+    sw.set_port_up(1, true, &mut out);
+    let picks: Vec<_> = (3000..3004)
+        .map(|p| {
+            sw.process(
+                0,
+                t,
+                &mut c(p, TcpControl::Syn, 1, None).frame(),
+                FrameMeta::FULL,
+                &mut out,
+                &mut NoMeter,
+            )
+        })
+        .collect();
+    assert!(picks.contains(&Verdict::Forward(1)), "{picks:?}");
+}

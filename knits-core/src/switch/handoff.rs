@@ -74,14 +74,14 @@ impl<'a> Switch<'a> {
             src,
             code.name()
         );
-        // Answer, signed with the request's key when known (else the first key).
-        let Some(&(kid, key)) = self
-            .config
-            .keys
-            .iter()
-            .find(|(id, _)| *id == key_id)
-            .or(self.config.keys.first())
-        else {
+        // A request whose tag does not verify gets no answer: a signed "bad_mac" would let
+        // anyone on a node's link who guesses the node's counter end that node's real hand-off
+        // (the node takes the first verified reply for its counter). It is counted above.
+        if code == ReplyCode::BadMac {
+            return Verdict::Local(LocalKind::Control);
+        }
+        // Answer, signed with the request's key.
+        let Some(&(kid, key)) = self.config.keys.iter().find(|(id, _)| *id == key_id) else {
             return Verdict::Local(LocalKind::Control);
         };
         let reply = ReplyRepr {
@@ -700,17 +700,25 @@ impl<'a> Switch<'a> {
         // For binding 0 the leg is c1 and its orig direction is the client's own (untranslated)
         // stream; for later bindings it holds what was delivered on the leg. Either way it is
         // what the old node last received.
-        let _ = anchor;
         let (ts_out, win) = (leg.dirs[0].ts_in, leg.dirs[0].win);
         // At the old node's rcv_nxt as last seen (its highest ACK), on retries too: when its
         // ACK of the last client bytes was lost, the first FIN lay before its rcv_nxt and was
-        // ignored; its duplicate ACK then moved `srv_ack` on, and the retry must follow. (An
-        // ACK of the FIN itself ends the retries first, see `on_old_node_inbound`.)
-        let seq = if b.inbound == Teardown::Idle {
+        // ignored; its duplicate ACK then moves `srv_ack` on, and the retry follows. Those
+        // duplicate ACKs are rate-limited and may be lost as well, so every other retry goes
+        // at the end of what was delivered to the node on this leg instead (its rcv_nxt when
+        // the tail arrived). An ACK of either ends the retries (see `on_old_node_inbound`).
+        let delivered = if b.leg as usize == anchor {
+            b.c_hi.add(b.c_off)
+        } else {
+            leg.dirs[0].nxt
+        };
+        let at_ack = if b.inbound == Teardown::Idle {
             b.srv_ack
         } else {
             b.srv_ack.max(b.fake_fin)
         };
+        let at_end = b.inbound != Teardown::Idle && b.fin_tries % 2 == 1 && delivered.gt(at_ack);
+        let seq = if at_end { delivered } else { at_ack };
         let ts = leg.ts_enabled().then_some((ts_out, b.srv_ts));
         let g = GenTcp {
             src: leg.keys[1].reversed(),
@@ -723,7 +731,11 @@ impl<'a> Switch<'a> {
         };
         self.gen_tcp(b.server_port, g, Generated::FakeClientFin, sink);
         let b = &mut self.sessions[s].bindings[j];
-        b.fake_fin = seq;
+        if at_end {
+            b.fake_fin_end = Some(seq);
+        } else {
+            b.fake_fin = seq;
+        }
         b.fin_tries = b.fin_tries.saturating_add(1);
         if b.inbound == Teardown::Idle {
             b.inbound = Teardown::FinSent;
@@ -752,16 +764,23 @@ impl<'a> Switch<'a> {
             // Never let a retiring node reset the client.
             return Verdict::Local(LocalKind::TeardownAbsorbed);
         }
-        // Only an ACK of exactly the faked FIN acknowledges it: a larger one is a duplicate ACK
+        // Only an ACK of exactly a faked FIN acknowledges it: a larger one is a duplicate ACK
         // for client bytes past the FIN, i.e. the FIN was out of place and ignored (and is
-        // resent at the node's rcv_nxt).
-        if b.inbound == Teardown::FinSent && seg.ackf && seg.ack == b.fake_fin.add(1) {
+        // resent, see `send_fake_fin`).
+        let acks_fin = seg.ackf
+            && (seg.ack == b.fake_fin.add(1)
+                || b.fake_fin_end.is_some_and(|e| seg.ack == e.add(1)));
+        if b.inbound == Teardown::FinSent && acks_fin {
             self.sessions[s].bindings[k].inbound = Teardown::FinAcked;
         }
         if seg.fin {
             let fin_seq = seg.seq.add(seg.len);
+            // The client's next sequence as the old node sees it: what its FIN acknowledges
+            // (one past the faked FIN it took).
             let mine = if b.inbound == Teardown::Idle {
                 b.srv_ack
+            } else if acks_fin {
+                seg.ack
             } else {
                 b.fake_fin.add(1)
             };
@@ -954,6 +973,10 @@ impl<'a> Switch<'a> {
             if let Some(f) = self.table.get_mut(b.leg as usize) {
                 f.link = 0;
                 f.state = TcpState::TimeWait;
+                // One RST may be lost: a hung target never answers the old node's
+                // retransmissions, so the old node would never learn of the roll-back.
+                f.dirs[0].flags |= dirflag::ABORTED;
+                f.dirs[1].flags |= dirflag::ABORTED;
             }
         }
         let sess = &mut self.sessions[s];
@@ -989,6 +1012,26 @@ impl<'a> Switch<'a> {
                 f.link = 0;
             }
         }
+    }
+
+    /// A segment from an end of a rolled-back leg: answered as the closed peer would (RFC 9293
+    /// 3.10.7.1), an RST at the sender's rcv_nxt (its ACK field) acknowledging the segment.
+    pub(super) fn answer_aborted<S: Sink + ?Sized>(
+        &mut self,
+        port: PortId,
+        seg: &Seg,
+        sink: &mut S,
+    ) {
+        let g = GenTcp {
+            src: seg.key.reversed(),
+            seq: if seg.ackf { seg.ack } else { SeqNumber(0) },
+            ack: seg.seq.add(seg.seq_len()),
+            fin: false,
+            rst: true,
+            win: 0,
+            ts: None,
+        };
+        self.gen_tcp(port, g, Generated::AbortReset, sink);
     }
 
     /// Timers of one session: hand-off time-out, faked FINs (first send and retries), and
@@ -1058,7 +1101,7 @@ impl<'a> Switch<'a> {
 
     /// Builds and sends a TCP segment from `g.src` (a key as the sender would put it on the wire)
     /// out of `port`, with complete checksums and an optional timestamp option.
-    fn gen_tcp<S: Sink + ?Sized>(
+    pub(super) fn gen_tcp<S: Sink + ?Sized>(
         &mut self,
         port: PortId,
         g: GenTcp,

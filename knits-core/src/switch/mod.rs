@@ -32,7 +32,9 @@ const IP_LEN: usize = 20;
 const TCP_AT: usize = ETH_LEN + IP_LEN;
 /// Largest frame the switch generates.
 pub const MAX_GENERATED: usize = 128;
-const NEIGHBORS: usize = 64;
+/// Neighbor cache: sets of [`NEIGHBOR_WAYS`] entries, least recently learned replaced first.
+const NEIGHBOR_SETS: usize = 64;
+const NEIGHBOR_WAYS: usize = 4;
 /// Faked FINs are resent this often until acknowledged.
 const FIN_RETRY_MS: u32 = 200;
 const FIN_TRIES: u8 = 8;
@@ -92,6 +94,13 @@ struct Neighbor {
     ip: [u8; 4],
     mac: [u8; 6],
     valid: bool,
+    /// When it was last learned (a counter), for replacement.
+    stamp: u32,
+}
+
+#[inline]
+fn neighbor_set(ip: [u8; 4]) -> usize {
+    (u32::from_be_bytes(ip).wrapping_mul(0x9e37_79b1) >> 26) as usize % NEIGHBOR_SETS
 }
 
 /// A parsed TCP segment (values before any rewrite).
@@ -272,7 +281,10 @@ pub struct Switch<'a> {
     sessions_used: usize,
     session_cursor: usize,
     spray: Spray,
-    neighbors: [Neighbor; NEIGHBORS],
+    neighbors: [[Neighbor; NEIGHBOR_WAYS]; NEIGHBOR_SETS],
+    neighbor_clock: u32,
+    /// Ports whose link is up (all at start); see [`Switch::set_port_up`].
+    port_up: [bool; crate::config::MAX_PORTS],
     replay: [ReplayState; MAX_BACKENDS],
     counters: Counters,
 }
@@ -310,7 +322,9 @@ impl<'a> Switch<'a> {
             sessions_used: 0,
             session_cursor: 0,
             spray,
-            neighbors: [Neighbor::default(); NEIGHBORS],
+            neighbors: [[Neighbor::default(); NEIGHBOR_WAYS]; NEIGHBOR_SETS],
+            neighbor_clock: 0,
+            port_up: [true; crate::config::MAX_PORTS],
             replay: [ReplayState::default(); MAX_BACKENDS],
             counters: Counters::default(),
         })
@@ -445,7 +459,7 @@ impl<'a> Switch<'a> {
                 chunk,
                 |f| {
                     let d = match f.state {
-                        TcpState::SynSent => t.syn,
+                        TcpState::SynSent | TcpState::SynReceived => t.syn,
                         TcpState::Established => t.established,
                         TcpState::TimeWait => t.time_wait,
                         _ => t.transitory,
@@ -518,26 +532,43 @@ impl<'a> Switch<'a> {
     // ----------------------------------------------------------------------------------------
     // ARP and neighbors.
 
+    /// Learns a neighbor from an ARP packet (never from IP sources: a flood of spoofed sources
+    /// would evict the real hosts). Replaces the least recently learned way of the set.
     fn learn(&mut self, ip: [u8; 4], mac: [u8; 6]) {
         if mac[0] & 1 != 0 || ip == [0; 4] {
             return;
         }
-        let h = (ip[2] as usize * 31 + ip[3] as usize) % NEIGHBORS;
-        self.neighbors[h] = Neighbor {
-            ip,
-            mac,
-            valid: true,
+        self.neighbor_clock = self.neighbor_clock.wrapping_add(1);
+        let stamp = self.neighbor_clock;
+        let Some(set) = self.neighbors.get_mut(neighbor_set(ip)) else {
+            return;
         };
+        let mut victim = 0;
+        for (i, n) in set.iter().enumerate() {
+            if n.valid && n.ip == ip {
+                victim = i;
+                break;
+            }
+            let v = &set[victim];
+            if !n.valid || (v.valid && stamp.wrapping_sub(n.stamp) > stamp.wrapping_sub(v.stamp)) {
+                victim = i;
+            }
+        }
+        if let Some(n) = set.get_mut(victim) {
+            *n = Neighbor {
+                ip,
+                mac,
+                valid: true,
+                stamp,
+            };
+        }
     }
 
     fn neighbor(&self, ip: [u8; 4]) -> Option<EthernetAddress> {
-        let h = (ip[2] as usize * 31 + ip[3] as usize) % NEIGHBORS;
-        let n = self.neighbors[h];
-        if n.valid && n.ip == ip {
-            Some(EthernetAddress(n.mac))
-        } else {
-            None
-        }
+        let set = self.neighbors.get(neighbor_set(ip))?;
+        set.iter()
+            .find(|n| n.valid && n.ip == ip)
+            .map(|n| EthernetAddress(n.mac))
     }
 
     fn owns(&self, port: PortId, ip: Ipv4Address) -> bool {
@@ -715,9 +746,7 @@ impl<'a> Switch<'a> {
         if !self.source_allowed(&pc, src) {
             return Verdict::Drop(DropReason::SrcSpoofed);
         }
-        if pc.contains(src) {
-            self.learn(src.octets(), src_mac.0);
-        }
+        let _ = src_mac;
         let l4_len = total - IP_LEN;
         match proto {
             IpProtocol::Tcp => {
@@ -755,6 +784,81 @@ impl<'a> Switch<'a> {
                     })
             }
         }
+    }
+
+    /// Spray, skipping back-ends behind a port that is down (the policy's pick if it is up,
+    /// else the next back-end that is).
+    fn pick_backend(&mut self, client: [u8; 4], port: u16) -> Option<usize> {
+        let first = self.spray.pick(&self.config.backends, client, port)?;
+        let n = self.config.backends.len();
+        (0..n).map(|i| (first + i) % n).find(|&i| {
+            let b = &self.config.backends[i];
+            b.weight > 0 && self.port_up.get(b.port as usize).copied().unwrap_or(false)
+        })
+    }
+
+    /// Tells the switch that a port's link went down or came back. Going down, every client
+    /// connection whose current server sits behind the port gets an RST at the client's own
+    /// receive point (so the client learns within one round trip instead of its own time-out),
+    /// its entries go, and spraying skips the port's back-ends until it is up again. Not a
+    /// per-packet operation: it walks the whole table. Returns the connections reset.
+    pub fn set_port_up<S: Sink + ?Sized>(&mut self, port: PortId, up: bool, sink: &mut S) -> usize {
+        let Some(p) = self.port_up.get_mut(port as usize) else {
+            return 0;
+        };
+        *p = up;
+        if up {
+            return 0;
+        }
+        let mut reset = 0;
+        for fi in 0..self.table.capacity() {
+            let Some(f) = self.table.get(fi).copied() else {
+                continue;
+            };
+            // The port serving this flow now: the current binding's server for a spliced client
+            // connection, else the back-end port of a NAT flow; routed legs end with their session.
+            let serving = match (f.kind, f.session()) {
+                (FlowKind::Nat, None) => Some(f.ports[1]),
+                (FlowKind::Nat, Some(s)) => self
+                    .sessions
+                    .get(s)
+                    .and_then(|x| x.current())
+                    .map(|b| b.server_port),
+                (FlowKind::Routed, None) if f.ports.contains(&port) => {
+                    self.table.remove(fi);
+                    continue;
+                }
+                _ => None,
+            };
+            if serving != Some(port) {
+                continue;
+            }
+            let (o, r) = (f.dirs[0], f.dirs[1]);
+            if r.has(dirflag::SYN) {
+                let vip = f.keys[0];
+                let g = GenTcp {
+                    src: FlowKey {
+                        src: vip.dst,
+                        dst: vip.src,
+                        sport: vip.dport,
+                        dport: vip.sport,
+                    },
+                    seq: if o.has(dirflag::ACKED) { o.ack } else { r.nxt },
+                    ack: o.nxt,
+                    fin: false,
+                    rst: true,
+                    win: 0,
+                    ts: None,
+                };
+                self.gen_tcp(f.ports[0], g, Generated::PortDownReset, sink);
+                reset += 1;
+            }
+            match f.session() {
+                Some(s) => self.end_session(s),
+                None => self.table.remove(fi),
+            }
+        }
+        reset
     }
 
     /// A back-end to back-end route: the destination is a node on another back-end port.
@@ -958,6 +1062,13 @@ impl<'a> Switch<'a> {
         if let Some(r) = self.validate(&flow, dir, &seg) {
             return Verdict::Drop(r);
         }
+        if flow.session().is_none() && flow.dirs[dir.index()].has(dirflag::ABORTED) {
+            self.track(fi, dir, port, now_ms, &seg);
+            if !seg.rst {
+                self.answer_aborted(port, &seg, sink);
+            }
+            return Verdict::Local(LocalKind::TeardownAbsorbed);
+        }
         match (flow.session(), flow.kind) {
             (None, FlowKind::Nat) => {
                 self.nat_plain(fi, dir, port, now_ms, &seg, frame, meta, sink, meter)
@@ -999,7 +1110,11 @@ impl<'a> Switch<'a> {
         let Some(f) = self.table.get_mut(fi) else {
             return;
         };
-        f.last_ms = now_ms;
+        // A retransmitted SYN or SYN-ACK is no sign of life: a node answering a spoofed SYN would
+        // otherwise keep the half-open entry alive for as long as it retries.
+        if !(seg.syn && f.dirs[dir.index()].has(dirflag::SYN)) {
+            f.last_ms = now_ms;
+        }
         let d = &mut f.dirs[dir.index()];
         if seg.syn && !d.has(dirflag::SYN) {
             d.isn = seg.seq;
@@ -1094,10 +1209,7 @@ impl<'a> Switch<'a> {
         }
         match role {
             PortRole::Client => {
-                let Some(bi) = self
-                    .spray
-                    .pick(&self.config.backends, seg.key.src, seg.key.sport)
-                else {
+                let Some(bi) = self.pick_backend(seg.key.src, seg.key.sport) else {
                     return Verdict::Drop(DropReason::NoBackend);
                 };
                 let be = self.config.backends[bi];
