@@ -833,6 +833,18 @@ impl<'a> Switch<'a> {
             if serving != Some(port) {
                 continue;
             }
+            // A hand-off to this port that the target has not confirmed is undone instead: the
+            // old node still holds everything and serves the client itself.
+            if let Some(s) = f.session()
+                && self
+                    .sessions
+                    .get(s)
+                    .and_then(|x| x.current())
+                    .is_some_and(|b| b.phase == Phase::Pending)
+            {
+                self.rollback(s, sink);
+                continue;
+            }
             let (o, r) = (f.dirs[0], f.dirs[1]);
             if r.has(dirflag::SYN) {
                 let vip = f.keys[0];
