@@ -222,6 +222,8 @@ impl ClusterConfig {
     /// The switch configuration: [`Config::cluster`] with this file's VIP, policy and timeouts.
     pub fn switch_config(&self, key: [u8; 16]) -> Result<Config, String> {
         let mut c = Config::cluster(self.nodes, key);
+        // A fresh flow-table hash seed per run, so nobody can precompute colliding tuples.
+        c.hash_seed = random_key();
         c.vip = self.vip.octets().into();
         c.policy = self.spray_policy()?;
         let ms = |v: Option<u64>, d: CoreDuration| v.map(CoreDuration::from_millis).unwrap_or(d);

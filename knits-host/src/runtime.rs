@@ -105,6 +105,8 @@ pub trait Core {
     ) -> Outcome;
     /// Runs timers.
     fn poll(&mut self, now: Instant, sink: &mut FrameSink);
+    /// The link behind `port` went down (writes fail, or the device is gone) or came back.
+    fn set_port_up(&mut self, _port: PortId, _up: bool, _sink: &mut FrameSink) {}
     /// Copies counters and occupancy into `snap` (ports and host figures are filled by the loop).
     fn snapshot(&self, snap: &mut Snapshot);
 }
@@ -150,6 +152,10 @@ pub struct Options {
 
 struct Port {
     tap: Tap,
+    /// The link is down (writes fail with EIO) or gone (the device was deleted).
+    down: bool,
+    /// The device is gone for good; its fd has left the epoll set.
+    gone: bool,
     stats: PortStats,
     fault_in: Option<Injector>,
     fault_out: Option<Injector>,
@@ -252,6 +258,8 @@ impl<C: Core> Runtime<C> {
                 fault_in: faults.map(|f| Injector::new(f, 2 * i as u64)),
                 fault_out: faults.map(|f| Injector::new(f, 2 * i as u64 + 1)),
                 tap,
+                down: false,
+                gone: false,
             });
         }
         let pcap = match &opts.pcap {
@@ -386,10 +394,23 @@ impl<C: Core> Runtime<C> {
             let n = match p.tap.recv(&mut self.buf) {
                 Ok(Some(n)) => n,
                 Ok(None) => return,
-                Err(_) => {
+                Err(e) => {
                     p.stats.rx_errors += 1;
+                    if e.kind() != io::ErrorKind::Interrupted {
+                        // The device is gone (EBADFD after its link was deleted): a level-triggered
+                        // epoll would report it readable forever, so it leaves the set.
+                        self.port_gone(port);
+                    }
                     return;
                 }
+            };
+            if p.down {
+                p.down = false;
+                self.core.set_port_up(port as PortId, true, &mut self.sink);
+                self.drain_sink();
+            }
+            let Some(p) = self.ports.get_mut(port) else {
+                return;
             };
             let Some(mut hdr) = VnetHdr::parse(&self.buf[..n]) else {
                 p.stats.rx_errors += 1;
@@ -549,8 +570,41 @@ impl<C: Core> Runtime<C> {
                 p.stats.tx_frames += 1;
                 p.stats.tx_bytes += (b.len() - vnet::HDR_LEN) as u64;
             }
-            Err(_) => p.stats.tx_errors += 1,
+            Err(e) => {
+                p.stats.tx_errors += 1;
+                // EIO: the link is down. The switch resets the clients served behind it once;
+                // the first frame read from the port again brings it back.
+                if e.raw_os_error() == Some(libc::EIO) && !p.down {
+                    p.down = true;
+                    self.core.set_port_up(port, false, &mut self.sink);
+                    self.drain_sink();
+                }
+            }
         }
+    }
+
+    /// Takes a port whose device has gone out of the epoll set and tells the switch.
+    fn port_gone(&mut self, port: usize) {
+        let Some(p) = self.ports.get_mut(port) else {
+            return;
+        };
+        if p.gone {
+            return;
+        }
+        p.gone = true;
+        p.down = true;
+        let mut ev = libc::epoll_event { events: 0, u64: 0 };
+        // SAFETY: both fds are valid; EPOLL_CTL_DEL ignores the event argument.
+        unsafe {
+            libc::epoll_ctl(
+                self.epoll.as_raw_fd(),
+                libc::EPOLL_CTL_DEL,
+                p.tap.as_raw_fd(),
+                &mut ev,
+            );
+        }
+        self.core.set_port_up(port as PortId, false, &mut self.sink);
+        self.drain_sink();
     }
 }
 

@@ -68,6 +68,11 @@ impl Core for SwitchCore {
         self.sw.poll(now, POLL_BUDGET, sink);
     }
 
+    fn set_port_up(&mut self, port: PortId, up: bool, sink: &mut FrameSink) {
+        let reset = self.sw.set_port_up(port, up, sink);
+        tracing::warn!(port, up, reset, "switch port link state changed");
+    }
+
     fn snapshot(&self, snap: &mut Snapshot) {
         snap.core = self.sw.counters().clone();
         snap.flows = self.sw.flow_count();
