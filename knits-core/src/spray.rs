@@ -143,6 +143,23 @@ impl Spray {
     }
 }
 
+/// The shard (`0..shards`) that owns a TCP connection whose ephemeral endpoint is `addr`:`port`,
+/// for a switch split into `shards` shared-nothing shards (knits-host `--shards`). The host
+/// steers frames with it and the proxy picks the source port of a new leg with it, so both must
+/// use this one function. A fixed mixer (SplitMix64's finalizer over address and port), not keyed:
+/// the proxy and the switch agree without sharing a secret. `shards` 0 or 1: always 0.
+pub fn shard_of(addr: [u8; 4], port: u16, shards: u32) -> u32 {
+    if shards <= 1 {
+        return 0;
+    }
+    let mut z = (u64::from(u32::from_be_bytes(addr)) << 16) | u64::from(port);
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    (z % u64::from(shards)) as u32
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,6 +235,31 @@ mod tests {
         assert!(
             moved_others < 200,
             "{moved_others} of the surviving backends' clients moved"
+        );
+    }
+    #[test]
+    fn shard_of_is_spread_and_in_range() {
+        assert_eq!(shard_of([1, 2, 3, 4], 5, 0), 0);
+        assert_eq!(shard_of([1, 2, 3, 4], 5, 1), 0);
+        for shards in 2..=4u32 {
+            let mut count = [0u32; 4];
+            for p in 32768..34768u16 {
+                let s = shard_of([198, 18, 0, 2], p, shards);
+                assert!(s < shards);
+                assert_eq!(s, shard_of([198, 18, 0, 2], p, shards));
+                count[s as usize] += 1;
+            }
+            let even = 2000 / shards;
+            for c in &count[..shards as usize] {
+                assert!(
+                    c.abs_diff(even) < even / 5,
+                    "uneven {count:?} over {shards}"
+                );
+            }
+        }
+        // The address matters too.
+        assert!(
+            (0..64u16).any(|p| shard_of([198, 19, 1, 2], p, 2) != shard_of([198, 19, 2, 2], p, 2))
         );
     }
 }

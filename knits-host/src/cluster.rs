@@ -28,7 +28,7 @@ use serde::Deserialize;
 use crate::faults::FaultConfig;
 use crate::http::{ResponseParser, Step};
 use crate::netns::{self, Guard};
-use crate::runtime::{Options, Runtime};
+use crate::runtime::{Options, Runtime, ShardCounts, ShardSet, ShardStats};
 use crate::stats::{self, Snapshot};
 use crate::switch::SwitchCore;
 use crate::tap::{Tap, TapOptions};
@@ -108,6 +108,10 @@ pub struct ClusterConfig {
     pub proxy: ProxySetup,
     /// Where the proxies' and origins' logs go (default: a temporary directory per run).
     pub log_dir: Option<PathBuf>,
+    /// Switch shards, one thread each (1..=4; 1: the single-threaded loop). With more, every
+    /// TAP is multi-queue and the proxies pick new legs' ports by shard
+    /// (docs/architecture.md, "Using both cores").
+    pub shards: usize,
 }
 
 impl Default for ClusterConfig {
@@ -127,6 +131,7 @@ impl Default for ClusterConfig {
             faults: FaultConfig::default(),
             proxy: ProxySetup::default(),
             log_dir: None,
+            shards: 1,
         }
     }
 }
@@ -198,6 +203,13 @@ impl ClusterConfig {
             return Err("flow_capacity must be >= 16 and session_capacity >= 1".into());
         }
         self.faults.validate()?;
+        if !(1..=crate::runtime::MAX_SHARDS).contains(&self.shards) {
+            return Err(format!(
+                "shards = {} must be 1..={} (one switch thread each)",
+                self.shards,
+                crate::runtime::MAX_SHARDS
+            ));
+        }
         if !matches!(self.proxy.policy.as_str(), "prefix" | "hash" | "local") {
             return Err(format!(
                 "proxy.policy {:?} must be prefix, hash or local",
@@ -244,9 +256,42 @@ pub fn node_addr(n: usize) -> Ipv4Addr {
     Ipv4Addr::new(198, 19, n as u8, 2)
 }
 
-struct RunningSwitch {
-    stop: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<Result<(), String>>,
+enum RunningSwitch {
+    One {
+        stop: Arc<AtomicBool>,
+        thread: std::thread::JoinHandle<Result<(), String>>,
+    },
+    Sharded {
+        stop: Arc<AtomicBool>,
+        set: ShardSet,
+    },
+}
+
+/// Opens TAP `ifname` with `queues` queues (multi-queue when more than one) here, then moves
+/// its link into `ns` and configures it (what [`Guard::attach_tap`] does for one queue: a queue
+/// can only be attached by name in the namespace the device is in).
+fn attach_queues(
+    ns: &str,
+    ifname: &str,
+    addr: &str,
+    gateway: &str,
+    opts: TapOptions,
+    queues: usize,
+) -> io::Result<Vec<Tap>> {
+    let first = Tap::open(ifname, opts)?;
+    let mut v = Vec::with_capacity(queues);
+    for _ in 1..queues {
+        v.push(first.open_queue()?);
+    }
+    v.insert(0, first);
+    netns::ip(&["link", "set", "dev", ifname, "netns", ns])?;
+    netns::ip_batch(
+        Some(ns),
+        &format!(
+            "addr add {addr} dev {ifname}\nlink set dev {ifname} up\nroute add default via {gateway} dev {ifname}\n"
+        ),
+    )?;
+    Ok(v)
 }
 
 /// A cluster that is up. Dropping it stops the switch, kills the services and removes every
@@ -262,8 +307,10 @@ pub struct Cluster {
     pub node_ns: Vec<String>,
     /// Logs of the proxies and origins.
     pub log_dir: PathBuf,
-    taps: Option<Vec<Tap>>,
+    /// Per port, one queue per shard.
+    taps: Option<Vec<Vec<Tap>>>,
     switch: Option<RunningSwitch>,
+    shard_stats: Option<Arc<Vec<ShardStats>>>,
     snapshot: Arc<Mutex<Snapshot>>,
     server: Option<stats::Server>,
     remove_logs: bool,
@@ -320,32 +367,33 @@ impl Cluster {
         std::fs::write(&key_file, hex(&key) + "\n")
             .map_err(|e| format!("key file {}: {e}", key_file.display()))?;
 
+        let shards = config.shards;
         let opts = TapOptions {
             offloads: config.offloads,
-            multi_queue: false,
+            multi_queue: shards > 1,
+        };
+        let attach = |guard: &mut Guard, ns: &str, addr: &str, gw: &str| {
+            if shards > 1 {
+                attach_queues(ns, ns, addr, gw, opts, shards).map_err(io)
+            } else {
+                Ok(vec![
+                    guard.attach_tap(ns, ns, addr, Some(gw), opts).map_err(io)?,
+                ])
+            }
         };
         let client_ns = guard.add_namespace("client").map_err(io)?;
-        let mut taps = vec![
-            guard
-                .attach_tap(
-                    &client_ns,
-                    &client_ns,
-                    "198.18.0.2/24",
-                    Some("198.18.0.1"),
-                    opts,
-                )
-                .map_err(io)?,
-        ];
+        let mut taps = vec![attach(
+            &mut guard,
+            &client_ns,
+            "198.18.0.2/24",
+            "198.18.0.1",
+        )?];
         let mut node_ns = Vec::new();
         for n in 1..=config.nodes {
             let ns = guard.add_namespace(&format!("n{n}")).map_err(io)?;
             let addr = format!("{}/24", node_addr(n));
             let gw = format!("198.19.{n}.1");
-            taps.push(
-                guard
-                    .attach_tap(&ns, &ns, &addr, Some(&gw), opts)
-                    .map_err(io)?,
-            );
+            taps.push(attach(&mut guard, &ns, &addr, &gw)?);
             node_ns.push(ns);
         }
         let exe_s = exe.to_string_lossy().to_string();
@@ -405,6 +453,10 @@ impl Cluster {
                     args.push(format!("/obj/n{k}/=n{k}"));
                 }
             }
+            if shards > 1 {
+                args.push("--shards".into());
+                args.push(shards.to_string());
+            }
             args.extend(config.proxy.extra_args.iter().cloned());
             guard
                 .spawn_in(ns, &format!("proxy n{n}"), &exe_s, &args, log("proxy"))
@@ -427,6 +479,7 @@ impl Cluster {
             log_dir,
             taps: Some(taps),
             switch: None,
+            shard_stats: None,
             snapshot,
             server: Some(server),
             remove_logs,
@@ -450,7 +503,16 @@ impl Cluster {
     }
 
     fn runtime(&mut self) -> Result<Runtime<SwitchCore>, String> {
-        let taps = self.taps.take().ok_or("the switch was started already")?;
+        if self.config.shards > 1 {
+            return Err("a sharded switch runs on threads of its own (start_switch)".into());
+        }
+        let taps = self
+            .taps
+            .take()
+            .ok_or("the switch was started already")?
+            .into_iter()
+            .flatten()
+            .collect();
         let core = SwitchCore::new(
             self.config.switch_config(self.key)?,
             self.config.flow_capacity,
@@ -463,34 +525,91 @@ impl Cluster {
         Runtime::new(core, taps, &opts, self.snapshot.clone()).map_err(|e| e.to_string())
     }
 
-    /// Runs the switch on a thread of its own.
+    /// Starts `shards` > 1 switch loops, one thread each.
+    fn start_shards(&mut self, stop: Arc<AtomicBool>) -> Result<ShardSet, String> {
+        let n = self.config.shards;
+        let per_port = self.taps.take().ok_or("the switch was started already")?;
+        // queues[k][port]: shard k's queue of every port.
+        let mut queues: Vec<Vec<Tap>> = (0..n).map(|_| Vec::new()).collect();
+        for port in per_port {
+            for (k, q) in port.into_iter().enumerate() {
+                queues[k].push(q);
+            }
+        }
+        let config = self.config.switch_config(self.key)?;
+        // The capacities are the cluster's: each shard gets its share.
+        let flows = self.config.flow_capacity.div_ceil(n).max(16);
+        let sessions = self.config.session_capacity.div_ceil(n).max(1);
+        let cores = (0..n)
+            .map(|_| SwitchCore::new(config.clone(), flows, sessions))
+            .collect::<Result<Vec<_>, _>>()?;
+        let opts = Options {
+            faults: Some(self.config.faults),
+            pcap: self.config.pcap.clone(),
+        };
+        let set = ShardSet::start(cores, queues, config, &opts, self.snapshot.clone(), stop)
+            .map_err(|e| format!("switch shards: {e}"))?;
+        self.shard_stats = Some(set.stats());
+        Ok(set)
+    }
+
+    /// Runs the switch on a thread of its own (one per shard).
     pub fn start_switch(&mut self) -> Result<(), String> {
-        let mut rt = self.runtime()?;
         let stop = Arc::new(AtomicBool::new(false));
+        if self.config.shards > 1 {
+            let set = self.start_shards(stop.clone())?;
+            self.switch = Some(RunningSwitch::Sharded { stop, set });
+            return Ok(());
+        }
+        let mut rt = self.runtime()?;
         let st = stop.clone();
         let thread = std::thread::Builder::new()
             .name("knits-switch".into())
             .spawn(move || rt.run(&st).map_err(|e| format!("switch loop: {e}")))
             .map_err(|e| e.to_string())?;
-        self.switch = Some(RunningSwitch { stop, thread });
+        self.switch = Some(RunningSwitch::One { stop, thread });
         Ok(())
     }
 
-    /// Runs the switch on the calling thread until `stop` is set.
+    /// Runs the switch on the calling thread until `stop` is set (sharded: waits for the
+    /// shards' threads).
     pub fn run_switch(&mut self, stop: &AtomicBool) -> Result<(), String> {
+        if self.config.shards > 1 {
+            let own = Arc::new(AtomicBool::new(false));
+            let set = self.start_shards(own.clone())?;
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            own.store(true, Ordering::Relaxed);
+            return set.join().map_err(|e| format!("switch loop: {e}"));
+        }
         let mut rt = self.runtime()?;
         rt.run(stop).map_err(|e| format!("switch loop: {e}"))
     }
 
     /// Stops a switch started with [`Cluster::start_switch`]; returns the last snapshot.
     pub fn stop_switch(&mut self) -> Result<Snapshot, String> {
-        if let Some(s) = self.switch.take() {
-            s.stop.store(true, Ordering::Relaxed);
-            s.thread
-                .join()
-                .map_err(|_| "the switch thread panicked".to_string())??;
+        match self.switch.take() {
+            Some(RunningSwitch::One { stop, thread }) => {
+                stop.store(true, Ordering::Relaxed);
+                thread
+                    .join()
+                    .map_err(|_| "the switch thread panicked".to_string())??;
+            }
+            Some(RunningSwitch::Sharded { stop, set }) => {
+                stop.store(true, Ordering::Relaxed);
+                set.join().map_err(|e| format!("switch loop: {e}"))?;
+            }
+            None => {}
         }
         Ok(self.snapshot())
+    }
+
+    /// Per shard: frames processed, handed over, lost to full rings (`None` with one shard).
+    pub fn shard_counts(&self) -> Option<Vec<ShardCounts>> {
+        self.shard_stats
+            .as_ref()
+            .map(|v| v.iter().map(ShardStats::counts).collect())
     }
 
     /// The latest counters.
@@ -670,6 +789,9 @@ mod tests {
         bad(|c| c.key = Some("abc".into()), "32 hex");
         bad(|c| c.faults.loss = 2.0, "loss");
         bad(|c| c.proxy.policy = "x".into(), "proxy.policy");
+        bad(|c| c.shards = 0, "shards = 0 must be 1..=4");
+        bad(|c| c.shards = 5, "shards = 5 must be 1..=4");
+        assert_eq!(ClusterConfig::from_toml("shards = 2\n").unwrap().shards, 2);
     }
 
     #[test]

@@ -124,6 +124,9 @@ struct UpArgs {
     /// Keep the services' logs in this directory.
     #[arg(long, value_name = "DIR")]
     log_dir: Option<PathBuf>,
+    /// Switch shards, one thread each (1..=4; default 1, the single-threaded loop).
+    #[arg(long, value_name = "N")]
+    shards: Option<usize>,
 }
 
 impl UpArgs {
@@ -176,6 +179,9 @@ impl UpArgs {
         if let Some(v) = &self.log_dir {
             c.log_dir = Some(v.clone());
         }
+        if let Some(v) = self.shards {
+            c.shards = v;
+        }
         c.validate()?;
         Ok(c)
     }
@@ -198,6 +204,9 @@ struct DemoArgs {
     /// Write every frame to this pcapng file.
     #[arg(long, value_name = "FILE")]
     pcap: Option<PathBuf>,
+    /// Switch shards, one thread each (1..=4).
+    #[arg(long, default_value_t = 1)]
+    shards: usize,
 }
 
 #[derive(Args, Clone)]
@@ -378,11 +387,22 @@ fn cluster_up(cfg: ClusterConfig) -> Result<(), String> {
         Ok::<(), String>(())
     })();
     let snap = c.stop_switch();
+    let shards = c.shard_counts();
     c.down();
     if let Ok(snap) = &snap {
         eprintln!("{}", snap.table());
     }
+    print_shards(shards);
     r.and(snap.map(|_| ()))
+}
+
+fn print_shards(shards: Option<Vec<knits_host::runtime::ShardCounts>>) {
+    for (i, s) in shards.into_iter().flatten().enumerate() {
+        eprintln!(
+            "shard {i}: {} frames processed, {} handed to another shard, {} lost to a full ring",
+            s.processed, s.handed_over, s.ring_full
+        );
+    }
 }
 
 fn run_with_progress(spec: Spec, label: &str) -> load::Report {
@@ -426,8 +446,10 @@ fn demo(args: DemoArgs) -> Result<(), String> {
             time_wait_ms: Some(2000),
             ..Default::default()
         },
+        shards: args.shards,
         ..ClusterConfig::default()
     };
+    cfg.validate()?;
     let t0 = std::time::Instant::now();
     eprintln!(
         "building a 3-node cluster (prefix {}) ...",
@@ -468,6 +490,7 @@ fn demo(args: DemoArgs) -> Result<(), String> {
     print!("{}", report.table());
     println!("== switch ==");
     print!("{}", snap.table());
+    print_shards(c.shard_counts());
     println!("demo finished in {:.1} s", t0.elapsed().as_secs_f64());
     drop(c);
     if !report.failures().is_empty() {

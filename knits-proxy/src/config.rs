@@ -13,6 +13,7 @@
 //! key_id = 1
 //! metrics = "127.0.0.1:9100"
 //! c2_pool = 2
+//! shards = 1                   # the switch's shards (knits-host --shards); see handoff.rs
 //!
 //! [[peer]]
 //! id = "n2"
@@ -43,6 +44,9 @@ use serde::Deserialize;
 
 use crate::framing::Limits;
 use crate::policy::{Policy, WeightedNode};
+
+/// Most switch shards the proxy accepts.
+pub const MAX_SHARDS: u32 = 64;
 
 /// A configuration mistake, with what to fix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,6 +164,9 @@ pub struct ProxyConfig {
     pub metrics: Option<SocketAddr>,
     /// Pre-connected new legs kept per peer and MSS (0 = off).
     pub c2_pool: usize,
+    /// Shards of the switch (knits-host `--shards`): with more than one, a new leg's source port
+    /// is chosen so that it lands in the held connection's shard (see [`crate::handoff`]).
+    pub shards: u32,
     /// Idle upstream connections kept.
     pub upstream_idle: usize,
     /// Head limits.
@@ -181,6 +188,7 @@ impl ProxyConfig {
             switch: None,
             metrics: None,
             c2_pool: 0,
+            shards: 1,
             upstream_idle: 32,
             limits: Limits::default(),
             timeouts: Timeouts::default(),
@@ -253,6 +261,10 @@ pub struct RunArgs {
     /// Pre-connected new legs kept per peer (0 = off).
     #[arg(long, value_name = "N")]
     pub c2_pool: Option<usize>,
+    /// Shards of the switch (knits-host --shards; 1..=64, default 1): new legs get source ports
+    /// in the held connection's shard.
+    #[arg(long, value_name = "N")]
+    pub shards: Option<u32>,
     /// Idle upstream connections kept.
     #[arg(long, value_name = "N")]
     pub upstream_idle: Option<usize>,
@@ -349,6 +361,8 @@ pub struct FileConfig {
     pub metrics: Option<SocketAddr>,
     /// Pre-connected new legs per peer.
     pub c2_pool: Option<usize>,
+    /// Shards of the switch.
+    pub shards: Option<u32>,
     /// Idle upstream connections kept.
     pub upstream_idle: Option<usize>,
     /// Peers.
@@ -785,6 +799,12 @@ impl RunArgs {
                 "c2_pool {c2_pool} is too large; use 0 (off) to 64 per peer"
             ));
         }
+        let shards = self.shards.or(file.shards).unwrap_or(1);
+        if !(1..=MAX_SHARDS).contains(&shards) {
+            return err(format!(
+                "shards {shards} must be 1..={MAX_SHARDS} (the switch's --shards)"
+            ));
+        }
         Ok(ProxyConfig {
             node_id,
             listen,
@@ -795,6 +815,7 @@ impl RunArgs {
             switch,
             metrics: self.metrics.or(file.metrics),
             c2_pool,
+            shards,
             upstream_idle: self.upstream_idle.or(file.upstream_idle).unwrap_or(32),
             limits,
             timeouts,
@@ -915,6 +936,19 @@ mod tests {
         .load()
         .unwrap_err();
         assert!(e.0.contains("own --listen"), "{e}");
+        let e = args(&[
+            "--node-id",
+            "n1",
+            "--listen",
+            "127.0.0.1:80",
+            "--upstream",
+            "127.0.0.1:8080",
+            "--shards",
+            "0",
+        ])
+        .load()
+        .unwrap_err();
+        assert!(e.0.contains("shards 0 must be 1..="), "{e}");
         assert!(Cli::try_parse_from(["x", "--peer", "n2"]).is_err());
     }
 
@@ -949,6 +983,8 @@ control_retry_ms = 20
             "/b/=n3",
             "--c2-pool",
             "2",
+            "--shards",
+            "2",
         ])
         .merge(file, None)
         .unwrap();
@@ -958,6 +994,7 @@ control_retry_ms = 20
         assert_eq!(s.key[1], 1);
         assert_eq!(c.timeouts.control_retry, Duration::from_millis(20));
         assert_eq!(c.c2_pool, 2);
+        assert_eq!(c.shards, 2);
         match c.policy {
             Policy::Prefix { rules, .. } => assert_eq!(rules.len(), 2),
             p => panic!("{p:?}"),

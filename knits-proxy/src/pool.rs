@@ -8,6 +8,10 @@
 //!
 //! Each pooled leg is a connection the switch tracks; the pool costs `size` flow-table entries
 //! per peer and MSS.
+//!
+//! With a sharded switch a leg is only usable for held connections of its shard (see
+//! [`crate::handoff`]), so the key also holds the [`ShardBind`]: the pool keeps `size` legs per
+//! (peer, MSS, shard), each connected from a source port in its shard.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -18,13 +22,14 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::handoff::{ShardBind, connect_leg};
 use crate::metrics::Metrics;
-use crate::sockopt::{connect_with_mss, idle_alive};
+use crate::sockopt::idle_alive;
 
 /// Most (peer, MSS) keys the pool keeps; hand-offs for further keys just connect.
 pub const MAX_KEYS: usize = 64;
 
-type PoolKey = (SocketAddr, u32);
+type PoolKey = (SocketAddr, u32, Option<ShardBind>);
 
 /// The pool of pre-connected new legs.
 #[derive(Debug)]
@@ -70,7 +75,7 @@ impl C2Pool {
                     slots.keys().copied().collect()
                 };
                 for k in keys {
-                    p.clone().refill(k.0, k.1);
+                    p.clone().refill_bound(k.0, k.1, k.2);
                 }
             }
         });
@@ -79,19 +84,47 @@ impl C2Pool {
 
     /// Legs ready now for `peer` with `mss`.
     pub fn ready(&self, peer: SocketAddr, mss: u32) -> usize {
-        lock(&self.slots).get(&(peer, mss)).map_or(0, VecDeque::len)
+        self.ready_bound(peer, mss, None)
     }
 
-    /// Takes a ready, live leg for `peer` opened with `mss`. The caller tops the pool up with
-    /// [`C2Pool::refill`] once its hand-off is past the latency-critical part, so that the
-    /// refill's handshake does not compete with it.
+    /// Takes a ready, live leg for `peer` opened with `mss` (see [`C2Pool::take_bound`]).
     pub fn take(self: &Arc<Self>, peer: SocketAddr, mss: u32) -> Option<TcpStream> {
+        self.take_bound(peer, mss, None)
+    }
+
+    /// Tops the pool for (`peer`, `mss`) up to its size in the background.
+    pub fn refill(self: Arc<Self>, peer: SocketAddr, mss: u32) {
+        self.refill_bound(peer, mss, None)
+    }
+
+    /// Tops the pool for (`peer`, `mss`) up to its size and returns the legs ready.
+    pub async fn fill(&self, peer: SocketAddr, mss: u32) -> usize {
+        self.fill_bound(peer, mss, None).await
+    }
+
+    /// Legs ready now for `peer` with `mss` (from a port in `bind`'s shard, when given).
+    pub fn ready_bound(&self, peer: SocketAddr, mss: u32, bind: Option<ShardBind>) -> usize {
+        lock(&self.slots)
+            .get(&(peer, mss, bind))
+            .map_or(0, VecDeque::len)
+    }
+
+    /// Takes a ready, live leg for `peer` opened with `mss` (and in `bind`'s shard). The caller
+    /// tops the pool up with [`C2Pool::refill_bound`] once its hand-off is past the latency-critical
+    /// part, so that the refill's handshake does not compete with it.
+    pub fn take_bound(
+        self: &Arc<Self>,
+        peer: SocketAddr,
+        mss: u32,
+        bind: Option<ShardBind>,
+    ) -> Option<TcpStream> {
+        let key = (peer, mss, bind);
         let got = {
             let mut slots = lock(&self.slots);
-            if !slots.contains_key(&(peer, mss)) && slots.len() >= MAX_KEYS {
+            if !slots.contains_key(&key) && slots.len() >= MAX_KEYS {
                 return None;
             }
-            let q = slots.entry((peer, mss)).or_default();
+            let q = slots.entry(key).or_default();
             let mut got = None;
             while let Some((s, t)) = q.pop_front() {
                 if t.elapsed() < self.max_age && idle_alive(&s) {
@@ -109,31 +142,33 @@ impl C2Pool {
         got
     }
 
-    /// Tops the pool for (`peer`, `mss`) up to its size in the background.
-    pub fn refill(self: Arc<Self>, peer: SocketAddr, mss: u32) {
-        if !lock(&self.filling).insert((peer, mss)) {
+    /// Tops the pool for (`peer`, `mss`, `bind`) up to its size in the background.
+    pub fn refill_bound(self: Arc<Self>, peer: SocketAddr, mss: u32, bind: Option<ShardBind>) {
+        let key = (peer, mss, bind);
+        if !lock(&self.filling).insert(key) {
             return;
         }
         tokio::spawn(async move {
-            self.fill(peer, mss).await;
-            lock(&self.filling).remove(&(peer, mss));
+            self.fill_bound(peer, mss, bind).await;
+            lock(&self.filling).remove(&key);
         });
     }
 
-    /// Tops the pool for (`peer`, `mss`) up to its size and returns the legs ready.
-    pub async fn fill(&self, peer: SocketAddr, mss: u32) -> usize {
+    /// Tops the pool for (`peer`, `mss`, `bind`) up to its size and returns the legs ready.
+    pub async fn fill_bound(&self, peer: SocketAddr, mss: u32, bind: Option<ShardBind>) -> usize {
+        let key = (peer, mss, bind);
         loop {
-            let have = self.ready(peer, mss);
+            let have = self.ready_bound(peer, mss, bind);
             if have >= self.size {
                 return have;
             }
-            match connect_with_mss(peer, Some(mss), self.connect_timeout).await {
+            match connect_leg(peer, Some(mss), bind, self.connect_timeout).await {
                 Ok(s) => {
                     let mut slots = lock(&self.slots);
-                    if !slots.contains_key(&(peer, mss)) && slots.len() >= MAX_KEYS {
+                    if !slots.contains_key(&key) && slots.len() >= MAX_KEYS {
                         return 0;
                     }
-                    let q = slots.entry((peer, mss)).or_default();
+                    let q = slots.entry(key).or_default();
                     if q.len() >= self.size {
                         // Another filler got there first; this leg is surplus.
                         return q.len();
@@ -142,7 +177,7 @@ impl C2Pool {
                 }
                 Err(e) => {
                     tracing::debug!(%peer, mss, error = %e, "c2 pool connect failed");
-                    return self.ready(peer, mss);
+                    return self.ready_bound(peer, mss, bind);
                 }
             }
         }

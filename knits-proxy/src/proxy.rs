@@ -102,6 +102,7 @@ impl Proxy {
                     pool,
                     timeouts: config.timeouts,
                     metrics: metrics.clone(),
+                    shards: config.shards,
                 })
             }
             None => None,
