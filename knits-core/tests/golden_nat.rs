@@ -878,3 +878,82 @@ fn a_port_going_down_resets_its_clients_and_is_skipped_by_spray() {
         .collect();
     assert!(picks.contains(&Verdict::Forward(1)), "{picks:?}");
 }
+
+/// The switch resolves the back-ends' MACs itself (poll sends ARP requests for the ones it does
+/// not know), so the first SYN to a node is not lost to an unknown neighbor; a SYN that still
+/// meets one is dropped and its retransmission goes to the same node, sprayed once.
+#[test]
+fn backends_are_resolved_before_the_first_syn_and_a_retransmitted_syn_is_sprayed_once() {
+    let mut sw = new_switch();
+    let mut out = Frames::default();
+    let t = Instant::from_millis(1);
+    sw.process(
+        0,
+        t,
+        &mut arp_request(CLIENT_MAC, CLIENT, VIP),
+        FrameMeta::FULL,
+        &mut out,
+        &mut NoMeter,
+    );
+    out.0.clear();
+    sw.poll(t, 64, &mut out);
+    let asked: Vec<u8> = out
+        .0
+        .iter()
+        .map(|(p, f)| {
+            assert_eq!(&f[12..14], &[0x08, 0x06]);
+            *p
+        })
+        .collect();
+    assert_eq!(asked, vec![1, 2], "one ARP request per unresolved back-end");
+    out.0.clear();
+    sw.poll(Instant::from_millis(500), 64, &mut out);
+    assert!(out.0.is_empty(), "probes are rate-limited");
+    // Node 1 never answered: the SYN is dropped, the flow stays, the retransmission is not
+    // sprayed again.
+    let syn = Tcp {
+        src_mac: CLIENT_MAC,
+        dst_mac: sw_mac(0),
+        src: (CLIENT, 5555),
+        dst: (VIP, 80),
+        control: TcpControl::Syn,
+        seq: 9,
+        ack: None,
+        ts: None,
+        sack: [None; 3],
+        ttl: 64,
+        payload: &[],
+    };
+    assert_eq!(
+        sw.process(
+            0,
+            t,
+            &mut syn.frame(),
+            FrameMeta::FULL,
+            &mut out,
+            &mut NoMeter
+        ),
+        Verdict::Drop(DropReason::NeighborUnknown)
+    );
+    sw.process(
+        1,
+        t,
+        &mut arp_request(NODE1_MAC, NODE1, Ipv4Address::new(198, 19, 1, 1)),
+        FrameMeta::FULL,
+        &mut out,
+        &mut NoMeter,
+    );
+    assert_eq!(
+        sw.process(
+            0,
+            t,
+            &mut syn.frame(),
+            FrameMeta::FULL,
+            &mut out,
+            &mut NoMeter
+        ),
+        Verdict::Forward(1)
+    );
+    assert_eq!(sw.counters().sprayed[..2], [1, 0]);
+    assert_eq!(sw.flow_count(), 1);
+}

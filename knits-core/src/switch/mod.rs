@@ -283,6 +283,8 @@ pub struct Switch<'a> {
     spray: Spray,
     neighbors: [[Neighbor; NEIGHBOR_WAYS]; NEIGHBOR_SETS],
     neighbor_clock: u32,
+    /// When `poll` last asked for unresolved back-ends' MACs (ms, wrapping), if ever.
+    last_probe_ms: Option<u32>,
     /// Ports whose link is up (all at start); see [`Switch::set_port_up`].
     port_up: [bool; crate::config::MAX_PORTS],
     replay: [ReplayState; MAX_BACKENDS],
@@ -324,6 +326,7 @@ impl<'a> Switch<'a> {
             spray,
             neighbors: [[Neighbor::default(); NEIGHBOR_WAYS]; NEIGHBOR_SETS],
             neighbor_clock: 0,
+            last_probe_ms: None,
             port_up: [true; crate::config::MAX_PORTS],
             replay: [ReplayState::default(); MAX_BACKENDS],
             counters: Counters::default(),
@@ -437,6 +440,22 @@ impl<'a> Switch<'a> {
     pub fn poll<S: Sink + ?Sized>(&mut self, now: Instant, budget: usize, sink: &mut S) -> usize {
         let now_ms = table::millis(now);
         let mut work = 0;
+        // Resolve back-ends before traffic needs them (a SYN to an unresolved node is dropped
+        // and the client waits for its retransmission), once a second at most.
+        if self
+            .last_probe_ms
+            .is_none_or(|t| now_ms.wrapping_sub(t) >= 1000)
+        {
+            self.last_probe_ms = Some(now_ms);
+            for i in 0..self.config.backends.len() {
+                let b = self.config.backends[i];
+                let up = self.port_up.get(b.port as usize).copied().unwrap_or(false);
+                if up && self.neighbor(b.addr.octets()).is_none() {
+                    self.arp_request(b.port, b.addr, sink);
+                    work += 1;
+                }
+            }
+        }
         // Sessions first: they own their flows.
         let n = self.sessions.len();
         for _ in 0..budget.min(n) {
