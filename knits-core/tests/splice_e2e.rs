@@ -2204,7 +2204,7 @@ mod schedules {
         // KNITS_E2E_CASES for more cases) and no regression file; schedules that found bugs
         // are kept below as named tests.
         #![proptest_config(ProptestConfig {
-            cases: env("KNITS_E2E_CASES", 8) as u32,
+            cases: env("KNITS_E2E_CASES", 32) as u32,
             max_shrink_iters: 64,
             rng_seed: proptest::test_runner::RngSeed::Fixed(env("KNITS_E2E_SEED", 0x4b4e_4954_5321)),
             failure_persistence: None,
