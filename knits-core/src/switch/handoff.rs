@@ -991,10 +991,10 @@ impl<'a> Switch<'a> {
         // A retransmitted request now learns of the roll-back. Counters are per node: only the
         // requester's answer changes (the server of the binding that is current again), never
         // another node's answer that happens to carry the same counter.
-        let requester = self.sessions[s]
-            .bindings
-            .last()
-            .and_then(|p| self.config.backend_index(Ipv4Address::from_octets(p.server)));
+        let requester = self.sessions[s].bindings.last().and_then(|p| {
+            self.config
+                .backend_index(Ipv4Address::from_octets(p.server))
+        });
         if let Some(r) = requester.and_then(|bi| self.replay.get_mut(bi)) {
             for e in r.recent.iter_mut() {
                 if e.0 == counter && e.1 == ReplyCode::Accepted.to_wire() {
