@@ -212,11 +212,14 @@ struct Faults {
     reorder: u32,
     /// A reordered frame is held back 1..=max_delay ms.
     max_delay: u64,
+    /// Targeted: the first n hand-off requests, replies, and segments of forwarded bytes (data
+    /// from an old node on a new leg) are lost.
+    drop_first: [u32; 3],
 }
 
 impl Faults {
     fn any(&self) -> bool {
-        self.loss + self.dup + self.reorder > 0
+        self.loss + self.dup + self.reorder + self.drop_first.iter().sum::<u32>() > 0
     }
 }
 
@@ -1287,6 +1290,37 @@ impl Sink for VecSink {
 
 type Queue = BTreeMap<(u64, u64), Vec<u8>>;
 
+/// Which targeted kind of `Faults::drop_first` a frame is: 0 a hand-off request (to the
+/// switch), 1 a reply (from it), 2 forwarded bytes (data from a node's ephemeral port to
+/// another node's port 80, on its way to the switch).
+fn targeted_kind(down: bool, frame: &[u8]) -> Option<usize> {
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+    let l4 = ip.payload();
+    match ip.next_header() {
+        IpProtocol::Udp if l4.len() >= 8 => {
+            let (sport, dport) = (
+                u16::from_be_bytes([l4[0], l4[1]]),
+                u16::from_be_bytes([l4[2], l4[3]]),
+            );
+            if !down && dport == control::DEFAULT_PORT {
+                Some(0)
+            } else if down && sport == control::DEFAULT_PORT {
+                Some(1)
+            } else {
+                None
+            }
+        }
+        IpProtocol::Tcp => {
+            let t = TcpPacket::new_checked(l4).ok()?;
+            let data = l4.len() > t.header_len() as usize;
+            let leg = node_of(ip.src_addr()).is_some() && node_of(ip.dst_addr()).is_some();
+            (!down && data && leg && t.src_port() >= 49152 && t.dst_port() == 80).then_some(2)
+        }
+        _ => None,
+    }
+}
+
 /// The state of the socket that holds connection `k` (local, remote), if one does.
 fn socket_state(sockets: &SocketSet<'_>, k: Key4) -> Option<tcp::State> {
     sockets.iter().find_map(|(_, s)| match s {
@@ -1313,6 +1347,8 @@ struct Fabric {
     obs: Vec<Obs>,
     violations: Vec<String>,
     lost: u64,
+    /// Targeted drops done, per kind of `Faults::drop_first`.
+    dropped: [u32; 3],
     verdicts: HashMap<String, u64>,
     trace: bool,
 }
@@ -1411,6 +1447,7 @@ impl Fabric {
             obs: (0..HOSTS).map(|_| Obs::default()).collect(),
             violations: vec![],
             lost: 0,
+            dropped: [0; 3],
             verdicts: HashMap::new(),
             trace: std::env::var_os("KNITS_E2E_TRACE").is_some(),
             p,
@@ -1436,6 +1473,13 @@ impl Fabric {
     /// Puts a frame on a link, through the fault injector.
     fn enqueue(&mut self, down: bool, h: usize, frame: Vec<u8>, now: u64) {
         let fl = self.p.faults;
+        if let Some(kind) = targeted_kind(down, &frame)
+            && self.dropped[kind] < fl.drop_first[kind]
+        {
+            self.dropped[kind] += 1;
+            self.lost += 1;
+            return;
+        }
         if self.rng.below(10_000) < fl.loss as u64 {
             self.lost += 1;
             return;
@@ -2094,6 +2138,7 @@ fn faulty(loss: u32, dup: u32, reorder: u32) -> Faults {
         dup,
         reorder,
         max_delay: 8,
+        drop_first: [0; 3],
     }
 }
 
@@ -2125,6 +2170,36 @@ fn large_responses_with_faults() {
     p.faults = faulty(100, 100, 200);
     let o = run(p);
     assert!(o.completed + o.rolled_back <= o.accepted, "{}", o.summary);
+}
+
+/// The first hand-off request, the first reply and the first segment of forwarded bytes are
+/// lost: the node retries the request (same counter, same answer) and TCP resends the bytes.
+#[test]
+fn lost_control_messages_and_forwarded_bytes() {
+    for drop_first in [[1, 0, 0], [0, 1, 0], [0, 0, 1], [2, 2, 1]] {
+        let reqs = script(&[(1, 100), (2, 3000), (3, 1)]);
+        let mut p = Params::new(50, vec![ConnSpec { start_ms: 1, reqs }]);
+        p.faults.drop_first = drop_first;
+        let o = run(p);
+        // A lost forwarded segment comes back after smoltcp's 1 s RTO, as the switch's 1 s
+        // hand-off time-out runs out: either outcome is correct.
+        // (`handoffs[accepted]` counts answers: a retransmitted request is answered again.)
+        assert!(o.accepted >= 2, "{drop_first:?}\n{}", o.summary);
+        assert_eq!(
+            o.completed + o.rolled_back,
+            2,
+            "{drop_first:?}\n{}",
+            o.summary
+        );
+        if drop_first[2] == 0 {
+            assert_eq!(
+                o.served_by,
+                vec![vec![1, 2, 3]],
+                "{drop_first:?}\n{}",
+                o.summary
+            );
+        }
+    }
 }
 
 #[test]
@@ -2208,7 +2283,7 @@ mod schedules {
             m3 in mode(),
         ) -> Params {
             let mut p = Params::new(seed, conns);
-            p.faults = Faults { loss, dup, reorder, max_delay: 8 };
+            p.faults = Faults { loss, dup, reorder, max_delay: 8, drop_first: [0; 3] };
             p.isn = isn;
             p.ts_off = ts_off;
             p.modes[3] = m3;
@@ -2280,6 +2355,7 @@ fn regression(
         dup: fl.1,
         reorder: fl.2,
         max_delay: 8,
+        drop_first: [0; 3],
     };
     p.isn = isn;
     p.ts_off = ts_off;
