@@ -648,6 +648,29 @@ impl Cluster {
     /// Waits until every node answers through the switch (also checks the services are alive).
     pub fn wait_ready(&mut self, timeout: Duration) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
+        // First every proxy must be listening, checked from inside its own namespace: a probe
+        // through the VIP that reaches a node before its proxy listens is answered with an RST
+        // that the client side would see.
+        let listeners: Vec<_> = (1..=self.config.nodes)
+            .map(|n| {
+                let ns = self.node_ns[n - 1].clone();
+                std::thread::spawn(move || {
+                    wait_listening(
+                        &ns,
+                        SocketAddr::from((node_addr(n), SERVICE_PORT)),
+                        deadline,
+                    )
+                })
+            })
+            .collect();
+        for l in listeners {
+            while !l.is_finished() {
+                self.check_services()?;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            l.join()
+                .map_err(|_| "readiness check panicked".to_string())??;
+        }
         let (ns, vip, nodes) = (self.client_ns.clone(), self.vip(), self.config.nodes);
         let probe = std::thread::spawn(move || probe(&ns, vip, nodes, deadline));
         while !probe.is_finished() {
@@ -720,6 +743,20 @@ fn probe_once(vip: SocketAddr) -> Result<String, String> {
                 Step::NeedMore if at >= n => break,
                 _ => {}
             }
+        }
+    }
+}
+
+/// Waits, inside namespace `ns`, until something accepts connections on `addr`.
+fn wait_listening(ns: &str, addr: SocketAddr, deadline: Instant) -> Result<(), String> {
+    netns::enter(ns).map_err(|e| e.to_string())?;
+    loop {
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() >= deadline => {
+                return Err(format!("nothing listens on {addr} in {ns}: {e}"));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
         }
     }
 }
