@@ -22,6 +22,55 @@ struct Xlate {
     clear_fin: bool,
 }
 
+/// One direction of a spliced flow's translation; client to server and server to client are
+/// mirror images of each other with the offsets swapped.
+struct Mirror {
+    /// The 4-tuple the receiver expects.
+    to: FlowKey,
+    /// Added to the sender's sequence numbers.
+    seq_off: u32,
+    /// Subtracted from acknowledgments and SACK edges (the other direction's offset).
+    back_off: u32,
+    /// Added to TSval.
+    ts_off: u32,
+    /// Subtracted from TSecr (the other direction's clock offset).
+    echo_off: u32,
+    /// Window-scale shift of the sender's leg, and of the receiver's.
+    shifts: (u8, u8),
+    /// Send the newest TSval the receiver has seen instead of a translated one.
+    freeze_ts: bool,
+}
+
+impl Mirror {
+    /// The rewrite for `seg`; `seen` is what the receiver has been delivered so far, below which
+    /// neither the acknowledgment nor the TSval may fall (RFC 7323 PAWS, RFC 5961 5.2).
+    fn xlate(&self, seg: &Seg, seen: &table::DirState) -> Xlate {
+        let mut ack = seg.ack.sub(self.back_off);
+        if seen.has(dirflag::ACKED) {
+            ack = ack.max(seen.ack);
+        }
+        let ts = seg.opts.ts_at.map(|_| {
+            let v = seg.opts.tsval.wrapping_add(self.ts_off);
+            let v = if !self.freeze_ts && v.wrapping_sub(seen.ts_in) as i32 >= 0 {
+                v
+            } else {
+                seen.ts_in
+            };
+            (v, seg.opts.tsecr.wrapping_sub(self.echo_off))
+        });
+        Xlate {
+            src: Some((self.to.src, self.to.sport)),
+            dst: Some((self.to.dst, self.to.dport)),
+            seq: Some(seg.seq.add(self.seq_off)),
+            ack: seg.ackf.then_some(ack),
+            win: Some(rescale_window(seg.win, self.shifts.0, self.shifts.1)),
+            ts,
+            sack_off: self.back_off,
+            clear_fin: false,
+        }
+    }
+}
+
 impl<'a> Switch<'a> {
     // ----------------------------------------------------------------------------------------
     // Control messages (docs/protocol.md "Acceptance rules").
@@ -406,35 +455,16 @@ impl<'a> Switch<'a> {
             let Some(leg) = self.table.get(b.leg as usize).copied() else {
                 return Verdict::Drop(DropReason::StaleLeg);
             };
-            let to = leg.keys[1].reversed();
-            let lo = leg.dirs[0];
-            let mut ack = seg.ack.sub(b.s_off);
-            if lo.has(dirflag::ACKED) {
-                ack = ack.max(lo.ack);
+            let x = Mirror {
+                to: leg.keys[1].reversed(),
+                seq_off: b.c_off,
+                back_off: b.s_off,
+                ts_off: b.ts_c_off,
+                echo_off: b.ts_s_off,
+                shifts: (c1.shift(Dir::Orig), leg.shift(Dir::Orig)),
+                freeze_ts: false,
             }
-            let ts = seg.opts.ts_at.map(|_| {
-                let v = seg.opts.tsval.wrapping_add(b.ts_c_off);
-                let v = if v.wrapping_sub(lo.ts_in) as i32 >= 0 {
-                    v
-                } else {
-                    lo.ts_in
-                };
-                (v, seg.opts.tsecr.wrapping_sub(b.ts_s_off))
-            });
-            let x = Xlate {
-                src: Some((to.src, to.sport)),
-                dst: Some((to.dst, to.dport)),
-                seq: Some(seg.seq.add(b.c_off)),
-                ack: if seg.ackf { Some(ack) } else { None },
-                win: Some(rescale_window(
-                    seg.win,
-                    c1.shift(Dir::Orig),
-                    leg.shift(Dir::Orig),
-                )),
-                ts,
-                sack_off: b.s_off,
-                clear_fin: false,
-            };
+            .xlate(seg, &leg.dirs[0]);
             rewrite(frame, meta, seg, &x, meter);
             let t = translated(seg, &x);
             self.track(b.leg as usize, Dir::Orig, leg.ports[0], now_ms, &t);
@@ -525,39 +555,21 @@ impl<'a> Switch<'a> {
             return Verdict::Drop(DropReason::StaleLeg);
         };
         meter.step(Step::Rewrite);
-        let cr = c1.dirs[1];
-        let mut ack = seg.ack.sub(b.c_off);
-        if cr.has(dirflag::ACKED) {
-            ack = ack.max(cr.ack);
-        }
-        // A retiring server's late packets carry the newest TSval the client has already seen:
-        // the next binding's clock offset was fixed from that value when it took over, so a
-        // later one from the old server would reach the next server as a TSecr from its future.
-        let stale = matches!(b.phase, Phase::Stale | Phase::Retired);
-        let ts = seg.opts.ts_at.map(|_| {
-            let v = seg.opts.tsval.wrapping_add(b.ts_s_off);
-            let v = if !stale && v.wrapping_sub(cr.ts_in) as i32 >= 0 {
-                v
-            } else {
-                cr.ts_in
-            };
-            (v, seg.opts.tsecr.wrapping_sub(b.ts_c_off))
-        });
         let vip = c1.keys[0];
-        let x = Xlate {
-            src: Some((vip.dst, vip.dport)),
-            dst: Some((vip.src, vip.sport)),
-            seq: Some(seg.seq.add(b.s_off)),
-            ack: if seg.ackf { Some(ack) } else { None },
-            win: Some(rescale_window(
-                seg.win,
-                leg.shift(Dir::Reply),
-                c1.shift(Dir::Reply),
-            )),
-            ts,
-            sack_off: b.c_off,
-            clear_fin: false,
-        };
+        // The mirror image of the client-to-server translation. A retiring server's late packets
+        // carry the newest TSval the client has already seen: the next binding's clock offset
+        // was fixed from that value when it took over, so a later one from the old server would
+        // reach the next server as a TSecr from its future.
+        let x = Mirror {
+            to: vip.reversed(),
+            seq_off: b.s_off,
+            back_off: b.c_off,
+            ts_off: b.ts_s_off,
+            echo_off: b.ts_c_off,
+            shifts: (leg.shift(Dir::Reply), c1.shift(Dir::Reply)),
+            freeze_ts: matches!(b.phase, Phase::Stale | Phase::Retired),
+        }
+        .xlate(seg, &c1.dirs[1]);
         rewrite(frame, meta, seg, &x, meter);
         let t = translated(seg, &x);
         self.track(anchor, Dir::Reply, c1.ports[1], now_ms, &t);
