@@ -82,7 +82,8 @@ pub enum SprayPolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Timeouts {
-    /// A connection that has seen only a SYN (short, to resist SYN floods).
+    /// A connection whose handshake has not completed (SYN, or SYN and SYN-ACK, seen); short, so
+    /// a flood of spoofed SYNs drains. Retransmitted SYNs and SYN-ACKs do not extend it.
     pub syn: Duration,
     /// An established connection without traffic.
     pub established: Duration,
