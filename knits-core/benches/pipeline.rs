@@ -197,13 +197,27 @@ fn lookups(c: &mut Criterion) {
             t.insert(FlowKind::Nat, key(i), key(i).reversed(), 0)
                 .unwrap();
         }
-        // Visit keys in a scattered order so the cost includes cache misses, as real traffic would.
+        // Keys visited in a scattered order over the whole table: every lookup at 1M flows
+        // misses the caches (the worst case, no locality at all).
         let mut i = 0u32;
         g.bench_function(format!("{n}"), |b| {
             b.iter(|| {
                 i = i.wrapping_mul(1_103_515_245).wrapping_add(12_345);
                 let mut p = 0;
                 black_box(t.lookup(&key(i % n as u32), &mut p))
+            })
+        });
+        // 1,000 active flows spread over a table of n: what the table's size costs a lookup when
+        // the traffic has the locality real traffic has (few connections active at a time).
+        let active: Vec<FlowKey> = (0..1000u32)
+            .map(|j| key((j.wrapping_mul(2_654_435_761)) % n as u32))
+            .collect();
+        let mut j = 0usize;
+        g.bench_function(format!("{n}_active1k"), |b| {
+            b.iter(|| {
+                j = (j + 7) % active.len();
+                let mut p = 0;
+                black_box(t.lookup(&active[j], &mut p))
             })
         });
     }
