@@ -118,6 +118,19 @@ pub trait Core {
         csum: checksum::Kind,
         sink: &mut FrameSink,
     ) -> Outcome;
+    /// Handles a copy of a frame that another core handles and counts (a shard's copy of an ARP
+    /// frame, turned into a reply so that it only teaches the neighbour): the core may learn
+    /// from it, but its counters must not show it. The default counts it like any frame.
+    fn teach(
+        &mut self,
+        port: PortId,
+        now: Instant,
+        frame: &mut [u8],
+        csum: checksum::Kind,
+        sink: &mut FrameSink,
+    ) -> Outcome {
+        self.process(port, now, frame, csum, sink)
+    }
     /// Runs timers.
     fn poll(&mut self, now: Instant, sink: &mut FrameSink);
     /// The link behind `port` went down (writes fail, or the device is gone) or came back.
@@ -615,7 +628,7 @@ impl<C: Core> Runtime<C> {
     /// Runs the core on one frame (`b` = virtio-net header + frame) and sends what comes out.
     /// A shard first hands frames of another shard over.
     fn process(&mut self, port: PortId, b: &mut [u8]) {
-        let mut capture = true;
+        let mut copy = false;
         if let Some(sh) = &mut self.shard {
             let Some(frame) = b.get(vnet::HDR_LEN..) else {
                 return;
@@ -642,31 +655,33 @@ impl<C: Core> Runtime<C> {
                     }
                     if sh.id != 0 {
                         arp_as_reply(&mut b[vnet::HDR_LEN..]);
-                        capture = false;
+                        copy = true;
                     }
                 }
             }
         }
-        self.process_here(port, b, capture);
+        self.process_here(port, b, copy);
     }
 
-    /// Runs this loop's core on one frame.
-    fn process_here(&mut self, port: PortId, b: &mut [u8], capture: bool) {
+    /// Runs this loop's core on one frame. A `copy` (an ARP copy of a shard other than 0, see
+    /// [`is_arp_copy`]) is neither captured nor counted: shard 0 does both for the original.
+    fn process_here(&mut self, port: PortId, b: &mut [u8], copy: bool) {
         let Some(hdr) = VnetHdr::parse(b) else { return };
-        if let Some(sh) = &self.shard {
+        if let Some(sh) = &self.shard
+            && !copy
+        {
             sh.stats[sh.id].processed.fetch_add(1, Ordering::Relaxed);
         }
-        if capture && let Some(w) = &mut self.pcap {
+        if !copy && let Some(w) = &mut self.pcap {
             w.write(port, Direction::In, &b[vnet::HDR_LEN..]);
         }
         let now = self.now();
-        let outcome = self.core.process(
-            port,
-            now,
-            &mut b[vnet::HDR_LEN..],
-            hdr.csum_kind(),
-            &mut self.sink,
-        );
+        let (frame, csum, sink) = (&mut b[vnet::HDR_LEN..], hdr.csum_kind(), &mut self.sink);
+        let outcome = if copy {
+            self.core.teach(port, now, frame, csum, sink)
+        } else {
+            self.core.process(port, now, frame, csum, sink)
+        };
         if let Outcome::Forward(out) = outcome {
             self.send(out, b);
         }
@@ -792,17 +807,18 @@ impl<C: Core> Runtime<C> {
             sh.pending_wake[sh.id] = true;
         }
         for (port, mut data) in frames {
+            let mut copy = false;
             if let Some(sh) = &mut self.shard
                 && let Some(f) = data.get(vnet::HDR_LEN..)
-                && matches!(
-                    steer(&sh.config, port, f, sh.shards() as u32),
-                    Steer::Control(_)
-                )
             {
-                sh.deferred.push((port, data));
-                continue;
+                let st = steer(&sh.config, port, f, sh.shards() as u32);
+                if matches!(st, Steer::Control(_)) {
+                    sh.deferred.push((port, data));
+                    continue;
+                }
+                copy = is_arp_copy(sh.id, st);
             }
-            self.process_here(port, &mut data, true);
+            self.process_here(port, &mut data, copy);
         }
     }
 
@@ -824,7 +840,7 @@ impl<C: Core> Runtime<C> {
         self.drain_rings();
         // Requests read just now wait for the next round.
         for (port, mut data) in reqs {
-            self.process_here(port, &mut data, true);
+            self.process_here(port, &mut data, false);
         }
     }
 
@@ -951,6 +967,13 @@ pub fn steer(cfg: &Config, port: PortId, frame: &[u8], shards: u32) -> Steer {
         }
         _ => zero,
     }
+}
+
+/// True when shard `id` handles a frame steered `st` as a copy: every ARP frame goes to shard 0,
+/// which answers, captures and counts it, and a copy to every other shard, which only learns
+/// from it. So a malformed ARP frame is one drop, not one per shard.
+fn is_arp_copy(id: usize, st: Steer) -> bool {
+    id != 0 && st == Steer::Arp
 }
 
 /// Turns an ARP request into a reply in place, so a shard that gets a copy learns the sender
@@ -1354,6 +1377,10 @@ mod tests {
         f[20..22].copy_from_slice(&[0, 1]);
         arp_as_reply(&mut f);
         assert_eq!(&f[20..22], &[0, 2]);
+        // Shard 0 handles and counts ARP; the others only learn from their copies.
+        assert!(!is_arp_copy(0, Steer::Arp));
+        assert!(is_arp_copy(1, Steer::Arp));
+        assert!(!is_arp_copy(1, Steer::Shard(1)));
     }
 
     #[test]
