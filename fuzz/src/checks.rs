@@ -989,6 +989,11 @@ impl Harness {
     pub fn check_invariants(&self) {
         let sw = &self.sw;
         let t = sw.table();
+        assert_eq!(
+            sw.counters().drops[DropReason::Internal.index()],
+            0,
+            "the switch's own state contradicted itself (drop reason `internal`)"
+        );
         assert!(sw.flow_count() <= sw.flow_capacity());
         assert_eq!(t.iter().count(), sw.flow_count());
         assert_eq!(sw.flows_by_state().iter().sum::<usize>(), sw.flow_count());

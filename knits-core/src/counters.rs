@@ -94,6 +94,10 @@ named_enum! {
         SrcSpoofed = "src_spoofed",
         /// A new connection whose keys collide with a tracked one.
         FlowConflict = "flow_conflict",
+        /// The switch's own state contradicted itself (a session or binding index out of
+        /// range): the frame was dropped where a panic would otherwise be. Never expected; a
+        /// count here is a bug to report.
+        Internal = "internal",
     }
 }
 

@@ -106,7 +106,7 @@ impl Spray {
                 for _ in 0..n {
                     let i = self.rr_next % n;
                     self.rr_next = (i + 1) % n;
-                    if backends[i].weight > 0 {
+                    if backends.get(i).is_some_and(|b| b.weight > 0) {
                         return Some(i);
                     }
                 }
@@ -115,20 +115,22 @@ impl Spray {
             SprayPolicy::Weighted => {
                 // Smooth weighted round robin: add each weight, pick the largest, subtract total.
                 let mut total = 0i32;
-                let mut best: Option<usize> = None;
-                for (i, be) in backends.iter().enumerate().take(n) {
+                let mut best: Option<(usize, i32)> = None;
+                for (i, (be, cur)) in backends.iter().zip(self.current.iter_mut()).enumerate() {
                     let w = be.weight as i32;
                     if w == 0 {
                         continue;
                     }
-                    self.current[i] += w;
+                    *cur += w;
                     total += w;
-                    if best.is_none_or(|b| self.current[i] > self.current[b]) {
-                        best = Some(i);
+                    if best.is_none_or(|(_, v)| *cur > v) {
+                        best = Some((i, *cur));
                     }
                 }
-                let b = best?;
-                self.current[b] -= total;
+                let (b, _) = best?;
+                if let Some(cur) = self.current.get_mut(b) {
+                    *cur -= total;
+                }
                 Some(b)
             }
             SprayPolicy::Maglev => {

@@ -1580,6 +1580,8 @@ impl Fabric {
                 if self.trace {
                     eprintln!("t={now}   switch h{h}: {v:?}");
                 }
+                // The core's non-panicking fallbacks must never be taken.
+                assert_ne!(v, Verdict::Drop(DropReason::Internal), "t={now} h{h}");
                 *self.verdicts.entry(format!("{v:?}")).or_default() += 1;
                 if let Verdict::Forward(p) = v {
                     self.enqueue(true, p as usize, fr, now);
@@ -2660,6 +2662,7 @@ mod golden {
                 &mut sink,
                 &mut NoMeter,
             );
+            assert_ne!(v, Verdict::Drop(DropReason::Internal));
             (v, f, sink.0)
         }
         fn pass(&mut self, h: usize, f: Vec<u8>, out: usize) -> Vec<(u8, Vec<u8>)> {

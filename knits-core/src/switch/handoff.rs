@@ -3,7 +3,7 @@
 
 use smoltcp::wire::{
     EthernetAddress, EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Address, Ipv4Packet,
-    TcpPacket, UdpPacket,
+    TcpPacket,
 };
 
 use super::*;
@@ -103,20 +103,25 @@ impl<'a> Switch<'a> {
             let Some(bi) = self
                 .config
                 .backend_index(src)
-                .filter(|&i| self.config.backends[i].port == port)
+                .filter(|&i| self.config.backends.get(i).is_some_and(|b| b.port == port))
             else {
                 break 'decide (ReplyCode::NotOwner, 0);
             };
-            match self.replay[bi].check(repr.counter) {
-                Replay::Repeat(code, hops) => break 'decide (code, hops),
-                Replay::Stale => break 'decide (ReplyCode::Replay, 0),
-                Replay::Fresh => {}
+            match self.replay.get(bi).map(|r| r.check(repr.counter)) {
+                Some(Replay::Repeat(code, hops)) => break 'decide (code, hops),
+                Some(Replay::Stale) => break 'decide (ReplyCode::Replay, 0),
+                Some(Replay::Fresh) => {}
+                None => break 'decide (ReplyCode::NotOwner, 0),
             }
             let (code, hops) = self.handoff(bi, port, now_ms, &repr, sink);
-            self.replay[bi].record(repr.counter, code, hops);
+            if let Some(r) = self.replay.get_mut(bi) {
+                r.record(repr.counter, code, hops);
+            }
             (code, hops)
         };
-        self.counters.handoffs[code.index()] += 1;
+        if let Some(c) = self.counters.handoffs.get_mut(code.index()) {
+            *c += 1;
+        }
         knits_trace!(
             "hand-off request {} from {}: {}",
             repr.counter,
@@ -156,18 +161,27 @@ impl<'a> Switch<'a> {
             IpProtocol::Udp,
             (len - ETH_LEN) as u16,
         );
-        {
-            let mut udp = UdpPacket::new_unchecked(&mut buf[TCP_AT..]);
-            udp.set_src_port(self.config.control_port);
-            udp.set_dst_port(sport);
-            udp.set_len((8 + control::REPLY_LEN) as u16);
-            udp.set_checksum(0);
-        }
-        let _ = reply.emit(&mut buf[TCP_AT + 8..], &key);
-        {
-            let mut udp = UdpPacket::new_unchecked(&mut buf[TCP_AT..]);
-            udp.fill_checksum(&pc.gateway.into(), &src.into());
-        }
+        // The UDP header by hand, at constant offsets into the fixed buffer (smoltcp's
+        // `fill_checksum` re-reads the length field and keeps a bounds check that can panic).
+        let udp_len = (8 + control::REPLY_LEN) as u16;
+        let (_, udp) = buf.split_at_mut(TCP_AT);
+        udp[0..2].copy_from_slice(&self.config.control_port.to_be_bytes());
+        udp[2..4].copy_from_slice(&sport.to_be_bytes());
+        udp[4..6].copy_from_slice(&udp_len.to_be_bytes());
+        udp[6..8].copy_from_slice(&[0, 0]);
+        let _ = reply.emit(&mut udp[8..], &key);
+        let pseudo = checksum::pseudo_header_sum(
+            pc.gateway.octets(),
+            src.octets(),
+            IpProtocol::Udp.into(),
+            udp_len,
+        );
+        // RFC 768: a computed checksum of zero is sent as all ones.
+        let c = match !checksum::fold(checksum::sum(udp, pseudo)) {
+            0 => 0xffff,
+            c => c,
+        };
+        udp[6..8].copy_from_slice(&c.to_be_bytes());
         self.generate(port, &buf, Generated::ControlReply, sink, meter);
         Verdict::Local(LocalKind::Control)
     }
@@ -183,7 +197,9 @@ impl<'a> Switch<'a> {
         req: &RequestRepr,
         _sink: &mut S,
     ) -> (ReplyCode, u8) {
-        let node = self.config.backends[bi].addr.octets();
+        let Some(node) = self.config.backends.get(bi).map(|b| b.addr.octets()) else {
+            return (ReplyCode::NotOwner, 0);
+        };
         if req.held_local.addr != node || req.new_local.addr != node {
             return (ReplyCode::NotOwner, 0);
         }
@@ -303,7 +319,9 @@ impl<'a> Switch<'a> {
                     srv_ts: c1.dirs[1].ts_in,
                     ..Binding::default()
                 };
-                let slot = &mut self.sessions[s];
+                let Some(slot) = self.sessions.get_mut(s) else {
+                    return (ReplyCode::TableFull, 0);
+                };
                 *slot = SessionSlot {
                     in_use: true,
                     anchor: anchor as u32,
@@ -317,7 +335,9 @@ impl<'a> Switch<'a> {
                 s
             }
         };
-        let sess = &mut self.sessions[s];
+        let Some(sess) = self.sessions.get_mut(s) else {
+            return (ReplyCode::UnknownConnection, 0);
+        };
         let Some(cur) = sess.bindings.last_mut() else {
             return (ReplyCode::UnknownConnection, 0);
         };
@@ -370,6 +390,21 @@ impl<'a> Switch<'a> {
     // ----------------------------------------------------------------------------------------
     // Spliced flows.
 
+    /// Binding `k` of session `s`, copied. Callers index with values they have just looked up,
+    /// so `None` means the switch's own state contradicts itself: the frame is dropped and
+    /// counted as `internal` (or the timer step skipped) instead of panicking.
+    fn binding(&self, s: usize, k: usize) -> Option<Binding> {
+        self.sessions.get(s)?.bindings.get(k).copied()
+    }
+
+    fn binding_mut(&mut self, s: usize, k: usize) -> Option<&mut Binding> {
+        self.sessions.get_mut(s)?.bindings.get_mut(k)
+    }
+
+    fn anchor_of(&self, s: usize) -> Option<usize> {
+        self.sessions.get(s).map(|x| x.anchor as usize)
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub(super) fn spliced<S: Sink + ?Sized, M: Meter + ?Sized>(
         &mut self,
@@ -419,7 +454,9 @@ impl<'a> Switch<'a> {
         };
         let in_port = c1.ports[0];
         self.track(anchor, Dir::Orig, in_port, now_ms, seg);
-        let sess = &mut self.sessions[s];
+        let Some(sess) = self.sessions.get_mut(s) else {
+            return Verdict::Drop(DropReason::Internal);
+        };
         // A client RST aborts the connection: it goes to the current server. (It may carry no
         // ACK, so its acknowledgment field says nothing about the binding; retiring nodes are
         // the switch's to close, paper IV.B 1.)
@@ -431,7 +468,9 @@ impl<'a> Switch<'a> {
         let Some(k) = pick else {
             return Verdict::Drop(DropReason::StaleLeg);
         };
-        let b = &mut sess.bindings[k];
+        let Some(b) = sess.bindings.get_mut(k) else {
+            return Verdict::Drop(DropReason::Internal);
+        };
         if seg.len > 0 || seg.fin {
             let end = seg.seq.add(seg.len + seg.fin as u32);
             if end.gt(b.c_hi) {
@@ -450,7 +489,9 @@ impl<'a> Switch<'a> {
                 dst: Some((b.server, c1.keys[0].dport)),
                 ..Xlate::default()
             };
-            rewrite(frame, meta, seg, &x, meter);
+            if !rewrite(frame, meta, seg, &x, meter) {
+                return Verdict::Drop(DropReason::Internal);
+            }
         } else {
             let Some(leg) = self.table.get(b.leg as usize).copied() else {
                 return Verdict::Drop(DropReason::StaleLeg);
@@ -465,7 +506,9 @@ impl<'a> Switch<'a> {
                 freeze_ts: false,
             }
             .xlate(seg, &leg.dirs[0]);
-            rewrite(frame, meta, seg, &x, meter);
+            if !rewrite(frame, meta, seg, &x, meter) {
+                return Verdict::Drop(DropReason::Internal);
+            }
             let t = translated(seg, &x);
             self.track(b.leg as usize, Dir::Orig, leg.ports[0], now_ms, &t);
         }
@@ -489,14 +532,18 @@ impl<'a> Switch<'a> {
         sink: &mut S,
         meter: &mut M,
     ) -> Verdict {
-        let anchor = self.sessions[s].anchor as usize;
+        let Some(anchor) = self.anchor_of(s) else {
+            return Verdict::Drop(DropReason::Internal);
+        };
         if fi != anchor {
             let port = self.table.get(fi).map(|f| f.ports[1]).unwrap_or(0);
             self.track(fi, Dir::Reply, port, now_ms, seg);
         }
         // The server's own view, raw.
         {
-            let b = &mut self.sessions[s].bindings[k];
+            let Some(b) = self.binding_mut(s, k) else {
+                return Verdict::Drop(DropReason::Internal);
+            };
             if seg.ackf && seg.ack.gt(b.srv_ack) {
                 b.srv_ack = seg.ack;
             }
@@ -508,8 +555,9 @@ impl<'a> Switch<'a> {
                 b.srv_ts = seg.opts.tsval;
             }
         }
-        let b = self.sessions[s].bindings[k];
-        let n = self.sessions[s].bindings.len();
+        let Some(b) = self.binding(s, k) else {
+            return Verdict::Drop(DropReason::Internal);
+        };
         if matches!(b.phase, Phase::Stale | Phase::Retired) {
             return self.old_node_inbound(s, k, now_ms, seg, frame, meta, sink, meter);
         }
@@ -523,14 +571,15 @@ impl<'a> Switch<'a> {
         if k > 0 {
             self.tell_old_node(s, k, seg, sink);
             if b.phase == Phase::Pending {
-                let prev = self.sessions[s].bindings[k - 1];
+                let Some(prev) = self.binding(s, k - 1) else {
+                    return Verdict::Drop(DropReason::Internal);
+                };
                 let need = prev.c_hi.max(b.c_start).add(b.c_off);
                 if (seg.ackf && seg.ack.ge(need)) || seg.len > 0 {
                     self.confirm(s, k, now_ms, sink);
                 }
             }
         }
-        let _ = n;
         self.translate_to_client(s, k, fi, now_ms, seg, frame, meta, sink, meter)
     }
 
@@ -548,8 +597,9 @@ impl<'a> Switch<'a> {
         sink: &mut S,
         meter: &mut M,
     ) -> Verdict {
-        let anchor = self.sessions[s].anchor as usize;
-        let b = self.sessions[s].bindings[k];
+        let (Some(anchor), Some(b)) = (self.anchor_of(s), self.binding(s, k)) else {
+            return Verdict::Drop(DropReason::Internal);
+        };
         let (Some(c1), Some(leg)) = (self.table.get(anchor).copied(), self.table.get(fi).copied())
         else {
             return Verdict::Drop(DropReason::StaleLeg);
@@ -570,7 +620,9 @@ impl<'a> Switch<'a> {
             freeze_ts: matches!(b.phase, Phase::Stale | Phase::Retired),
         }
         .xlate(seg, &c1.dirs[1]);
-        rewrite(frame, meta, seg, &x, meter);
+        if !rewrite(frame, meta, seg, &x, meter) {
+            return Verdict::Drop(DropReason::Internal);
+        }
         let t = translated(seg, &x);
         self.track(anchor, Dir::Reply, c1.ports[1], now_ms, &t);
         let out = Out {
@@ -591,7 +643,9 @@ impl<'a> Switch<'a> {
         if !seg.ackf {
             return;
         }
-        let b = self.sessions[s].bindings[k];
+        let Some(b) = self.binding(s, k) else {
+            return;
+        };
         let Some(leg) = self.table.get(b.leg as usize).copied() else {
             return;
         };
@@ -599,7 +653,9 @@ impl<'a> Switch<'a> {
         let a = seg.ack.min(limit);
         let ts = leg.ts_enabled().then_some((b.srv_ts, b.old_ts));
         if a.gt(b.old_told) {
-            self.sessions[s].bindings[k].old_told = a;
+            if let Some(x) = self.binding_mut(s, k) {
+                x.old_told = a;
+            }
             if b.old_fin.is_none() || !a.ge(limit) {
                 let g = GenTcp {
                     src: leg.keys[1],
@@ -623,7 +679,9 @@ impl<'a> Switch<'a> {
 
     /// Repeats to the old node the target's acknowledgment of its forwarded bytes.
     fn reack_old_node<S: Sink + ?Sized>(&mut self, s: usize, k: usize, sink: &mut S) {
-        let b = self.sessions[s].bindings[k];
+        let Some(b) = self.binding(s, k) else {
+            return;
+        };
         let Some(leg) = self.table.get(b.leg as usize).copied() else {
             return;
         };
@@ -639,13 +697,17 @@ impl<'a> Switch<'a> {
             ts,
         };
         self.gen_tcp(leg.ports[0], g, Generated::FakeTargetAck, sink);
-        if a.gt(b.old_told) {
-            self.sessions[s].bindings[k].old_told = a;
+        if a.gt(b.old_told)
+            && let Some(x) = self.binding_mut(s, k)
+        {
+            x.old_told = a;
         }
     }
 
     fn fake_target_fin_ack<S: Sink + ?Sized>(&mut self, s: usize, k: usize, sink: &mut S) {
-        let b = self.sessions[s].bindings[k];
+        let Some(b) = self.binding(s, k) else {
+            return;
+        };
         let (Some(fin), Some(leg)) = (b.old_fin, self.table.get(b.leg as usize).copied()) else {
             return;
         };
@@ -660,29 +722,38 @@ impl<'a> Switch<'a> {
             ts,
         };
         self.gen_tcp(leg.ports[0], g, Generated::FakeTargetFinAck, sink);
-        let b = &mut self.sessions[s].bindings[k];
-        b.old_fin_acked = true;
-        b.old_told = fin.add(1);
-        self.maybe_complete(s, k - 1);
+        if let Some(x) = self.binding_mut(s, k) {
+            x.old_fin_acked = true;
+            x.old_told = fin.add(1);
+        }
+        if let Some(j) = k.checked_sub(1) {
+            self.maybe_complete(s, j);
+        }
     }
 
     /// The target acknowledged the forwarded bytes: the hand-off holds, and the old node's
     /// inbound leg can be retired.
     fn confirm<S: Sink + ?Sized>(&mut self, s: usize, k: usize, now_ms: u32, sink: &mut S) {
-        let b = &mut self.sessions[s].bindings[k];
+        let Some(b) = self.binding_mut(s, k) else {
+            return;
+        };
         if let Ok(Some(p)) = splice::transition(b.phase, Event::TargetAcked) {
             b.phase = p;
             b.since_ms = now_ms;
             knits_trace!("hand-off confirmed, binding {}", k);
         }
-        self.maybe_fake_fin(s, k - 1, now_ms, sink);
+        if let Some(j) = k.checked_sub(1) {
+            self.maybe_fake_fin(s, j, now_ms, sink);
+        }
     }
 
     /// Paper IV.B 1: fake the client's FIN to the old node on its inbound leg, once the node has
     /// acknowledged everything sent to it (or a second has passed: bytes lost on the way to it
     /// reached the target by retransmission).
     fn maybe_fake_fin<S: Sink + ?Sized>(&mut self, s: usize, j: usize, now_ms: u32, sink: &mut S) {
-        let sess = &self.sessions[s];
+        let Some(sess) = self.sessions.get(s) else {
+            return;
+        };
         let Some(b) = sess.bindings.get(j).copied() else {
             return;
         };
@@ -703,8 +774,9 @@ impl<'a> Switch<'a> {
     }
 
     fn send_fake_fin<S: Sink + ?Sized>(&mut self, s: usize, j: usize, now_ms: u32, sink: &mut S) {
-        let anchor = self.sessions[s].anchor as usize;
-        let b = self.sessions[s].bindings[j];
+        let (Some(anchor), Some(b)) = (self.anchor_of(s), self.binding(s, j)) else {
+            return;
+        };
         let Some(leg) = self.table.get(b.leg as usize).copied() else {
             return;
         };
@@ -742,7 +814,9 @@ impl<'a> Switch<'a> {
             ts,
         };
         self.gen_tcp(b.server_port, g, Generated::FakeClientFin, sink);
-        let b = &mut self.sessions[s].bindings[j];
+        let Some(b) = self.binding_mut(s, j) else {
+            return;
+        };
         if at_end {
             b.fake_fin_end = Some(seq);
         } else {
@@ -768,7 +842,9 @@ impl<'a> Switch<'a> {
         sink: &mut S,
         meter: &mut M,
     ) -> Verdict {
-        let b = self.sessions[s].bindings[k];
+        let Some(b) = self.binding(s, k) else {
+            return Verdict::Drop(DropReason::Internal);
+        };
         let Some(leg) = self.table.get(b.leg as usize).copied() else {
             return Verdict::Drop(DropReason::StaleLeg);
         };
@@ -782,8 +858,11 @@ impl<'a> Switch<'a> {
         let acks_fin = seg.ackf
             && (seg.ack == b.fake_fin.add(1)
                 || b.fake_fin_end.is_some_and(|e| seg.ack == e.add(1)));
-        if b.inbound == Teardown::FinSent && acks_fin {
-            self.sessions[s].bindings[k].inbound = Teardown::FinAcked;
+        if b.inbound == Teardown::FinSent
+            && acks_fin
+            && let Some(x) = self.binding_mut(s, k)
+        {
+            x.inbound = Teardown::FinAcked;
         }
         if seg.fin {
             let fin_seq = seg.seq.add(seg.len);
@@ -809,15 +888,16 @@ impl<'a> Switch<'a> {
             };
             self.gen_tcp(b.server_port, g, Generated::FakeClientFinalAck, sink);
             if b.inbound != Teardown::Idle {
-                self.sessions[s].bindings[k].inbound = Teardown::Closed;
+                if let Some(x) = self.binding_mut(s, k) {
+                    x.inbound = Teardown::Closed;
+                }
                 self.maybe_complete(s, k);
             }
             return Verdict::Local(LocalKind::TeardownAbsorbed);
         }
-        let anchor = self.sessions[s].anchor as usize;
         let client_acked = self
-            .table
-            .get(anchor)
+            .anchor_of(s)
+            .and_then(|anchor| self.table.get(anchor))
             .map(|c| c.dirs[1].ack)
             .unwrap_or_default();
         // Only an acknowledgment of client bytes the old node really received is news for the
@@ -853,7 +933,9 @@ impl<'a> Switch<'a> {
             return Verdict::Drop(DropReason::StaleLeg);
         }
         {
-            let b = &mut self.sessions[s].bindings[k];
+            let Some(b) = self.binding_mut(s, k) else {
+                return Verdict::Drop(DropReason::Internal);
+            };
             if seg.opts.ts_at.is_some() && seg.opts.tsval.wrapping_sub(b.old_ts) as i32 > 0 {
                 b.old_ts = seg.opts.tsval;
             }
@@ -862,7 +944,9 @@ impl<'a> Switch<'a> {
                 b.old_nxt = end;
             }
         }
-        let b = self.sessions[s].bindings[k];
+        let Some(b) = self.binding(s, k) else {
+            return Verdict::Drop(DropReason::Internal);
+        };
         if seg.rst {
             if b.phase == Phase::Pending {
                 // The old node gave up on the hand-off (it saw no answer): roll back.
@@ -872,7 +956,9 @@ impl<'a> Switch<'a> {
         }
         if seg.fin {
             let fin_seq = seg.seq.add(seg.len);
-            self.sessions[s].bindings[k].old_fin = Some(fin_seq);
+            if let Some(x) = self.binding_mut(s, k) {
+                x.old_fin = Some(fin_seq);
+            }
             if b.srv_ack.ge(fin_seq) {
                 self.fake_target_fin_ack(s, k, sink);
             }
@@ -911,7 +997,9 @@ impl<'a> Switch<'a> {
             clear_fin: seg.fin,
             ..Xlate::default()
         };
-        rewrite(frame, meta, seg, &x, meter);
+        if !rewrite(frame, meta, seg, &x, meter) {
+            return Verdict::Drop(DropReason::Internal);
+        }
         let mut t = translated(seg, &x);
         t.fin = false;
         self.track(fi, Dir::Orig, leg.ports[0], now_ms, &t);
@@ -928,7 +1016,9 @@ impl<'a> Switch<'a> {
     /// Binding `j` is retired once the old node's inbound leg is closed and the leg it opened is
     /// answered.
     fn maybe_complete(&mut self, s: usize, j: usize) {
-        let sess = &mut self.sessions[s];
+        let Some(sess) = self.sessions.get_mut(s) else {
+            return;
+        };
         let Some(next) = sess.bindings.get(j + 1).copied() else {
             return;
         };
@@ -949,11 +1039,12 @@ impl<'a> Switch<'a> {
     /// Undoes the newest binding: the client stays with the old node, which learns of it by an
     /// RST on the new leg; the target is reset too. The client sees nothing.
     pub(super) fn rollback<S: Sink + ?Sized>(&mut self, s: usize, sink: &mut S) {
-        let n = self.sessions[s].bindings.len();
-        if n < 2 {
+        let Some(sess) = self.sessions.get(s) else {
             return;
-        }
-        let b = self.sessions[s].bindings[n - 1];
+        };
+        let (Some(&b), 2..) = (sess.bindings.last(), sess.bindings.len()) else {
+            return;
+        };
         if splice::transition(b.phase, Event::RollBack).is_err() {
             return;
         }
@@ -991,7 +1082,9 @@ impl<'a> Switch<'a> {
                 f.dirs[1].flags |= dirflag::ABORTED;
             }
         }
-        let sess = &mut self.sessions[s];
+        let Some(sess) = self.sessions.get_mut(s) else {
+            return;
+        };
         sess.bindings.pop();
         if let Some(prev) = sess.bindings.last_mut()
             && let Ok(Some(p)) = splice::transition(prev.phase, Event::Restored)
@@ -1003,7 +1096,7 @@ impl<'a> Switch<'a> {
         // A retransmitted request now learns of the roll-back. Counters are per node: only the
         // requester's answer changes (the server of the binding that is current again), never
         // another node's answer that happens to carry the same counter.
-        let requester = self.sessions[s].bindings.last().and_then(|p| {
+        let requester = sess.bindings.last().and_then(|p| {
             self.config
                 .backend_index(Ipv4Address::from_octets(p.server))
         });
@@ -1015,10 +1108,14 @@ impl<'a> Switch<'a> {
             }
         }
         // Back to a plain NAT connection when only the original binding is left.
-        let sess = &self.sessions[s];
-        if sess.bindings.len() == 1 && sess.bindings[0].leg == sess.anchor {
+        let Some(sess) = self.sessions.get_mut(s) else {
+            return;
+        };
+        if let [only] = sess.bindings.as_slice()
+            && only.leg == sess.anchor
+        {
             let anchor = sess.anchor as usize;
-            self.sessions[s] = SessionSlot::default();
+            *sess = SessionSlot::default();
             self.sessions_used = self.sessions_used.saturating_sub(1);
             if let Some(f) = self.table.get_mut(anchor) {
                 f.link = 0;
@@ -1050,11 +1147,10 @@ impl<'a> Switch<'a> {
     /// retirement of bindings whose TIME-WAIT has passed.
     pub(super) fn session_timers<S: Sink + ?Sized>(&mut self, s: usize, now_ms: u32, sink: &mut S) {
         let t = self.config.timeouts;
-        let n = self.sessions[s].bindings.len();
-        if n == 0 {
+        let Some(&cur) = self.sessions.get(s).and_then(|x| x.bindings.last()) else {
             return;
-        }
-        let cur = self.sessions[s].bindings[n - 1];
+        };
+        let n = self.sessions.get(s).map_or(0, |x| x.bindings.len());
         if cur.phase == Phase::Pending
             && now_ms.wrapping_sub(cur.since_ms) >= t.handoff.total_millis() as u32
         {
@@ -1066,16 +1162,20 @@ impl<'a> Switch<'a> {
                 return;
             }
         }
-        let n = self.sessions[s].bindings.len();
+        let n = self.sessions.get(s).map_or(0, |x| x.bindings.len());
         for j in 0..n.saturating_sub(1) {
-            let b = self.sessions[s].bindings[j];
+            let Some(b) = self.binding(s, j) else {
+                break;
+            };
             match b.inbound {
                 Teardown::Idle => self.maybe_fake_fin(s, j, now_ms, sink),
                 Teardown::FinSent if now_ms.wrapping_sub(b.since_ms) >= FIN_RETRY_MS => {
                     if b.fin_tries < FIN_TRIES {
                         self.send_fake_fin(s, j, now_ms, sink);
                     } else {
-                        self.sessions[s].bindings[j].inbound = Teardown::Closed;
+                        if let Some(x) = self.binding_mut(s, j) {
+                            x.inbound = Teardown::Closed;
+                        }
                         self.maybe_complete(s, j);
                     }
                 }
@@ -1084,26 +1184,31 @@ impl<'a> Switch<'a> {
         }
         // Retire the oldest binding after TIME-WAIT (paper III.A: "garbage collected once the
         // time to live window expires").
-        let anchor = self.sessions[s].anchor as usize;
+        let Some(anchor) = self.anchor_of(s) else {
+            return;
+        };
         let tw = t.time_wait.total_millis() as u32;
-        loop {
-            let sess = &mut self.sessions[s];
-            let Some(&b0) = sess.bindings.first() else {
+        while let Some(sess) = self.sessions.get_mut(s) {
+            if sess.bindings.len() < 2 {
+                break;
+            }
+            let Some(b0) = sess.bindings.first_mut() else {
                 break;
             };
-            if b0.phase != Phase::Retired || sess.bindings.len() < 2 {
+            if b0.phase != Phase::Retired {
                 break;
             }
             if b0.since_ms == 0 {
-                sess.bindings[0].since_ms = now_ms | 1;
+                b0.since_ms = now_ms | 1;
                 break;
             }
             if !deadline_passed(b0.since_ms.wrapping_add(tw), now_ms) {
                 break;
             }
+            let leg = b0.leg as usize;
             sess.bindings.remove(0);
-            if b0.leg as usize != anchor {
-                self.table.remove(b0.leg as usize);
+            if leg != anchor {
+                self.table.remove(leg);
             }
         }
     }
@@ -1206,14 +1311,19 @@ fn write_eth_ip(
 }
 
 /// Applies a translation to a TCP frame in place, keeping both checksums right incrementally.
+/// Applies `x` to the frame in place. False only if the frame is shorter than its headers,
+/// which the parser has ruled out (the caller then drops it as `internal`).
+#[must_use]
 fn rewrite<M: Meter + ?Sized>(
     frame: &mut [u8],
     meta: FrameMeta,
     seg: &Seg,
     x: &Xlate,
     meter: &mut M,
-) {
-    let mut rw = Rw::new(frame, meta.csum);
+) -> bool {
+    let Some(mut rw) = Rw::new(frame, meta.csum) else {
+        return false;
+    };
     if let Some((a, p)) = x.src {
         rw.src(Ipv4Address::from_octets(a));
         rw.sport(p);
@@ -1239,26 +1349,17 @@ fn rewrite<M: Meter + ?Sized>(
         for n in 0..seg.opts.sack_blocks as usize {
             let at = seg.opts.sack_at as usize + 8 * n;
             for edge in [at, at + 4] {
-                let old = tcp_options::read_u32(&rw.f[TCP_AT..], edge);
+                let old = rw.opt32_get(edge);
                 rw.opt32(edge, SeqNumber(old).sub(x.sack_off).0);
             }
         }
     }
     if x.clear_fin {
-        let mut t = TcpPacket::new_unchecked(&mut rw.f[TCP_AT..]);
-        let old = u16::from_be_bytes([rw_byte(&t, 12), rw_byte(&t, 13)]);
-        t.set_fin(false);
-        let new = u16::from_be_bytes([rw_byte(&t, 12), rw_byte(&t, 13)]);
-        rw.tcp_c = checksum::segment_update16(rw.kind, rw.tcp_c, old, new);
+        rw.clear_fin();
     }
     rw.ttl_dec();
-    let _ = seg.hdr_len;
     rw.finish(meter);
-}
-
-fn rw_byte(t: &TcpPacket<&mut [u8]>, i: usize) -> u8 {
-    let b: &[u8] = t.as_ref();
-    b.get(i).copied().unwrap_or(0)
+    true
 }
 
 /// The segment as it looks after `x` (for tracking on the egress leg).

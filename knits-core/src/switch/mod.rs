@@ -115,7 +115,6 @@ struct Seg {
     rst: bool,
     len: u32,
     win: u16,
-    hdr_len: usize,
     opts: TcpOptions,
 }
 
@@ -127,8 +126,18 @@ impl Seg {
 }
 
 /// In-place header edits with RFC 1624 checksum maintenance.
+///
+/// The headers are held as fixed-size arrays split off the frame once, in [`Rw::new`]: every
+/// field access below is at a constant offset into an array of known length, so none of them
+/// carries a bounds check, and the no_std link check (`nostd-check --features panic-free`) can
+/// prove that no rewrite panics.
 struct Rw<'f> {
-    f: &'f mut [u8],
+    /// The IPv4 header (the parser refuses options, so it is exactly 20 bytes).
+    ip: &'f mut [u8; IP_LEN],
+    /// The fixed part of the TCP header.
+    th: &'f mut [u8; TCP_HDR],
+    /// TCP options and payload: offset `at` from the TCP header is `rest[at - TCP_HDR]`.
+    rest: &'f mut [u8],
     kind: Kind,
     ip_c: u16,
     tcp_c: u16,
@@ -136,21 +145,31 @@ struct Rw<'f> {
     words: u32,
 }
 
+/// Length of the fixed TCP header.
+const TCP_HDR: usize = 20;
+
 impl<'f> Rw<'f> {
-    fn new(f: &'f mut [u8], kind: Kind) -> Self {
-        let ip_c = Ipv4Packet::new_unchecked(&f[ETH_LEN..]).checksum();
-        let tcp_c = TcpPacket::new_unchecked(&f[TCP_AT..]).checksum();
-        Rw {
-            f,
+    /// `None` when the frame is shorter than Ethernet + IPv4 + TCP headers, which the parser
+    /// has already ruled out for every frame that reaches a rewrite.
+    fn new(f: &'f mut [u8], kind: Kind) -> Option<Self> {
+        let (_, l3) = f.split_at_mut_checked(ETH_LEN)?;
+        let (ip, l4) = l3.split_first_chunk_mut::<IP_LEN>()?;
+        let (th, rest) = l4.split_first_chunk_mut::<TCP_HDR>()?;
+        let ip_c = u16::from_be_bytes([ip[10], ip[11]]);
+        let tcp_c = u16::from_be_bytes([th[16], th[17]]);
+        Some(Rw {
+            ip,
+            th,
+            rest,
             kind,
             ip_c,
             tcp_c,
             bytes: 0,
             words: 0,
-        }
+        })
     }
     fn src(&mut self, a: Ipv4Address) {
-        let mut ip = Ipv4Packet::new_unchecked(&mut self.f[ETH_LEN..]);
+        let mut ip = Ipv4Packet::new_unchecked(&mut self.ip[..]);
         let old = ip.src_addr();
         if old != a {
             ip.set_src_addr(a);
@@ -158,7 +177,7 @@ impl<'f> Rw<'f> {
         }
     }
     fn dst(&mut self, a: Ipv4Address) {
-        let mut ip = Ipv4Packet::new_unchecked(&mut self.f[ETH_LEN..]);
+        let mut ip = Ipv4Packet::new_unchecked(&mut self.ip[..]);
         let old = ip.dst_addr();
         if old != a {
             ip.set_dst_addr(a);
@@ -172,68 +191,75 @@ impl<'f> Rw<'f> {
         self.bytes += 4;
         self.words += 4;
     }
-    fn sport(&mut self, p: u16) {
-        let mut t = TcpPacket::new_unchecked(&mut self.f[TCP_AT..]);
-        let old = t.src_port();
-        if old != p {
-            t.set_src_port(p);
-            self.tcp_c = checksum::segment_update16(self.kind, self.tcp_c, old, p);
+    /// A 16-bit field of the fixed TCP header at byte offset `at`.
+    fn tcp16(&mut self, at: usize, v: u16) {
+        let Some(f) = self.th.get_mut(at..at + 2) else {
+            return;
+        };
+        let old = u16::from_be_bytes([f[0], f[1]]);
+        if old != v {
+            f.copy_from_slice(&v.to_be_bytes());
+            self.tcp_c = checksum::segment_update16(self.kind, self.tcp_c, old, v);
             self.bytes += 2;
             self.words += 1;
         }
+    }
+    /// A 32-bit field of the fixed TCP header at byte offset `at`.
+    fn tcp32(&mut self, at: usize, v: u32) {
+        let Some(f) = self.th.get_mut(at..at + 4) else {
+            return;
+        };
+        let old = u32::from_be_bytes([f[0], f[1], f[2], f[3]]);
+        if old != v {
+            f.copy_from_slice(&v.to_be_bytes());
+            self.tcp_c = checksum::segment_update32(self.kind, self.tcp_c, old, v);
+            self.bytes += 4;
+            self.words += 2;
+        }
+    }
+    fn sport(&mut self, p: u16) {
+        self.tcp16(0, p);
     }
     fn dport(&mut self, p: u16) {
-        let mut t = TcpPacket::new_unchecked(&mut self.f[TCP_AT..]);
-        let old = t.dst_port();
-        if old != p {
-            t.set_dst_port(p);
-            self.tcp_c = checksum::segment_update16(self.kind, self.tcp_c, old, p);
-            self.bytes += 2;
-            self.words += 1;
-        }
+        self.tcp16(2, p);
     }
     fn seq(&mut self, v: SeqNumber) {
-        let mut t = TcpPacket::new_unchecked(&mut self.f[TCP_AT..]);
-        let old = SeqNumber::from(t.seq_number());
-        if old != v {
-            t.set_seq_number(v.into());
-            self.tcp_c = checksum::segment_update32(self.kind, self.tcp_c, old.0, v.0);
-            self.bytes += 4;
-            self.words += 2;
-        }
+        self.tcp32(4, v.0);
     }
     fn ack(&mut self, v: SeqNumber) {
-        let mut t = TcpPacket::new_unchecked(&mut self.f[TCP_AT..]);
-        let old = SeqNumber::from(t.ack_number());
-        if old != v {
-            t.set_ack_number(v.into());
-            self.tcp_c = checksum::segment_update32(self.kind, self.tcp_c, old.0, v.0);
-            self.bytes += 4;
-            self.words += 2;
-        }
+        self.tcp32(8, v.0);
     }
     fn win(&mut self, w: u16) {
-        let mut t = TcpPacket::new_unchecked(&mut self.f[TCP_AT..]);
-        let old = t.window_len();
-        if old != w {
-            t.set_window_len(w);
-            self.tcp_c = checksum::segment_update16(self.kind, self.tcp_c, old, w);
-            self.bytes += 2;
-            self.words += 1;
+        self.tcp16(14, w);
+    }
+    /// Clears FIN in the flags word (offset 12: data offset, reserved bits and flags).
+    fn clear_fin(&mut self) {
+        let old = u16::from_be_bytes([self.th[12], self.th[13]]);
+        let new = old & !0x0001;
+        if old != new {
+            self.th[13] &= !0x01;
+            self.tcp_c = checksum::segment_update16(self.kind, self.tcp_c, old, new);
         }
     }
-    /// A 32-bit option field at offset `at` from the TCP header.
+    /// A 32-bit option field at offset `at` from the TCP header (options start at 20, an even
+    /// offset, so the checksum parity of `at` is the same in `rest`).
     fn opt32(&mut self, at: usize, v: u32) {
-        let seg = &mut self.f[TCP_AT..];
-        self.tcp_c = tcp_options::write_u32(seg, at, v, self.kind, self.tcp_c);
+        let Some(at) = at.checked_sub(TCP_HDR) else {
+            return;
+        };
+        self.tcp_c = tcp_options::write_u32(self.rest, at, v, self.kind, self.tcp_c);
         self.bytes += 4;
         self.words += 3;
     }
+    /// The 32-bit option field at offset `at` from the TCP header (0 if out of range).
+    fn opt32_get(&self, at: usize) -> u32 {
+        at.checked_sub(TCP_HDR)
+            .map_or(0, |at| tcp_options::read_u32(self.rest, at))
+    }
     fn ttl_dec(&mut self) {
-        let mut ip = Ipv4Packet::new_unchecked(&mut self.f[ETH_LEN..]);
-        let ttl = ip.hop_limit();
-        let proto: u8 = ip.next_header().into();
-        ip.set_hop_limit(ttl.wrapping_sub(1));
+        // TTL and protocol share the IPv4 header's 16-bit word at offset 8.
+        let (ttl, proto) = (self.ip[8], self.ip[9]);
+        self.ip[8] = ttl.wrapping_sub(1);
         let old = u16::from_be_bytes([ttl, proto]);
         let new = u16::from_be_bytes([ttl.wrapping_sub(1), proto]);
         self.ip_c = checksum::update16(self.ip_c, old, new);
@@ -241,8 +267,8 @@ impl<'f> Rw<'f> {
         self.words += 1;
     }
     fn finish<M: Meter + ?Sized>(self, meter: &mut M) {
-        Ipv4Packet::new_unchecked(&mut self.f[ETH_LEN..]).set_checksum(self.ip_c);
-        TcpPacket::new_unchecked(&mut self.f[TCP_AT..]).set_checksum(self.tcp_c);
+        self.ip[10..12].copy_from_slice(&self.ip_c.to_be_bytes());
+        self.th[16..18].copy_from_slice(&self.tcp_c.to_be_bytes());
         meter.bytes_rewritten(self.bytes + 4);
         meter.checksum_words(self.words);
     }
@@ -399,8 +425,16 @@ impl<'a> Switch<'a> {
                     *c += 1;
                 }
             }
-            Verdict::Local(k) => self.counters.local[k.index()] += 1,
-            Verdict::Drop(r) => self.counters.drops[r.index()] += 1,
+            Verdict::Local(k) => {
+                if let Some(c) = self.counters.local.get_mut(k.index()) {
+                    *c += 1;
+                }
+            }
+            Verdict::Drop(r) => {
+                if let Some(c) = self.counters.drops.get_mut(r.index()) {
+                    *c += 1;
+                }
+            }
         }
         v
     }
@@ -752,12 +786,11 @@ impl<'a> Switch<'a> {
                 return Verdict::Drop(DropReason::Ipv4BadChecksum);
             }
         }
-        let (src, dst, proto, ttl) = (
-            ip.src_addr(),
-            ip.dst_addr(),
-            ip.next_header(),
-            ip.hop_limit(),
-        );
+        // The protocol byte is read from the checked header directly: smoltcp's accessor is
+        // not inlined here and would keep a bounds check (and a panic) the length check above
+        // already rules out.
+        let proto = IpProtocol::from(body.get(9).copied().unwrap_or_default());
+        let (src, dst, ttl) = (ip.src_addr(), ip.dst_addr(), ip.hop_limit());
         let total = ip.total_len() as usize;
         let Some(pc) = self.config.ports.get(port as usize).copied() else {
             return Verdict::Drop(DropReason::NoRoute);
@@ -983,10 +1016,11 @@ impl<'a> Switch<'a> {
             }
             let sport = udp.src_port();
             let mut payload = [0u8; control::REQUEST_LEN];
-            let p = udp.payload();
-            if p.len() != control::REQUEST_LEN {
+            // The UDP length field equals the segment's length (checked above), so the
+            // payload is everything after the 8-byte header.
+            let Some(p) = seg.get(8..).filter(|p| p.len() == control::REQUEST_LEN) else {
                 return Verdict::Drop(DropReason::ControlMalformed);
-            }
+            };
             payload.copy_from_slice(p);
             return self.control(port, table::millis(now), src, sport, &payload, sink, meter);
         }
@@ -1058,7 +1092,6 @@ impl<'a> Switch<'a> {
             rst,
             len: (l4_len - hdr_len) as u32,
             win: tcp.window_len(),
-            hdr_len,
             opts,
         };
         meter.step(Step::Classify);
@@ -1259,7 +1292,9 @@ impl<'a> Switch<'a> {
                     return Verdict::Drop(DropReason::TableFull);
                 };
                 meter.table_entry(1);
-                self.counters.sprayed[bi] += 1;
+                if let Some(c) = self.counters.sprayed.get_mut(bi) {
+                    *c += 1;
+                }
                 if let Some(f) = self.table.get_mut(fi) {
                     f.backend = bi as u8;
                     f.ports = [port, be.port];
@@ -1316,7 +1351,9 @@ impl<'a> Switch<'a> {
         };
         let f = Keys { keys, ports };
         meter.step(Step::Rewrite);
-        let mut rw = Rw::new(frame, meta.csum);
+        let Some(mut rw) = Rw::new(frame, meta.csum) else {
+            return Verdict::Drop(DropReason::Internal);
+        };
         let out = match dir {
             Dir::Orig => {
                 let be = Ipv4Address::from_octets(f.keys[1].src);
@@ -1362,7 +1399,9 @@ impl<'a> Switch<'a> {
         };
         let out_port = f.ports[dir.other().index()];
         meter.step(Step::Rewrite);
-        let mut rw = Rw::new(frame, meta.csum);
+        let Some(mut rw) = Rw::new(frame, meta.csum) else {
+            return Verdict::Drop(DropReason::Internal);
+        };
         rw.ttl_dec();
         rw.finish(meter);
         let out = Out {
