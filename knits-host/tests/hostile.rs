@@ -24,6 +24,7 @@ use knits_core::counters::DropReason;
 use knits_core::wire::control::{self, Endpoint, ReplyCode, RequestRepr};
 use knits_host::cluster::{Cluster, ClusterConfig, TimeoutsMs};
 use knits_host::stats::Snapshot;
+use knits_proxy::handoff::{ShardBind, connect_leg};
 
 use conn::{Conn, Event, Req, Spec};
 use raw::{Macs, Tcp, flag};
@@ -72,6 +73,18 @@ fn drop_delta(before: &Snapshot, after: &Snapshot) -> BTreeMap<&'static str, u64
             (d > 0).then_some((r.name(), d))
         })
         .collect()
+}
+
+/// With shards: no frame was lost to a full channel between them (every frame handed over was
+/// processed by its owner and is in the counters the test checked).
+fn assert_no_frame_lost_between_shards(c: &Cluster) {
+    if let Some(shards) = c.shard_counts() {
+        assert_eq!(shards.len(), c.config.shards);
+        assert!(
+            shards.iter().all(|s| s.ring_full == 0),
+            "frames lost between the shards: {shards:?}"
+        );
+    }
 }
 
 /// The switch's MAC on port `p` and the MAC of the namespace side of that port's link.
@@ -460,7 +473,12 @@ fn malformed_frames_dropped_by_reason_transfers_byte_exact() {
     if !common::root_or_skip("malformed_frames_dropped_by_reason_transfers_byte_exact") {
         return;
     }
-    let c = up(config("hmf"));
+    malformed_frames(config("hmf"));
+}
+
+/// The malformed-frames case on the cluster `cfg` describes (one shard or several).
+fn malformed_frames(cfg: ClusterConfig) {
+    let c = up(cfg);
     let m = macs(&c, 0);
     let big = 48 * MIB;
     let plain_reqs = vec![Req::here(1000), Req::here(big), Req::here(5000)];
@@ -564,6 +582,7 @@ fn malformed_frames_dropped_by_reason_transfers_byte_exact() {
     let sout = spliced.finish();
     assert_exact("spliced transfer", &sout, &spliced_reqs, &[]);
     let end = settled(&c);
+    assert_no_frame_lost_between_shards(&c);
     eprintln!(
         "{} hostile frames dropped by reason: {got:?}; transfers {} + {} bytes verified\n{}",
         frames.len(),
@@ -571,6 +590,20 @@ fn malformed_frames_dropped_by_reason_transfers_byte_exact() {
         sout.bytes,
         end.table()
     );
+}
+
+/// The malformed-frames case through a switch of two shards: every hostile frame is steered to
+/// one shard and dropped and counted there once (drops summed over the shards), the transfers
+/// stay byte-exact, and no frame is lost between the shards.
+#[test]
+fn malformed_frames_two_shards() {
+    if !common::root_or_skip("malformed_frames_two_shards") {
+        return;
+    }
+    malformed_frames(ClusterConfig {
+        shards: 2,
+        ..config("hms")
+    });
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -674,6 +707,25 @@ fn node_ip(n: usize) -> Ipv4Addr {
     knits_host::cluster::node_addr(n)
 }
 
+/// A new leg from node `n` to `to` for the held connection whose peer is `held_peer`, connected
+/// the way knits-proxy connects one: with more than one shard, bound to a source port that puts
+/// it in the held connection's shard (`ShardBind`), else from a port the kernel picks.
+fn new_leg(c: &Cluster, n: usize, held_peer: Endpoint, to: SocketAddr) -> std::net::TcpStream {
+    let bind = ShardBind::for_held(held_peer, ep(node_ip(n), 80), c.config.shards as u32);
+    raw::in_netns(&c.node_ns[n - 1], || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let s = rt
+            .block_on(connect_leg(to, None, bind, Duration::from_secs(10)))
+            .expect("new leg");
+        let s = s.into_std().expect("std stream");
+        s.set_nonblocking(false).expect("blocking");
+        s
+    })
+}
+
 /// Microseconds since the Unix epoch (the proxies start their counters there).
 fn now_us() -> u64 {
     std::time::SystemTime::now()
@@ -696,8 +748,13 @@ fn forged_handoff_requests_refused_connection_unchanged() {
     if !common::root_or_skip("forged_handoff_requests_refused_connection_unchanged") {
         return;
     }
+    forged_handoff_requests(config("hfh"));
+}
+
+/// The forged-requests case on the cluster `cfg` describes (one shard or several).
+fn forged_handoff_requests(cfg: ClusterConfig) {
     let t0 = now_us();
-    let c = up(config("hfh"));
+    let c = up(cfg);
     let big = 24 * MIB;
     let reqs = vec![
         Req::here(1000),
@@ -845,10 +902,9 @@ fn forged_handoff_requests_refused_connection_unchanged() {
         UnknownConnection
     );
 
-    // Anchors outside the stream, on a real new leg A -> B that carries no data.
-    let leg = raw::in_netns(&c.node_ns[a - 1], || {
-        std::net::TcpStream::connect_timeout(&SocketAddr::from((ib, 80)), limit).expect("c2")
-    });
+    // Anchors outside the stream, on a real new leg A -> B that carries no data, opened the way
+    // A's proxy opens one (with shards, from a source port in the held connection's shard).
+    let leg = new_leg(&c, a, ep(CLIENT, client.port()), SocketAddr::from((ib, 80)));
     let leg_port = leg.local_addr().unwrap().port();
     std::thread::sleep(Duration::from_millis(100));
     let on_leg = |consumed: u64, sent: u64, ctr: u64| RequestRepr {
@@ -1024,10 +1080,24 @@ fn forged_handoff_requests_refused_connection_unchanged() {
             reason.name()
         );
     }
+    assert_no_frame_lost_between_shards(&c);
     eprintln!(
         "forged requests answered: {got:?}; dropped: {drops:?}\n{}",
         end.table()
     );
+}
+
+/// The forged-requests case through a switch of two shards: the requests are steered to the
+/// shard of the connection they name, refused there with the expected codes, and counted once.
+#[test]
+fn forged_handoff_requests_two_shards() {
+    if !common::root_or_skip("forged_handoff_requests_two_shards") {
+        return;
+    }
+    forged_handoff_requests(ClusterConfig {
+        shards: 2,
+        ..config("hfs")
+    });
 }
 
 // ------------------------------------------------------------------------------------------------
