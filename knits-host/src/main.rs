@@ -386,23 +386,13 @@ fn cluster_up(cfg: ClusterConfig) -> Result<(), String> {
         }
         Ok::<(), String>(())
     })();
+    // The table has a line per shard when there are several.
     let snap = c.stop_switch();
-    let shards = c.shard_counts();
     c.down();
     if let Ok(snap) = &snap {
         eprintln!("{}", snap.table());
     }
-    print_shards(shards);
     r.and(snap.map(|_| ()))
-}
-
-fn print_shards(shards: Option<Vec<knits_host::runtime::ShardCounts>>) {
-    for (i, s) in shards.into_iter().flatten().enumerate() {
-        eprintln!(
-            "shard {i}: {} frames processed, {} handed to another shard, {} lost to a full ring",
-            s.processed, s.handed_over, s.ring_full
-        );
-    }
 }
 
 fn run_with_progress(spec: Spec, label: &str) -> load::Report {
@@ -490,7 +480,6 @@ fn demo(args: DemoArgs) -> Result<(), String> {
     print!("{}", report.table());
     println!("== switch ==");
     print!("{}", snap.table());
-    print_shards(c.shard_counts());
     println!("demo finished in {:.1} s", t0.elapsed().as_secs_f64());
     drop(c);
     if !report.failures().is_empty() {

@@ -23,8 +23,9 @@
 //! another shard go through a bounded channel per shard pair (dropped and counted when full),
 //! with an eventfd to wake the owner. Each shard writes to its own queue of the egress port.
 //! ARP goes to shard 0, and a copy turned into a reply to every other shard, so that each
-//! learns the neighbors without answering twice. Capture is one writer behind a mutex; the
-//! snapshot is the sum of the shards'.
+//! learns the neighbors without answering twice (and without counting or capturing the copy).
+//! Capture is one writer behind a mutex; the snapshot is the sum of the shards', with each
+//! shard's own figures beside it ([`Snapshot::shards`]).
 
 use std::collections::BinaryHeap;
 use std::fs::File;
@@ -44,7 +45,7 @@ use knits_core::wire::control;
 
 use crate::faults::{FaultConfig, Injector};
 use crate::pcap::{self, Direction};
-use crate::stats::{PortStats, Snapshot};
+use crate::stats::{PortStats, ShardSnapshot, Snapshot};
 use crate::tap::{self, Tap};
 use crate::vnet::{self, VnetHdr};
 
@@ -524,13 +525,16 @@ impl<C: Core> Runtime<C> {
                 // Sum every shard's latest into the shared snapshot, holding its lock so that
                 // the last merge sees every shard's last publication.
                 if let Ok(mut g) = self.snapshot.lock() {
-                    let mut sum = Snapshot::default();
-                    for (i, slot) in sh.slots.iter().enumerate() {
-                        if let Ok(part) = slot.lock() {
-                            add_snapshot(&mut sum, &part, i == 0);
-                        }
-                    }
-                    *g = sum;
+                    let parts: Vec<(Snapshot, ShardCounts)> = sh
+                        .slots
+                        .iter()
+                        .zip(sh.stats.iter())
+                        .map(|(slot, st)| {
+                            let part = slot.lock().map(|p| p.clone()).unwrap_or_default();
+                            (part, st.counts())
+                        })
+                        .collect();
+                    *g = merge_shards(&parts);
                 }
             }
         }
@@ -984,6 +988,20 @@ fn arp_as_reply(frame: &mut [u8]) {
     }
 }
 
+/// The switch's snapshot from every shard's own (by shard id) and its loop's frame counts:
+/// the sum of the shards, with each shard's figures in [`Snapshot::shards`].
+fn merge_shards(parts: &[(Snapshot, ShardCounts)]) -> Snapshot {
+    let mut sum = Snapshot::default();
+    for (i, (part, _)) in parts.iter().enumerate() {
+        add_snapshot(&mut sum, part, i == 0);
+    }
+    sum.shards = parts
+        .iter()
+        .map(|(part, n)| ShardSnapshot::of(part, n.processed, n.handed_over, n.ring_full))
+        .collect();
+    sum
+}
+
 /// Adds shard snapshot `o` into `sum` (names, capacities and flags from the first).
 fn add_snapshot(sum: &mut Snapshot, o: &Snapshot, first: bool) {
     let (c, d) = (&mut sum.core, &o.core);
@@ -1403,5 +1421,54 @@ mod tests {
         assert_eq!((sum.flows, sum.flow_capacity), (10, 16));
         assert_eq!(sum.ports[0].name, "p0");
         assert_eq!(sum.ports[0].rx_frames, 8);
+    }
+
+    /// The switch's snapshot is the sum of the shards', and each shard's own figures (table,
+    /// drops by reason, its loop's frame counts) are kept beside it, in shard order.
+    #[test]
+    fn merged_snapshot_keeps_each_shard() {
+        use knits_core::counters::DropReason;
+        let part = |flows: usize, drops: u64| {
+            let mut s = Snapshot {
+                flows,
+                flow_capacity: 8192,
+                sessions: flows / 2,
+                session_capacity: 2048,
+                ..Default::default()
+            };
+            s.core.drops[DropReason::TcpBadChecksum.index()] = drops;
+            s.core.drops[DropReason::OutOfWindow.index()] = 1;
+            s
+        };
+        let counts = |processed, handed_over, ring_full| ShardCounts {
+            processed,
+            handed_over,
+            ring_full,
+        };
+        let sum = merge_shards(&[
+            (part(6, 3), counts(100, 7, 0)),
+            (part(4, 5), counts(90, 11, 2)),
+        ]);
+        assert_eq!((sum.flows, sum.flow_capacity), (10, 16384));
+        assert_eq!(sum.sessions, 5);
+        assert_eq!(sum.core.drop_count(DropReason::TcpBadChecksum), 8);
+        assert_eq!(sum.shards.len(), 2);
+        let (a, b) = (&sum.shards[0], &sum.shards[1]);
+        assert_eq!(
+            (a.processed, a.handed_over, a.lost, a.flows, a.sessions),
+            (100, 7, 0, 6, 3)
+        );
+        assert_eq!(
+            (b.processed, b.handed_over, b.lost, b.flows, b.sessions),
+            (90, 11, 2, 4, 2)
+        );
+        assert_eq!((a.flow_capacity, b.session_capacity), (8192, 2048));
+        assert_eq!(
+            (a.total_drops(), b.total_drops()),
+            (4, 6),
+            "each shard's own drops"
+        );
+        assert_eq!(a.total_drops() + b.total_drops(), sum.core.total_drops());
+        assert_eq!(b.drops[DropReason::TcpBadChecksum.index()], 5);
     }
 }

@@ -47,6 +47,65 @@ pub struct PortStats {
     pub faults_out: FaultStats,
 }
 
+/// One shard of a sharded switch (`--shards N`, N > 1): what it did alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardSnapshot {
+    /// Frames this shard's core processed: read from its own queues and handed over to it by
+    /// the others (not the ARP copies it only learns from).
+    pub processed: u64,
+    /// Frames it read that belong to another shard, handed over through a channel.
+    pub handed_over: u64,
+    /// Frames it could not hand over because the owner's channel was full (lost).
+    pub lost: u64,
+    /// Flow entries in use in its table.
+    pub flows: usize,
+    /// Its flow table's capacity (its share of the switch's).
+    pub flow_capacity: usize,
+    /// Splice sessions in use.
+    pub sessions: usize,
+    /// Its session capacity.
+    pub session_capacity: usize,
+    /// Frames its core dropped, by [`DropReason`] index.
+    pub drops: [u64; DropReason::COUNT],
+}
+
+impl Default for ShardSnapshot {
+    fn default() -> Self {
+        ShardSnapshot {
+            processed: 0,
+            handed_over: 0,
+            lost: 0,
+            flows: 0,
+            flow_capacity: 0,
+            sessions: 0,
+            session_capacity: 0,
+            drops: [0; DropReason::COUNT],
+        }
+    }
+}
+
+impl ShardSnapshot {
+    /// The table figures and drops of one shard's own snapshot `part`, with the frame counts
+    /// its loop keeps (`processed`, `handed_over`, `lost`).
+    pub fn of(part: &Snapshot, processed: u64, handed_over: u64, lost: u64) -> ShardSnapshot {
+        ShardSnapshot {
+            processed,
+            handed_over,
+            lost,
+            flows: part.flows,
+            flow_capacity: part.flow_capacity,
+            sessions: part.sessions,
+            session_capacity: part.session_capacity,
+            drops: part.core.drops,
+        }
+    }
+
+    /// Frames its core dropped, all reasons.
+    pub fn total_drops(&self) -> u64 {
+        self.drops.iter().sum()
+    }
+}
+
 /// Everything the stats server reports.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
@@ -71,6 +130,9 @@ pub struct Snapshot {
     pub uptime_s: f64,
     /// Whether offloads are on.
     pub offloads: bool,
+    /// Per shard, by shard id, when the switch runs more than one; empty with one. Everything
+    /// above is the sum of the shards.
+    pub shards: Vec<ShardSnapshot>,
 }
 
 impl Snapshot {
@@ -90,13 +152,18 @@ impl Snapshot {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "switch: up {:.1} s, offloads {}, flows {}/{}, splice sessions {}/{}",
+            "switch: up {:.1} s, offloads {}, flows {}/{}, splice sessions {}/{}{}",
             self.uptime_s,
             if self.offloads { "on" } else { "off" },
             self.flows,
             self.flow_capacity,
             self.sessions,
-            self.session_capacity
+            self.session_capacity,
+            if self.shards.len() > 1 {
+                format!(", {} shards", self.shards.len())
+            } else {
+                String::new()
+            }
         );
         let _ = writeln!(
             s,
@@ -228,6 +295,9 @@ impl Snapshot {
                     .collect()
             )
         );
+        if self.shards.len() > 1 {
+            s.push_str(&self.shard_table());
+        }
         let mut fin = FaultStats::default();
         let mut fout = FaultStats::default();
         for p in &self.ports {
@@ -247,6 +317,30 @@ impl Snapshot {
         }
         if self.pcap_frames > 0 {
             let _ = writeln!(s, "pcap: {} frames", self.pcap_frames);
+        }
+        s
+    }
+
+    /// The per-shard breakdown of the table: one line per shard.
+    fn shard_table(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "  {:<5} {:>12} {:>12} {:>9} {:>15} {:>13} {:>10}",
+            "shard", "processed", "handed over", "lost", "flows", "sessions", "drops"
+        );
+        for (i, sh) in self.shards.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "  {:<5} {:>12} {:>12} {:>9} {:>15} {:>13} {:>10}",
+                i,
+                sh.processed,
+                sh.handed_over,
+                sh.lost,
+                format!("{}/{}", sh.flows, sh.flow_capacity),
+                format!("{}/{}", sh.sessions, sh.session_capacity),
+                sh.total_drops()
+            );
         }
         s
     }
@@ -287,15 +381,41 @@ impl Snapshot {
             "Frames the core forwarded, per egress port.",
             per_port(&c.tx_frames),
         );
+        // Per shard (sharded switch only): the same families with a shard label, after the
+        // unlabelled totals, which stay as they are.
+        let shards: &[ShardSnapshot] = if self.shards.len() > 1 {
+            &self.shards
+        } else {
+            &[]
+        };
+        let per_shard = |total: Vec<(String, u64)>, f: fn(&ShardSnapshot) -> u64| {
+            let mut v = total;
+            v.extend(
+                shards
+                    .iter()
+                    .enumerate()
+                    .map(|(k, sh)| (format!("shard=\"{k}\""), f(sh))),
+            );
+            v
+        };
+        let mut drops: Vec<(String, u64)> = DropReason::ALL
+            .iter()
+            .map(|r| (format!("reason=\"{}\"", r.name()), c.drops[r.index()]))
+            .collect();
+        for (k, sh) in shards.iter().enumerate() {
+            drops.extend(DropReason::ALL.iter().map(|r| {
+                (
+                    format!("shard=\"{k}\",reason=\"{}\"", r.name()),
+                    sh.drops[r.index()],
+                )
+            }));
+        }
         family(
             &mut s,
             "drops_total",
             "counter",
             "Frames dropped by the core, by reason.",
-            DropReason::ALL
-                .iter()
-                .map(|r| (format!("reason=\"{}\"", r.name()), c.drops[r.index()]))
-                .collect(),
+            drops,
         );
         family(
             &mut s,
@@ -381,28 +501,36 @@ impl Snapshot {
             "flows",
             "gauge",
             "Flow table entries in use.",
-            vec![(String::new(), self.flows as u64)],
+            per_shard(vec![(String::new(), self.flows as u64)], |sh| {
+                sh.flows as u64
+            }),
         );
         family(
             &mut s,
             "flow_capacity",
             "gauge",
             "Flow table capacity.",
-            vec![(String::new(), self.flow_capacity as u64)],
+            per_shard(vec![(String::new(), self.flow_capacity as u64)], |sh| {
+                sh.flow_capacity as u64
+            }),
         );
         family(
             &mut s,
             "splice_sessions",
             "gauge",
             "Splice sessions in use.",
-            vec![(String::new(), self.sessions as u64)],
+            per_shard(vec![(String::new(), self.sessions as u64)], |sh| {
+                sh.sessions as u64
+            }),
         );
         family(
             &mut s,
             "splice_session_capacity",
             "gauge",
             "Splice session capacity.",
-            vec![(String::new(), self.session_capacity as u64)],
+            per_shard(vec![(String::new(), self.session_capacity as u64)], |sh| {
+                sh.session_capacity as u64
+            }),
         );
         let host = |f: fn(&PortStats) -> u64| -> Vec<(String, u64)> {
             self.ports
@@ -490,6 +618,29 @@ impl Snapshot {
             "Frames written to the pcap file.",
             vec![(String::new(), self.pcap_frames)],
         );
+        if !shards.is_empty() {
+            family(
+                &mut s,
+                "shard_frames_processed_total",
+                "counter",
+                "Frames a shard's core processed (read from its queues or handed over to it).",
+                per_shard(Vec::new(), |sh| sh.processed),
+            );
+            family(
+                &mut s,
+                "shard_frames_handed_over_total",
+                "counter",
+                "Frames a shard read for another shard and handed over.",
+                per_shard(Vec::new(), |sh| sh.handed_over),
+            );
+            family(
+                &mut s,
+                "shard_frames_lost_total",
+                "counter",
+                "Frames a shard lost because the owner shard's channel was full.",
+                per_shard(Vec::new(), |sh| sh.lost),
+            );
+        }
         s
     }
 }
@@ -696,7 +847,12 @@ mod tests {
     /// Every sample line is `name{labels} value` with a declared family; names use the core's.
     #[test]
     fn prometheus_text_is_well_formed() {
-        let p = snap().prometheus();
+        for s in [snap(), sharded()] {
+            well_formed(&s.prometheus());
+        }
+    }
+
+    fn well_formed(p: &str) {
         let mut declared = std::collections::HashSet::new();
         for line in p.lines() {
             if let Some(rest) = line.strip_prefix("# TYPE ") {
@@ -727,6 +883,120 @@ mod tests {
         for r in DropReason::ALL {
             assert!(p.contains(&format!("reason=\"{}\"", r.name())));
         }
+    }
+
+    /// `snap()` as the sum of two shards.
+    fn sharded() -> Snapshot {
+        let mut s = snap();
+        let mut a = ShardSnapshot {
+            processed: 1200,
+            handed_over: 34,
+            lost: 0,
+            flows: 2,
+            flow_capacity: 2048,
+            sessions: 1,
+            session_capacity: 512,
+            ..Default::default()
+        };
+        a.drops[DropReason::TcpBadChecksum.index()] = 2;
+        let b = ShardSnapshot {
+            processed: 800,
+            handed_over: 56,
+            lost: 7,
+            flows: 1,
+            flow_capacity: 2048,
+            sessions: 0,
+            session_capacity: 512,
+            ..Default::default()
+        };
+        s.shards = vec![a, b];
+        s
+    }
+
+    #[test]
+    fn table_breaks_a_sharded_switch_down_per_shard() {
+        let t = sharded().table();
+        assert!(
+            t.contains("flows 3/4096, splice sessions 1/1024, 2 shards"),
+            "{t}"
+        );
+        let lines: Vec<Vec<&str>> = t
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .filter(|w: &Vec<&str>| w.first() == Some(&"0") || w.first() == Some(&"1"))
+            .filter(|w| w.len() == 7)
+            .collect();
+        assert_eq!(
+            lines,
+            vec![
+                vec!["0", "1200", "34", "0", "2/2048", "1/512", "2"],
+                vec!["1", "800", "56", "7", "1/2048", "0/512", "0"],
+            ],
+            "{t}"
+        );
+        assert!(t.contains("handed over"), "{t}");
+        // The summed part is the same as without shards; one shard (or none) has no breakdown.
+        let plain = snap().table();
+        assert!(!plain.contains("shard"), "{plain}");
+        for l in plain.lines().skip(1) {
+            assert!(t.contains(l), "{l:?} missing from\n{t}");
+        }
+        let mut one = snap();
+        one.shards = vec![ShardSnapshot::default()];
+        assert_eq!(one.table(), plain);
+    }
+
+    /// Per shard, the same families with a `shard` label; the unlabelled totals are exactly
+    /// what an unsharded switch exposes.
+    #[test]
+    fn prometheus_labels_each_shard_and_keeps_the_totals() {
+        let p = sharded().prometheus();
+        let plain = snap().prometheus();
+        let lines: std::collections::HashSet<&str> = p.lines().collect();
+        for l in plain.lines() {
+            assert!(lines.contains(l), "{l:?} missing");
+        }
+        for want in [
+            "knits_flows 3",
+            "knits_flows{shard=\"0\"} 2",
+            "knits_flows{shard=\"1\"} 1",
+            "knits_flow_capacity{shard=\"1\"} 2048",
+            "knits_splice_sessions{shard=\"0\"} 1",
+            "knits_splice_session_capacity{shard=\"0\"} 512",
+            "knits_drops_total{reason=\"tcp_bad_checksum\"} 2",
+            "knits_drops_total{shard=\"0\",reason=\"tcp_bad_checksum\"} 2",
+            "knits_drops_total{shard=\"1\",reason=\"tcp_bad_checksum\"} 0",
+            "knits_shard_frames_processed_total{shard=\"0\"} 1200",
+            "knits_shard_frames_processed_total{shard=\"1\"} 800",
+            "knits_shard_frames_handed_over_total{shard=\"1\"} 56",
+            "knits_shard_frames_lost_total{shard=\"1\"} 7",
+        ] {
+            assert!(lines.contains(want), "{want:?} missing from\n{p}");
+        }
+        // Every reason for every shard; each family declared once.
+        for k in 0..2 {
+            for r in DropReason::ALL {
+                let l = format!("knits_drops_total{{shard=\"{k}\",reason=\"{}\"}}", r.name());
+                assert!(p.contains(&l), "{l}");
+            }
+        }
+        let types: Vec<&str> = p.lines().filter(|l| l.starts_with("# TYPE ")).collect();
+        let unique: std::collections::HashSet<&&str> = types.iter().collect();
+        assert_eq!(types.len(), unique.len(), "a family declared twice");
+        // Sum per family of the shard series = the total.
+        let value = |name: &str| -> u64 {
+            p.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+                .unwrap_or_else(|| panic!("{name}"))
+        };
+        assert_eq!(
+            value("knits_flows{shard=\"0\"}") + value("knits_flows{shard=\"1\"}"),
+            value("knits_flows")
+        );
+        assert!(
+            !plain.contains("shard"),
+            "an unsharded switch has no shard series"
+        );
     }
 
     #[test]
