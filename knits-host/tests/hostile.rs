@@ -76,14 +76,24 @@ fn drop_delta(before: &Snapshot, after: &Snapshot) -> BTreeMap<&'static str, u64
 }
 
 /// With shards: no frame was lost to a full channel between them (every frame handed over was
-/// processed by its owner and is in the counters the test checked).
-fn assert_no_frame_lost_between_shards(c: &Cluster) {
-    if let Some(shards) = c.shard_counts() {
-        assert_eq!(shards.len(), c.config.shards);
+/// processed by its owner and is in the counters the test checked), and the drops the shards
+/// report one by one add up to the switch's.
+fn assert_no_frame_lost_between_shards(c: &Cluster, end: &Snapshot) {
+    if c.config.shards > 1 {
+        assert_eq!(end.shards.len(), c.config.shards, "\n{}", end.table());
         assert!(
-            shards.iter().all(|s| s.ring_full == 0),
-            "frames lost between the shards: {shards:?}"
+            end.shards.iter().all(|s| s.lost == 0),
+            "frames lost between the shards\n{}",
+            end.table()
         );
+        assert_eq!(
+            end.shards.iter().map(|s| s.total_drops()).sum::<u64>(),
+            end.core.total_drops(),
+            "\n{}",
+            end.table()
+        );
+    } else {
+        assert!(end.shards.is_empty());
     }
 }
 
@@ -582,7 +592,7 @@ fn malformed_frames(cfg: ClusterConfig) {
     let sout = spliced.finish();
     assert_exact("spliced transfer", &sout, &spliced_reqs, &[]);
     let end = settled(&c);
-    assert_no_frame_lost_between_shards(&c);
+    assert_no_frame_lost_between_shards(&c, &end);
     eprintln!(
         "{} hostile frames dropped by reason: {got:?}; transfers {} + {} bytes verified\n{}",
         frames.len(),
@@ -1080,7 +1090,7 @@ fn forged_handoff_requests(cfg: ClusterConfig) {
             reason.name()
         );
     }
-    assert_no_frame_lost_between_shards(&c);
+    assert_no_frame_lost_between_shards(&c, &end);
     eprintln!(
         "forged requests answered: {got:?}; dropped: {drops:?}\n{}",
         end.table()

@@ -150,6 +150,7 @@ fn two_shards_pipelined_handoffs() {
             s.processed
         );
     }
+    per_shard_stats_while_running(&c);
     eprintln!(
         "2 shards: {} requests, {:.1} MiB in {:.2} s; shards {shards:?}; hand-off requests \
          answered {} (refused {}: retried by the proxies)",
@@ -164,5 +165,98 @@ fn two_shards_pipelined_handoffs() {
         snap.core.handoffs.iter().sum::<u64>(),
         snap.handoffs_refused()
     );
-    c.stop_switch().unwrap();
+    let last = c.stop_switch().unwrap();
+    per_shard_stats_add_up(&last);
+}
+
+/// `knits-host stats` (table and `--prom`) of the running switch, as an operator runs it: a
+/// line per shard in the table; per shard, the flow gauges and drops with a `shard` label next
+/// to the unlabelled totals, and the shards' frame counters.
+fn per_shard_stats_while_running(c: &Cluster) {
+    let stats = |prom: bool| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_knits-host"));
+        cmd.args(["stats", "--prefix", c.prefix()]);
+        if prom {
+            cmd.arg("--prom");
+        }
+        let out = cmd.output().expect("knits-host stats");
+        assert!(out.status.success(), "knits-host stats: {out:?}");
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    let table = stats(false);
+    assert!(table.contains(", 2 shards"), "{table}");
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("shard"))
+        .skip(1)
+        .take(2)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), 2, "{table}");
+    for (k, row) in rows.iter().enumerate() {
+        assert_eq!(row.len(), 7, "{table}");
+        assert_eq!(row[0], k.to_string(), "{table}");
+        let processed: u64 = row[1].parse().expect("processed");
+        assert!(processed > 1000, "shard {k}:\n{table}");
+        assert!(
+            row[4].ends_with("/8192"),
+            "shard {k}'s half of the table:\n{table}"
+        );
+    }
+    let prom = stats(true);
+    let value = |series: &str| -> u64 {
+        prom.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{prom}"))
+    };
+    for k in 0..2 {
+        assert!(
+            value(&format!(
+                "knits_shard_frames_processed_total{{shard=\"{k}\"}}"
+            )) > 1000
+        );
+        value(&format!(
+            "knits_shard_frames_handed_over_total{{shard=\"{k}\"}}"
+        ));
+        assert_eq!(
+            value(&format!("knits_shard_frames_lost_total{{shard=\"{k}\"}}")),
+            0
+        );
+        assert_eq!(
+            value(&format!("knits_flow_capacity{{shard=\"{k}\"}}")),
+            8192
+        );
+        value(&format!("knits_flows{{shard=\"{k}\"}}"));
+        value(&format!(
+            "knits_drops_total{{shard=\"{k}\",reason=\"tcp_bad_checksum\"}}"
+        ));
+    }
+    assert_eq!(
+        value("knits_flow_capacity"),
+        16384,
+        "the total is unlabelled"
+    );
+    value("knits_flows");
+}
+
+/// The last snapshot of a stopped sharded switch: its per-shard figures add up to its totals.
+fn per_shard_stats_add_up(s: &Snapshot) {
+    assert_eq!(s.shards.len(), 2, "\n{}", s.table());
+    let sum = |f: fn(&knits_host::stats::ShardSnapshot) -> u64| s.shards.iter().map(f).sum::<u64>();
+    assert_eq!(
+        sum(|k| k.processed),
+        s.core.rx_frames.iter().sum::<u64>(),
+        "every frame a core counted was processed by exactly one shard\n{}",
+        s.table()
+    );
+    assert!(
+        sum(|k| k.handed_over) > 0,
+        "nothing was handed over\n{}",
+        s.table()
+    );
+    assert_eq!(sum(|k| k.lost), 0, "\n{}", s.table());
+    assert_eq!(sum(|k| k.total_drops()), s.core.total_drops());
+    assert_eq!(sum(|k| k.flows as u64), s.flows as u64);
+    assert_eq!(sum(|k| k.flow_capacity as u64), s.flow_capacity as u64);
+    assert_eq!(sum(|k| k.sessions as u64), s.sessions as u64);
 }
