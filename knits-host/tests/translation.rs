@@ -226,6 +226,7 @@ fn dsack_blocks_and_rescaled_windows_across_handoffs() {
     }
     c.start_switch().expect("switch");
     c.wait_ready(Duration::from_secs(30)).expect("ready");
+    let ready = t0.elapsed();
 
     let spec = load::Spec {
         target: c.vip(),
@@ -236,33 +237,25 @@ fn dsack_blocks_and_rescaled_windows_across_handoffs() {
         timeout: Duration::from_secs(20),
     };
     let report = load::run(&spec, Arc::new(Progress::default()));
-    // Every connection closes and leaves the table (TIME-WAIT 500 ms), so the capture holds
-    // each connection whole.
-    let limit = Instant::now() + Duration::from_secs(10);
+    // Let the connections close and leave the table (TIME-WAIT 500 ms), so the capture holds
+    // them whole. Not always all of them: a new leg's SYN lost by the injector, whose connect
+    // the proxy then gives up, stays until the switch's SYN time-out.
+    let ran = t0.elapsed();
+    let limit = Instant::now() + Duration::from_secs(3);
     while (c.snapshot().flows != 0 || c.snapshot().sessions != 0) && Instant::now() < limit {
         std::thread::sleep(Duration::from_millis(100));
     }
     let snap = c.stop_switch().expect("stop switch");
     eprintln!("{}", report.table());
-    assert!(
-        report.failures().is_empty(),
-        "connections failed:\n{}\n{}",
-        report.table(),
-        snap.table()
+    eprintln!(
+        "ready at {:.1} s, load done at {:.1} s, switch stopped at {:.1} s with {} flows and {} \
+         sessions left",
+        ready.as_secs_f64(),
+        ran.as_secs_f64(),
+        t0.elapsed().as_secs_f64(),
+        snap.flows,
+        snap.sessions
     );
-    assert_eq!(
-        report.handoff_histogram(),
-        vec![0, 0, 0, CONNS],
-        "every connection hands off three times\n{}",
-        report.table()
-    );
-    let duplicated: u64 = snap
-        .ports
-        .iter()
-        .map(|p| p.faults_in.duplicated + p.faults_out.duplicated)
-        .sum();
-    assert!(duplicated > 100, "too few duplicates:\n{}", snap.table());
-
     let cap = knits_host::pcap::read(std::fs::File::open(&pcap).unwrap()).expect("read capture");
     assert_eq!(cap.interfaces.len(), NODES + 1);
     let t = tcpcap::tracks(&cap);
@@ -288,7 +281,29 @@ fn dsack_blocks_and_rescaled_windows_across_handoffs() {
         );
     }
     eprintln!("wall time so far {:.1} s", t0.elapsed().as_secs_f64());
-    a.assert_all();
+    // Segment by segment first: a wrong translation shows here with its frames, also when it
+    // made a transfer stall (which the load report below would only call a time-out).
+    a.assert_translations();
+    assert!(
+        report.failures().is_empty(),
+        "connections failed:\n{}\n{}",
+        report.table(),
+        snap.table()
+    );
+    assert_eq!(
+        report.handoff_histogram(),
+        vec![0, 0, 0, CONNS],
+        "every connection hands off three times\n{}",
+        report.table()
+    );
+    let duplicated: u64 = snap
+        .ports
+        .iter()
+        .map(|p| p.faults_in.duplicated + p.faults_out.duplicated)
+        .sum();
+    assert!(duplicated > 100, "too few duplicates:\n{}", snap.table());
+
+    a.assert_enough();
     // The cluster goes (namespaces, processes) with `c`.
     drop(c);
 }
@@ -644,7 +659,8 @@ impl Analysis {
         )
     }
 
-    fn assert_all(&self) {
+    /// Every block and every forwarded window seen is right.
+    fn assert_translations(&self) {
         let show = |v: &[String]| v.iter().take(12).cloned().collect::<Vec<_>>().join("\n  ");
         assert_eq!(
             self.truncated, 0,
@@ -674,6 +690,11 @@ impl Analysis {
             self.window_bad.len(),
             show(&self.window_bad)
         );
+    }
+
+    /// The run exercised what the checks are about: D-SACKs across translated legs towards
+    /// both sides, and windows rescaled between different shifts in both directions.
+    fn assert_enough(&self) {
         assert!(
             self.dsack_xlated.0 >= MIN_DSACK_TO_CLIENT,
             "only {} D-SACK blocks reached the client through a translation",
