@@ -331,7 +331,7 @@ fn syn_options(t: &Tracks) -> String {
     kinds.into_iter().collect::<Vec<_>>().join("; ")
 }
 
-/// The client subnet; the nodes are in 198.19.0.0/16.
+/// True for a node's address (198.19.0.0/16; the client's subnet is 198.18.0.0/24).
 fn is_node(a: Ipv4Addr) -> bool {
     a.octets()[..2] == [198, 19]
 }
