@@ -94,6 +94,9 @@ named_enum! {
         SrcSpoofed = "src_spoofed",
         /// A new connection whose keys collide with a tracked one.
         FlowConflict = "flow_conflict",
+        /// A SYN-ACK on a hand-off leg after the hand-off: part of the old node's handshake,
+        /// never forwarded to the client.
+        LegHandshake = "leg_handshake",
         /// The switch's own state contradicted itself (a session or binding index out of
         /// range): the frame was dropped where a panic would otherwise be. Never expected; a
         /// count here is a bug to report.

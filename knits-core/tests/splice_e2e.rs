@@ -2492,6 +2492,21 @@ mod golden {
         ts: (u32, u32),
         payload: &[u8],
     ) -> Vec<u8> {
+        let seg = (control, seq, ack, win, wscale);
+        tcp_in_sack(h, src, dst, seg, ts, [None; 3], payload)
+    }
+
+    /// [`tcp_in`] with SACK blocks; `seg` is (control, seq, ack, window, window scale).
+    fn tcp_in_sack(
+        h: usize,
+        src: (Ipv4Address, u16),
+        dst: (Ipv4Address, u16),
+        seg: (TcpControl, u32, Option<u32>, u16, Option<u8>),
+        ts: (u32, u32),
+        sack_ranges: [Option<(u32, u32)>; 3],
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let (control, seq, ack, win, wscale) = seg;
         let syn = control == TcpControl::Syn;
         let repr = TcpRepr {
             src_port: src.1,
@@ -2503,7 +2518,7 @@ mod golden {
             window_scale: wscale,
             max_seg_size: syn.then_some(1460),
             sack_permitted: syn,
-            sack_ranges: [None; 3],
+            sack_ranges,
             timestamp: Some(TcpTimestampRepr::new(ts.0, ts.1)),
             payload,
         };
@@ -3142,6 +3157,91 @@ mod golden {
 
     /// Roll-back: B resets the new leg before acknowledging; A and B each get an RST at their
     /// rcv_nxt, acknowledging what they sent; the client sees nothing.
+    /// Found on the wire by knits-host/tests/translation.rs: right after a hand-off the client
+    /// may D-SACK a duplicate of the old server's data in an ACK that the switch routes to the
+    /// new server. That block is about data the new server never sent: it is removed, and the
+    /// blocks about the new server's data are kept and translated.
+    #[test]
+    fn sack_blocks_about_the_old_servers_data_are_removed() {
+        let (mut r, _) = handed_off();
+        let start = N1.wrapping_add(17); // the new binding's first byte in the client's space
+        let ack = tcp_in_sack(
+            CLIENT,
+            ep(CLIENT, CPORT),
+            (VIP, 80),
+            (TcpControl::None, CI.wrapping_add(22), Some(start), WC, None),
+            (TC[2], T1[1]),
+            [
+                Some((N1.wrapping_add(1), start)),
+                Some((start.wrapping_add(100), start.wrapping_add(200))),
+                None,
+            ],
+            &[],
+        );
+        let (v, out, made) = r.send(CLIENT, ack);
+        assert_eq!(v, Verdict::Forward(B as u8));
+        assert!(made.is_empty());
+        let ip = Ipv4Packet::new_checked(&out[14..]).unwrap();
+        let tcp = TcpPacket::new_checked(ip.payload()).unwrap();
+        let caps = ChecksumCapabilities::default();
+        let repr = TcpRepr::parse(&tcp, &ip.src_addr().into(), &ip.dst_addr().into(), &caps)
+            .expect("the rewritten segment parses and its checksum is right");
+        assert_eq!(
+            repr.ack_number,
+            Some(TcpSeqNumber(B2.wrapping_add(1) as i32))
+        );
+        let b_first = B2.wrapping_add(1);
+        assert_eq!(
+            repr.sack_ranges,
+            [
+                Some((b_first.wrapping_add(100), b_first.wrapping_add(200))),
+                None,
+                None
+            ]
+        );
+
+        // The same D-SACK alone: the whole option goes, the segment stays valid.
+        let ack = tcp_in_sack(
+            CLIENT,
+            ep(CLIENT, CPORT),
+            (VIP, 80),
+            (TcpControl::None, CI.wrapping_add(22), Some(start), WC, None),
+            (TC[2], T1[1]),
+            [Some((N1.wrapping_add(1), start)), None, None],
+            &[],
+        );
+        let (v, out, _) = r.send(CLIENT, ack);
+        assert_eq!(v, Verdict::Forward(B as u8));
+        let ip = Ipv4Packet::new_checked(&out[14..]).unwrap();
+        let tcp = TcpPacket::new_checked(ip.payload()).unwrap();
+        let repr = TcpRepr::parse(&tcp, &ip.src_addr().into(), &ip.dst_addr().into(), &caps)
+            .expect("valid without its SACK option");
+        assert_eq!(repr.sack_ranges, [None; 3]);
+        assert!(repr.timestamp.is_some(), "the other options stay");
+    }
+
+    /// Found on the wire by knits-host/tests/translation.rs: a duplicate of the target's
+    /// SYN-ACK on the new leg after the hand-off was translated and reached the client.
+    #[test]
+    fn a_late_syn_ack_of_the_new_leg_never_reaches_the_client() {
+        let (mut r, _) = handed_off();
+        let syn_ack = tcp_in(
+            B,
+            ep(B, 80),
+            ep(A, APORT),
+            TcpControl::Syn,
+            B2,
+            Some(A2.wrapping_add(1)),
+            W2,
+            Some(3),
+            (T2[0], T1[2]),
+            &[],
+        );
+        let (v, _, made) = r.send(B, syn_ack);
+        assert_eq!(v, Verdict::Drop(DropReason::LegHandshake));
+        assert!(made.is_empty());
+    }
+
     #[test]
     fn rollback_resets() {
         let (mut r, _) = handed_off();

@@ -19,6 +19,10 @@ struct Xlate {
     ts: Option<(u32, u32)>,
     /// Subtracted from every SACK edge.
     sack_off: u32,
+    /// SACK blocks are kept only when they lie within `[lo, hi)` of the sender's space (either
+    /// bound may be open): the others report data another binding's server sent, which the
+    /// receiver never did. They are removed from the option (see `rewrite`).
+    sack_keep: Option<(Option<SeqNumber>, Option<SeqNumber>)>,
     clear_fin: bool,
 }
 
@@ -39,6 +43,8 @@ struct Mirror {
     shifts: (u8, u8),
     /// Send the newest TSval the receiver has seen instead of a translated one.
     freeze_ts: bool,
+    /// The part of the sender's sequence space whose SACK blocks concern this receiver.
+    sack_keep: Option<(Option<SeqNumber>, Option<SeqNumber>)>,
 }
 
 impl Mirror {
@@ -66,6 +72,7 @@ impl Mirror {
             win: Some(rescale_window(seg.win, self.shifts.0, self.shifts.1)),
             ts,
             sack_off: self.back_off,
+            sack_keep: self.sack_keep,
             clear_fin: false,
         }
     }
@@ -468,6 +475,9 @@ impl<'a> Switch<'a> {
         let Some(k) = pick else {
             return Verdict::Drop(DropReason::StaleLeg);
         };
+        // Where the next binding's server data starts in the client's space: the client's SACK
+        // blocks beyond it (or before this binding's start) are about another server's data.
+        let next_start = sess.bindings.get(k + 1).map(|n| n.s_start);
         let Some(b) = sess.bindings.get_mut(k) else {
             return Verdict::Drop(DropReason::Internal);
         };
@@ -487,6 +497,7 @@ impl<'a> Switch<'a> {
             // Binding 0: the plain DNAT of the sprayed connection.
             let x = Xlate {
                 dst: Some((b.server, c1.keys[0].dport)),
+                sack_keep: Some((None, next_start)),
                 ..Xlate::default()
             };
             if !rewrite(frame, meta, seg, &x, meter) {
@@ -504,6 +515,7 @@ impl<'a> Switch<'a> {
                 echo_off: b.ts_s_off,
                 shifts: (c1.shift(Dir::Orig), leg.shift(Dir::Orig)),
                 freeze_ts: false,
+                sack_keep: Some((Some(b.s_start), next_start)),
             }
             .xlate(seg, &leg.dirs[0]);
             if !rewrite(frame, meta, seg, &x, meter) {
@@ -558,6 +570,14 @@ impl<'a> Switch<'a> {
         let Some(b) = self.binding(s, k) else {
             return Verdict::Drop(DropReason::Internal);
         };
+        // A SYN-ACK of a new leg arriving after the hand-off (a retransmission or a duplicate)
+        // belongs to the old node's handshake, long completed; translated, it would reach the
+        // client as a SYN-ACK in the middle of its connection. If the target still waits for
+        // the handshake's last ACK, the old node's forwarded bytes (or their retransmission)
+        // complete it.
+        if seg.syn && k > 0 {
+            return Verdict::Drop(DropReason::LegHandshake);
+        }
         if matches!(b.phase, Phase::Stale | Phase::Retired) {
             return self.old_node_inbound(s, k, now_ms, seg, frame, meta, sink, meter);
         }
@@ -618,6 +638,7 @@ impl<'a> Switch<'a> {
             echo_off: b.ts_c_off,
             shifts: (leg.shift(Dir::Reply), c1.shift(Dir::Reply)),
             freeze_ts: matches!(b.phase, Phase::Stale | Phase::Retired),
+            sack_keep: None,
         }
         .xlate(seg, &c1.dirs[1]);
         if !rewrite(frame, meta, seg, &x, meter) {
@@ -1311,6 +1332,46 @@ fn write_eth_ip(
 }
 
 /// Applies a translation to a TCP frame in place, keeping both checksums right incrementally.
+/// Translates the SACK blocks of `seg` by `x.sack_off`, removing those outside `x.sack_keep`:
+/// the kept blocks move to the front in their order (a D-SACK stays first), the freed 8-byte
+/// slots become NOPs and the option's length shrinks; with no block left the whole option
+/// becomes NOPs. The header length never changes, so this works in place.
+fn rewrite_sack(rw: &mut Rw<'_>, seg: &Seg, x: &Xlate) {
+    const NOPS: u32 = 0x0101_0101;
+    let (at0, n) = (seg.opts.sack_at as usize, seg.opts.sack_blocks as usize);
+    let keep = |l: SeqNumber, r: SeqNumber| match x.sack_keep {
+        None => true,
+        Some((lo, hi)) => lo.is_none_or(|lo| l.ge(lo)) && hi.is_none_or(|hi| r.le(hi)),
+    };
+    let mut kept = 0;
+    for i in 0..n {
+        let at = at0 + 8 * i;
+        let (l, r) = (SeqNumber(rw.opt32_get(at)), SeqNumber(rw.opt32_get(at + 4)));
+        if !keep(l, r) {
+            continue;
+        }
+        let to = at0 + 8 * kept;
+        rw.opt32(to, l.sub(x.sack_off).0);
+        rw.opt32(to + 4, r.sub(x.sack_off).0);
+        kept += 1;
+    }
+    if kept == n {
+        return;
+    }
+    for i in kept..n {
+        rw.opt32(at0 + 8 * i, NOPS);
+        rw.opt32(at0 + 8 * i + 4, NOPS);
+    }
+    match kept {
+        // Kind and length too: ten NOPs where the option was.
+        0 => {
+            rw.opt8(at0.wrapping_sub(2), 1);
+            rw.opt8(at0.wrapping_sub(1), 1);
+        }
+        _ => rw.opt8(at0.wrapping_sub(1), (2 + 8 * kept) as u8),
+    }
+}
+
 /// Applies `x` to the frame in place. False only if the frame is shorter than its headers,
 /// which the parser has ruled out (the caller then drops it as `internal`).
 #[must_use]
@@ -1345,14 +1406,8 @@ fn rewrite<M: Meter + ?Sized>(
         rw.opt32(at as usize, tsval);
         rw.opt32(at as usize + 4, tsecr);
     }
-    if x.sack_off != 0 {
-        for n in 0..seg.opts.sack_blocks as usize {
-            let at = seg.opts.sack_at as usize + 8 * n;
-            for edge in [at, at + 4] {
-                let old = rw.opt32_get(edge);
-                rw.opt32(edge, SeqNumber(old).sub(x.sack_off).0);
-            }
-        }
+    if x.sack_off != 0 || x.sack_keep.is_some() {
+        rewrite_sack(&mut rw, seg, x);
     }
     if x.clear_fin {
         rw.clear_fin();

@@ -251,6 +251,27 @@ impl<'f> Rw<'f> {
         self.bytes += 4;
         self.words += 3;
     }
+    /// One option byte at offset `at` from the TCP header (an option kind or length).
+    fn opt8(&mut self, at: usize, v: u8) {
+        let Some(b) = at.checked_sub(TCP_HDR).and_then(|i| self.rest.get_mut(i)) else {
+            return;
+        };
+        let old = *b;
+        if old != v {
+            *b = v;
+            // A byte at an even offset is the high half of its 16-bit word.
+            let word = |x: u8| {
+                if at.is_multiple_of(2) {
+                    (x as u16) << 8
+                } else {
+                    x as u16
+                }
+            };
+            self.tcp_c = checksum::segment_update16(self.kind, self.tcp_c, word(old), word(v));
+            self.bytes += 1;
+            self.words += 1;
+        }
+    }
     /// The 32-bit option field at offset `at` from the TCP header (0 if out of range).
     fn opt32_get(&self, at: usize) -> u32 {
         at.checked_sub(TCP_HDR)
