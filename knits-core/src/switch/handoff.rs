@@ -544,6 +544,14 @@ impl<'a> Switch<'a> {
         sink: &mut S,
         meter: &mut M,
     ) -> Verdict {
+        // A SYN-ACK of a new leg arriving after the hand-off (a retransmission or a duplicate)
+        // belongs to the old node's handshake, long completed; translated, it would reach the
+        // client as a SYN-ACK in the middle of its connection. If the target still waits for
+        // the handshake's last ACK, the old node's forwarded bytes (or their retransmission)
+        // complete it. Checked before anything is tracked: a dropped frame changes nothing.
+        if seg.syn && k > 0 {
+            return Verdict::Drop(DropReason::LegHandshake);
+        }
         let Some(anchor) = self.anchor_of(s) else {
             return Verdict::Drop(DropReason::Internal);
         };
@@ -570,14 +578,6 @@ impl<'a> Switch<'a> {
         let Some(b) = self.binding(s, k) else {
             return Verdict::Drop(DropReason::Internal);
         };
-        // A SYN-ACK of a new leg arriving after the hand-off (a retransmission or a duplicate)
-        // belongs to the old node's handshake, long completed; translated, it would reach the
-        // client as a SYN-ACK in the middle of its connection. If the target still waits for
-        // the handshake's last ACK, the old node's forwarded bytes (or their retransmission)
-        // complete it.
-        if seg.syn && k > 0 {
-            return Verdict::Drop(DropReason::LegHandshake);
-        }
         if matches!(b.phase, Phase::Stale | Phase::Retired) {
             return self.old_node_inbound(s, k, now_ms, seg, frame, meta, sink, meter);
         }
