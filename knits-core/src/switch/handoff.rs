@@ -420,41 +420,34 @@ impl<'a> Switch<'a> {
         dir: Dir,
         now_ms: u32,
         seg: &Seg,
-        frame: &mut [u8],
-        meta: FrameMeta,
-        sink: &mut S,
-        meter: &mut M,
+        p: &mut Pkt<'_, S, M>,
     ) -> Verdict {
-        meter.table_entry(1);
+        p.meter.table_entry(1);
         let Some(sess) = self.sessions.get(s).filter(|x| x.in_use) else {
             return Verdict::Drop(DropReason::StaleLeg);
         };
         let anchor = sess.anchor as usize;
         if fi == anchor && dir == Dir::Orig {
-            return self.client_to_server(s, anchor, now_ms, seg, frame, meta, sink, meter);
+            return self.client_to_server(s, anchor, now_ms, seg, p);
         }
         let Some(k) = sess.binding_of_leg(fi) else {
             return Verdict::Drop(DropReason::StaleLeg);
         };
         match dir {
-            Dir::Reply => self.on_server_packet(s, k, fi, now_ms, seg, frame, meta, sink, meter),
-            Dir::Orig => self.on_old_node_packet(s, k, fi, now_ms, seg, frame, meta, sink, meter),
+            Dir::Reply => self.on_server_packet(s, k, fi, now_ms, seg, p),
+            Dir::Orig => self.on_old_node_packet(s, k, fi, now_ms, seg, p),
         }
     }
 
     /// Paper III.B steps 13-14: the client's packets, mapped onto the binding their sequence
     /// (data) or acknowledgment (bare ACK) numbers belong to.
-    #[allow(clippy::too_many_arguments)]
     fn client_to_server<S: Sink + ?Sized, M: Meter + ?Sized>(
         &mut self,
         s: usize,
         anchor: usize,
         now_ms: u32,
         seg: &Seg,
-        frame: &mut [u8],
-        meta: FrameMeta,
-        sink: &mut S,
-        meter: &mut M,
+        p: &mut Pkt<'_, S, M>,
     ) -> Verdict {
         let Some(c1) = self.table.get(anchor).copied() else {
             return Verdict::Drop(DropReason::UnknownFlow);
@@ -488,7 +481,7 @@ impl<'a> Switch<'a> {
             }
         }
         let b = *b;
-        meter.step(Step::Rewrite);
+        p.meter.step(Step::Rewrite);
         let out = Out {
             port: b.server_port,
             next_hop: Ipv4Address::from_octets(b.server),
@@ -500,7 +493,7 @@ impl<'a> Switch<'a> {
                 sack_keep: Some((None, next_start)),
                 ..Xlate::default()
             };
-            if !rewrite(frame, meta, seg, &x, meter) {
+            if !rewrite(p.frame, p.meta, seg, &x, p.meter) {
                 return Verdict::Drop(DropReason::Internal);
             }
         } else {
@@ -518,20 +511,19 @@ impl<'a> Switch<'a> {
                 sack_keep: Some((Some(b.s_start), next_start)),
             }
             .xlate(seg, &leg.dirs[0]);
-            if !rewrite(frame, meta, seg, &x, meter) {
+            if !rewrite(p.frame, p.meta, seg, &x, p.meter) {
                 return Verdict::Drop(DropReason::Internal);
             }
             let t = translated(seg, &x);
             self.track(b.leg as usize, Dir::Orig, leg.ports[0], now_ms, &t);
         }
-        if !self.set_macs(frame, &out, sink) {
+        if !self.set_macs(p.frame, &out, p.sink) {
             return Verdict::Drop(DropReason::NeighborUnknown);
         }
         Verdict::Forward(out.port)
     }
 
     /// A packet from the server of binding `k` on its leg.
-    #[allow(clippy::too_many_arguments)]
     fn on_server_packet<S: Sink + ?Sized, M: Meter + ?Sized>(
         &mut self,
         s: usize,
@@ -539,16 +531,13 @@ impl<'a> Switch<'a> {
         fi: usize,
         now_ms: u32,
         seg: &Seg,
-        frame: &mut [u8],
-        meta: FrameMeta,
-        sink: &mut S,
-        meter: &mut M,
+        p: &mut Pkt<'_, S, M>,
     ) -> Verdict {
         // A SYN-ACK of a new leg arriving after the hand-off (a retransmission or a duplicate)
         // belongs to the old node's handshake, long completed; translated, it would reach the
         // client as a SYN-ACK in the middle of its connection. If the target still waits for
         // the handshake's last ACK, the old node's forwarded bytes (or their retransmission)
-        // complete it. Checked before anything is tracked: a dropped frame changes nothing.
+        // complete it. Checked before anything is tracked: a dropped p.frame changes nothing.
         if seg.syn && k > 0 {
             return Verdict::Drop(DropReason::LegHandshake);
         }
@@ -579,32 +568,31 @@ impl<'a> Switch<'a> {
             return Verdict::Drop(DropReason::Internal);
         };
         if matches!(b.phase, Phase::Stale | Phase::Retired) {
-            return self.old_node_inbound(s, k, now_ms, seg, frame, meta, sink, meter);
+            return self.old_node_inbound(s, k, now_ms, seg, p);
         }
         // Current binding.
         let sent_data = b.srv_nxt.gt(b.s_start.sub(b.s_off).add(1)) && k > 0;
         if seg.rst && b.phase == Phase::Pending && !sent_data {
             // The target reset the new leg before answering: roll back (docs/protocol.md).
-            self.rollback(s, sink);
+            self.rollback(s, p.sink);
             return Verdict::Local(LocalKind::TeardownAbsorbed);
         }
         if k > 0 {
-            self.tell_old_node(s, k, seg, sink);
+            self.tell_old_node(s, k, seg, p.sink);
             if b.phase == Phase::Pending {
                 let Some(prev) = self.binding(s, k - 1) else {
                     return Verdict::Drop(DropReason::Internal);
                 };
                 let need = prev.c_hi.max(b.c_start).add(b.c_off);
                 if (seg.ackf && seg.ack.ge(need)) || seg.len > 0 {
-                    self.confirm(s, k, now_ms, sink);
+                    self.confirm(s, k, now_ms, p.sink);
                 }
             }
         }
-        self.translate_to_client(s, k, fi, now_ms, seg, frame, meta, sink, meter)
+        self.translate_to_client(s, k, fi, now_ms, seg, p)
     }
 
     /// Translates a server packet of binding `k` to the client (paper III.B step 12).
-    #[allow(clippy::too_many_arguments)]
     fn translate_to_client<S: Sink + ?Sized, M: Meter + ?Sized>(
         &mut self,
         s: usize,
@@ -612,10 +600,7 @@ impl<'a> Switch<'a> {
         fi: usize,
         now_ms: u32,
         seg: &Seg,
-        frame: &mut [u8],
-        meta: FrameMeta,
-        sink: &mut S,
-        meter: &mut M,
+        p: &mut Pkt<'_, S, M>,
     ) -> Verdict {
         let (Some(anchor), Some(b)) = (self.anchor_of(s), self.binding(s, k)) else {
             return Verdict::Drop(DropReason::Internal);
@@ -624,7 +609,7 @@ impl<'a> Switch<'a> {
         else {
             return Verdict::Drop(DropReason::StaleLeg);
         };
-        meter.step(Step::Rewrite);
+        p.meter.step(Step::Rewrite);
         let vip = c1.keys[0];
         // The mirror image of the client-to-server translation. A retiring server's late packets
         // carry the newest TSval the client has already seen: the next binding's clock offset
@@ -641,7 +626,7 @@ impl<'a> Switch<'a> {
             sack_keep: None,
         }
         .xlate(seg, &c1.dirs[1]);
-        if !rewrite(frame, meta, seg, &x, meter) {
+        if !rewrite(p.frame, p.meta, seg, &x, p.meter) {
             return Verdict::Drop(DropReason::Internal);
         }
         let t = translated(seg, &x);
@@ -650,7 +635,7 @@ impl<'a> Switch<'a> {
             port: c1.ports[0],
             next_hop: Ipv4Address::from_octets(vip.src),
         };
-        if !self.set_macs(frame, &out, sink) {
+        if !self.set_macs(p.frame, &out, p.sink) {
             return Verdict::Drop(DropReason::NeighborUnknown);
         }
         Verdict::Forward(out.port)
@@ -851,17 +836,13 @@ impl<'a> Switch<'a> {
     }
 
     /// Packets of an old node on its inbound leg (binding `k` is stale): paper IV.B 1.
-    #[allow(clippy::too_many_arguments)]
     fn old_node_inbound<S: Sink + ?Sized, M: Meter + ?Sized>(
         &mut self,
         s: usize,
         k: usize,
         now_ms: u32,
         seg: &Seg,
-        frame: &mut [u8],
-        meta: FrameMeta,
-        sink: &mut S,
-        meter: &mut M,
+        p: &mut Pkt<'_, S, M>,
     ) -> Verdict {
         let Some(b) = self.binding(s, k) else {
             return Verdict::Drop(DropReason::Internal);
@@ -907,7 +888,7 @@ impl<'a> Switch<'a> {
                 win,
                 ts,
             };
-            self.gen_tcp(b.server_port, g, Generated::FakeClientFinalAck, sink);
+            self.gen_tcp(b.server_port, g, Generated::FakeClientFinalAck, p.sink);
             if b.inbound != Teardown::Idle {
                 if let Some(x) = self.binding_mut(s, k) {
                     x.inbound = Teardown::Closed;
@@ -932,12 +913,11 @@ impl<'a> Switch<'a> {
             let _ = now_ms;
             return Verdict::Local(LocalKind::TeardownAbsorbed);
         }
-        self.translate_to_client(s, k, b.leg as usize, now_ms, seg, frame, meta, sink, meter)
+        self.translate_to_client(s, k, b.leg as usize, now_ms, seg, p)
     }
 
     /// Packets of the old node on the leg it opened to the target (binding `k` >= 1):
     /// forwarded bytes pass; its FIN and bare ACKs are absorbed (paper IV.B 4-5).
-    #[allow(clippy::too_many_arguments)]
     fn on_old_node_packet<S: Sink + ?Sized, M: Meter + ?Sized>(
         &mut self,
         s: usize,
@@ -945,10 +925,7 @@ impl<'a> Switch<'a> {
         fi: usize,
         now_ms: u32,
         seg: &Seg,
-        frame: &mut [u8],
-        meta: FrameMeta,
-        sink: &mut S,
-        meter: &mut M,
+        p: &mut Pkt<'_, S, M>,
     ) -> Verdict {
         if k == 0 {
             return Verdict::Drop(DropReason::StaleLeg);
@@ -971,7 +948,7 @@ impl<'a> Switch<'a> {
         if seg.rst {
             if b.phase == Phase::Pending {
                 // The old node gave up on the hand-off (it saw no answer): roll back.
-                self.rollback(s, sink);
+                self.rollback(s, p.sink);
             }
             return Verdict::Local(LocalKind::TeardownAbsorbed);
         }
@@ -981,7 +958,7 @@ impl<'a> Switch<'a> {
                 x.old_fin = Some(fin_seq);
             }
             if b.srv_ack.ge(fin_seq) {
-                self.fake_target_fin_ack(s, k, sink);
+                self.fake_target_fin_ack(s, k, p.sink);
             }
             if seg.len == 0 {
                 return Verdict::Local(LocalKind::TeardownAbsorbed);
@@ -993,7 +970,7 @@ impl<'a> Switch<'a> {
         // late) and retransmits. The target may have closed the leg by now and would answer
         // with a reset, so answer the old node again instead of passing the bytes on.
         if !seg.fin && seg.seq.add(seg.len).le(b.srv_ack) {
-            self.reack_old_node(s, k, sink);
+            self.reack_old_node(s, k, p.sink);
             return Verdict::Local(LocalKind::TeardownAbsorbed);
         }
         // Forwarded request bytes: merge into the stream the target sees (ack, window and
@@ -1005,7 +982,7 @@ impl<'a> Switch<'a> {
             return Verdict::Drop(DropReason::StaleLeg);
         };
         let lo = leg.dirs[0];
-        meter.step(Step::Rewrite);
+        p.meter.step(Step::Rewrite);
         let ts = seg.opts.ts_at.map(|_| (lo.ts_in, seg.opts.tsecr));
         let x = Xlate {
             ack: if seg.ackf && lo.has(dirflag::ACKED) {
@@ -1018,7 +995,7 @@ impl<'a> Switch<'a> {
             clear_fin: seg.fin,
             ..Xlate::default()
         };
-        if !rewrite(frame, meta, seg, &x, meter) {
+        if !rewrite(p.frame, p.meta, seg, &x, p.meter) {
             return Verdict::Drop(DropReason::Internal);
         }
         let mut t = translated(seg, &x);
@@ -1028,7 +1005,7 @@ impl<'a> Switch<'a> {
             port: leg.ports[1],
             next_hop: Ipv4Address::from_octets(leg.keys[0].dst),
         };
-        if !self.set_macs(frame, &out, sink) {
+        if !self.set_macs(p.frame, &out, p.sink) {
             return Verdict::Drop(DropReason::NeighborUnknown);
         }
         Verdict::Forward(out.port)

@@ -125,6 +125,15 @@ impl Seg {
     }
 }
 
+/// One frame on its way through the pipeline: its bytes, how its checksum arrived, where the
+/// frames the switch generates go, and what records the work. Passed down as one argument.
+struct Pkt<'p, S: ?Sized, M: ?Sized> {
+    frame: &'p mut [u8],
+    meta: FrameMeta,
+    sink: &'p mut S,
+    meter: &'p mut M,
+}
+
 /// In-place header edits with RFC 1624 checksum maintenance.
 ///
 /// The headers are held as fixed-size arrays split off the frame once, in [`Rw::new`]: every
@@ -437,7 +446,14 @@ impl<'a> Switch<'a> {
         if let Some(c) = self.counters.rx_frames.get_mut(port as usize) {
             *c += 1;
         }
-        let v = self.process_inner(port, now, frame, meta, sink, meter);
+        let mut p = Pkt {
+            frame,
+            meta,
+            sink,
+            meter,
+        };
+        let v = self.process_inner(port, now, &mut p);
+        let meter = p.meter;
         meter.step(Step::Verdict);
         meter.counter();
         match v {
@@ -464,27 +480,24 @@ impl<'a> Switch<'a> {
         &mut self,
         port: PortId,
         now: Instant,
-        frame: &mut [u8],
-        meta: FrameMeta,
-        sink: &mut S,
-        meter: &mut M,
+        p: &mut Pkt<'_, S, M>,
     ) -> Verdict {
-        meter.step(Step::Parse);
+        p.meter.step(Step::Parse);
         let Some(pc) = self.config.ports.get(port as usize).copied() else {
             return Verdict::Drop(DropReason::NoRoute);
         };
-        let Ok(eth) = EthernetFrame::new_checked(&*frame) else {
+        let Ok(eth) = EthernetFrame::new_checked(&*p.frame) else {
             return Verdict::Drop(DropReason::EthTruncated);
         };
-        meter.bytes_read(ETH_LEN as u32);
+        p.meter.bytes_read(ETH_LEN as u32);
         let dst_mac = eth.dst_addr();
         if dst_mac != pc.mac && !dst_mac.is_broadcast() {
             return Verdict::Drop(DropReason::EthNotForUs);
         }
         let src_mac = eth.src_addr();
         match eth.ethertype() {
-            EthernetProtocol::Arp => self.arp(port, frame, sink, meter),
-            EthernetProtocol::Ipv4 => self.ipv4(port, now, src_mac, frame, meta, sink, meter),
+            EthernetProtocol::Arp => self.arp(port, p.frame, p.sink, p.meter),
+            EthernetProtocol::Ipv4 => self.ipv4(port, now, src_mac, p),
             _ => Verdict::Drop(DropReason::EthUnsupported),
         }
     }
@@ -765,27 +778,26 @@ impl<'a> Switch<'a> {
             self.arp_request(out.port, out.next_hop, sink);
             return false;
         };
-        let mut eth = EthernetFrame::new_unchecked(frame);
-        eth.set_src_addr(pc.mac);
-        eth.set_dst_addr(mac);
+        // Destination then source: the first 12 bytes (the parser has checked the length).
+        let Some(hdr) = frame.first_chunk_mut::<12>() else {
+            return false;
+        };
+        hdr[..6].copy_from_slice(mac.as_bytes());
+        hdr[6..].copy_from_slice(pc.mac.as_bytes());
         true
     }
 
     // ----------------------------------------------------------------------------------------
     // IPv4.
 
-    #[allow(clippy::too_many_arguments)]
     fn ipv4<S: Sink + ?Sized, M: Meter + ?Sized>(
         &mut self,
         port: PortId,
         now: Instant,
         src_mac: EthernetAddress,
-        frame: &mut [u8],
-        meta: FrameMeta,
-        sink: &mut S,
-        meter: &mut M,
+        p: &mut Pkt<'_, S, M>,
     ) -> Verdict {
-        let Some(body) = frame.get(ETH_LEN..) else {
+        let Some(body) = p.frame.get(ETH_LEN..) else {
             return Verdict::Drop(DropReason::Ipv4Malformed);
         };
         let Ok(ip) = Ipv4Packet::new_checked(body) else {
@@ -800,9 +812,9 @@ impl<'a> Switch<'a> {
         if ip.more_frags() || ip.frag_offset() != 0 {
             return Verdict::Drop(DropReason::Ipv4Fragment);
         }
-        meter.bytes_read(IP_LEN as u32);
+        p.meter.bytes_read(IP_LEN as u32);
         if self.config.verify_checksums {
-            meter.checksum_words(10);
+            p.meter.checksum_words(10);
             if !checksum::ipv4_header_ok(&body[..IP_LEN]) {
                 return Verdict::Drop(DropReason::Ipv4BadChecksum);
             }
@@ -826,11 +838,11 @@ impl<'a> Switch<'a> {
                 if ttl <= 1 {
                     return Verdict::Drop(DropReason::TtlExpired);
                 }
-                self.tcp(port, now, src, dst, l4_len, frame, meta, sink, meter)
+                self.tcp(port, now, src, dst, l4_len, p)
             }
-            IpProtocol::Udp => self.udp(port, now, src, dst, ttl, l4_len, frame, meta, sink, meter),
+            IpProtocol::Udp => self.udp(port, now, src, dst, ttl, l4_len, p),
             _ => {
-                meter.step(Step::Classify);
+                p.meter.step(Step::Classify);
                 // Other protocols (ICMP) are routed between back-end nodes only.
                 let Some(out) = self.route_between_nodes(port, dst) else {
                     return Verdict::Drop(DropReason::NoRoute);
@@ -838,7 +850,7 @@ impl<'a> Switch<'a> {
                 if ttl <= 1 {
                     return Verdict::Drop(DropReason::TtlExpired);
                 }
-                self.forward_plain(frame, out, sink, meter)
+                self.forward_plain(p.frame, out, p.sink, p.meter)
             }
         }
     }
@@ -1002,13 +1014,10 @@ impl<'a> Switch<'a> {
         dst: Ipv4Address,
         ttl: u8,
         l4_len: usize,
-        frame: &mut [u8],
-        meta: FrameMeta,
-        sink: &mut S,
-        meter: &mut M,
+        p: &mut Pkt<'_, S, M>,
     ) -> Verdict {
-        meter.step(Step::Classify);
-        let Some(seg) = frame.get(TCP_AT..TCP_AT + l4_len) else {
+        p.meter.step(Step::Classify);
+        let Some(seg) = p.frame.get(TCP_AT..TCP_AT + l4_len) else {
             return Verdict::Drop(DropReason::UdpMalformed);
         };
         let Ok(udp) = UdpPacket::new_checked(seg) else {
@@ -1017,7 +1026,7 @@ impl<'a> Switch<'a> {
         if udp.len() as usize != l4_len {
             return Verdict::Drop(DropReason::UdpMalformed);
         }
-        meter.bytes_read(8);
+        p.meter.bytes_read(8);
         if self.owns(port, dst) {
             let is_control = udp.dst_port() == self.config.control_port;
             let Some(pc) = self.config.ports.get(port as usize) else {
@@ -1029,8 +1038,8 @@ impl<'a> Switch<'a> {
             if pc.role != PortRole::Backend {
                 return Verdict::Drop(DropReason::ControlWrongPort);
             }
-            if self.config.verify_checksums && meta.csum == Kind::Full && udp.checksum() != 0 {
-                meter.checksum_words(l4_len as u32 / 2 + 6);
+            if self.config.verify_checksums && p.meta.csum == Kind::Full && udp.checksum() != 0 {
+                p.meter.checksum_words(l4_len as u32 / 2 + 6);
                 if !checksum::transport_ok(src.octets(), dst.octets(), 17, seg) {
                     return Verdict::Drop(DropReason::UdpBadChecksum);
                 }
@@ -1039,11 +1048,19 @@ impl<'a> Switch<'a> {
             let mut payload = [0u8; control::REQUEST_LEN];
             // The UDP length field equals the segment's length (checked above), so the
             // payload is everything after the 8-byte header.
-            let Some(p) = seg.get(8..).filter(|p| p.len() == control::REQUEST_LEN) else {
+            let Some(body) = seg.get(8..).filter(|b| b.len() == control::REQUEST_LEN) else {
                 return Verdict::Drop(DropReason::ControlMalformed);
             };
-            payload.copy_from_slice(p);
-            return self.control(port, table::millis(now), src, sport, &payload, sink, meter);
+            payload.copy_from_slice(body);
+            return self.control(
+                port,
+                table::millis(now),
+                src,
+                sport,
+                &payload,
+                p.sink,
+                p.meter,
+            );
         }
         let Some(out) = self.route_between_nodes(port, dst) else {
             return Verdict::Drop(DropReason::NoRoute);
@@ -1051,13 +1068,12 @@ impl<'a> Switch<'a> {
         if ttl <= 1 {
             return Verdict::Drop(DropReason::TtlExpired);
         }
-        self.forward_plain(frame, out, sink, meter)
+        self.forward_plain(p.frame, out, p.sink, p.meter)
     }
 
     // ----------------------------------------------------------------------------------------
     // TCP.
 
-    #[allow(clippy::too_many_arguments)]
     fn tcp<S: Sink + ?Sized, M: Meter + ?Sized>(
         &mut self,
         port: PortId,
@@ -1065,12 +1081,9 @@ impl<'a> Switch<'a> {
         src: Ipv4Address,
         dst: Ipv4Address,
         l4_len: usize,
-        frame: &mut [u8],
-        meta: FrameMeta,
-        sink: &mut S,
-        meter: &mut M,
+        p: &mut Pkt<'_, S, M>,
     ) -> Verdict {
-        let Some(segb) = frame.get(TCP_AT..TCP_AT + l4_len) else {
+        let Some(segb) = p.frame.get(TCP_AT..TCP_AT + l4_len) else {
             return Verdict::Drop(DropReason::TcpMalformed);
         };
         let Ok(tcp) = TcpPacket::new_checked(segb) else {
@@ -1090,10 +1103,10 @@ impl<'a> Switch<'a> {
         let Ok(opts) = tcp_options::parse(hdr) else {
             return Verdict::Drop(DropReason::TcpBadOption);
         };
-        meter.bytes_read(hdr_len as u32);
-        meter.option_bytes(opts.walked as u32);
-        if self.config.verify_checksums && meta.csum == Kind::Full {
-            meter.checksum_words(l4_len as u32 / 2 + 6);
+        p.meter.bytes_read(hdr_len as u32);
+        p.meter.option_bytes(opts.walked as u32);
+        if self.config.verify_checksums && p.meta.csum == Kind::Full {
+            p.meter.checksum_words(l4_len as u32 / 2 + 6);
             if !checksum::transport_ok(src.octets(), dst.octets(), 6, segb) {
                 return Verdict::Drop(DropReason::TcpBadChecksum);
             }
@@ -1115,7 +1128,7 @@ impl<'a> Switch<'a> {
             win: tcp.window_len(),
             opts,
         };
-        meter.step(Step::Classify);
+        p.meter.step(Step::Classify);
         let Some(pc) = self.config.ports.get(port as usize).copied() else {
             return Verdict::Drop(DropReason::NoRoute);
         };
@@ -1128,16 +1141,16 @@ impl<'a> Switch<'a> {
                 DropReason::NoRoute
             });
         }
-        meter.step(Step::Lookup);
+        p.meter.step(Step::Lookup);
         let mut probes = 0;
         let found = self.table.lookup(&seg.key, &mut probes);
-        meter.table_probe(probes);
-        meter.step(Step::Decide);
+        p.meter.table_probe(probes);
+        p.meter.step(Step::Decide);
         let now_ms = table::millis(now);
         let Some((fi, dir)) = found else {
-            return self.new_flow(port, pc.role, now_ms, &seg, frame, meta, sink, meter);
+            return self.new_flow(port, pc.role, now_ms, &seg, p);
         };
-        meter.table_entry(1);
+        p.meter.table_entry(1);
         let Some(flow) = self.table.get(fi).copied() else {
             return Verdict::Drop(DropReason::UnknownFlow);
         };
@@ -1150,16 +1163,14 @@ impl<'a> Switch<'a> {
         if flow.session().is_none() && flow.dirs[dir.index()].has(dirflag::ABORTED) {
             self.track(fi, dir, port, now_ms, &seg);
             if !seg.rst {
-                self.answer_aborted(port, &seg, sink);
+                self.answer_aborted(port, &seg, p.sink);
             }
             return Verdict::Local(LocalKind::TeardownAbsorbed);
         }
         match (flow.session(), flow.kind) {
-            (None, FlowKind::Nat) => {
-                self.nat_plain(fi, dir, port, now_ms, &seg, frame, meta, sink, meter)
-            }
-            (None, _) => self.routed_plain(fi, dir, port, now_ms, &seg, frame, meta, sink, meter),
-            (Some(s), _) => self.spliced(s, fi, dir, now_ms, &seg, frame, meta, sink, meter),
+            (None, FlowKind::Nat) => self.nat_plain(fi, dir, port, now_ms, &seg, p),
+            (None, _) => self.routed_plain(fi, dir, port, now_ms, &seg, p),
+            (Some(s), _) => self.spliced(s, fi, dir, now_ms, &seg, p),
         }
     }
 
@@ -1277,17 +1288,13 @@ impl<'a> Switch<'a> {
     // ----------------------------------------------------------------------------------------
     // New flows: spray a SYN to the VIP, or track a SYN between nodes.
 
-    #[allow(clippy::too_many_arguments)]
     fn new_flow<S: Sink + ?Sized, M: Meter + ?Sized>(
         &mut self,
         port: PortId,
         role: PortRole,
         now_ms: u32,
         seg: &Seg,
-        frame: &mut [u8],
-        meta: FrameMeta,
-        sink: &mut S,
-        meter: &mut M,
+        p: &mut Pkt<'_, S, M>,
     ) -> Verdict {
         if !seg.syn || seg.ackf {
             return Verdict::Drop(DropReason::UnknownFlow);
@@ -1312,7 +1319,7 @@ impl<'a> Switch<'a> {
                 let Ok(fi) = self.table.insert(FlowKind::Nat, orig, reply, now_ms) else {
                     return Verdict::Drop(DropReason::TableFull);
                 };
-                meter.table_entry(1);
+                p.meter.table_entry(1);
                 if let Some(c) = self.counters.sprayed.get_mut(bi) {
                     *c += 1;
                 }
@@ -1320,7 +1327,7 @@ impl<'a> Switch<'a> {
                     f.backend = bi as u8;
                     f.ports = [port, be.port];
                 }
-                self.nat_plain(fi, Dir::Orig, port, now_ms, seg, frame, meta, sink, meter)
+                self.nat_plain(fi, Dir::Orig, port, now_ms, seg, p)
             }
             PortRole::Backend => {
                 let dst = Ipv4Address::from_octets(seg.key.dst);
@@ -1341,18 +1348,17 @@ impl<'a> Switch<'a> {
                 else {
                     return Verdict::Drop(DropReason::TableFull);
                 };
-                meter.table_entry(1);
+                p.meter.table_entry(1);
                 self.counters.tracked_routed += 1;
                 if let Some(f) = self.table.get_mut(fi) {
                     f.ports = [port, out.port];
                 }
-                self.routed_plain(fi, Dir::Orig, port, now_ms, seg, frame, meta, sink, meter)
+                self.routed_plain(fi, Dir::Orig, port, now_ms, seg, p)
             }
         }
     }
 
     /// A NAT flow that was never handed off: DNAT towards the node, SNAT back to the VIP.
-    #[allow(clippy::too_many_arguments)]
     fn nat_plain<S: Sink + ?Sized, M: Meter + ?Sized>(
         &mut self,
         fi: usize,
@@ -1360,10 +1366,7 @@ impl<'a> Switch<'a> {
         port: PortId,
         now_ms: u32,
         seg: &Seg,
-        frame: &mut [u8],
-        meta: FrameMeta,
-        sink: &mut S,
-        meter: &mut M,
+        p: &mut Pkt<'_, S, M>,
     ) -> Verdict {
         self.track(fi, dir, port, now_ms, seg);
         // Only the keys and ports are needed here: no copy of the whole record.
@@ -1371,8 +1374,8 @@ impl<'a> Switch<'a> {
             return Verdict::Drop(DropReason::UnknownFlow);
         };
         let f = Keys { keys, ports };
-        meter.step(Step::Rewrite);
-        let Some(mut rw) = Rw::new(frame, meta.csum) else {
+        p.meter.step(Step::Rewrite);
+        let Some(mut rw) = Rw::new(p.frame, p.meta.csum) else {
             return Verdict::Drop(DropReason::Internal);
         };
         let out = match dir {
@@ -1393,15 +1396,14 @@ impl<'a> Switch<'a> {
             }
         };
         rw.ttl_dec();
-        rw.finish(meter);
-        if !self.set_macs(frame, &out, sink) {
+        rw.finish(p.meter);
+        if !self.set_macs(p.frame, &out, p.sink) {
             return Verdict::Drop(DropReason::NeighborUnknown);
         }
         Verdict::Forward(out.port)
     }
 
     /// A connection between two nodes that is not a hand-off leg: routed unchanged.
-    #[allow(clippy::too_many_arguments)]
     fn routed_plain<S: Sink + ?Sized, M: Meter + ?Sized>(
         &mut self,
         fi: usize,
@@ -1409,27 +1411,24 @@ impl<'a> Switch<'a> {
         port: PortId,
         now_ms: u32,
         seg: &Seg,
-        frame: &mut [u8],
-        meta: FrameMeta,
-        sink: &mut S,
-        meter: &mut M,
+        p: &mut Pkt<'_, S, M>,
     ) -> Verdict {
         self.track(fi, dir, port, now_ms, seg);
         let Some(f) = self.table.get(fi).copied() else {
             return Verdict::Drop(DropReason::UnknownFlow);
         };
         let out_port = f.ports[dir.other().index()];
-        meter.step(Step::Rewrite);
-        let Some(mut rw) = Rw::new(frame, meta.csum) else {
+        p.meter.step(Step::Rewrite);
+        let Some(mut rw) = Rw::new(p.frame, p.meta.csum) else {
             return Verdict::Drop(DropReason::Internal);
         };
         rw.ttl_dec();
-        rw.finish(meter);
+        rw.finish(p.meter);
         let out = Out {
             port: out_port,
             next_hop: Ipv4Address::from_octets(seg.key.dst),
         };
-        if !self.set_macs(frame, &out, sink) {
+        if !self.set_macs(p.frame, &out, p.sink) {
             return Verdict::Drop(DropReason::NeighborUnknown);
         }
         Verdict::Forward(out.port)
