@@ -621,13 +621,25 @@ struct Ep {
 }
 
 /// Counts of what the switch said, to check its counters against.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Tally {
     rx: [u64; MAX_PORTS],
     fwd: [u64; MAX_PORTS],
     gen_ok: [u64; MAX_PORTS],
     local: [u64; LocalKind::COUNT],
     drops: [u64; DropReason::COUNT],
+}
+
+impl Default for Tally {
+    fn default() -> Self {
+        Tally {
+            rx: [0; MAX_PORTS],
+            fwd: [0; MAX_PORTS],
+            gen_ok: [0; MAX_PORTS],
+            local: [0; LocalKind::COUNT],
+            drops: [0; DropReason::COUNT],
+        }
+    }
 }
 
 /// Table and session contents, to check that a step changed nothing.

@@ -89,8 +89,15 @@ pub struct Timeouts {
     pub established: Duration,
     /// A connection that is opening or closing (SYN-ACK seen, FIN seen).
     pub transitory: Duration,
-    /// After both FINs are acknowledged or after an RST.
+    /// After both FINs are acknowledged or after an RST: a client connection (and its splice
+    /// session). A SYN that RFC 6191 accepts reopens the tuple sooner, and a full table recycles
+    /// TIME-WAIT entries (docs/protocol.md "Closed connections").
     pub time_wait: Duration,
+    /// TIME-WAIT of a connection between two nodes that is not part of a splice session. The
+    /// switch forwards such a connection unchanged, so its entry only carries the last ACKs of
+    /// the close; the nodes keep their own TIME-WAIT against old duplicates. Short, so that
+    /// closed node-to-node legs never hold the table.
+    pub routed_time_wait: Duration,
     /// How long the target of a hand-off has to acknowledge the forwarded bytes before the
     /// hand-off is rolled back.
     pub handoff: Duration,
@@ -103,6 +110,7 @@ impl Default for Timeouts {
             established: Duration::from_secs(2 * 3600 + 4 * 60),
             transitory: Duration::from_secs(4 * 60),
             time_wait: Duration::from_secs(120),
+            routed_time_wait: Duration::from_secs(10),
             handoff: Duration::from_secs(5),
         }
     }

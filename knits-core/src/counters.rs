@@ -101,6 +101,10 @@ named_enum! {
         /// range): the frame was dropped where a panic would otherwise be. Never expected; a
         /// count here is a bug to report.
         Internal = "internal",
+        /// A SYN on a tuple whose connection is closed (TIME-WAIT) that RFC 6191 would not let
+        /// reopen it: its sequence number is not past the old connection's and its timestamp
+        /// (if any) is not newer. An old duplicate; the closed connection's entry stays.
+        ReuseRefused = "reuse_refused",
     }
 }
 
@@ -131,12 +135,47 @@ named_enum! {
         FakeClientFinalAck = "fake_client_final_ack",
         /// Paper IV.B 3: the target's ACK of the forwarded request, when it rode on response data.
         FakeTargetAck = "fake_target_ack",
-        /// Paper IV.B 4: the target's FIN/ACK answering the old node's FIN on c2.
+        /// Paper IV.B 4: the target's ACK of the old node's FIN on c2 (without a FIN of its own:
+        /// the old node then resets c2 and keeps no TIME-WAIT).
         FakeTargetFinAck = "fake_target_fin_ack",
         /// A reset sent to a node whose hand-off was rolled back (c2 only).
         AbortReset = "abort_reset",
         /// A reset sent to a client whose server's port went down.
         PortDownReset = "port_down_reset",
+        /// The final ACK for a FIN that a node resent on a leg the switch has already retired
+        /// (its first answer was lost), as a TIME-WAIT socket would answer it.
+        LateFinAck = "late_fin_ack",
+    }
+}
+
+named_enum! {
+    /// Flow and hand-off life-cycle events beyond the verdicts (docs/protocol.md).
+    pub enum FlowEvent {
+        /// A SYN on a tuple whose connection was closed (TIME-WAIT) started a new connection:
+        /// the old entry (and its splice session) went, the SYN was sprayed again.
+        Reopened = "reopened",
+        /// A connection in TIME-WAIT gave up its entry (and session) early because the flow or
+        /// session table was full and a new connection needed the room.
+        TimeWaitRecycled = "time_wait_recycled",
+        /// An old node closed the new leg it opened with an RST once everything it sent was
+        /// acknowledged (so it keeps no TIME-WAIT): absorbed, the leg counts as closed.
+        LegReset = "leg_reset",
+        /// A connection between two nodes outside any splice session was reset: its entry
+        /// went at once (nothing of it is translated, so nothing late needs it).
+        RoutedReset = "routed_reset",
+        /// A binding left the history as soon as its old node's legs were closed.
+        BindingRemoved = "binding_removed",
+        /// A stale binding whose old node never finished closing was retired by the teardown
+        /// time-out.
+        BindingForced = "binding_forced",
+        /// A timestamp option removed (NOPs) from a segment to a client that did not negotiate
+        /// timestamps, or to a leg that did not.
+        TsStripped = "ts_stripped",
+        /// A SACK option removed (NOPs) from a segment to an end that did not negotiate SACK.
+        SackStripped = "sack_stripped",
+        /// A half-closed client's FIN, delivered to the old node before the hand-off, passed on
+        /// to the target behind the forwarded request.
+        ClientFinPassed = "client_fin_passed",
     }
 }
 
@@ -165,8 +204,10 @@ pub struct Counters {
     pub tracked_routed: u64,
     /// Flow entries removed by expiry, by reason.
     pub expired: u64,
-    /// Flow entries removed on close (after TIME-WAIT).
+    /// Flow entries removed on close (after TIME-WAIT, on reopening, recycling or reset).
     pub closed: u64,
+    /// Life-cycle events, by kind.
+    pub events: [u64; FlowEvent::COUNT],
 }
 
 impl Default for Counters {
@@ -184,6 +225,7 @@ impl Default for Counters {
             tracked_routed: 0,
             expired: 0,
             closed: 0,
+            events: [0; FlowEvent::COUNT],
         }
     }
 }
@@ -197,6 +239,11 @@ impl Counters {
     /// The count for one drop reason.
     pub fn drop_count(&self, r: DropReason) -> u64 {
         self.drops[r.index()]
+    }
+
+    /// The count of one life-cycle event.
+    pub fn event_count(&self, e: FlowEvent) -> u64 {
+        self.events[e.index()]
     }
 
     /// The count for one kind of generated frame.

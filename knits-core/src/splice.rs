@@ -17,8 +17,9 @@ use heapless::Vec;
 use crate::seq::SeqNumber;
 use crate::wire::control::ReplyCode;
 
-/// Bindings one session holds at once: the original connection plus four hops in flight.
-/// Retired bindings leave the history, so a connection can be handed off any number of times.
+/// Bindings one session holds at once: the current one plus up to four old nodes still being
+/// retired. A binding leaves the history as soon as its old node's legs are closed, so a
+/// connection can be handed off any number of times.
 pub const MAX_BINDINGS: usize = 5;
 
 /// Where a binding is in its life.
@@ -33,7 +34,8 @@ pub enum Phase {
     Pending,
     /// Superseded by a newer binding; its server is being retired.
     Stale,
-    /// Its server's legs are closed; the binding lingers for TIME-WAIT, then leaves the history.
+    /// Its server's legs are closed; the binding leaves the history (once no older binding is
+    /// still being retired).
     Retired,
 }
 
@@ -142,8 +144,15 @@ pub struct Binding {
     pub old_told: SeqNumber,
     /// Highest TSval the old node sent on this leg.
     pub old_ts: u32,
-    /// Paper IV.B 4: the faked FIN/ACK answering the old node's FIN on this leg was sent.
+    /// Paper IV.B 4: the old node's FIN on this leg was answered (a faked ACK), or the old node
+    /// reset the leg: the leg it opened is closed.
     pub old_fin_acked: bool,
+    /// The old node's FIN on this leg stands for the client's own FIN, which reached the old
+    /// node before the hand-off (a half-closed client): it was passed on to the target, and is
+    /// acknowledged to the old node only once the target acknowledged it.
+    pub fin_passed: bool,
+    /// When the teardown of this binding's server began (the first faked FIN), ms wrapping.
+    pub teardown_ms: u32,
     /// The server's highest acknowledgment on the leg (raw, leg space).
     pub srv_ack: SeqNumber,
     /// One past the server's highest sequence number on the leg (raw, leg space).

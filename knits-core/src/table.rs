@@ -210,6 +210,10 @@ impl FlowSlot {
     pub const fn ts_enabled(&self) -> bool {
         self.dirs[0].has(dirflag::TS) && self.dirs[1].has(dirflag::TS)
     }
+    /// Both SYNs offered SACK-permitted, so SACK blocks may be sent (RFC 2018).
+    pub const fn sack_enabled(&self) -> bool {
+        self.dirs[0].has(dirflag::SACK_PERM) && self.dirs[1].has(dirflag::SACK_PERM)
+    }
     /// The effective window-scale shift applied to window fields sent in direction `d`
     /// (RFC 7323 2.2: scaling is in effect only when both SYNs carried the option).
     pub const fn shift(&self, d: Dir) -> u8 {

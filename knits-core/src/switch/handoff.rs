@@ -23,6 +23,10 @@ struct Xlate {
     /// bound may be open): the others report data another binding's server sent, which the
     /// receiver never did. They are removed from the option (see `rewrite`).
     sack_keep: Option<(Option<SeqNumber>, Option<SeqNumber>)>,
+    /// The receiver did not negotiate timestamps: the option becomes NOPs.
+    strip_ts: bool,
+    /// The receiver did not negotiate SACK: the option becomes NOPs.
+    strip_sack: bool,
     clear_fin: bool,
 }
 
@@ -45,6 +49,9 @@ struct Mirror {
     freeze_ts: bool,
     /// The part of the sender's sequence space whose SACK blocks concern this receiver.
     sack_keep: Option<(Option<SeqNumber>, Option<SeqNumber>)>,
+    /// Options the receiver's connection did not negotiate: (timestamps, SACK). They are
+    /// removed instead of translated (docs/protocol.md "Options").
+    strip: (bool, bool),
 }
 
 impl Mirror {
@@ -55,7 +62,7 @@ impl Mirror {
         if seen.has(dirflag::ACKED) {
             ack = ack.max(seen.ack);
         }
-        let ts = seg.opts.ts_at.map(|_| {
+        let ts = seg.opts.ts_at.filter(|_| !self.strip.0).map(|_| {
             let v = seg.opts.tsval.wrapping_add(self.ts_off);
             let v = if !self.freeze_ts && v.wrapping_sub(seen.ts_in) as i32 >= 0 {
                 v
@@ -73,6 +80,8 @@ impl Mirror {
             ts,
             sack_off: self.back_off,
             sack_keep: self.sack_keep,
+            strip_ts: self.strip.0 && seg.opts.ts_at.is_some(),
+            strip_sack: self.strip.1 && seg.opts.sack_blocks > 0,
             clear_fin: false,
         }
     }
@@ -236,6 +245,8 @@ impl<'a> Switch<'a> {
                 (hf, None)
             }
             Some(s) => {
+                // Old nodes whose legs are closed leave the history before it is checked.
+                self.prune(s);
                 let Some(sess) = self.sessions.get(s).filter(|x| x.in_use) else {
                     return (ReplyCode::UnknownConnection, 0);
                 };
@@ -254,7 +265,13 @@ impl<'a> Switch<'a> {
                 (sess.anchor as usize, Some(s))
             }
         };
-        if h.state != TcpState::Established {
+        // Established, or half-closed by the client side only: the node has read the request
+        // and the end of the client's stream, and the target gets both (docs/protocol.md
+        // "Half-closed clients").
+        let half_closed = h.state == TcpState::FinWait
+            && h.dirs[0].has(dirflag::FIN)
+            && !h.dirs[1].has(dirflag::FIN);
+        if h.state != TcpState::Established && !half_closed {
             return (ReplyCode::NotEstablished, 0);
         }
         let nkey = FlowKey {
@@ -300,17 +317,24 @@ impl<'a> Switch<'a> {
         {
             return (ReplyCode::AnchorsOutOfRange, 0);
         }
-        if h.ts_enabled() != n.ts_enabled() {
-            return (ReplyCode::OptionsIncompatible, 0);
-        }
         let Some(c1) = self.table.get(anchor).copied() else {
             return (ReplyCode::UnknownConnection, 0);
         };
+        // A client with timestamps needs them on every leg: the switch can remove an option
+        // from a segment but cannot add one (docs/protocol.md "Options"). A client without
+        // them can go to a leg with them: their timestamps are removed on the way back.
+        if c1.ts_enabled() && !n.ts_enabled() {
+            return (ReplyCode::OptionsIncompatible, 0);
+        }
         // A session for the connection, with binding 0 = the connection as it is.
         let s = match sess {
             Some(s) => s,
             None => {
-                let Some(s) = self.sessions.iter().position(|x| !x.in_use) else {
+                let mut free = self.sessions.iter().position(|x| !x.in_use);
+                if free.is_none() && self.reclaim_session() {
+                    free = self.sessions.iter().position(|x| !x.in_use);
+                }
+                let Some(s) = free else {
                     return (ReplyCode::TableFull, 0);
                 };
                 let b0 = Binding {
@@ -408,7 +432,7 @@ impl<'a> Switch<'a> {
         self.sessions.get_mut(s)?.bindings.get_mut(k)
     }
 
-    fn anchor_of(&self, s: usize) -> Option<usize> {
+    pub(super) fn anchor_of(&self, s: usize) -> Option<usize> {
         self.sessions.get(s).map(|x| x.anchor as usize)
     }
 
@@ -428,14 +452,54 @@ impl<'a> Switch<'a> {
         };
         let anchor = sess.anchor as usize;
         if fi == anchor && dir == Dir::Orig {
-            return self.client_to_server(s, anchor, now_ms, seg, p);
+            let v = self.client_to_server(s, anchor, now_ms, seg, p);
+            self.prune(s);
+            return v;
         }
         let Some(k) = sess.binding_of_leg(fi) else {
+            // The first node's connection after its binding left the history: only a resent
+            // FIN (the faked final ACK was lost) still comes, and is answered.
+            if seg.fin && !seg.rst && dir == Dir::Reply {
+                let port = self.table.get(fi).map_or(0, |f| f.ports[1]);
+                self.answer_late_fin(port, seg, p.sink);
+                return Verdict::Local(LocalKind::TeardownAbsorbed);
+            }
             return Verdict::Drop(DropReason::StaleLeg);
         };
-        match dir {
+        let v = match dir {
             Dir::Reply => self.on_server_packet(s, k, fi, now_ms, seg, p),
             Dir::Orig => self.on_old_node_packet(s, k, fi, now_ms, seg, p),
+        };
+        // Binding indices are stable while a packet is handled; retired ones go afterwards.
+        self.prune(s);
+        v
+    }
+
+    /// Removes retired bindings from the front of the history, with their legs: once its old
+    /// node's legs are closed nothing can arrive that needs a binding (docs/protocol.md
+    /// "Retiring the old node", step 5). Only from the front: client segments pick their
+    /// binding by sequence ranges, and a gap would send an older one to the wrong node.
+    pub(super) fn prune(&mut self, s: usize) {
+        let Some(anchor) = self.anchor_of(s) else {
+            return;
+        };
+        while let Some(sess) = self.sessions.get_mut(s) {
+            if sess.bindings.len() < 2 {
+                break;
+            }
+            let Some(b0) = sess.bindings.first() else {
+                break;
+            };
+            if b0.phase != Phase::Retired {
+                break;
+            }
+            let leg = b0.leg as usize;
+            sess.bindings.remove(0);
+            if leg != anchor {
+                self.counters.closed += 1;
+                self.table.remove(leg);
+            }
+            self.event(FlowEvent::BindingRemoved);
         }
     }
 
@@ -509,11 +573,13 @@ impl<'a> Switch<'a> {
                 shifts: (c1.shift(Dir::Orig), leg.shift(Dir::Orig)),
                 freeze_ts: false,
                 sack_keep: Some((Some(b.s_start), next_start)),
+                strip: (!leg.ts_enabled(), !leg.sack_enabled()),
             }
             .xlate(seg, &leg.dirs[0]);
             if !rewrite(p.frame, p.meta, seg, &x, p.meter) {
                 return Verdict::Drop(DropReason::Internal);
             }
+            self.count_strips(&x);
             let t = translated(seg, &x);
             self.track(b.leg as usize, Dir::Orig, leg.ports[0], now_ms, &t);
         }
@@ -538,12 +604,15 @@ impl<'a> Switch<'a> {
         // client as a SYN-ACK in the middle of its connection. If the target still waits for
         // the handshake's last ACK, the old node's forwarded bytes (or their retransmission)
         // complete it. Checked before anything is tracked: a dropped p.frame changes nothing.
-        if seg.syn && k > 0 {
-            return Verdict::Drop(DropReason::LegHandshake);
-        }
+        // (The binding's index says nothing: older bindings leave the history. Its leg does:
+        // only the original binding's "leg" is the client connection itself.)
         let Some(anchor) = self.anchor_of(s) else {
             return Verdict::Drop(DropReason::Internal);
         };
+        let on_leg = fi != anchor;
+        if seg.syn && on_leg {
+            return Verdict::Drop(DropReason::LegHandshake);
+        }
         if fi != anchor {
             let port = self.table.get(fi).map(|f| f.ports[1]).unwrap_or(0);
             self.track(fi, Dir::Reply, port, now_ms, seg);
@@ -571,16 +640,16 @@ impl<'a> Switch<'a> {
             return self.old_node_inbound(s, k, now_ms, seg, p);
         }
         // Current binding.
-        let sent_data = b.srv_nxt.gt(b.s_start.sub(b.s_off).add(1)) && k > 0;
+        let sent_data = b.srv_nxt.gt(b.s_start.sub(b.s_off).add(1)) && on_leg;
         if seg.rst && b.phase == Phase::Pending && !sent_data {
             // The target reset the new leg before answering: roll back (docs/protocol.md).
             self.rollback(s, p.sink);
             return Verdict::Local(LocalKind::TeardownAbsorbed);
         }
-        if k > 0 {
+        if on_leg {
             self.tell_old_node(s, k, seg, p.sink);
             if b.phase == Phase::Pending {
-                let Some(prev) = self.binding(s, k - 1) else {
+                let Some(prev) = k.checked_sub(1).and_then(|j| self.binding(s, j)) else {
                     return Verdict::Drop(DropReason::Internal);
                 };
                 let need = prev.c_hi.max(b.c_start).add(b.c_off);
@@ -624,11 +693,13 @@ impl<'a> Switch<'a> {
             shifts: (leg.shift(Dir::Reply), c1.shift(Dir::Reply)),
             freeze_ts: matches!(b.phase, Phase::Stale | Phase::Retired),
             sack_keep: None,
+            strip: (!c1.ts_enabled(), !c1.sack_enabled()),
         }
         .xlate(seg, &c1.dirs[1]);
         if !rewrite(p.frame, p.meta, seg, &x, p.meter) {
             return Verdict::Drop(DropReason::Internal);
         }
+        self.count_strips(&x);
         let t = translated(seg, &x);
         self.track(anchor, Dir::Reply, c1.ports[1], now_ms, &t);
         let out = Out {
@@ -675,8 +746,10 @@ impl<'a> Switch<'a> {
                 self.gen_tcp(leg.ports[0], g, Generated::FakeTargetAck, sink);
             }
         }
+        // A FIN that was passed on (the client's own) is answered only once the target has
+        // acknowledged it: neither the client nor the old node would send it again.
         if let Some(fin) = b.old_fin
-            && seg.ack.ge(fin)
+            && seg.ack.ge(if b.fin_passed { fin.add(1) } else { fin })
             && !b.old_fin_acked
         {
             self.fake_target_fin_ack(s, k, sink);
@@ -718,11 +791,14 @@ impl<'a> Switch<'a> {
             return;
         };
         let ts = leg.ts_enabled().then_some((b.srv_ts, b.old_ts));
+        // An ACK of the FIN, without a FIN of the target's own: the old node stays in
+        // FIN-WAIT-2 and resets the leg (its proxy closes with SO_LINGER 0), so it never holds
+        // the leg in TIME-WAIT; that reset is absorbed (`on_old_node_packet`).
         let g = GenTcp {
             src: leg.keys[1],
             seq: b.old_rcv,
             ack: fin.add(1),
-            fin: true,
+            fin: false,
             rst: false,
             win: leg.dirs[1].win,
             ts,
@@ -808,7 +884,16 @@ impl<'a> Switch<'a> {
             b.srv_ack.max(b.fake_fin)
         };
         let at_end = b.inbound != Teardown::Idle && b.fin_tries % 2 == 1 && delivered.gt(at_ack);
-        let seq = if at_end { delivered } else { at_ack };
+        // A half-closed client's own FIN reached this node already: the "faked" FIN is a
+        // retransmission of it, at its own place, which the node acknowledges again.
+        let client_fin = self
+            .table
+            .get(anchor)
+            .map(|c| c.dirs[0])
+            .filter(|d| d.has(dirflag::FIN) && d.nxt.le(b.c_hi))
+            .map(|d| d.nxt.sub(1).add(b.c_off));
+        let at_end = at_end && client_fin.is_none();
+        let seq = client_fin.unwrap_or(if at_end { delivered } else { at_ack });
         let ts = leg.ts_enabled().then_some((ts_out, b.srv_ts));
         let g = GenTcp {
             src: leg.keys[1].reversed(),
@@ -831,6 +916,7 @@ impl<'a> Switch<'a> {
         b.fin_tries = b.fin_tries.saturating_add(1);
         if b.inbound == Teardown::Idle {
             b.inbound = Teardown::FinSent;
+            b.teardown_ms = now_ms;
         }
         b.since_ms = now_ms;
     }
@@ -927,7 +1013,7 @@ impl<'a> Switch<'a> {
         seg: &Seg,
         p: &mut Pkt<'_, S, M>,
     ) -> Verdict {
-        if k == 0 {
+        if self.anchor_of(s) == Some(fi) {
             return Verdict::Drop(DropReason::StaleLeg);
         }
         {
@@ -949,18 +1035,49 @@ impl<'a> Switch<'a> {
             if b.phase == Phase::Pending {
                 // The old node gave up on the hand-off (it saw no answer): roll back.
                 self.rollback(s, p.sink);
+            } else {
+                // The old node closed the leg it opened with a reset (its proxy does, once its
+                // FIN is acknowledged, to keep no TIME-WAIT): the leg is closed. The target
+                // never sees it.
+                self.event(FlowEvent::LegReset);
+                if !b.old_fin_acked {
+                    if let Some(x) = self.binding_mut(s, k) {
+                        x.old_fin_acked = true;
+                    }
+                    if let Some(j) = k.checked_sub(1) {
+                        self.maybe_complete(s, j);
+                    }
+                }
             }
             return Verdict::Local(LocalKind::TeardownAbsorbed);
         }
+        // The old node's FIN where the client's own FIN maps on this leg: a half-closed client
+        // whose FIN reached the old node before the hand-off. It goes on to the target.
+        let fin_seq = seg.seq.add(seg.len);
+        let pass_fin = seg.fin && self.client_fin_on_leg(s, k) == Some(fin_seq);
         if seg.fin {
-            let fin_seq = seg.seq.add(seg.len);
             if let Some(x) = self.binding_mut(s, k) {
                 x.old_fin = Some(fin_seq);
+                if pass_fin {
+                    x.fin_passed = true;
+                    let end = fin_seq.sub(x.c_off).add(1);
+                    if end.gt(x.c_hi) {
+                        x.c_hi = end;
+                    }
+                }
             }
-            if b.srv_ack.ge(fin_seq) {
+            if pass_fin && !b.fin_passed {
+                self.event(FlowEvent::ClientFinPassed);
+            }
+            let acked = if pass_fin { fin_seq.add(1) } else { fin_seq };
+            if b.srv_ack.ge(acked) {
                 self.fake_target_fin_ack(s, k, p.sink);
+                if pass_fin {
+                    // A retransmission of a FIN the target already has.
+                    return Verdict::Local(LocalKind::TeardownAbsorbed);
+                }
             }
-            if seg.len == 0 {
+            if seg.len == 0 && !pass_fin {
                 return Verdict::Local(LocalKind::TeardownAbsorbed);
             }
         } else if seg.len == 0 {
@@ -992,14 +1109,14 @@ impl<'a> Switch<'a> {
             },
             win: Some(lo.win),
             ts,
-            clear_fin: seg.fin,
+            clear_fin: seg.fin && !pass_fin,
             ..Xlate::default()
         };
         if !rewrite(p.frame, p.meta, seg, &x, p.meter) {
             return Verdict::Drop(DropReason::Internal);
         }
         let mut t = translated(seg, &x);
-        t.fin = false;
+        t.fin = pass_fin;
         self.track(fi, Dir::Orig, leg.ports[0], now_ms, &t);
         let out = Out {
             port: leg.ports[1],
@@ -1009,6 +1126,23 @@ impl<'a> Switch<'a> {
             return Verdict::Drop(DropReason::NeighborUnknown);
         }
         Verdict::Forward(out.port)
+    }
+
+    /// Where the client's FIN lies on binding `k`'s leg (leg space), once the client sent one.
+    fn client_fin_on_leg(&self, s: usize, k: usize) -> Option<SeqNumber> {
+        let b = self.binding(s, k)?;
+        let c1 = self.table.get(self.anchor_of(s)?)?;
+        let d = c1.dirs[Dir::Orig.index()];
+        d.has(dirflag::FIN).then(|| d.nxt.sub(1).add(b.c_off))
+    }
+
+    fn count_strips(&mut self, x: &Xlate) {
+        if x.strip_ts {
+            self.event(FlowEvent::TsStripped);
+        }
+        if x.strip_sack {
+            self.event(FlowEvent::SackStripped);
+        }
     }
 
     /// Binding `j` is retired once the old node's inbound leg is closed and the leg it opened is
@@ -1121,6 +1255,28 @@ impl<'a> Switch<'a> {
         }
     }
 
+    /// A FIN resent by an old node on a leg the switch has retired (the faked final ACK was
+    /// lost): answered as a TIME-WAIT socket would, so the node does not linger in LAST-ACK.
+    /// The timestamp echoes the node's own and repeats the value it last echoed, which is the
+    /// newest it has seen from its peer, so PAWS accepts it (RFC 7323 5.3).
+    pub(super) fn answer_late_fin<S: Sink + ?Sized>(
+        &mut self,
+        port: PortId,
+        seg: &Seg,
+        sink: &mut S,
+    ) {
+        let g = GenTcp {
+            src: seg.key.reversed(),
+            seq: seg.ack,
+            ack: seg.seq.add(seg.seq_len()),
+            fin: false,
+            rst: false,
+            win: seg.win,
+            ts: seg.opts.ts_at.map(|_| (seg.opts.tsecr, seg.opts.tsval)),
+        };
+        self.gen_tcp(port, g, Generated::LateFinAck, sink);
+    }
+
     /// A segment from an end of a rolled-back leg: answered as the closed peer would (RFC 9293
     /// 3.10.7.1), an RST at the sender's rcv_nxt (its ACK field) acknowledging the segment.
     pub(super) fn answer_aborted<S: Sink + ?Sized>(
@@ -1179,36 +1335,28 @@ impl<'a> Switch<'a> {
                 }
                 _ => {}
             }
-        }
-        // Retire the oldest binding after TIME-WAIT (paper III.A: "garbage collected once the
-        // time to live window expires").
-        let Some(anchor) = self.anchor_of(s) else {
-            return;
-        };
-        let tw = t.time_wait.total_millis() as u32;
-        while let Some(sess) = self.sessions.get_mut(s) {
-            if sess.bindings.len() < 2 {
-                break;
-            }
-            let Some(b0) = sess.bindings.first_mut() else {
-                break;
-            };
-            if b0.phase != Phase::Retired {
-                break;
-            }
-            if b0.since_ms == 0 {
-                b0.since_ms = now_ms | 1;
-                break;
-            }
-            if !deadline_passed(b0.since_ms.wrapping_add(tw), now_ms) {
-                break;
-            }
-            let leg = b0.leg as usize;
-            sess.bindings.remove(0);
-            if leg != anchor {
-                self.table.remove(leg);
+            // An old node that never closes the leg it opened (gone, or an old proxy) is
+            // retired anyway once its teardown has run for FORCE_RETIRE_MS.
+            if b.phase == Phase::Stale
+                && b.inbound != Teardown::Idle
+                && now_ms.wrapping_sub(b.teardown_ms) >= FORCE_RETIRE_MS
+            {
+                if let Some(x) = self.binding_mut(s, j) {
+                    x.inbound = Teardown::Closed;
+                }
+                if let Some(x) = self.binding_mut(s, j + 1) {
+                    x.old_fin_acked = true;
+                }
+                self.maybe_complete(s, j);
+                if self
+                    .binding(s, j)
+                    .is_some_and(|x| x.phase == Phase::Retired)
+                {
+                    self.event(FlowEvent::BindingForced);
+                }
             }
         }
+        self.prune(s);
     }
 
     // ----------------------------------------------------------------------------------------
@@ -1308,15 +1456,18 @@ fn write_eth_ip(
     ip.fill_checksum();
 }
 
+/// Four NOP option bytes.
+const NOPS: u32 = 0x0101_0101;
+
 /// Applies a translation to a TCP frame in place, keeping both checksums right incrementally.
 /// Translates the SACK blocks of `seg` by `x.sack_off`, removing those outside `x.sack_keep`:
 /// the kept blocks move to the front in their order (a D-SACK stays first), the freed 8-byte
 /// slots become NOPs and the option's length shrinks; with no block left the whole option
 /// becomes NOPs. The header length never changes, so this works in place.
 fn rewrite_sack(rw: &mut Rw<'_>, seg: &Seg, x: &Xlate) {
-    const NOPS: u32 = 0x0101_0101;
     let (at0, n) = (seg.opts.sack_at as usize, seg.opts.sack_blocks as usize);
     let keep = |l: SeqNumber, r: SeqNumber| match x.sack_keep {
+        _ if x.strip_sack => false,
         None => true,
         Some((lo, hi)) => lo.is_none_or(|lo| l.ge(lo)) && hi.is_none_or(|hi| r.le(hi)),
     };
@@ -1383,7 +1534,15 @@ fn rewrite<M: Meter + ?Sized>(
         rw.opt32(at as usize, tsval);
         rw.opt32(at as usize + 4, tsecr);
     }
-    if x.sack_off != 0 || x.sack_keep.is_some() {
+    if let (true, Some(at)) = (x.strip_ts, seg.opts.ts_at) {
+        // Kind, length and both values: ten NOPs where the option was.
+        let at = at as usize;
+        rw.opt8(at.wrapping_sub(2), 1);
+        rw.opt8(at.wrapping_sub(1), 1);
+        rw.opt32(at, NOPS);
+        rw.opt32(at + 4, NOPS);
+    }
+    if x.sack_off != 0 || x.sack_keep.is_some() || x.strip_sack {
         rewrite_sack(&mut rw, seg, x);
     }
     if x.clear_fin {
@@ -1409,6 +1568,12 @@ fn translated(seg: &Seg, x: &Xlate) -> Seg {
     if let Some((v, e)) = x.ts {
         t.opts.tsval = v;
         t.opts.tsecr = e;
+    }
+    if x.strip_ts {
+        t.opts.ts_at = None;
+    }
+    if x.strip_sack {
+        t.opts.sack_blocks = 0;
     }
     t
 }

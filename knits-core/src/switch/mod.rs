@@ -14,14 +14,13 @@ use smoltcp::wire::{
 
 use crate::checksum::{self, Kind};
 use crate::config::{Config, ConfigError, MAX_BACKENDS, PortId, PortRole};
-use crate::counters::{Counters, DropReason, Generated, LocalKind};
+use crate::counters::{Counters, DropReason, FlowEvent, Generated, LocalKind};
 use crate::meter::{Meter, Step};
 use crate::seq::SeqNumber;
 use crate::splice::{self, Binding, Event, Phase, Replay, ReplayState, SessionSlot, Teardown};
 use crate::spray::Spray;
 use crate::table::{
-    self, Dir, FlowKey, FlowKind, FlowSlot, FlowTable, IndexSlot, TcpState, deadline_passed,
-    dirflag,
+    self, Dir, FlowKey, FlowKind, FlowSlot, FlowTable, IndexSlot, TcpState, dirflag,
 };
 use crate::time::Instant;
 use crate::wire::control::{self, ReplyCode, ReplyRepr, RequestRepr};
@@ -38,6 +37,12 @@ const NEIGHBOR_WAYS: usize = 4;
 /// Faked FINs are resent this often until acknowledged.
 const FIN_RETRY_MS: u32 = 200;
 const FIN_TRIES: u8 = 8;
+/// A stale binding whose old node has not closed both legs this long after its teardown began
+/// is retired anyway (its node is gone or never closes the leg it opened), so that one broken
+/// node cannot hold a connection's history full.
+const FORCE_RETIRE_MS: u32 = 10_000;
+/// Slots a full table examines for a TIME-WAIT entry to recycle before it refuses a connection.
+const RECLAIM_SCAN: usize = 64;
 
 /// How the frame's transport checksum is to be kept (see [`checksum::Kind`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -345,6 +350,21 @@ pub struct Switch<'a> {
     port_up: [bool; crate::config::MAX_PORTS],
     replay: [ReplayState; MAX_BACKENDS],
     counters: Counters,
+    /// Where the next search for a TIME-WAIT flow to recycle starts (flow slot).
+    reclaim_flow: usize,
+    /// Where the next search for a TIME-WAIT session to recycle starts (session slot).
+    reclaim_session: usize,
+}
+
+/// What a SYN on a tuple the table already holds means (docs/protocol.md "Closed connections").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reuse {
+    /// The tuple's connection is not closed: the SYN belongs to it (a retransmission).
+    Open,
+    /// The connection is closed and the SYN acceptable: a new connection on the same tuple.
+    Reopen,
+    /// The connection is closed but the SYN is an old duplicate (RFC 6191).
+    Refuse,
 }
 
 /// Fields of a TCP segment the switch generates.
@@ -386,6 +406,8 @@ impl<'a> Switch<'a> {
             port_up: [true; crate::config::MAX_PORTS],
             replay: [ReplayState::default(); MAX_BACKENDS],
             counters: Counters::default(),
+            reclaim_flow: 0,
+            reclaim_session: 0,
         })
     }
 
@@ -548,6 +570,9 @@ impl<'a> Switch<'a> {
                     let d = match f.state {
                         TcpState::SynSent | TcpState::SynReceived => t.syn,
                         TcpState::Established => t.established,
+                        TcpState::TimeWait if f.kind == FlowKind::Routed && f.link == 0 => {
+                            t.routed_time_wait
+                        }
                         TcpState::TimeWait => t.time_wait,
                         _ => t.transitory,
                     };
@@ -614,6 +639,108 @@ impl<'a> Switch<'a> {
             self.counters.expired += 1;
         }
         self.table.remove(anchor);
+    }
+
+    fn event(&mut self, e: FlowEvent) {
+        if let Some(c) = self.counters.events.get_mut(e.index()) {
+            *c += 1;
+        }
+    }
+
+    /// Removes a flow that is closed, with the splice session it anchors or belongs to.
+    fn remove_closed(&mut self, fi: usize) {
+        match self.table.get(fi).and_then(|f| f.session()) {
+            Some(s) => self.end_session(s),
+            None => {
+                self.counters.closed += 1;
+                self.table.remove(fi);
+            }
+        }
+    }
+
+    /// A full flow table recycles a connection in TIME-WAIT (RFC 7857 3.2: a NAT that needs
+    /// the room may reuse a mapping in TIME-WAIT). Examines at most [`RECLAIM_SCAN`] slots
+    /// from where the last search stopped; a client connection goes with its session, a leg
+    /// only with its session's client connection. False when none was found.
+    fn reclaim_flow(&mut self) -> bool {
+        let n = self.table.capacity();
+        for _ in 0..RECLAIM_SCAN.min(n) {
+            let i = self.reclaim_flow;
+            self.reclaim_flow = if i + 1 >= n { 0 } else { i + 1 };
+            let Some(f) = self.table.get(i) else { continue };
+            if f.state != TcpState::TimeWait {
+                continue;
+            }
+            let ok = match f.session() {
+                None => true,
+                Some(s) => self.anchor_of(s) == Some(i),
+            };
+            if ok {
+                self.remove_closed(i);
+                self.event(FlowEvent::TimeWaitRecycled);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// A full session table recycles the session of a client connection in TIME-WAIT (see
+    /// [`Switch::reclaim_flow`]). False when none of [`RECLAIM_SCAN`] sessions examined was.
+    fn reclaim_session(&mut self) -> bool {
+        let n = self.sessions.len();
+        for _ in 0..RECLAIM_SCAN.min(n) {
+            let i = self.reclaim_session;
+            self.reclaim_session = if i + 1 >= n { 0 } else { i + 1 };
+            let Some(anchor) = self.sessions.get(i).filter(|x| x.in_use).map(|x| x.anchor) else {
+                continue;
+            };
+            if self
+                .table
+                .get(anchor as usize)
+                .is_some_and(|f| f.state == TcpState::TimeWait)
+            {
+                self.end_session(i);
+                self.event(FlowEvent::TimeWaitRecycled);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Whether a SYN (without ACK) from the originating side of a tracked tuple opens a new
+    /// connection (docs/protocol.md "Closed connections").
+    ///
+    /// The tuple must be closed: the flow (for a leg of a splice session, the session's client
+    /// connection) is in TIME-WAIT. The SYN must then not be an old duplicate, by the rule
+    /// Linux's own TIME-WAIT applies (`tcp_timewait_state_process`, RFC 6191): not rejected by
+    /// PAWS, and either its sequence lies after everything the old connection sent or its
+    /// timestamp is newer. (On a node-to-node leg PAWS is not applied: the TSvals the switch
+    /// saw there include the client's, translated.) A reopened client connection is sprayed
+    /// afresh, a leg's session ends with it; late segments of the old connection find no entry
+    /// (or the new one's window) and go nowhere.
+    fn reuse(&self, f: &FlowSlot, seg: &Seg) -> Reuse {
+        let closed = match f.session() {
+            None => f.state == TcpState::TimeWait,
+            Some(s) => self
+                .anchor_of(s)
+                .and_then(|a| self.table.get(a))
+                .is_some_and(|c| c.state == TcpState::TimeWait),
+        };
+        if !closed {
+            return Reuse::Open;
+        }
+        let old = &f.dirs[Dir::Orig.index()];
+        let ts = seg.opts.ts_at.is_some() && old.has(dirflag::TS) && old.ts_in != 0;
+        let ts_age = seg.opts.tsval.wrapping_sub(old.ts_in) as i32;
+        // On a leg the highest TSval seen may be the client's, translated, and run ahead of
+        // the node's own clock: PAWS would refuse the node's real new SYN there.
+        let paws_reject = ts && ts_age < 0 && f.kind == FlowKind::Nat;
+        let newer = seg.seq.gt(old.nxt) || (ts && ts_age > 0);
+        if !paws_reject && newer {
+            Reuse::Reopen
+        } else {
+            Reuse::Refuse
+        }
     }
 
     // ----------------------------------------------------------------------------------------
@@ -1027,6 +1154,14 @@ impl<'a> Switch<'a> {
             return Verdict::Drop(DropReason::UdpMalformed);
         }
         p.meter.bytes_read(8);
+        // A control message from the client side is refused whichever of the switch's
+        // gateway addresses it names (docs/protocol.md, acceptance rule 1).
+        if udp.dst_port() == self.config.control_port
+            && self.config.ports.get(port as usize).map(|c| c.role) == Some(PortRole::Client)
+            && self.config.ports.iter().any(|c| c.gateway == dst)
+        {
+            return Verdict::Drop(DropReason::ControlWrongPort);
+        }
         if self.owns(port, dst) {
             let is_control = udp.dst_port() == self.config.control_port;
             let Some(pc) = self.config.ports.get(port as usize) else {
@@ -1148,6 +1283,18 @@ impl<'a> Switch<'a> {
         p.meter.step(Step::Decide);
         let now_ms = table::millis(now);
         let Some((fi, dir)) = found else {
+            // A FIN between two nodes on a connection the switch no longer holds: a retired
+            // hand-off leg whose old node resends its FIN because the answer was lost.
+            if seg.fin
+                && !seg.syn
+                && !seg.rst
+                && self
+                    .route_between_nodes(port, Ipv4Address::from_octets(seg.key.dst))
+                    .is_some()
+            {
+                self.answer_late_fin(port, &seg, p.sink);
+                return Verdict::Local(LocalKind::TeardownAbsorbed);
+            }
             return self.new_flow(port, pc.role, now_ms, &seg, p);
         };
         p.meter.table_entry(1);
@@ -1156,6 +1303,17 @@ impl<'a> Switch<'a> {
         };
         if flow.ports[dir.index()] != port && flow.dirs[dir.index()].has(dirflag::SYN) {
             return Verdict::Drop(DropReason::WrongPort);
+        }
+        if seg.syn && !seg.ackf && dir == Dir::Orig {
+            match self.reuse(&flow, &seg) {
+                Reuse::Open => {}
+                Reuse::Refuse => return Verdict::Drop(DropReason::ReuseRefused),
+                Reuse::Reopen => {
+                    self.remove_closed(fi);
+                    self.event(FlowEvent::Reopened);
+                    return self.new_flow(port, pc.role, now_ms, &seg, p);
+                }
+            }
         }
         if let Some(r) = self.validate(&flow, dir, &seg) {
             return Verdict::Drop(r);
@@ -1316,7 +1474,7 @@ impl<'a> Switch<'a> {
                 if self.table.lookup(&reply, &mut probes).is_some() {
                     return Verdict::Drop(DropReason::FlowConflict);
                 }
-                let Ok(fi) = self.table.insert(FlowKind::Nat, orig, reply, now_ms) else {
+                let Some(fi) = self.insert_or_reclaim(FlowKind::Nat, orig, reply, now_ms) else {
                     return Verdict::Drop(DropReason::TableFull);
                 };
                 p.meter.table_entry(1);
@@ -1342,9 +1500,8 @@ impl<'a> Switch<'a> {
                 {
                     return Verdict::Drop(DropReason::FlowConflict);
                 }
-                let Ok(fi) =
-                    self.table
-                        .insert(FlowKind::Routed, seg.key, seg.key.reversed(), now_ms)
+                let Some(fi) =
+                    self.insert_or_reclaim(FlowKind::Routed, seg.key, seg.key.reversed(), now_ms)
                 else {
                     return Verdict::Drop(DropReason::TableFull);
                 };
@@ -1355,6 +1512,21 @@ impl<'a> Switch<'a> {
                 }
                 self.routed_plain(fi, Dir::Orig, port, now_ms, seg, p)
             }
+        }
+    }
+
+    /// Inserts a flow; a full table first recycles one in TIME-WAIT (bounded search).
+    fn insert_or_reclaim(
+        &mut self,
+        kind: FlowKind,
+        orig: FlowKey,
+        reply: FlowKey,
+        now_ms: u32,
+    ) -> Option<usize> {
+        match self.table.insert(kind, orig, reply, now_ms) {
+            Ok(fi) => Some(fi),
+            Err(_) if self.reclaim_flow() => self.table.insert(kind, orig, reply, now_ms).ok(),
+            Err(_) => None,
         }
     }
 
@@ -1428,6 +1600,15 @@ impl<'a> Switch<'a> {
             port: out_port,
             next_hop: Ipv4Address::from_octets(seg.key.dst),
         };
+        // A reset connection between two nodes outside any session goes at once: nothing of
+        // it is translated, the RST is passed on, and a late segment of it is dropped as
+        // unknown (the nodes' own stacks would only reset it again). A refused hand-off's
+        // new leg, closed by the proxy with an RST, so costs the table nothing lasting.
+        if seg.rst && f.state == TcpState::TimeWait && f.link == 0 {
+            self.counters.closed += 1;
+            self.event(FlowEvent::RoutedReset);
+            self.table.remove(fi);
+        }
         if !self.set_macs(p.frame, &out, p.sink) {
             return Verdict::Drop(DropReason::NeighborUnknown);
         }
