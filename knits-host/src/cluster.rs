@@ -12,6 +12,11 @@
 //! knits-proxy library), started with `ip netns exec`, killed with the run. The TAP fds stay
 //! here; their links live in the namespaces. Everything carries the run prefix, and the
 //! [`Guard`] removes it on drop, also on panic.
+//!
+//! With [`ClusterConfig::upstream`] the proxies forward to another web server instead (nginx or
+//! any HTTP/1.1 server), at the same loopback address in every node namespace; the user starts
+//! it there (`ip netns exec <prefix>-nN nginx ...`). The origin still runs on its own port unless
+//! [`ClusterConfig::origin`] is false.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -112,6 +117,14 @@ pub struct ClusterConfig {
     /// TAP is multi-queue and the proxies pick new legs' ports by shard
     /// (docs/architecture.md, "Using both cores").
     pub shards: usize,
+    /// The web server each node's proxy forwards to, as seen inside the node's namespace
+    /// (loopback, e.g. `127.0.0.1:8081`; in a one-node cluster also the node's own address).
+    /// Unset: the deterministic origin on 127.0.0.1:8080. The user starts the server in every
+    /// node namespace; readiness needs only the proxies, which answer 502 while it is missing.
+    pub upstream: Option<SocketAddr>,
+    /// Start the deterministic origin on 127.0.0.1:8080 in every node namespace (false only
+    /// together with `upstream`).
+    pub origin: bool,
 }
 
 impl Default for ClusterConfig {
@@ -132,6 +145,8 @@ impl Default for ClusterConfig {
             proxy: ProxySetup::default(),
             log_dir: None,
             shards: 1,
+            upstream: None,
+            origin: true,
         }
     }
 }
@@ -216,7 +231,66 @@ impl ClusterConfig {
                 self.proxy.policy
             ));
         }
+        self.check_upstream()
+    }
+
+    /// The upstream must be reachable inside every node namespace without the switch: a
+    /// loopback address (the same in every namespace), or, with one node, that node's address.
+    fn check_upstream(&self) -> Result<(), String> {
+        let Some(up) = self.upstream else {
+            if !self.origin {
+                return Err(
+                    "origin = false (--no-origin) leaves the proxies nothing to forward to: \
+                     also give upstream = \"ADDR:PORT\" (--upstream ADDR:PORT), the web server you \
+                     start in every node namespace"
+                        .into(),
+                );
+            }
+            return Ok(());
+        };
+        let example = "e.g. --upstream 127.0.0.1:8081 (upstream = \"127.0.0.1:8081\") with your \
+                       server listening on 127.0.0.1:8081 in every node namespace";
+        if up.port() == 0 {
+            return Err(format!(
+                "upstream {up} has port 0: give the port your web server listens on, {example}"
+            ));
+        }
+        let local = up.ip().is_loopback()
+            || (self.nodes == 1 && up.ip() == std::net::IpAddr::V4(node_addr(1)));
+        if !local {
+            let why = if up.ip().is_unspecified() {
+                "is a wildcard address, not one to connect to".to_string()
+            } else if (1..=self.nodes).any(|n| up.ip() == std::net::IpAddr::V4(node_addr(n))) {
+                "is one node's address: the other nodes would reach it through the switch"
+                    .to_string()
+            } else {
+                "is not an address of the node namespaces".to_string()
+            };
+            return Err(format!(
+                "upstream {up} {why}; each node's proxy connects to its upstream inside its own \
+                 namespace, so use a loopback address, {example}"
+            ));
+        }
+        if up.ip() == std::net::IpAddr::V4(node_addr(1)) && up.port() == SERVICE_PORT {
+            return Err(format!(
+                "upstream {up} is where the proxy itself listens; move your web server to another \
+                 port, {example}"
+            ));
+        }
+        if self.origin && up.port() == ORIGIN_PORT {
+            return Err(format!(
+                "upstream {up}: port {ORIGIN_PORT} is the deterministic origin's (127.0.0.1:{ORIGIN_PORT} \
+                 in every node namespace); move your web server to another port, {example}; or pass \
+                 --no-origin (origin = false)"
+            ));
+        }
         Ok(())
+    }
+
+    /// The address every proxy forwards to: [`ClusterConfig::upstream`] or the origin.
+    pub fn proxy_upstream(&self) -> SocketAddr {
+        self.upstream
+            .unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, ORIGIN_PORT)))
     }
 
     /// The spray policy named by `policy`.
@@ -401,24 +475,26 @@ impl Cluster {
             let ns = &node_ns[n - 1];
             let threads = config.proxy.threads.max(1).to_string();
             let log = |what: &str| File::create(log_dir.join(format!("n{n}-{what}.log"))).ok();
-            let origin_args = vec![
-                "--threads".into(),
-                threads.clone(),
-                "exec-origin".into(),
-                "--listen".into(),
-                format!("127.0.0.1:{ORIGIN_PORT}"),
-                "--node-id".into(),
-                format!("n{n}"),
-            ];
-            guard
-                .spawn_in(
-                    ns,
-                    &format!("origin n{n}"),
-                    &exe_s,
-                    &origin_args,
-                    log("origin"),
-                )
-                .map_err(io)?;
+            if config.origin {
+                let origin_args = vec![
+                    "--threads".into(),
+                    threads.clone(),
+                    "exec-origin".into(),
+                    "--listen".into(),
+                    format!("127.0.0.1:{ORIGIN_PORT}"),
+                    "--node-id".into(),
+                    format!("n{n}"),
+                ];
+                guard
+                    .spawn_in(
+                        ns,
+                        &format!("origin n{n}"),
+                        &exe_s,
+                        &origin_args,
+                        log("origin"),
+                    )
+                    .map_err(io)?;
+            }
             let mut args: Vec<String> = vec![
                 "--threads".into(),
                 threads,
@@ -428,7 +504,7 @@ impl Cluster {
                 "--listen".into(),
                 format!("{}:{SERVICE_PORT}", node_addr(n)),
                 "--upstream".into(),
-                format!("127.0.0.1:{ORIGIN_PORT}"),
+                config.proxy_upstream().to_string(),
                 "--policy".into(),
                 // A single node has no peer to hand off to.
                 if config.nodes == 1 {
@@ -646,6 +722,13 @@ impl Cluster {
     }
 
     /// Waits until every node answers through the switch (also checks the services are alive).
+    ///
+    /// With the origin as upstream, every node must serve a request through the VIP. With an
+    /// external [`ClusterConfig::upstream`] only the proxies are needed: each must listen, and
+    /// `nodes` connections through the VIP must be answered by a proxy itself (a `CONNECT`,
+    /// which the proxy refuses with 501 without asking the web server). So the web server may
+    /// be started after this returns, but before traffic is sent (until then the proxies answer
+    /// 502); it never sees a probe.
     pub fn wait_ready(&mut self, timeout: Duration) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
         // First every proxy must be listening, checked from inside its own namespace: a probe
@@ -672,7 +755,8 @@ impl Cluster {
                 .map_err(|_| "readiness check panicked".to_string())??;
         }
         let (ns, vip, nodes) = (self.client_ns.clone(), self.vip(), self.config.nodes);
-        let probe = std::thread::spawn(move || probe(&ns, vip, nodes, deadline));
+        let external = self.config.upstream.is_some();
+        let probe = std::thread::spawn(move || probe(&ns, vip, nodes, external, deadline));
         while !probe.is_finished() {
             self.check_services()?;
             std::thread::sleep(Duration::from_millis(50));
@@ -714,17 +798,20 @@ pub fn needs_root() -> String {
         .to_string()
 }
 
-/// One GET through the VIP from inside namespace `ns` (the calling thread must be there); returns
-/// the serving node.
-fn probe_once(vip: SocketAddr) -> Result<String, String> {
+/// One request through the VIP from inside namespace `ns` (the calling thread must be there):
+/// a GET the origin answers, returning the serving node; or (`external`, the proxies forward to
+/// a web server the user runs) a `CONNECT` the proxy refuses itself, returning its status.
+fn probe_once(vip: SocketAddr, external: bool) -> Result<String, String> {
     let mut c =
         TcpStream::connect_timeout(&vip, Duration::from_secs(3)).map_err(|e| e.to_string())?;
     c.set_read_timeout(Some(Duration::from_secs(2)))
         .map_err(|e| e.to_string())?;
-    c.write_all(
-        crate::http::request("/obj/any/ready?size=1", &vip.ip().to_string(), true).as_bytes(),
-    )
-    .map_err(|e| e.to_string())?;
+    let req = if external {
+        format!("CONNECT {vip} HTTP/1.1\r\nHost: {vip}\r\nConnection: close\r\n\r\n")
+    } else {
+        crate::http::request("/obj/any/ready?size=1", &vip.ip().to_string(), true)
+    };
+    c.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
     let mut p = ResponseParser::new();
     let mut buf = [0u8; 4096];
     let mut node = None;
@@ -738,6 +825,7 @@ fn probe_once(vip: SocketAddr) -> Result<String, String> {
             let (used, step) = p.advance(&buf[at..n]).map_err(|e| e.to_string())?;
             at += used;
             match step {
+                Step::Head(h) if external => node = Some(h.status.to_string()),
                 Step::Head(h) => node = h.header(crate::load::NODE_HEADER).map(str::to_string),
                 Step::Done => return node.ok_or_else(|| "no x-knits-node header".to_string()),
                 Step::NeedMore if at >= n => break,
@@ -761,15 +849,25 @@ fn wait_listening(ns: &str, addr: SocketAddr, deadline: Instant) -> Result<(), S
     }
 }
 
-fn probe(ns: &str, vip: SocketAddr, nodes: usize, deadline: Instant) -> Result<(), String> {
+/// Probes until every node has answered (the origin names it), or, with an external upstream
+/// (no node names), until `nodes` connections have been answered.
+fn probe(
+    ns: &str,
+    vip: SocketAddr,
+    nodes: usize,
+    external: bool,
+    deadline: Instant,
+) -> Result<(), String> {
     netns::enter(ns).map_err(|e| e.to_string())?;
     let mut seen = std::collections::BTreeSet::new();
+    let mut answered = 0;
     let mut last = String::new();
     while Instant::now() < deadline {
-        match probe_once(vip) {
+        match probe_once(vip, external) {
             Ok(n) => {
+                answered += 1;
                 seen.insert(n);
-                if seen.len() >= nodes {
+                if seen.len() >= nodes || (external && answered >= nodes) {
                     return Ok(());
                 }
             }
@@ -778,6 +876,12 @@ fn probe(ns: &str, vip: SocketAddr, nodes: usize, deadline: Instant) -> Result<(
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
+    }
+    if external {
+        return Err(format!(
+            "the cluster did not become ready: {answered} of {nodes} probe connections through \
+             the VIP answered by a proxy; last error: {last}"
+        ));
     }
     Err(format!(
         "the cluster did not become ready: nodes answering {seen:?} of {nodes}; last error: {last}"
@@ -829,6 +933,81 @@ mod tests {
         bad(|c| c.shards = 0, "shards = 0 must be 1..=4");
         bad(|c| c.shards = 5, "shards = 5 must be 1..=4");
         assert_eq!(ClusterConfig::from_toml("shards = 2\n").unwrap().shards, 2);
+    }
+
+    #[test]
+    fn upstream_from_toml_and_checks() {
+        let c =
+            ClusterConfig::from_toml("upstream = \"127.0.0.1:8081\"\norigin = false\n").unwrap();
+        assert_eq!(c.upstream, Some("127.0.0.1:8081".parse().unwrap()));
+        assert!(!c.origin);
+        assert!(c.validate().is_ok());
+        assert_eq!(c.proxy_upstream().to_string(), "127.0.0.1:8081");
+        let d = ClusterConfig::default();
+        assert!(d.origin);
+        assert_eq!(d.proxy_upstream().to_string(), "127.0.0.1:8080");
+        let e = ClusterConfig::from_toml("upstream = \"nginx\"\n").unwrap_err();
+        assert!(e.contains("upstream"), "{e}");
+        let e = ClusterConfig::from_toml("upstream_cmd = \"nginx\"\n").unwrap_err();
+        assert!(e.contains("upstream_cmd"), "{e}");
+        let with = |up: &str, nodes: usize, origin: bool| ClusterConfig {
+            upstream: Some(up.parse().unwrap()),
+            nodes,
+            origin,
+            ..ClusterConfig::default()
+        };
+        for ok in [
+            "127.0.0.1:8081",
+            "127.0.0.2:80",
+            "[::1]:8081",
+            "127.0.0.1:8080",
+        ] {
+            let origin = !ok.ends_with(":8080");
+            assert!(with(ok, 3, origin).validate().is_ok(), "{ok}");
+        }
+        assert!(with("198.19.1.2:8081", 1, true).validate().is_ok());
+        let bad = |c: ClusterConfig, want: &[&str]| {
+            let e = c.validate().unwrap_err();
+            for w in want {
+                assert!(e.contains(w), "{e:?} lacks {w:?}");
+            }
+        };
+        bad(
+            with("198.19.2.2:8081", 3, true),
+            &["one node's address", "--upstream 127.0.0.1:8081"],
+        );
+        bad(
+            with("10.1.2.3:80", 3, true),
+            &["not an address of the node namespaces", "loopback"],
+        );
+        bad(with("0.0.0.0:8081", 3, true), &["wildcard"]);
+        bad(with("127.0.0.1:0", 3, true), &["port 0"]);
+        bad(
+            with("198.19.1.2:80", 1, true),
+            &["where the proxy itself listens"],
+        );
+        bad(
+            with("127.0.0.1:8080", 3, true),
+            &["origin's", "--no-origin"],
+        );
+        let c = ClusterConfig {
+            origin: false,
+            ..ClusterConfig::default()
+        };
+        bad(c, &["nothing to forward", "--upstream"]);
+    }
+
+    #[test]
+    fn architecture_toml_example_is_valid() {
+        let doc = include_str!("../../docs/architecture.md");
+        let start = doc
+            .find("`cluster up` takes flags or `--config FILE`")
+            .and_then(|i| doc[i..].find("```toml\n").map(|j| i + j + 8))
+            .expect("the TOML example in docs/architecture.md");
+        let end = start + doc[start..].find("```").expect("end of the TOML example");
+        let c = ClusterConfig::from_toml(&doc[start..end]).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.proxy_upstream().to_string(), "127.0.0.1:8081");
     }
 
     #[test]

@@ -127,6 +127,19 @@ struct UpArgs {
     /// Switch shards, one thread each (1..=4; default 1, the single-threaded loop).
     #[arg(long, value_name = "N")]
     shards: Option<usize>,
+    /// Your web server behind every proxy, e.g. 127.0.0.1:8081 (default: the origin on :8080).
+    ///
+    /// The address inside each node namespace: loopback (in a one-node cluster also the
+    /// node's own address). nginx or any HTTP/1.1 server; start it yourself in every node
+    /// namespace, e.g. `ip netns exec <prefix>-n1 nginx -c FILE`, before sending traffic.
+    /// "ready" needs only the proxies, which answer 502 while the server is missing.
+    #[arg(long, value_name = "ADDR:PORT")]
+    upstream: Option<SocketAddr>,
+    /// Do not start the deterministic origin (127.0.0.1:8080); needs --upstream.
+    ///
+    /// Without this flag the origin keeps running next to your server, on its own port.
+    #[arg(long)]
+    no_origin: bool,
 }
 
 impl UpArgs {
@@ -181,6 +194,12 @@ impl UpArgs {
         }
         if let Some(v) = self.shards {
             c.shards = v;
+        }
+        if let Some(v) = self.upstream {
+            c.upstream = Some(v);
+        }
+        if self.no_origin {
+            c.origin = false;
         }
         c.validate()?;
         Ok(c)
@@ -365,13 +384,34 @@ fn cluster_up(cfg: ClusterConfig) -> Result<(), String> {
     let stop = stop_on_signals()?;
     let mut c = Cluster::up(cfg, &self_exe()?)?;
     let prefix = c.prefix().to_string();
+    // The origin's paths mean nothing to another web server.
+    let path = if c.config.upstream.is_some() {
+        "/"
+    } else {
+        "/obj/n2/x?size=100"
+    };
     eprintln!(
-        "cluster {prefix}: {} nodes; client namespace {}; try `ip netns exec {} curl http://{}/obj/n2/x?size=100`; \
+        "cluster {prefix}: {} nodes; client namespace {}; try `ip netns exec {} curl http://{}{path}`; \
          counters: `knits-host stats --prefix {prefix}`",
         c.config.nodes, c.client_ns, c.client_ns, c.config.vip
     );
     if let Some(a) = c.metrics_addr() {
         eprintln!("metrics on http://{a}/metrics");
+    }
+    if let Some(up) = c.config.upstream {
+        eprintln!(
+            "the proxies forward to {up} inside each node namespace: start your web server there \
+             (e.g. `ip netns exec {prefix}-n1 nginx -c FILE`) before sending traffic; until then \
+             they answer 502{}",
+            if c.config.origin {
+                format!(
+                    "; the origin still runs on 127.0.0.1:{}",
+                    cluster::ORIGIN_PORT
+                )
+            } else {
+                String::new()
+            }
+        );
     }
     // The switch runs on a thread of this process; this one probes readiness, then watches the
     // services until a signal.
