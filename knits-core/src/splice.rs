@@ -17,10 +17,12 @@ use heapless::Vec;
 use crate::seq::SeqNumber;
 use crate::wire::control::ReplyCode;
 
-/// Bindings one session holds at once: the current one plus up to four old nodes still being
-/// retired. A binding leaves the history as soon as its old node's legs are closed, so a
+/// Bindings one session holds at once: the current one plus up to seven old nodes still being
+/// retired (a retirement takes about a round trip and the node's proxy closing its end; a
+/// keep-alive client that moves on every request can start several hand-offs in that time).
+/// A binding leaves the history as soon as its old node's inbound leg is closed, so a
 /// connection can be handed off any number of times.
-pub const MAX_BINDINGS: usize = 5;
+pub const MAX_BINDINGS: usize = 8;
 
 /// Where a binding is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -151,6 +153,9 @@ pub struct Binding {
     /// node before the hand-off (a half-closed client): it was passed on to the target, and is
     /// acknowledged to the old node only once the target acknowledged it.
     pub fin_passed: bool,
+    /// The old node reset the leg it opened (after its FIN was acknowledged): nothing of it
+    /// can still arrive on this binding's leg.
+    pub old_reset: bool,
     /// When the teardown of this binding's server began (the first faked FIN), ms wrapping.
     pub teardown_ms: u32,
     /// The server's highest acknowledgment on the leg (raw, leg space).

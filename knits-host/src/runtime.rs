@@ -1013,6 +1013,7 @@ fn add_snapshot(sum: &mut Snapshot, o: &Snapshot, first: bool) {
     add(&mut c.generated, &d.generated);
     add(&mut c.handoffs, &d.handoffs);
     add(&mut c.sprayed, &d.sprayed);
+    add(&mut c.events, &d.events);
     c.handoffs_completed += d.handoffs_completed;
     c.handoffs_rolled_back += d.handoffs_rolled_back;
     c.tracked_routed += d.tracked_routed;

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use knits_core::counters::{Counters, DropReason, Generated, LocalKind};
+use knits_core::counters::{Counters, DropReason, FlowEvent, Generated, LocalKind};
 use knits_core::wire::control::ReplyCode;
 
 use crate::faults::FaultStats;
@@ -266,6 +266,16 @@ impl Snapshot {
         );
         let _ = writeln!(
             s,
+            "flow events: {}",
+            nonzero(
+                FlowEvent::ALL
+                    .iter()
+                    .map(|e| (e.name(), c.events[e.index()]))
+                    .collect()
+            )
+        );
+        let _ = writeln!(
+            s,
             "local: {}",
             nonzero(
                 LocalKind::ALL
@@ -493,8 +503,18 @@ impl Snapshot {
             &mut s,
             "flows_closed_total",
             "counter",
-            "Flow entries removed after TIME-WAIT.",
+            "Flow entries removed after TIME-WAIT (or on reopening, recycling, reset).",
             vec![(String::new(), c.closed)],
+        );
+        family(
+            &mut s,
+            "flow_events_total",
+            "counter",
+            "Flow and hand-off life-cycle events (knits_core::counters::FlowEvent).",
+            FlowEvent::ALL
+                .iter()
+                .map(|e| (format!("event=\"{}\"", e.name()), c.events[e.index()]))
+                .collect(),
         );
         family(
             &mut s,

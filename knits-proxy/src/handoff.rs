@@ -8,10 +8,15 @@
 //! 3. Send the signed request with the anchors to the switch, retrying until a reply.
 //! 4. Accepted: forward every byte read from c1 but not consumed on c2 ("Node A ... forwards
 //!    original request to node B on (c2)"), keep copying c1 to c2 until c1 ends (the switch
-//!    fakes the client's FIN, step 8), then close c2 ("Node A ... closes (c2) link", step 10)
-//!    and wait for the switch's faked FIN/ACK. Nothing is ever written to c1 again.
-//! 5. Refused or no reply: close c2 and let the caller serve the request itself; c1's buffer
-//!    is untouched, so nothing the client sent is lost or reordered.
+//!    fakes the client's FIN, step 8; or the client half-closed), then send c2's FIN ("Node A
+//!    ... closes (c2) link", step 10), wait until it is acknowledged (by the switch, or by the
+//!    target when it stands for a half-closed client's FIN) and reset c2 (SO_LINGER 0), so
+//!    this node keeps no TIME-WAIT per hand-off and its ephemeral ports never run out. The
+//!    switch absorbs the reset. Nothing is ever written to c1 again.
+//! 5. Refused or no reply: give c2 back to the pool when the refusal says nothing against
+//!    it, else reset it (the switch then drops its entry at once), and let the caller serve
+//!    the request itself; c1's buffer is untouched, so nothing the client sent is lost or
+//!    reordered.
 //! 6. Accepted, then c2 reset before c1 ended: the switch rolled the hand-off back (the target
 //!    never acknowledged, docs/protocol.md "Roll-back"). The forwarded bytes are put back in
 //!    front of c1's buffer and the request is served locally, as after a refusal.
@@ -66,6 +71,9 @@ pub struct HandoffContext {
 
 /// With a sharded switch: further requests after a `not_established` answer (1, 2, 4 ms apart).
 pub const NOT_ESTABLISHED_RETRIES: usize = 3;
+
+/// Further requests after a `too_many_hops` or `busy` answer (1, 2, 4, 8 ms apart).
+pub const BUSY_RETRIES: usize = 4;
 
 /// Source ports searched for a new leg in a given shard (Linux's default ephemeral range).
 pub const SHARD_PORTS: std::ops::RangeInclusive<u16> = 32768..=60999;
@@ -262,6 +270,19 @@ pub async fn hand_off(ctx: &HandoffContext, c1: &mut Conn<TcpStream>, peer: &Pee
         sent: c1.sent(),
     };
     let mut answer = ctx.control.request(repr).await;
+    // The connection's history is full of old nodes still being retired (a keep-alive
+    // client that moves on every request can outrun the retirements by a few round trips),
+    // or its previous hand-off is not confirmed yet: both pass within milliseconds.
+    let mut pause = Duration::from_millis(1);
+    for _ in 0..BUSY_RETRIES {
+        if !matches!(&answer, Ok(a) if matches!(a.reply.code, ReplyCode::TooManyHops | ReplyCode::Busy))
+        {
+            break;
+        }
+        tokio::time::sleep(pause).await;
+        pause *= 2;
+        answer = ctx.control.request(repr).await;
+    }
     if ctx.shards > 1 {
         // A sharded switch may see the request before c2's handshake ACK: they leave this node
         // on different TAP queues and may reach c2's shard by different paths. The answer is
@@ -289,9 +310,24 @@ pub async fn hand_off(ctx: &HandoffContext, c1: &mut Conn<TcpStream>, peer: &Pee
         Err(ControlError::Encode) => return fail(FailReason::Send),
     };
     if answer.reply.code != ReplyCode::Accepted {
-        m.refused(answer.reply.code);
-        tracing::debug!(peer = %peer.id, code = answer.reply.code.name(), "switch refused the hand-off; serving locally");
-        drop(c2);
+        let code = answer.reply.code;
+        m.refused(code);
+        tracing::debug!(peer = %peer.id, code = code.name(), "switch refused the hand-off; serving locally");
+        // A refusal about the held connection or the switch's room leaves the new leg as new;
+        // one about the leg itself (unknown, not established, options) does not.
+        let reusable = matches!(
+            code,
+            ReplyCode::TooManyHops
+                | ReplyCode::Busy
+                | ReplyCode::AnchorsOutOfRange
+                | ReplyCode::TableFull
+                | ReplyCode::UnknownConnection
+                | ReplyCode::NotOwner
+        );
+        match &ctx.pool {
+            Some(pool) if reusable => pool.put_back(peer.addr, mss, bind, c2),
+            _ => sockopt::reset_close(c2),
+        }
         return Outcome::Local;
     }
     m.handoffs_accepted.fetch_add(1, Relaxed);
@@ -376,19 +412,21 @@ async fn forward(
             },
         }
     }
-    // c1 ended: the binding is live (the switch fakes the FIN only then). Close c2; the switch
-    // answers with the target's faked FIN/ACK.
+    // c1 ended: the binding is live (the switch fakes the FIN only then), or the client
+    // half-closed. Send c2's FIN: the switch acknowledges it (or passes it on as the client's
+    // own FIN, and the target acknowledges it). Once it is acknowledged, every byte this node
+    // sent on c2 is with the target: reset c2 so that it leaves no TIME-WAIT here.
     c2.shutdown().await?;
-    let wait_eof = async {
-        while let Ok(n) = c2.read(&mut probe).await {
-            if n == 0 {
-                break;
-            }
+    match sockopt::wait_acked(&c2, t.c2_close).await {
+        Ok(true) => {
+            // The target has everything (the hand-off is confirmed: it can no longer be rolled
+            // back). Nothing is written to c1 after a hand-off: close it now, so the switch
+            // retires this node's side of the connection at once.
+            let _ = c1.get_mut().shutdown().await;
         }
-    };
-    if tokio::time::timeout(t.c2_close, wait_eof).await.is_err() {
-        tracing::debug!("c2 did not end in time after the hand-off; closing");
+        _ => tracing::debug!("c2's FIN not acknowledged in time after the hand-off; resetting"),
     }
+    sockopt::reset_close(c2);
     Ok(Forwarded::Done)
 }
 
@@ -402,11 +440,11 @@ fn rolled_back(copy: Vec<u8>, recoverable: bool) -> io::Result<Forwarded> {
     }
 }
 
-/// Keeps an unused new leg open for `linger`, then closes it (see `Timeouts::abandon_linger`).
+/// Keeps an unused new leg open for `linger`, then resets it (see `Timeouts::abandon_linger`).
 fn linger_then_close(c2: TcpStream, linger: Duration) {
     tokio::spawn(async move {
         tokio::time::sleep(linger).await;
-        drop(c2);
+        sockopt::reset_close(c2);
     });
 }
 

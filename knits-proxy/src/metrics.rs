@@ -154,6 +154,8 @@ pub struct Metrics {
     pub c2_pool_hits: AtomicU64,
     /// Hand-offs that had to connect the new leg.
     pub c2_pool_misses: AtomicU64,
+    /// New legs of refused hand-offs given back to the pool unused.
+    pub c2_pool_returned: AtomicU64,
 }
 
 impl Metrics {
@@ -325,6 +327,12 @@ impl Metrics {
             "c2_pool_misses_total",
             "New legs connected at hand-off time.",
             &self.c2_pool_misses,
+        );
+        c(
+            &mut o,
+            "c2_pool_returned_total",
+            "New legs of refused hand-offs given back to the pool unused.",
+            &self.c2_pool_returned,
         );
         o
     }

@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 use crate::handoff::{ShardBind, connect_leg};
 use crate::metrics::Metrics;
-use crate::sockopt::idle_alive;
+use crate::sockopt::{idle_alive, reset_close};
 
 /// Most (peer, MSS) keys the pool keeps; hand-offs for further keys just connect.
 pub const MAX_KEYS: usize = 64;
@@ -70,7 +70,14 @@ impl C2Pool {
                 let keys: Vec<PoolKey> = {
                     let mut slots = lock(&p.slots);
                     for q in slots.values_mut() {
-                        q.retain(|(s, t)| t.elapsed() < p.max_age && idle_alive(s));
+                        // Old legs are reset, not closed: no TIME-WAIT per pooled leg.
+                        for (s, t) in std::mem::take(q) {
+                            if t.elapsed() < p.max_age && idle_alive(&s) {
+                                q.push_back((s, t));
+                            } else {
+                                reset_close(s);
+                            }
+                        }
                     }
                     slots.keys().copied().collect()
                 };
@@ -140,6 +147,23 @@ impl C2Pool {
             self.metrics.c2_pool_misses.fetch_add(1, Relaxed);
         }
         got
+    }
+
+    /// Gives back an unused leg (a refused hand-off's): kept when the pool for its key has
+    /// room, else reset. It carries no byte, so the next hand-off can use it as new.
+    pub fn put_back(&self, peer: SocketAddr, mss: u32, bind: Option<ShardBind>, s: TcpStream) {
+        let key = (peer, mss, bind);
+        let mut slots = lock(&self.slots);
+        if slots.contains_key(&key) || slots.len() < MAX_KEYS {
+            let q = slots.entry(key).or_default();
+            if q.len() < self.size && idle_alive(&s) {
+                q.push_back((s, Instant::now()));
+                self.metrics.c2_pool_returned.fetch_add(1, Relaxed);
+                return;
+            }
+        }
+        drop(slots);
+        reset_close(s);
     }
 
     /// Tops the pool for (`peer`, `mss`, `bind`) up to its size in the background.

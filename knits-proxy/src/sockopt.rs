@@ -92,6 +92,17 @@ pub async fn connect_with_mss(
     }
 }
 
+/// Closes a connection with an RST instead of a FIN (SO_LINGER 0), so this node keeps no
+/// TIME-WAIT for it. Used for new legs only: after a hand-off, once the switch has
+/// acknowledged everything (FIN included) this node sent on the leg, and for a leg that was
+/// refused or never used. The switch absorbs the RST of a hand-off leg (docs/protocol.md
+/// "Retiring the old node") and drops a refused leg's entry at once.
+pub fn reset_close(s: TcpStream) {
+    // A zero linger never blocks: close sends the RST and returns at once.
+    let _ = SockRef::from(&s).set_linger(Some(Duration::ZERO));
+    drop(s);
+}
+
 /// True when an idle connection is still usable: open, nothing unexpected received.
 pub fn idle_alive(s: &TcpStream) -> bool {
     let mut b = [MaybeUninit::<u8>::uninit(); 1];

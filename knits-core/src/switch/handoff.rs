@@ -246,7 +246,7 @@ impl<'a> Switch<'a> {
             }
             Some(s) => {
                 // Old nodes whose legs are closed leave the history before it is checked.
-                self.prune(s);
+                self.prune(s, now_ms);
                 let Some(sess) = self.sessions.get(s).filter(|x| x.in_use) else {
                     return (ReplyCode::UnknownConnection, 0);
                 };
@@ -453,7 +453,7 @@ impl<'a> Switch<'a> {
         let anchor = sess.anchor as usize;
         if fi == anchor && dir == Dir::Orig {
             let v = self.client_to_server(s, anchor, now_ms, seg, p);
-            self.prune(s);
+            self.prune(s, now_ms);
             return v;
         }
         let Some(k) = sess.binding_of_leg(fi) else {
@@ -471,7 +471,7 @@ impl<'a> Switch<'a> {
             Dir::Orig => self.on_old_node_packet(s, k, fi, now_ms, seg, p),
         };
         // Binding indices are stable while a packet is handled; retired ones go afterwards.
-        self.prune(s);
+        self.prune(s, now_ms);
         v
     }
 
@@ -479,7 +479,7 @@ impl<'a> Switch<'a> {
     /// node's legs are closed nothing can arrive that needs a binding (docs/protocol.md
     /// "Retiring the old node", step 5). Only from the front: client segments pick their
     /// binding by sequence ranges, and a gap would send an older one to the wrong node.
-    pub(super) fn prune(&mut self, s: usize) {
+    pub(super) fn prune(&mut self, s: usize, now_ms: u32) {
         let Some(anchor) = self.anchor_of(s) else {
             return;
         };
@@ -490,7 +490,12 @@ impl<'a> Switch<'a> {
             let Some(b0) = sess.bindings.first() else {
                 break;
             };
-            if b0.phase != Phase::Retired {
+            // A leg waits for its old node's reset too (it follows the FIN's ACK at once),
+            // unless the node never sends it.
+            let leg_done = b0.leg == anchor as u32
+                || b0.old_reset
+                || now_ms.wrapping_sub(b0.teardown_ms) >= FORCE_RETIRE_MS;
+            if b0.phase != Phase::Retired || !leg_done {
                 break;
             }
             let leg = b0.leg as usize;
@@ -848,10 +853,12 @@ impl<'a> Switch<'a> {
         if b.phase != Phase::Stale || next.phase == Phase::Pending || b.inbound != Teardown::Idle {
             return;
         }
-        let drained = b.srv_ack.ge(b.c_hi.add(b.c_off));
-        if !drained && now_ms.wrapping_sub(next.since_ms) < 1000 {
-            return;
-        }
+        // At once: the first FIN goes at the end of what was delivered to the node, behind
+        // every client byte it was sent. If some of them are still missing there, the node
+        // queues the FIN until the client's retransmissions (still routed to it by sequence)
+        // fill the gap. Waiting for the node's (possibly delayed) ACK first would keep the
+        // binding in the history for that long; a keep-alive client that moves on every
+        // request would fill it.
         self.send_fake_fin(s, j, now_ms, sink);
     }
 
@@ -883,7 +890,8 @@ impl<'a> Switch<'a> {
         } else {
             b.srv_ack.max(b.fake_fin)
         };
-        let at_end = b.inbound != Teardown::Idle && b.fin_tries % 2 == 1 && delivered.gt(at_ack);
+        let first = b.inbound == Teardown::Idle;
+        let at_end = (first || b.fin_tries % 2 == 1) && delivered.gt(at_ack);
         // A half-closed client's own FIN reached this node already: the "faked" FIN is a
         // retransmission of it, at its own place, which the node acknowledges again.
         let client_fin = self
@@ -910,6 +918,10 @@ impl<'a> Switch<'a> {
         };
         if at_end {
             b.fake_fin_end = Some(seq);
+            if first {
+                // The node's rcv_nxt as last seen, for the retries and the ACK checks.
+                b.fake_fin = at_ack;
+            }
         } else {
             b.fake_fin = seq;
         }
@@ -1032,6 +1044,11 @@ impl<'a> Switch<'a> {
             return Verdict::Drop(DropReason::Internal);
         };
         if seg.rst {
+            // At the old node's snd_nxt: the end of what it sent, or one past its FIN.
+            let at_nxt = seg.seq == b.old_nxt || b.old_fin.is_some_and(|f| seg.seq == f.add(1));
+            if !at_nxt {
+                return Verdict::Drop(DropReason::OutOfWindow);
+            }
             if b.phase == Phase::Pending {
                 // The old node gave up on the hand-off (it saw no answer): roll back.
                 self.rollback(s, p.sink);
@@ -1040,6 +1057,9 @@ impl<'a> Switch<'a> {
                 // FIN is acknowledged, to keep no TIME-WAIT): the leg is closed. The target
                 // never sees it.
                 self.event(FlowEvent::LegReset);
+                if let Some(x) = self.binding_mut(s, k) {
+                    x.old_reset = true;
+                }
                 if !b.old_fin_acked {
                     if let Some(x) = self.binding_mut(s, k) {
                         x.old_fin_acked = true;
@@ -1145,21 +1165,23 @@ impl<'a> Switch<'a> {
         }
     }
 
-    /// Binding `j` is retired once the old node's inbound leg is closed and the leg it opened is
-    /// answered.
+    /// Binding `j` is retired once the old node's inbound leg is closed (the leg it opened is
+    /// the next binding's to close).
     fn maybe_complete(&mut self, s: usize, j: usize) {
         let Some(sess) = self.sessions.get_mut(s) else {
             return;
         };
-        let Some(next) = sess.bindings.get(j + 1).copied() else {
+        // Only a superseded binding retires.
+        if sess.bindings.get(j + 1).is_none() {
             return;
-        };
+        }
         let Some(b) = sess.bindings.get_mut(j) else {
             return;
         };
+        // The leg the old node opened is the next binding's (its FIN, its reset); this binding
+        // is done once the node's inbound leg is closed.
         if b.phase == Phase::Stale
             && b.inbound == Teardown::Closed
-            && next.old_fin_acked
             && let Ok(Some(p)) = splice::transition(b.phase, Event::LegsClosed)
         {
             b.phase = p;
@@ -1356,7 +1378,7 @@ impl<'a> Switch<'a> {
                 }
             }
         }
-        self.prune(s);
+        self.prune(s, now_ms);
     }
 
     // ----------------------------------------------------------------------------------------

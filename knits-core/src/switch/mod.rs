@@ -1315,7 +1315,14 @@ impl<'a> Switch<'a> {
                 }
             }
         }
-        if let Some(r) = self.validate(&flow, dir, &seg) {
+        // An old node's RST on the leg it opened is checked against its own sequence numbers
+        // (`on_old_node_packet`): the target's acknowledgments there also cover the client's
+        // bytes, which follow the old node's in the same space.
+        let old_node_rst = seg.rst
+            && dir == Dir::Orig
+            && flow.kind == FlowKind::Routed
+            && flow.session().is_some();
+        if !old_node_rst && let Some(r) = self.validate(&flow, dir, &seg) {
             return Verdict::Drop(r);
         }
         if flow.session().is_none() && flow.dirs[dir.index()].has(dirflag::ABORTED) {
