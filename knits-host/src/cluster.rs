@@ -125,6 +125,10 @@ pub struct ClusterConfig {
     /// Start the deterministic origin on 127.0.0.1:8080 in every node namespace (false only
     /// together with `upstream`).
     pub origin: bool,
+    /// Spray weight of each node, node 1 first (empty: 1 each). 0 drains a node: it gets no
+    /// new connections from the spray but still takes hand-offs (e.g. `[1, 0, 0]`: every
+    /// connection lands on node 1, so every request for another owner is handed off).
+    pub weights: Vec<u16>,
 }
 
 impl Default for ClusterConfig {
@@ -147,6 +151,7 @@ impl Default for ClusterConfig {
             shards: 1,
             upstream: None,
             origin: true,
+            weights: Vec::new(),
         }
     }
 }
@@ -193,6 +198,7 @@ impl ClusterConfig {
 
     /// Checks everything that can be checked before touching the system.
     pub fn validate(&self) -> Result<(), String> {
+        self.check_weights()?;
         if !(1..=knits_core::config::MAX_BACKENDS).contains(&self.nodes) {
             return Err(format!(
                 "nodes = {} must be 1..={}",
@@ -305,6 +311,23 @@ impl ClusterConfig {
         }
     }
 
+    fn check_weights(&self) -> Result<(), String> {
+        if self.weights.is_empty() {
+            return Ok(());
+        }
+        if self.weights.len() != self.nodes {
+            return Err(format!(
+                "weights has {} entries for {} nodes: give one weight per node, node 1 first (e.g. weights = [1, 0, 0])",
+                self.weights.len(),
+                self.nodes
+            ));
+        }
+        if self.weights.iter().all(|&w| w == 0) {
+            return Err("every weight is 0: at least one node must take new connections".into());
+        }
+        Ok(())
+    }
+
     /// The switch configuration: [`Config::cluster`] with this file's VIP, policy and timeouts.
     pub fn switch_config(&self, key: [u8; 16]) -> Result<Config, String> {
         let mut c = Config::cluster(self.nodes, key);
@@ -312,6 +335,10 @@ impl ClusterConfig {
         c.hash_seed = random_key();
         c.vip = self.vip.octets().into();
         c.policy = self.spray_policy()?;
+        self.check_weights()?;
+        for (b, &w) in c.backends.iter_mut().zip(&self.weights) {
+            b.weight = w;
+        }
         let ms = |v: Option<u64>, d: CoreDuration| v.map(CoreDuration::from_millis).unwrap_or(d);
         let t = &mut c.timeouts;
         t.syn = ms(self.timeouts.syn_ms, t.syn);
@@ -754,7 +781,12 @@ impl Cluster {
             l.join()
                 .map_err(|_| "readiness check panicked".to_string())??;
         }
-        let (ns, vip, nodes) = (self.client_ns.clone(), self.vip(), self.config.nodes);
+        // Drained nodes (weight 0) get no connection through the VIP: only the others answer.
+        let nodes = match self.config.weights.as_slice() {
+            [] => self.config.nodes,
+            w => w.iter().filter(|&&w| w > 0).count(),
+        };
+        let (ns, vip) = (self.client_ns.clone(), self.vip());
         let external = self.config.upstream.is_some();
         let probe = std::thread::spawn(move || probe(&ns, vip, nodes, external, deadline));
         while !probe.is_finished() {
@@ -909,6 +941,27 @@ mod tests {
         assert_eq!(sc.backends.len(), 2);
         assert_eq!(c.faults.loss, 0.01);
         assert!(ClusterConfig::default().validate().is_ok());
+    }
+
+    #[test]
+    fn weights_drain_nodes_and_bad_ones_say_what_to_fix() {
+        let c = ClusterConfig::from_toml("nodes = 3\nweights = [1, 0, 0]\n").unwrap();
+        let sc = c.switch_config([1; 16]).unwrap();
+        let w: Vec<u16> = sc.backends.iter().map(|b| b.weight).collect();
+        assert_eq!(w, vec![1, 0, 0]);
+        let mut c = ClusterConfig::default();
+        c.weights = vec![1, 1];
+        assert!(
+            c.switch_config([1; 16])
+                .unwrap_err()
+                .contains("one weight per node")
+        );
+        c.weights = vec![0, 0, 0];
+        assert!(
+            c.switch_config([1; 16])
+                .unwrap_err()
+                .contains("at least one node")
+        );
     }
 
     #[test]

@@ -85,6 +85,10 @@ struct UpArgs {
     /// Spray policy: round-robin, weighted or maglev.
     #[arg(long)]
     policy: Option<String>,
+    /// Spray weight per node, node 1 first (e.g. 1,0,0); 0 drains a node from the spray (it
+    /// still takes hand-offs).
+    #[arg(long, value_delimiter = ',', value_name = "W,W,...")]
+    weights: Option<Vec<u16>>,
     /// Control key, 32 hex digits (random when unset).
     #[arg(long)]
     key: Option<String>,
@@ -161,6 +165,9 @@ impl UpArgs {
         }
         if let Some(v) = &self.policy {
             c.policy = v.clone();
+        }
+        if let Some(v) = &self.weights {
+            c.weights = v.clone();
         }
         if let Some(v) = &self.key {
             c.key = Some(v.clone());
