@@ -31,6 +31,7 @@ mod log;
 pub mod checksum;
 pub mod config;
 pub mod counters;
+mod macros;
 pub mod meter;
 pub mod seq;
 pub mod splice;

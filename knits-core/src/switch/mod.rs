@@ -1371,54 +1371,54 @@ impl<'a> Switch<'a> {
         let Some(f) = self.table.get_mut(fi) else {
             return;
         };
+        // The sender's direction and the other one, by destructuring (no slice indexing).
+        let [o, r] = &mut f.dirs;
+        let (me, other) = match dir {
+            Dir::Orig => (o, r),
+            Dir::Reply => (r, o),
+        };
         // A retransmitted SYN or SYN-ACK is no sign of life: a node answering a spoofed SYN would
         // otherwise keep the half-open entry alive for as long as it retries.
-        if !(seg.syn && f.dirs[dir.index()].has(dirflag::SYN)) {
+        if !(seg.syn && me.has(dirflag::SYN)) {
             f.last_ms = now_ms;
         }
-        let d = &mut f.dirs[dir.index()];
-        if seg.syn && !d.has(dirflag::SYN) {
-            d.isn = seg.seq;
-            d.nxt = seg.seq.add(1);
-            d.flags |= dirflag::SYN;
-            d.mss = seg.opts.mss.unwrap_or(0);
+        if seg.syn && !me.has(dirflag::SYN) {
+            me.isn = seg.seq;
+            me.nxt = seg.seq.add(1);
+            me.flags |= dirflag::SYN;
+            me.mss = seg.opts.mss.unwrap_or(0);
             if let Some(w) = seg.opts.wscale {
-                d.wscale = w.min(14);
-                d.flags |= dirflag::WSCALE;
+                me.wscale = w.min(14);
+                me.flags |= dirflag::WSCALE;
             }
             if seg.opts.sack_perm {
-                d.flags |= dirflag::SACK_PERM;
+                me.flags |= dirflag::SACK_PERM;
             }
             if seg.opts.ts_at.is_some() {
-                d.flags |= dirflag::TS;
+                me.flags |= dirflag::TS;
             }
-            f.ports[dir.index()] = port;
+            if let Some(p) = f.ports.get_mut(dir.index()) {
+                *p = port;
+            }
         }
-        let d = &mut f.dirs[dir.index()];
         let end = seg.seq.add(seg.seq_len());
-        if d.has(dirflag::SYN) && end.gt(d.nxt) {
-            d.nxt = end;
+        if me.has(dirflag::SYN) && end.gt(me.nxt) {
+            me.nxt = end;
         }
-        if seg.ackf && (!d.has(dirflag::ACKED) || seg.ack.gt(d.ack)) {
-            d.ack = seg.ack;
-            d.flags |= dirflag::ACKED;
+        if seg.ackf && (!me.has(dirflag::ACKED) || seg.ack.gt(me.ack)) {
+            me.ack = seg.ack;
+            me.flags |= dirflag::ACKED;
         }
         if seg.opts.ts_at.is_some()
-            && (seg.opts.tsval.wrapping_sub(d.ts_in) as i32 > 0 || d.ts_in == 0)
+            && (seg.opts.tsval.wrapping_sub(me.ts_in) as i32 > 0 || me.ts_in == 0)
         {
-            d.ts_in = seg.opts.tsval;
+            me.ts_in = seg.opts.tsval;
         }
-        d.win = seg.win;
-        if seg.fin && !d.has(dirflag::FIN) {
-            d.flags |= dirflag::FIN;
+        me.win = seg.win;
+        if seg.fin && !me.has(dirflag::FIN) {
+            me.flags |= dirflag::FIN;
         }
         // The other direction's FIN is acknowledged once this ack passes it.
-        let (a, b) = f.dirs.split_at_mut(1);
-        let (me, other) = if dir == Dir::Orig {
-            (&mut a[0], &mut b[0])
-        } else {
-            (&mut b[0], &mut a[0])
-        };
         if other.has(dirflag::FIN) && me.has(dirflag::ACKED) && me.ack.ge(other.nxt) {
             other.flags |= dirflag::FIN_ACKED;
         }

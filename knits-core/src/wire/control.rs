@@ -25,7 +25,7 @@ use byteorder::{ByteOrder, NetworkEndian};
 use core::hash::Hasher;
 use siphasher::sip::SipHasher24;
 
-use crate::counters::named_enum;
+use crate::macros::named_enum;
 
 /// The UDP port the switch listens on for control messages, by default.
 pub const DEFAULT_PORT: u16 = 7100;
