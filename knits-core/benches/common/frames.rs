@@ -6,7 +6,7 @@ use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
     EthernetRepr, IpProtocol, Ipv4Address, Ipv4Packet, Ipv4Repr, TcpControl, TcpPacket, TcpRepr,
-    TcpSeqNumber,
+    TcpSeqNumber, TcpTimestampRepr, UdpPacket, UdpRepr,
 };
 
 pub struct Discard;
@@ -48,6 +48,41 @@ pub fn tcp(
     ack: Option<u32>,
     payload: &[u8],
 ) -> Vec<u8> {
+    tcp_opts(
+        dst_mac,
+        src,
+        dst,
+        control,
+        seq,
+        ack,
+        payload,
+        Opts::default(),
+    )
+}
+
+/// TCP options of a frame built by [`tcp_opts`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Opts {
+    /// (TSval, TSecr).
+    pub ts: Option<(u32, u32)>,
+    /// SACK-permitted (on a SYN).
+    pub sack_perm: bool,
+    /// One SACK block.
+    pub sack: Option<(u32, u32)>,
+}
+
+/// [`tcp`] with timestamps and SACK.
+#[allow(clippy::too_many_arguments)]
+pub fn tcp_opts(
+    dst_mac: EthernetAddress,
+    src: (Ipv4Address, u16),
+    dst: (Ipv4Address, u16),
+    control: TcpControl,
+    seq: u32,
+    ack: Option<u32>,
+    payload: &[u8],
+    o: Opts,
+) -> Vec<u8> {
     let repr = TcpRepr {
         src_port: src.1,
         dst_port: dst.1,
@@ -57,9 +92,9 @@ pub fn tcp(
         window_len: 64000,
         window_scale: None,
         max_seg_size: None,
-        sack_permitted: false,
-        sack_ranges: [None; 3],
-        timestamp: None,
+        sack_permitted: o.sack_perm,
+        sack_ranges: [o.sack, None, None],
+        timestamp: o.ts.map(|(v, e)| TcpTimestampRepr::new(v, e)),
         payload,
     };
     let ip = Ipv4Repr {
@@ -90,4 +125,50 @@ pub fn tcp(
         NODE_MAC.0
     });
     b
+}
+
+/// A UDP datagram in an Ethernet frame (checksums filled).
+pub fn udp(
+    dst_mac: EthernetAddress,
+    src: (Ipv4Address, u16),
+    dst: (Ipv4Address, u16),
+    payload: &[u8],
+) -> Vec<u8> {
+    let repr = UdpRepr {
+        src_port: src.1,
+        dst_port: dst.1,
+    };
+    let ip = Ipv4Repr {
+        src_addr: src.0,
+        dst_addr: dst.0,
+        next_header: IpProtocol::Udp,
+        payload_len: 8 + payload.len(),
+        hop_limit: 64,
+    };
+    let mut b = vec![0u8; 14 + 20 + 8 + payload.len()];
+    EthernetRepr {
+        src_addr: NODE_MAC,
+        dst_addr: dst_mac,
+        ethertype: EthernetProtocol::Ipv4,
+    }
+    .emit(&mut EthernetFrame::new_unchecked(&mut b[..]));
+    let caps = ChecksumCapabilities::default();
+    ip.emit(&mut Ipv4Packet::new_unchecked(&mut b[14..]), &caps);
+    repr.emit(
+        &mut UdpPacket::new_unchecked(&mut b[34..]),
+        &src.0.into(),
+        &dst.0.into(),
+        payload.len(),
+        |p| p.copy_from_slice(payload),
+        &caps,
+    );
+    b
+}
+
+/// Recomputes a TCP frame's IPv4 header and TCP checksums after an edit.
+pub fn fix_checksums(f: &mut [u8]) {
+    let mut ip = Ipv4Packet::new_unchecked(&mut f[14..]);
+    ip.fill_checksum();
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    TcpPacket::new_unchecked(&mut f[34..]).fill_checksum(&src.into(), &dst.into());
 }
