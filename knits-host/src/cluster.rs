@@ -949,8 +949,10 @@ mod tests {
         let sc = c.switch_config([1; 16]).unwrap();
         let w: Vec<u16> = sc.backends.iter().map(|b| b.weight).collect();
         assert_eq!(w, vec![1, 0, 0]);
-        let mut c = ClusterConfig::default();
-        c.weights = vec![1, 1];
+        let mut c = ClusterConfig {
+            weights: vec![1, 1],
+            ..ClusterConfig::default()
+        };
         assert!(
             c.switch_config([1; 16])
                 .unwrap_err()
