@@ -350,6 +350,10 @@ pub struct Switch<'a> {
     port_up: [bool; crate::config::MAX_PORTS],
     replay: [ReplayState; MAX_BACKENDS],
     counters: Counters,
+    /// The cluster's own addresses, as (network, mask) pairs: the VIP, every gateway and every
+    /// back-end subnet. The client side may not claim any of them (ingress filtering), and the
+    /// check runs on every client packet, so the masks are computed once, here.
+    cluster_nets: heapless::Vec<(u32, u32), { 2 * crate::config::MAX_PORTS + 1 }>,
     /// Where the next search for a TIME-WAIT flow to recycle starts (flow slot).
     reclaim_flow: usize,
     /// Where the next search for a TIME-WAIT session to recycle starts (session slot).
@@ -393,6 +397,18 @@ impl<'a> Switch<'a> {
             *s = SessionSlot::default();
         }
         let spray = Spray::new(config.policy, &config.backends, config.hash_seed);
+        let mut cluster_nets = heapless::Vec::new();
+        let _ = cluster_nets.push((u32::from(config.vip), u32::MAX));
+        for p in config.ports.iter() {
+            let _ = cluster_nets.push((u32::from(p.gateway), u32::MAX));
+            if p.role == PortRole::Backend {
+                let mask = match p.prefix_len.min(32) {
+                    0 => 0,
+                    l => u32::MAX << (32 - l as u32),
+                };
+                let _ = cluster_nets.push((u32::from(p.gateway) & mask, mask));
+            }
+        }
         Ok(Switch {
             config,
             table,
@@ -406,6 +422,7 @@ impl<'a> Switch<'a> {
             port_up: [true; crate::config::MAX_PORTS],
             replay: [ReplayState::default(); MAX_BACKENDS],
             counters: Counters::default(),
+            cluster_nets,
             reclaim_flow: 0,
             reclaim_session: 0,
         })
@@ -990,10 +1007,8 @@ impl<'a> Switch<'a> {
         match pc.role {
             PortRole::Backend => pc.contains(src) && src != pc.gateway,
             PortRole::Client => {
-                src != self.config.vip
-                    && !self.config.ports.iter().any(|p| {
-                        src == p.gateway || (p.role == PortRole::Backend && p.contains(src))
-                    })
+                let a = u32::from(src);
+                !self.cluster_nets.iter().any(|&(net, mask)| a & mask == net)
             }
         }
     }
@@ -1298,41 +1313,61 @@ impl<'a> Switch<'a> {
             return self.new_flow(port, pc.role, now_ms, &seg, p);
         };
         p.meter.table_entry(1);
-        let Some(flow) = self.table.get(fi).copied() else {
-            return Verdict::Drop(DropReason::UnknownFlow);
+        // The checks read the flow in place (no copy of the record): what is decided here is
+        // carried out below, once the borrow has ended.
+        let (reuse, verdict, session, kind, aborted) = {
+            let Some(flow) = self.table.get(fi) else {
+                return Verdict::Drop(DropReason::UnknownFlow);
+            };
+            let me = flow.dirs[dir.index()];
+            if flow.ports[dir.index()] != port && me.has(dirflag::SYN) {
+                return Verdict::Drop(DropReason::WrongPort);
+            }
+            let reuse = if seg.syn && !seg.ackf && dir == Dir::Orig {
+                self.reuse(flow, &seg)
+            } else {
+                Reuse::Open
+            };
+            // An old node's RST on the leg it opened is checked against its own sequence
+            // numbers (`on_old_node_packet`): the target's acknowledgments there also cover the
+            // client's bytes, which follow the old node's in the same space.
+            let old_node_rst = seg.rst
+                && dir == Dir::Orig
+                && flow.kind == FlowKind::Routed
+                && flow.session().is_some();
+            let verdict = if old_node_rst || reuse != Reuse::Open {
+                None
+            } else {
+                self.validate(flow, dir, &seg)
+            };
+            (
+                reuse,
+                verdict,
+                flow.session(),
+                flow.kind,
+                me.has(dirflag::ABORTED),
+            )
         };
-        if flow.ports[dir.index()] != port && flow.dirs[dir.index()].has(dirflag::SYN) {
-            return Verdict::Drop(DropReason::WrongPort);
-        }
-        if seg.syn && !seg.ackf && dir == Dir::Orig {
-            match self.reuse(&flow, &seg) {
-                Reuse::Open => {}
-                Reuse::Refuse => return Verdict::Drop(DropReason::ReuseRefused),
-                Reuse::Reopen => {
-                    self.remove_closed(fi);
-                    self.event(FlowEvent::Reopened);
-                    return self.new_flow(port, pc.role, now_ms, &seg, p);
-                }
+        match reuse {
+            Reuse::Open => {}
+            Reuse::Refuse => return Verdict::Drop(DropReason::ReuseRefused),
+            Reuse::Reopen => {
+                self.remove_closed(fi);
+                self.event(FlowEvent::Reopened);
+                return self.new_flow(port, pc.role, now_ms, &seg, p);
             }
         }
-        // An old node's RST on the leg it opened is checked against its own sequence numbers
-        // (`on_old_node_packet`): the target's acknowledgments there also cover the client's
-        // bytes, which follow the old node's in the same space.
-        let old_node_rst = seg.rst
-            && dir == Dir::Orig
-            && flow.kind == FlowKind::Routed
-            && flow.session().is_some();
-        if !old_node_rst && let Some(r) = self.validate(&flow, dir, &seg) {
+        if let Some(r) = verdict {
             return Verdict::Drop(r);
         }
-        if flow.session().is_none() && flow.dirs[dir.index()].has(dirflag::ABORTED) {
+        if session.is_none() && aborted {
             self.track(fi, dir, port, now_ms, &seg);
             if !seg.rst {
                 self.answer_aborted(port, &seg, p.sink);
             }
             return Verdict::Local(LocalKind::TeardownAbsorbed);
         }
-        match (flow.session(), flow.kind) {
+        match (session, kind) {
             (None, FlowKind::Nat) => self.nat_plain(fi, dir, port, now_ms, &seg, p),
             (None, _) => self.routed_plain(fi, dir, port, now_ms, &seg, p),
             (Some(s), _) => self.spliced(s, fi, dir, now_ms, &seg, p),
