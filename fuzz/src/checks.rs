@@ -21,7 +21,9 @@ use knits_core::counters::{DropReason, LocalKind};
 use knits_core::meter::NoMeter;
 use knits_core::splice::{Binding, Phase, SessionSlot};
 use knits_core::switch::{FrameMeta, MAX_GENERATED, Sink, Storage, Switch, Verdict};
-use knits_core::table::{self, Dir, FlowKey, FlowKind, FlowSlot, FlowTable, IndexSlot, TableFull};
+use knits_core::table::{
+    self, Dir, FlowKey, FlowKind, FlowSlot, FlowTable, IndexSlot, TableFull, dirflag,
+};
 use knits_core::time::Instant;
 use knits_core::wire::control::{
     self, Endpoint, Reply, ReplyCode, ReplyRepr, Request, RequestRepr,
@@ -529,6 +531,7 @@ struct TcpSeen {
     hdr_len: usize,
     len: u32,
     tsval: Option<u32>,
+    sack_blocks: u8,
 }
 
 impl TcpSeen {
@@ -573,6 +576,7 @@ fn parse_tcp(f: &[u8]) -> Option<TcpSeen> {
         hdr_len,
         len: (l4.len() - hdr_len) as u32,
         tsval: opts.ts_at.map(|_| opts.tsval),
+        sack_blocks: opts.sack_blocks,
     })
 }
 
@@ -618,6 +622,8 @@ struct Ep {
     ts_off: u32,
     /// Highest acknowledgment delivered to this endpoint.
     max_ack_rcvd: Option<u32>,
+    /// This endpoint sent a timestamp option since its connection's SYN (negotiated or not).
+    sent_ts: bool,
 }
 
 /// Counts of what the switch said, to check its counters against.
@@ -689,6 +695,9 @@ pub struct Harness {
     pub replies: Vec<ReplyCode>,
     /// The last verdict of a `process` call.
     pub last: Option<Verdict>,
+    /// Client bytes of each client port (40000, 40001) that its server has not consumed
+    /// (requests sent by the macros since the last hand-off).
+    unconsumed: [u16; 2],
 }
 
 /// Header byte of a stateful input: flow capacity, session capacity, sink behaviour, policy.
@@ -732,6 +741,7 @@ impl Harness {
             drained: false,
             replies: Vec::new(),
             last: None,
+            unconsumed: [0; 2],
         }
     }
 
@@ -903,6 +913,9 @@ impl Harness {
                 );
             }
         }
+        if so.flags & F_SYN == 0 {
+            self.check_negotiated(Some(&si.key), &so, "a translated segment");
+        }
         if so.len > 0 {
             if self.pairs.len() > 4096 {
                 self.pairs.clear();
@@ -911,6 +924,49 @@ impl Harness {
                 .insert((so.receiver(), so.end()), (si.key, si.end()));
         }
         self.deliver(&so);
+    }
+
+    /// The connection a segment belongs to, by its key or (after NAT) its receiver's key.
+    fn flow_of(&self, k: &FlowKey) -> Option<usize> {
+        let mut probes = 0;
+        let t = self.sw.table();
+        t.lookup(k, &mut probes)
+            .or_else(|| t.lookup(&k.reversed(), &mut probes))
+            .map(|(fi, _)| fi)
+    }
+
+    /// A segment the switch made up, or translated from one connection onto another (`from`:
+    /// the input's key), carries no option its receiver's connection did not negotiate: the
+    /// switch removes timestamps and SACK blocks towards an end without them (docs/protocol.md
+    /// "Options"). Segments forwarded within one connection (plain NAT, the old node's bytes
+    /// on its leg) are the hosts' own business and are not checked.
+    fn check_negotiated(&self, from: Option<&FlowKey>, s: &TcpSeen, what: &str) {
+        let Some(fi) = self.flow_of(&s.key) else {
+            return;
+        };
+        if from.is_some_and(|k| self.flow_of(k) == Some(fi) || self.flow_of(k).is_none()) {
+            return;
+        }
+        let Some(f) = self.sw.table().get(fi) else {
+            return;
+        };
+        // A made-up answer may echo the timestamp of a receiver that sends them itself on a
+        // connection without them (its own fault; RFC 7323 3.2 has it ignore ours).
+        let echoes = from.is_none()
+            && self
+                .eps
+                .get(&s.receiver())
+                .is_some_and(|e| e.sent_ts && !f.ts_enabled());
+        assert!(
+            s.tsval.is_none() || f.ts_enabled() || echoes,
+            "{what} {:?} carries a timestamp on a connection without them",
+            s.key
+        );
+        assert!(
+            s.sack_blocks == 0 || f.sack_enabled(),
+            "{what} {:?} carries SACK blocks on a connection without SACK",
+            s.key
+        );
     }
 
     /// A frame reaches the host it is addressed to: update the model.
@@ -922,10 +978,13 @@ impl Harness {
         if s.flags & F_RST != 0 {
             return;
         }
-        if s.flags & F_SYN != 0 {
-            ep.irs = Some(s.seq);
-        }
         let end = s.end();
+        if s.flags & F_SYN != 0 {
+            // A new connection (maybe on a tuple used before, RFC 6191): its sequence numbers
+            // start here. (`max_ack_rcvd` stays: it only makes the there-and-back check skip.)
+            ep.irs = Some(s.seq);
+            ep.rcv_nxt = Some(end);
+        }
         ep.rcv_nxt = Some(match ep.rcv_nxt {
             Some(r) if !serial_gt(end, r) => r,
             _ => end,
@@ -978,6 +1037,9 @@ impl Harness {
                 assert!(r.verify(&KEY), "control reply does not verify");
                 reply_code = Some(r.code());
             } else if let Some(s) = parse_tcp(f) {
+                if s.flags & F_SYN == 0 {
+                    self.check_negotiated(None, &s, "a generated segment");
+                }
                 self.deliver(&s);
             }
         }
@@ -1204,6 +1266,7 @@ impl Harness {
             }
             Op::Seg(s) => self.seg(s),
             Op::Control(c) => self.control(c),
+            Op::Macro { kind, arg, arg2 } => self.run_macro(Macro::of(*kind), *arg, *arg2),
         }
     }
 
@@ -1285,12 +1348,228 @@ impl Harness {
             s.len as u32 + (t.flags & F_SYN != 0) as u32 + (t.flags & F_FIN != 0) as u32,
         );
         if let Some(e) = self.eps.get_mut(&key)
-            && serial_gt(end, e.snd_nxt)
             && t.flags & F_RST == 0
         {
-            e.snd_nxt = end;
+            if t.flags & F_SYN != 0 {
+                // A (new) connection starts here: the anchors count from this ISN.
+                e.isn = seq;
+                e.snd_nxt = end;
+                e.sent_ts = false;
+            } else if serial_gt(end, e.snd_nxt) {
+                e.snd_nxt = end;
+            }
+            e.sent_ts |= t.ts.is_some();
+        }
+        if t.flags & F_SYN != 0 && t.flags & F_RST == 0 && t.ack.is_none() {
+            // Data of an older connection from this endpoint says nothing about the new one
+            // (seen from either end, translated or not).
+            let touches = |k: &FlowKey| {
+                (k.src == key.src && k.sport == key.sport)
+                    || (k.dst == key.src && k.dport == key.sport)
+            };
+            self.pairs
+                .retain(|(to, _), (from, _)| !touches(to) && !touches(from));
         }
         self.frame(port, &mut f, kind);
+    }
+
+    // --------------------------------------------------------------------------------------
+    // Macros (see [`Macro`]).
+
+    /// The client port index and the key of its connection to the VIP.
+    fn client_of(arg: u8) -> (At, FlowKey) {
+        let c: At = (A_CLIENT, P_C1 + (arg & 1));
+        let k = FlowKey {
+            src: ADDRS[A_CLIENT as usize],
+            dst: ADDRS[A_VIP as usize],
+            sport: PORTS[c.1 as usize],
+            dport: PORTS[P_80 as usize],
+        };
+        (c, k)
+    }
+
+    /// The client's connection (its anchor flow), if tracked.
+    fn anchor_of(&self, client: &FlowKey) -> Option<FlowSlot> {
+        let mut probes = 0;
+        let (fi, _) = self.sw.table().lookup(client, &mut probes)?;
+        self.sw.table().get(fi).copied()
+    }
+
+    /// The connection that currently serves the client, as its server sees it (source: the
+    /// server): the client connection itself, or the newest binding's leg.
+    fn server_view(&self, client: &FlowKey) -> Option<(FlowKey, FlowSlot)> {
+        let a = self.anchor_of(client)?;
+        let Some(s) = a.session() else {
+            return Some((a.keys[1], a));
+        };
+        let b = self.sw.session(s)?.bindings.last()?;
+        let leg = self.sw.table().get(b.leg as usize)?;
+        Some((leg.keys[1], *leg))
+    }
+
+    /// A segment from `src` to `dst` (alphabet codes), sequence numbers from the model (or
+    /// `delta` past the sender's next), with SYN options `opts`.
+    fn mseg(&mut self, src: u8, dst: u8, flags: u8, len: u8, opts: u8, delta: Option<i16>) {
+        self.apply(&Op::Seg(SegOp {
+            src,
+            dst,
+            flags,
+            seq_mode: delta.is_some() as u8,
+            seq_delta: delta.unwrap_or(0),
+            len,
+            opts,
+            extra: 7,
+            ..SegOp::default()
+        }));
+    }
+
+    fn run_macro(&mut self, m: Macro, arg: u8, arg2: u8) {
+        let (c, ck) = Self::client_of(arg);
+        let ci = (arg & 1) as usize;
+        let vip = at(VIP);
+        let variant = |bits: u8| [SYN_OPTS, SYN_OPTS & !8, SYN_OPTS & !4, 0][(bits & 3) as usize];
+        let ts_of = |f: &FlowSlot| if f.ts_enabled() { 8 } else { 0 };
+        match m {
+            Macro::Reconnect => {
+                let old_dup = arg & 8 != 0;
+                let mut opts = variant(arg >> 1);
+                if old_dup {
+                    opts &= !8;
+                }
+                let delta = if old_dup { -3000 } else { 3000 };
+                self.mseg(at(c), vip, F_SYN, 0, opts, Some(delta));
+                self.unconsumed[ci] = 0;
+                if let Some(Verdict::Forward(p)) = self.last
+                    && (1..=3).contains(&p)
+                {
+                    self.mseg(at(node(p)), at(c), F_SYN | F_ACK, 0, opts, Some(1000));
+                    self.mseg(at(c), vip, F_ACK, 0, opts & 8, None);
+                }
+            }
+            Macro::Request => {
+                let Some((h, held)) = self.server_view(&ck) else {
+                    return;
+                };
+                let cts = self.anchor_of(&ck).map_or(0, |a| ts_of(&a));
+                let len = 1 + arg2 % 64;
+                let fin = if arg & 0x40 != 0 { F_FIN } else { 0 };
+                self.mseg(at(c), vip, F_ACK | F_PSH | fin, len, cts, None);
+                self.unconsumed[ci] = self.unconsumed[ci].saturating_add(len as u16);
+                if let (Some(hs), Some(hd)) = (at_of(h.src, h.sport), at_of(h.dst, h.dport)) {
+                    self.mseg(hs, hd, F_ACK, 0, ts_of(&held), None);
+                }
+            }
+            Macro::Close => {
+                let Some((h, held)) = self.server_view(&ck) else {
+                    return;
+                };
+                let (Some(hs), Some(hd)) = (at_of(h.src, h.sport), at_of(h.dst, h.dport)) else {
+                    return;
+                };
+                let (sts, cts) = (ts_of(&held), self.anchor_of(&ck).map_or(0, |a| ts_of(&a)));
+                if arg & 0x40 != 0 {
+                    self.mseg(at(c), vip, F_ACK | F_FIN, 0, cts, None);
+                    self.mseg(hs, hd, F_ACK | F_FIN, 0, sts, None);
+                    self.mseg(at(c), vip, F_ACK, 0, cts, None);
+                } else {
+                    self.mseg(hs, hd, F_ACK | F_FIN, 0, sts, None);
+                    self.mseg(at(c), vip, F_ACK | F_FIN, 0, cts, None);
+                    self.mseg(hs, hd, F_ACK, 0, sts, None);
+                }
+            }
+            Macro::Handoff => self.handoff_macro(c, ck, ci, arg, arg2),
+        }
+    }
+
+    fn handoff_macro(&mut self, c: At, ck: FlowKey, ci: usize, arg: u8, arg2: u8) {
+        let Some((h, held)) = self.server_view(&ck) else {
+            return;
+        };
+        let Some(anchor) = self.anchor_of(&ck) else {
+            return;
+        };
+        let (Some(hs), Some(hd)) = (at_of(h.src, h.sport), at_of(h.dst, h.dport)) else {
+            return;
+        };
+        let Some(n) = node_index(h.src) else {
+            return;
+        };
+        let b = 1 + (n + (arg >> 1) % 2) % 3;
+        let lport = P_L1 + ((arg >> 3) & 1);
+        let (la, nb) = (at((A_N1 + n - 1, lport)), at(node(b)));
+        let opts = [SYN_OPTS, SYN_OPTS & !8, SYN_OPTS & !4, 0][((arg >> 4) & 3) as usize];
+        let lts = opts & 8;
+        let cts = if anchor.ts_enabled() { 8 } else { 0 };
+        let hts = if held.ts_enabled() { 8 } else { 0 };
+        // The client half-closed: its FIN reached the server with its last request.
+        let half = anchor.dirs[Dir::Orig.index()].has(dirflag::FIN);
+        if !half {
+            let len = 8 + arg2 % 48;
+            self.mseg(at(c), at(VIP), F_ACK | F_PSH, len, cts, None);
+            self.unconsumed[ci] = self.unconsumed[ci].saturating_add(len as u16);
+            self.mseg(hs, hd, F_ACK, 0, hts, None);
+        }
+        let unconsumed = self.unconsumed[ci];
+        // The new leg (a new connection on the tuple if the port was used before).
+        self.mseg(la, nb, F_SYN, 0, opts, Some(1000));
+        self.mseg(nb, la, F_SYN | F_ACK, 0, opts, Some(1000));
+        self.mseg(la, nb, F_ACK, 0, lts, None);
+        let before = self.sw.counters().handoffs;
+        self.apply(&Op::Control(CtlOp {
+            node: n - 1,
+            mode: 0,
+            held: hd,
+            held_local: P_80,
+            new_port: lport,
+            target: nb,
+            // What the node received but did not consume: the requests (and the client's FIN,
+            // which the model counts as received).
+            consumed_adj: (unconsumed + half as u16).min(i16::MAX as u16) as i16,
+            sent_adj: 0,
+            sport: 0,
+        }));
+        let after = self.sw.counters().handoffs;
+        if after[ReplyCode::Accepted.index()] == before[ReplyCode::Accepted.index()] {
+            // Refused: the proxy resets the leg.
+            self.mseg(la, nb, F_ACK | F_RST, 0, 0, None);
+            return;
+        }
+        if arg & 0x40 != 0 {
+            return;
+        }
+        let fin = if half { F_FIN } else { 0 };
+        self.mseg(
+            la,
+            nb,
+            F_ACK | F_PSH | fin,
+            unconsumed.min(255) as u8,
+            lts,
+            None,
+        );
+        self.unconsumed[ci] = 0;
+        let sack = if arg2 & 0x80 != 0 { 1 << 4 } else { 0 };
+        self.mseg(nb, la, F_ACK, 0, lts | sack, None);
+        self.mseg(nb, la, F_ACK | F_PSH, 20 + arg2 % 64, lts, None);
+        self.mseg(at(c), at(VIP), F_ACK, 0, cts, None);
+        // The old node closes: its FIN on the leg (a half-closed client's is out already), the
+        // faked FIN on the held connection acknowledged, its own FIN there, then its RST on
+        // the leg.
+        if !half {
+            self.mseg(la, nb, F_ACK | F_FIN, 0, lts, None);
+        }
+        self.apply(&Op::Tick {
+            mode: 0,
+            amount: 50,
+        });
+        self.mseg(hs, hd, F_ACK, 0, hts, None);
+        self.mseg(hs, hd, F_ACK | F_FIN, 0, hts, None);
+        if arg & 0x80 == 0 {
+            self.mseg(la, nb, F_ACK | F_RST, 0, 0, None);
+        }
+        self.apply(&Op::Tick {
+            mode: 0,
+            amount: 300,
+        });
     }
 
     fn control(&mut self, c: &CtlOp) {
@@ -1357,6 +1636,18 @@ impl Harness {
         }
         self.frame(port, &mut f, Kind::Full);
     }
+}
+
+/// The alphabet code (address index, port index << 3) of an endpoint, if it has one.
+fn at_of(addr: [u8; 4], port: u16) -> Option<u8> {
+    let a = ADDRS.iter().position(|x| *x == addr)?;
+    let p = PORTS.iter().position(|x| *x == port)?;
+    Some(at((a as u8, p as u8)))
+}
+
+/// Node 1..=3 of a node address.
+fn node_index(addr: [u8; 4]) -> Option<u8> {
+    (1..=3).find(|&n| ADDRS[(A_N1 + n - 1) as usize] == addr)
 }
 
 fn new_ep(key: &FlowKey, isn: u32) -> Ep {
@@ -1453,6 +1744,56 @@ pub enum Op {
     Seg(SegOp),
     /// A hand-off request.
     Control(CtlOp),
+    /// A compound step of a real client or proxy, built from the ops above on the model and the
+    /// switch's state (see [`Macro`]): a whole hand-off, a reconnect on the same tuple, a
+    /// request (maybe half-closing), a close.
+    Macro {
+        /// Which macro (mod 4, see [`Macro`]).
+        kind: u8,
+        /// Its flags.
+        arg: u8,
+        /// Sizes.
+        arg2: u8,
+    },
+}
+
+/// The macros of [`Op::Macro`], by `kind % 4`. Bit 0 of `arg` picks the client port (40000 or
+/// 40001) in each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Macro {
+    /// A whole hand-off of the client's connection by its current server (from the switch's
+    /// table) to one of the two other nodes (`arg` bits 1-2), over a new leg from port 50000
+    /// or 50001 (bit 3) with all options, no timestamps, no SACK or none (bits 4-5): the
+    /// client's request (`arg2` sizes it; none if the client has half-closed, whose FIN then
+    /// goes on behind the forwarded bytes), the leg's handshake, the request, the forwarded
+    /// bytes, the target's ACK (with a SACK block if `arg2` bit 7) and response, the old node's
+    /// close: its FIN on the leg, its ACK of the faked FIN and its own FIN on the held
+    /// connection, then its RST on the leg (none if `arg` bit 7: an old proxy, retired by
+    /// time-out). With `arg` bit 6 it stops once the request is accepted (a hand-off in flight).
+    Handoff,
+    /// A new connection on the client's tuple (RFC 6191 reuse): SYN (options as in
+    /// `Handoff`, `arg` bits 1-2) after the old connection's sequence numbers, or, with `arg`
+    /// bit 3, an old duplicate before them (no timestamp); the handshake with the node it was
+    /// sprayed to.
+    Reconnect,
+    /// A client request of `arg2 % 64 + 1` bytes, with the client's FIN behind it if `arg` bit
+    /// 6 (a half-closed client); its server acknowledges.
+    Request,
+    /// The connection closes, the server first (`Connection: close`) or, with `arg` bit 6,
+    /// the client.
+    Close,
+}
+
+impl Macro {
+    /// The macro of a `kind` byte.
+    pub fn of(kind: u8) -> Macro {
+        [
+            Macro::Handoff,
+            Macro::Reconnect,
+            Macro::Request,
+            Macro::Close,
+        ][(kind % 4) as usize]
+    }
 }
 
 impl Op {
@@ -1462,6 +1803,15 @@ impl Op {
             return None;
         }
         let tag = r.u8();
+        // Tags 15, 31, ... (an odd tag's 16s bit set as well): macros. Other tags keep their
+        // meaning of before, so older corpus files decode as they did.
+        if tag % 16 == 15 {
+            return Some(Op::Macro {
+                kind: r.u8(),
+                arg: r.u8(),
+                arg2: r.u8(),
+            });
+        }
         Some(match tag % 8 {
             0 => Op::Tick {
                 mode: r.u8(),
@@ -1531,6 +1881,7 @@ impl Op {
                 out.extend_from_slice(&s.ack_delta.to_be_bytes());
                 out.extend_from_slice(&[s.len, s.opts, s.extra]);
             }
+            Op::Macro { kind, arg, arg2 } => out.extend_from_slice(&[15, *kind, *arg, *arg2]),
             Op::Control(c) => {
                 out.extend_from_slice(&[
                     6,
@@ -1652,6 +2003,22 @@ impl Script {
             target: A_VIP,
             mode: 0,
         });
+    }
+
+    /// Runs and records a macro op.
+    pub fn mac(&mut self, m: Macro, arg: u8, arg2: u8) {
+        self.op(Op::Macro {
+            kind: m as u8,
+            arg,
+            arg2,
+        });
+    }
+
+    /// The client connection `c` closes plainly (client first) with node `n`.
+    pub fn close_plain(&mut self, c: At, n: u8) {
+        self.seg_with(c, VIP, F_ACK | F_FIN, 0, 0);
+        self.seg_with(node(n), c, F_ACK | F_FIN, 0, 0);
+        self.seg_with(c, VIP, F_ACK, 0, 0);
     }
 
     /// The node (1..=3) the last forwarded frame went to.
@@ -1783,6 +2150,125 @@ pub fn handoff_on(mut s: Script, opts: u8, stage: Stage) -> Script {
         amount: 130,
     });
     s
+}
+
+/// Scenarios of the behaviour of real clients and proxies (tuple reuse, long hand-off chains,
+/// clients without timestamps or SACK, half-closed clients, full tables), built from macros.
+/// They are stateful seeds (`seed-<name>`); `knits-core/tests/fuzz_corpus.rs` asserts that
+/// each reaches what it is named after.
+pub fn macro_scenarios() -> Vec<(&'static str, Script)> {
+    let drain = Op::Tick { mode: 2, amount: 0 };
+    let mut out = Vec::new();
+    {
+        // Handed off, closed by the server, the port reused at once, handed off again.
+        let mut s = Script::new(0);
+        s.arps();
+        s.connect(CLIENT, SYN_OPTS);
+        s.mac(Macro::Handoff, 0, 10);
+        s.mac(Macro::Close, 0, 0);
+        s.mac(Macro::Reconnect, 0, 0);
+        s.mac(Macro::Handoff, 2, 20);
+        s.mac(Macro::Request, 0, 5);
+        s.mac(Macro::Close, 0x40, 0);
+        s.op(drain.clone());
+        out.push(("reuse-after-handoff", s));
+    }
+    {
+        // An old duplicate SYN (before the closed connection's sequence numbers, no
+        // timestamp) on the closed tuple: refused, the TIME-WAIT entry stays.
+        let mut s = Script::new(0);
+        s.arps();
+        s.connect(CLIENT, SYN_OPTS & !8);
+        s.mac(Macro::Request, 0, 30);
+        s.mac(Macro::Close, 0, 0);
+        s.mac(Macro::Reconnect, 8 | 2, 0);
+        s.op(drain.clone());
+        out.push(("reuse-old-duplicate", s));
+    }
+    {
+        // Twenty hand-offs of one connection, every node to every other, both leg ports.
+        let mut s = Script::new(2);
+        s.arps();
+        s.connect(CLIENT, SYN_OPTS);
+        for i in 0..20u8 {
+            s.mac(Macro::Handoff, ((i % 2) << 1) | ((i / 2 % 2) << 3), i);
+        }
+        s.mac(Macro::Close, 0, 0);
+        s.op(drain.clone());
+        out.push(("handoff-chain", s));
+    }
+    {
+        // A client without timestamps to legs with them (and without): stripped towards it.
+        let mut s = Script::new(0);
+        s.arps();
+        s.connect(CLIENT, SYN_OPTS & !8);
+        s.mac(Macro::Handoff, 0, 0x80 | 9);
+        s.mac(Macro::Handoff, 0x10 | 2, 3);
+        s.mac(Macro::Close, 0, 0);
+        s.op(drain.clone());
+        out.push(("client-without-timestamps", s));
+    }
+    {
+        // A client without SACK; the target's ACK carries a SACK block: stripped towards it.
+        let mut s = Script::new(0);
+        s.arps();
+        s.connect(CLIENT, SYN_OPTS & !4);
+        s.mac(Macro::Handoff, 0, 0x80 | 17);
+        s.mac(Macro::Handoff, 0x20 | 2, 0x80);
+        s.mac(Macro::Close, 0x40, 0);
+        s.op(drain.clone());
+        out.push(("client-without-sack", s));
+    }
+    {
+        // A client with timestamps cannot go to a leg without them: refused, the leg reset.
+        let mut s = Script::new(0);
+        s.arps();
+        s.connect(CLIENT, SYN_OPTS);
+        s.mac(Macro::Handoff, 0x10, 4);
+        s.mac(Macro::Close, 0, 0);
+        s.op(drain.clone());
+        out.push(("options-incompatible", s));
+    }
+    {
+        // A half-closed client: request and FIN, then the hand-off carries the FIN on.
+        let mut s = Script::new(0);
+        s.arps();
+        s.connect(CLIENT, SYN_OPTS);
+        s.mac(Macro::Request, 0x40, 20);
+        s.mac(Macro::Handoff, 0, 6);
+        s.op(drain.clone());
+        out.push(("client-half-close", s));
+    }
+    {
+        // A hand-off left in flight, more client data, a second hand-off asked meanwhile.
+        let mut s = Script::new(0);
+        s.arps();
+        s.connect(CLIENT, SYN_OPTS);
+        s.mac(Macro::Handoff, 0x40, 5);
+        s.mac(Macro::Request, 0, 7);
+        s.mac(Macro::Handoff, 0x08 | 2, 9);
+        s.op(drain.clone());
+        out.push(("handoff-in-flight", s));
+    }
+    {
+        // A table of four flows full of connections in TIME-WAIT: a new one recycles one.
+        let mut s = Script::new(1 | 4);
+        s.arps();
+        s.op(Op::Arp {
+            host: 1,
+            target: A_VIP,
+            mode: 0,
+        });
+        for p in 1..5u8 {
+            let c: At = (1, p);
+            let n = s.connect(c, SYN_OPTS);
+            s.close_plain(c, n);
+        }
+        s.connect(CLIENT, SYN_OPTS);
+        s.op(drain);
+        out.push(("table-full-recycle", s));
+    }
+    out
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -2616,6 +3102,9 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         }
         s.seg_with(node(1), CLIENT, F_ACK | F_PSH, 6, 0);
         st("known-bug1-spoofed-syn", s);
+    }
+    for (name, s) in macro_scenarios() {
+        out.push(("stateful", String::from(name), s.bytes));
     }
     // Control: requests and replies.
     let mut msg = [0u8; control::REQUEST_LEN];

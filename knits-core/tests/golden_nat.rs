@@ -957,3 +957,168 @@ fn backends_are_resolved_before_the_first_syn_and_a_retransmitted_syn_is_sprayed
     assert_eq!(sw.counters().sprayed[..2], [1, 0]);
     assert_eq!(sw.flow_count(), 1);
 }
+
+/// Tuple reuse on a closed (TIME-WAIT) NAT connection, by the rule of Linux's TIME-WAIT (RFC
+/// 6191, `tcp_timewait_state_process`): a SYN whose sequence number is past the old
+/// connection's, or whose timestamp is newer, and which PAWS does not reject, starts a new
+/// connection, sprayed afresh and forwarded byte for byte (`reopened`); an old duplicate
+/// (neither) and a SYN with an older timestamp are dropped (`reuse_refused`) and change
+/// nothing. Sequence numbers across the wrap.
+#[test]
+fn a_closed_tuple_reopens_only_on_an_acceptable_syn() {
+    use knits_core::counters::FlowEvent;
+    let storage = Storage {
+        flows: vec![FlowSlot::default(); 8].into(),
+        index: vec![IndexSlot::default(); Storage::index_len_for(8)].into(),
+        sessions: vec![SessionSlot::default(); 1].into(),
+    };
+    let mut sw = Switch::new(Config::cluster(1, [1; 16]), storage).unwrap();
+    let mut out = Frames::default();
+    let mut now = 1;
+    let mut send = |sw: &mut Switch<'static>, port: u8, f: &mut Vec<u8>| {
+        now += 1;
+        sw.process(
+            port,
+            Instant::from_millis(now),
+            f,
+            FrameMeta::FULL,
+            &mut out,
+            &mut NoMeter,
+        )
+    };
+    let mut arp = arp_request(NODE1_MAC, NODE1, Ipv4Address::new(198, 19, 1, 1));
+    send(&mut sw, 1, &mut arp);
+    send(&mut sw, 0, &mut arp_request(CLIENT_MAC, CLIENT, VIP));
+    let (c_isn, s_isn) = (0xffff_fff0u32, 0x7fff_fffeu32);
+    let client = |cp: u16, control, seq: u32, ack: Option<u32>, ts: Option<(u32, u32)>| Tcp {
+        src_mac: CLIENT_MAC,
+        dst_mac: sw_mac(0),
+        src: (CLIENT, cp),
+        dst: (VIP, 80),
+        control,
+        seq,
+        ack,
+        ts,
+        sack: [None; 3],
+        ttl: 64,
+        payload: &[],
+    };
+    let node = |cp: u16, control, seq: u32, ack: u32, ts: Option<(u32, u32)>| Tcp {
+        src_mac: NODE1_MAC,
+        dst_mac: sw_mac(1),
+        src: (NODE1, 80),
+        dst: (CLIENT, cp),
+        control,
+        seq,
+        ack: Some(ack),
+        ts,
+        sack: [None; 3],
+        ttl: 64,
+        payload: &[],
+    };
+    // Two connections open and close (the client closes first): both end in TIME-WAIT.
+    for cp in [40000, 40001] {
+        let c = |control, seq: u32, ack, ts| client(cp, control, seq, ack, ts).frame();
+        let n = |control, seq: u32, ack, ts| node(cp, control, seq, ack, ts).frame();
+        let steps = [
+            (0, c(TcpControl::Syn, c_isn, None, Some((100, 0)))),
+            (
+                1,
+                n(
+                    TcpControl::Syn,
+                    s_isn,
+                    c_isn.wrapping_add(1),
+                    Some((7000, 100)),
+                ),
+            ),
+            (
+                0,
+                c(
+                    TcpControl::None,
+                    c_isn.wrapping_add(1),
+                    Some(s_isn.wrapping_add(1)),
+                    Some((101, 7000)),
+                ),
+            ),
+            (
+                0,
+                c(
+                    TcpControl::Fin,
+                    c_isn.wrapping_add(1),
+                    Some(s_isn.wrapping_add(1)),
+                    Some((102, 7000)),
+                ),
+            ),
+            (
+                1,
+                n(
+                    TcpControl::Fin,
+                    s_isn.wrapping_add(1),
+                    c_isn.wrapping_add(2),
+                    Some((7001, 102)),
+                ),
+            ),
+            (
+                0,
+                c(
+                    TcpControl::None,
+                    c_isn.wrapping_add(2),
+                    Some(s_isn.wrapping_add(2)),
+                    Some((103, 7001)),
+                ),
+            ),
+        ];
+        for (port, mut f) in steps {
+            assert_eq!(send(&mut sw, port, &mut f), Verdict::Forward(1 - port));
+        }
+    }
+    let states = |sw: &Switch<'static>| sw.table().iter().map(|(_, f)| *f).collect::<Vec<_>>();
+    let closed = states(&sw);
+    assert_eq!(closed.len(), 2);
+    assert!(closed.iter().all(|f| f.state == TcpState::TimeWait));
+    // An old duplicate: its sequence number is not past the old connection's, no timestamp.
+    let mut f = client(40000, TcpControl::Syn, c_isn, None, None).frame();
+    assert_eq!(
+        send(&mut sw, 0, &mut f),
+        Verdict::Drop(DropReason::ReuseRefused)
+    );
+    // Past the old sequence numbers, but PAWS rejects its timestamp (older than 103).
+    let mut f = client(
+        40000,
+        TcpControl::Syn,
+        c_isn.wrapping_add(5000),
+        None,
+        Some((50, 0)),
+    )
+    .frame();
+    assert_eq!(
+        send(&mut sw, 0, &mut f),
+        Verdict::Drop(DropReason::ReuseRefused)
+    );
+    assert_eq!(states(&sw), closed, "a refused SYN changes nothing");
+    // Past the old sequence numbers, no timestamp: a new connection, forwarded as is.
+    let syn = client(40000, TcpControl::Syn, c_isn.wrapping_add(5000), None, None);
+    let mut f = syn.frame();
+    assert_eq!(send(&mut sw, 0, &mut f), Verdict::Forward(1));
+    let want = Tcp {
+        src_mac: sw_mac(1),
+        dst_mac: NODE1_MAC,
+        dst: (NODE1, 80),
+        ttl: 63,
+        ..syn
+    }
+    .frame();
+    assert_eq!(f, want, "the reopening SYN, NATed");
+    // A newer timestamp: a new connection even with an old sequence number.
+    let mut f = client(40001, TcpControl::Syn, c_isn, None, Some((200, 0))).frame();
+    assert_eq!(send(&mut sw, 0, &mut f), Verdict::Forward(1));
+    let c = sw.counters();
+    assert_eq!(c.event_count(FlowEvent::Reopened), 2);
+    assert_eq!(c.drop_count(DropReason::ReuseRefused), 2);
+    assert_eq!(c.closed, 2, "the closed entries went");
+    assert_eq!(c.sprayed[0], 4, "each new connection sprayed");
+    assert!(
+        sw.table().iter().all(|(_, f)| f.state == TcpState::SynSent),
+        "two new half-open connections"
+    );
+}

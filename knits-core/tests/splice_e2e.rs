@@ -18,7 +18,8 @@
 //! - every frame delivered to a host has correct IPv4 and TCP checksums, acknowledges nothing
 //!   its receiver did not send, carries SACK edges inside the receiver's sent range, a TSecr that
 //!   echoes the receiver's own clock and a TSval in the clock domain of the peer it believes it
-//!   talks to (monotonic too, when the links do not reorder);
+//!   talks to (monotonic too, when the links do not reorder), and no timestamp or SACK option
+//!   on a connection whose SYNs did not negotiate it;
 //! - no RST hits a live (synchronized) connection, except the two ends of the new leg of a
 //!   rolled-back hand-off; the client never sees one;
 //! - the run goes on until every host socket is closed or in TIME-WAIT (so late retransmissions
@@ -28,7 +29,10 @@
 //!   lost (no packet of it reaches the switch again).
 //!
 //! The hosts behave as real stacks where smoltcp does not: a host holds one connection per
-//! 4-tuple and rejects a late duplicate SYN (smoltcp would hand it to a second listener).
+//! 4-tuple and rejects a late duplicate SYN (smoltcp would hand it to a second listener), but a
+//! new SYN that Linux's TIME-WAIT accepts (RFC 6191) ends the TIME-WAIT and opens the tuple
+//! again. A client without SACK is one whose SYNs lose the option on its link (smoltcp always
+//! offers it).
 //!
 //! Then golden-packet tests pin the exact bytes of each packet of paper IV.B the switch fakes,
 //! with sequence numbers and timestamps across the 2^32 wrap, and a deterministic proptest runs
@@ -40,7 +44,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::Write as _;
 
 use knits_core::config::{Config, Timeouts};
-use knits_core::counters::{DropReason, Generated};
+use knits_core::counters::{Counters, DropReason, FlowEvent, Generated};
 use knits_core::meter::NoMeter;
 use knits_core::splice::SessionSlot;
 use knits_core::switch::{FrameMeta, Sink, Storage, Switch, Verdict};
@@ -171,19 +175,53 @@ fn body_byte(id: u32, j: u64) -> u8 {
     (x >> 56) as u8
 }
 
-fn request_line(target: u8, size: u32, id: u32) -> Vec<u8> {
-    format!("GET {target} {size} {id}\n").into_bytes()
+/// A request body byte (distinct from the response bytes of the same id).
+fn upload_byte(id: u32, j: u64) -> u8 {
+    body_byte(!id, j)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The request bytes: the line, with ` close` (the server closes the connection after the
+/// response, as HTTP's `Connection: close`) and ` body=<n>` (an upload of n bytes follows the
+/// line) when asked for.
+fn request_bytes(r: &Req, id: u32) -> Vec<u8> {
+    let mut line = format!("GET {} {} {id}", r.target, r.size);
+    if r.close {
+        line.push_str(" close");
+    }
+    if r.body > 0 {
+        let _ = write!(line, " body={}", r.body);
+    }
+    line.push('\n');
+    let mut b = line.into_bytes();
+    b.extend((0..r.body as u64).map(|j| upload_byte(id, j)));
+    b
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 struct Req {
     target: u8,
     size: u32,
     /// Sent only after every earlier response has arrived (else pipelined).
     wait: bool,
+    /// The server closes the connection after this response (the last request only).
+    close: bool,
+    /// Bytes uploaded after the request line (the node reads and checks them).
+    body: u32,
 }
 
-fn parse_request(buf: &[u8]) -> Option<Result<(usize, u8, u32, u32), String>> {
+/// A parsed request line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Line {
+    /// Bytes of the line, newline included.
+    len: usize,
+    target: u8,
+    size: u32,
+    id: u32,
+    close: bool,
+    body: u32,
+}
+
+fn parse_request(buf: &[u8]) -> Option<Result<Line, String>> {
     let nl = buf.iter().position(|&b| b == b'\n')?;
     let line = std::str::from_utf8(&buf[..nl])
         .map_err(|_| format!("request is not text: {:?}", &buf[..nl]));
@@ -192,11 +230,26 @@ fn parse_request(buf: &[u8]) -> Option<Result<(usize, u8, u32, u32), String>> {
         Err(e) => return Some(Err(e)),
     };
     let f: Vec<&str> = line.split(' ').collect();
-    if f.len() != 4 || f[0] != "GET" {
+    if f.len() < 4 || f[0] != "GET" {
         return Some(Err(format!("bad request line {line:?}")));
     }
-    match (f[1].parse(), f[2].parse(), f[3].parse()) {
-        (Ok(t), Ok(s), Ok(i)) => Some(Ok((nl + 1, t, s, i))),
+    let (mut close, mut body) = (false, Some(0));
+    for x in &f[4..] {
+        match (*x, x.strip_prefix("body=")) {
+            ("close", _) => close = true,
+            (_, Some(n)) => body = n.parse().ok(),
+            _ => body = None,
+        }
+    }
+    match (f[1].parse(), f[2].parse(), f[3].parse(), body) {
+        (Ok(target), Ok(size), Ok(id), Some(body)) => Some(Ok(Line {
+            len: nl + 1,
+            target,
+            size,
+            id,
+            close,
+            body,
+        })),
         _ => Some(Err(format!("bad request line {line:?}"))),
     }
 }
@@ -233,10 +286,19 @@ enum Mode {
     Reset,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 struct ConnSpec {
+    /// When the connection opens: virtual ms, or ms after connection `after` has finished.
     start_ms: u64,
     reqs: Vec<Req>,
+    /// Client port (default 40000 + 7 x index). Two connections may share one, one after the
+    /// other (`after`): the tuple is reused.
+    lport: Option<u16>,
+    /// Opens `start_ms` after this (earlier) connection has finished.
+    after: Option<usize>,
+    /// The client closes its write side (FIN) right after its last request is out, and reads
+    /// the responses half-closed.
+    half_close: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -255,6 +317,21 @@ struct Params {
     tx: [usize; HOSTS],
     /// Give up (and fail) after this much virtual time.
     deadline_ms: u64,
+    /// The client's SYNs offer timestamps (else its sockets run without them).
+    client_ts: bool,
+    /// The client's SYNs offer SACK. smoltcp always offers it, so without it the client's
+    /// link removes the option from its SYNs (NOPs), and every peer takes the client for a
+    /// host without SACK.
+    client_sack: bool,
+    /// Delayed ACK of every host's sockets: None for smoltcp's default (10 ms), Some(0) for
+    /// none.
+    ack_delay_ms: Option<u64>,
+    /// The switch's hand-off time-out, if not the tests' 1 s (the default is 5 s).
+    handoff_ms: Option<u64>,
+    /// Removes closed sockets (and a node's finished connections) as the run goes, so that
+    /// long runs stay small. Off by default: it changes the order in which hosts send, and
+    /// with it the fault schedule of a seed.
+    reap: bool,
 }
 
 impl Params {
@@ -273,6 +350,11 @@ impl Params {
             rx_out: [0, 64 << 10, 512 << 10, 16 << 10],
             tx: [16 << 10, 64 << 10, 48 << 10, 96 << 10],
             deadline_ms: 120_000,
+            client_ts: true,
+            client_sack: true,
+            ack_delay_ms: None,
+            handoff_ms: None,
+            reap: false,
         }
     }
 }
@@ -284,6 +366,7 @@ fn script(targets: &[(u8, u32)]) -> Vec<Req> {
             target,
             size,
             wait: true,
+            ..Req::default()
         })
         .collect()
 }
@@ -295,6 +378,7 @@ fn pipelined(targets: &[(u8, u32)]) -> Vec<Req> {
             target,
             size,
             wait: false,
+            ..Req::default()
         })
         .collect()
 }
@@ -398,12 +482,17 @@ impl Host {
     }
 }
 
-fn tcp_socket(h: usize, rx: usize, tx: usize) -> tcp::Socket<'static> {
+fn tcp_socket(h: usize, rx: usize, tx: usize, cfg: SockCfg) -> tcp::Socket<'static> {
     let mut s = tcp::Socket::new(
         tcp::SocketBuffer::new(vec![0; rx]),
         tcp::SocketBuffer::new(vec![0; tx]),
     );
-    s.set_tsval_generator(Some(TSGEN[h]));
+    s.set_tsval_generator(cfg.ts.then_some(TSGEN[h]));
+    match cfg.ack_delay_ms {
+        None => {}
+        Some(0) => s.set_ack_delay(None),
+        Some(ms) => s.set_ack_delay(Some(smoltcp::time::Duration::from_millis(ms))),
+    }
     s
 }
 
@@ -426,37 +515,56 @@ struct ClientConn {
     cur: Option<(u32, u64, u8, u64)>,
     got: usize,
     served_by: Vec<u8>,
+    /// The client's FIN is queued (half-close, before the responses are in).
+    fin_sent: bool,
     closed: bool,
     done: bool,
+    done_at: Option<u64>,
+}
+
+/// Socket settings of a host.
+#[derive(Debug, Clone, Copy)]
+struct SockCfg {
+    ts: bool,
+    ack_delay_ms: Option<u64>,
 }
 
 struct ClientApp {
     conns: Vec<ClientConn>,
     rx: usize,
     tx: usize,
+    cfg: SockCfg,
     errors: Vec<String>,
 }
 
 impl ClientApp {
     fn step(&mut self, now: u64, host: &mut Host) {
-        for c in &mut self.conns {
+        for i in 0..self.conns.len() {
+            let c = &self.conns[i];
             if c.done {
                 continue;
             }
-            let Some(h) = c.sock else {
-                if now >= c.spec.start_ms {
-                    let mut s = tcp_socket(0, self.rx, self.tx);
+            if c.sock.is_none() {
+                let start = match c.spec.after {
+                    None => Some(c.spec.start_ms),
+                    Some(j) => self.conns[j].done_at.map(|t| t + c.spec.start_ms),
+                };
+                if start.is_some_and(|t| now >= t) {
+                    let mut s = tcp_socket(0, self.rx, self.tx, self.cfg);
                     s.connect(host.iface.context(), (IpAddress::Ipv4(VIP), 80), c.lport)
                         .unwrap();
-                    c.sock = Some(host.sockets.add(s));
+                    self.conns[i].sock = Some(host.sockets.add(s));
                 }
                 continue;
-            };
+            }
+            let c = &mut self.conns[i];
+            let h = c.sock.unwrap();
             let s = host.sockets.get_mut::<tcp::Socket>(h);
             let st = s.state();
             if c.closed {
                 if matches!(st, tcp::State::TimeWait | tcp::State::Closed) {
                     c.done = true;
+                    c.done_at = Some(now);
                 }
                 continue;
             }
@@ -466,17 +574,23 @@ impl ClientApp {
                     c.idx, c.got
                 ));
                 c.done = true;
+                c.done_at = Some(now);
                 continue;
             }
             while c.queued < c.spec.reqs.len() && (!c.spec.reqs[c.queued].wait || c.got >= c.queued)
             {
                 let r = c.spec.reqs[c.queued];
-                c.out
-                    .extend(request_line(r.target, r.size, request_id(c.idx, c.queued)));
+                c.out.extend(request_bytes(&r, request_id(c.idx, c.queued)));
                 c.queued += 1;
             }
             if s.can_send() && c.out_pos < c.out.len() {
                 c.out_pos += s.send_slice(&c.out[c.out_pos..]).unwrap();
+            }
+            let all_out = c.queued == c.spec.reqs.len() && c.out_pos == c.out.len();
+            if c.spec.half_close && all_out && !c.fin_sent {
+                // Shuts down its write side: the FIN follows the last request at once.
+                s.close();
+                c.fin_sent = true;
             }
             while s.can_recv() {
                 let errors = &mut self.errors;
@@ -491,13 +605,27 @@ impl ClientApp {
                 })
                 .unwrap();
             }
-            if c.got == c.spec.reqs.len()
-                && c.queued == c.spec.reqs.len()
-                && c.out_pos == c.out.len()
-            {
+            let all_in = c.got == c.spec.reqs.len();
+            let server_closes = c.spec.reqs.last().is_some_and(|r| r.close);
+            let eof = matches!(st, tcp::State::CloseWait) && !s.can_recv();
+            if c.fin_sent {
+                // Half-closed: the server's FIN ends it (TIME-WAIT, or CLOSED after it).
+                if st == tcp::State::TimeWait {
+                    if !all_in {
+                        self.errors.push(format!(
+                            "client conn {}: server closed after {} of {} responses",
+                            c.idx,
+                            c.got,
+                            c.spec.reqs.len()
+                        ));
+                    }
+                    c.closed = true;
+                }
+            } else if all_in && all_out && (!server_closes || eof) {
+                // With `close`, the server closes first (the client answers its FIN).
                 s.close();
                 c.closed = true;
-            } else if matches!(st, tcp::State::CloseWait) && !s.can_recv() {
+            } else if eof {
                 self.errors.push(format!(
                     "client conn {}: server closed after {} of {} responses",
                     c.idx,
@@ -645,8 +773,11 @@ enum St {
         c2: SocketHandle,
         fwd: usize,
     },
-    /// c1 ended and c2's FIN is out: once the switch has acknowledged it (FIN-WAIT-2), c2 is
-    /// reset, as knits-proxy does (SO_LINGER 0), so the node keeps no TIME-WAIT.
+    /// c1 ended and c2's FIN is out: once the switch has acknowledged it (FIN-WAIT-2: the
+    /// target has everything, the hand-off holds), c1 is closed and c2 reset, as knits-proxy
+    /// does (SO_LINGER 0), so the node keeps no TIME-WAIT. c1 stays open until then: a
+    /// half-closed client's EOF comes before the hand-off is confirmed, and if c2 is reset
+    /// instead (roll-back) the node serves the request itself.
     Closing {
         c2: SocketHandle,
     },
@@ -670,6 +801,8 @@ struct Conn {
     legs: Vec<Key4>,
     handed_off: bool,
     rolled_back: u32,
+    /// The request being answered asked the server to close afterwards.
+    close_after: bool,
 }
 
 #[derive(Debug)]
@@ -684,6 +817,8 @@ struct NodeApp {
     rx_in: usize,
     rx_out: usize,
     tx: usize,
+    cfg: SockCfg,
+    reap: bool,
     replies: HashMap<u64, ReplyCode>,
     /// (request id, conn peer) of every request served here.
     served: Vec<u32>,
@@ -719,6 +854,11 @@ impl NodeApp {
             rx_in: p.rx_in[me],
             rx_out: p.rx_out[me],
             tx: p.tx[me],
+            cfg: SockCfg {
+                ts: true,
+                ack_delay_ms: p.ack_delay_ms,
+            },
+            reap: p.reap,
             replies: HashMap::new(),
             served: vec![],
             muted: vec![],
@@ -765,10 +905,11 @@ impl NodeApp {
                 legs: vec![],
                 handed_off: false,
                 rolled_back: 0,
+                close_after: false,
             });
         }
         while self.listeners.len() < 3 {
-            let mut s = tcp_socket(self.me, self.rx_in, self.tx);
+            let mut s = tcp_socket(self.me, self.rx_in, self.tx, self.cfg);
             s.listen(80).unwrap();
             self.listeners.push(host.sockets.add(s));
         }
@@ -788,6 +929,23 @@ impl NodeApp {
         for c in &mut conns {
             self.step_conn(c, now, host);
         }
+        if self.reap {
+            // A finished connection whose sockets are all closed is gone, as in any stack.
+            conns.retain(|c| {
+                let closed = |h: &SocketHandle| {
+                    sock_state(&host.sockets, *h).is_none_or(|s| s == tcp::State::Closed)
+                };
+                let gone = c.st == St::Done && closed(&c.c1) && c.c2s.iter().all(closed);
+                if gone {
+                    for h in std::iter::once(&c.c1).chain(&c.c2s) {
+                        if sock_state(&host.sockets, *h).is_some() {
+                            host.sockets.remove(*h);
+                        }
+                    }
+                }
+                !gone
+            });
+        }
         self.conns = conns;
     }
 
@@ -796,13 +954,25 @@ impl NodeApp {
             return;
         }
         if let St::Closing { c2 } = c.st {
-            // c1 is closing on its own (the switch answers its FIN); c2 waits for its FIN's ACK.
             let s2 = host.sockets.get_mut::<tcp::Socket>(c2);
             match s2.state() {
                 tcp::State::FinWait2 => s2.abort(),
-                tcp::State::Closed | tcp::State::TimeWait => {}
+                tcp::State::TimeWait => {}
+                tcp::State::Closed => {
+                    // Reset before its FIN was acknowledged: rolled back. Serve from the
+                    // buffer (c1 is still open).
+                    c.rolled_back += 1;
+                    if let Some(k) = c.legs.last() {
+                        self.rolled_back_legs.push(*k);
+                    }
+                    c.force_local = true;
+                    c.st = St::Serve;
+                    self.step_conn(c, now, host);
+                    return;
+                }
                 _ => return,
             }
+            host.sockets.get_mut::<tcp::Socket>(c.c1).close();
             c.st = St::Done;
             return;
         }
@@ -887,6 +1057,12 @@ impl NodeApp {
                             return;
                         }
                         c.resp = None;
+                        if c.close_after {
+                            // `Connection: close`: the server closes first, after the response.
+                            s1.close();
+                            c.st = St::Done;
+                            return;
+                        }
                     }
                     match parse_request(&c.inbuf) {
                         None => {
@@ -910,15 +1086,46 @@ impl NodeApp {
                             c.st = St::Done;
                             return;
                         }
-                        Some(Ok((len, target, size, id))) => {
+                        Some(Ok(l)) => {
+                            let Line {
+                                len,
+                                target,
+                                size,
+                                id,
+                                close,
+                                body,
+                            } = l;
                             if target as usize == me
                                 || c.force_local
                                 || !(1..HOSTS as u8).contains(&target)
                             {
+                                // Served here, once the whole upload is in.
+                                let end = len + body as usize;
+                                if c.inbuf.len() < end {
+                                    if eof {
+                                        self.errors.push(format!(
+                                            "node {me}: request {id}: {} of {body} upload bytes at EOF",
+                                            c.inbuf.len() - len
+                                        ));
+                                        s1.close();
+                                        c.st = St::Done;
+                                    }
+                                    return;
+                                }
+                                let bad = (0..body as u64)
+                                    .find(|&j| c.inbuf[len + j as usize] != upload_byte(id, j));
+                                if let Some(j) = bad {
+                                    self.errors.push(format!(
+                                        "node {me}: request {id}: upload byte {j} is {:#x}, want {:#x}",
+                                        c.inbuf[len + j as usize],
+                                        upload_byte(id, j)
+                                    ));
+                                }
                                 c.force_local = false;
-                                c.inbuf.drain(..len);
-                                c.consumed += len as u64;
+                                c.inbuf.drain(..end);
+                                c.consumed += end as u64;
                                 c.resp = Some(Resp::new(id, size, me));
+                                c.close_after = close;
                                 self.served.push(id);
                                 continue;
                             }
@@ -931,7 +1138,7 @@ impl NodeApp {
                     if s1.send_queue() > 0 {
                         return;
                     }
-                    let mut s = tcp_socket(me, self.rx_out, self.tx);
+                    let mut s = tcp_socket(me, self.rx_out, self.tx, self.cfg);
                     let lport = self.eport;
                     self.eport = self.eport.wrapping_add(1);
                     s.connect(
@@ -1055,7 +1262,6 @@ impl NodeApp {
                     }
                     if eof && fwd == c.inbuf.len() {
                         s2.close();
-                        host.sockets.get_mut::<tcp::Socket>(c.c1).close();
                         c.handed_off = true;
                         c.st = St::Closing { c2 };
                         return;
@@ -1114,9 +1320,15 @@ enum App {
 struct FlowObs {
     isn: Option<u32>,
     snd_max: Option<u32>,
+    /// One past the highest sequence number the host received on this flow.
+    rcv_max: Option<u32>,
     /// TSval - now of the first timestamp the host received on this flow: the peer's clock domain.
     dom: Option<u32>,
     last_tsval: Option<u32>,
+    /// Whether the host's own SYN (or SYN-ACK) offered timestamps and SACK, and the peer's
+    /// answer kept them: an option the host did not negotiate must never reach it (RFC 7323
+    /// 3.2, RFC 2018).
+    offer: Option<(bool, bool)>,
 }
 
 #[derive(Debug, Default)]
@@ -1201,7 +1413,12 @@ impl Obs {
         let k = (p.src, p.tcp.src_port, p.dst, p.tcp.dst_port);
         let f = self.flows.entry(k).or_default();
         let seq = p.tcp.seq_number.0 as u32;
+        if p.syn && p.tcp.ack_number.is_none() {
+            // A new connection (maybe on a tuple used before): nothing of the old one counts.
+            *f = FlowObs::default();
+        }
         if p.syn {
+            f.offer = Some((p.tcp.timestamp.is_some(), p.tcp.sack_permitted));
             f.isn = Some(seq);
             if !self.syn_isn.iter().any(|(kk, _)| *kk == k) {
                 self.syn_isn.push((k, seq));
@@ -1235,6 +1452,40 @@ impl Obs {
             self.rst_rx.push((now, k, None, rseq));
         }
         let f = self.flows.entry(k).or_default();
+        if p.syn && p.tcp.ack_number.is_none() {
+            // A new connection from the peer (on a tuple this host may have used before).
+            *f = FlowObs::default();
+        }
+        if p.syn
+            && p.tcp.ack_number.is_some()
+            && let Some((ts, sack)) = &mut f.offer
+        {
+            // The answer to this host's SYN settles what was negotiated.
+            *ts &= p.tcp.timestamp.is_some();
+            *sack &= p.tcp.sack_permitted;
+        }
+        if let Some((ts, sack)) = f.offer
+            && !p.syn
+            && !p.rst
+        {
+            if !ts && p.tcp.timestamp.is_some() {
+                v.push(format!(
+                    "{what}: a timestamp option on a connection without timestamps"
+                ));
+            }
+            if !sack && p.tcp.sack_ranges.iter().any(|r| r.is_some()) {
+                v.push(format!(
+                    "{what}: SACK blocks {:?} on a connection without SACK",
+                    p.tcp.sack_ranges
+                ));
+            }
+        }
+        if !p.rst {
+            let end = rseq.wrapping_add(p.tcp.payload.len() as u32 + p.syn as u32 + p.fin as u32);
+            if f.rcv_max.is_none_or(|m| seq_gt(end, m)) {
+                f.rcv_max = Some(end);
+            }
+        }
         if let (Some(a), Some(m)) = (p.tcp.ack_number, f.snd_max)
             && seq_gt(a.0 as u32, m)
             && !p.rst
@@ -1349,6 +1600,64 @@ fn targeted_kind(down: bool, frame: &[u8]) -> Option<usize> {
     }
 }
 
+/// Removes the socket that holds connection `k` (local, remote) from the host.
+fn remove_socket(sockets: &mut SocketSet<'_>, k: Key4) {
+    let h = sockets.iter().find_map(|(h, s)| match s {
+        smoltcp::socket::Socket::Tcp(t) => {
+            let l = t.local_endpoint()?;
+            let r = t.remote_endpoint()?;
+            (l == IpEndpoint::new(IpAddress::Ipv4(k.0), k.1)
+                && r == IpEndpoint::new(IpAddress::Ipv4(k.2), k.3))
+            .then_some(h)
+        }
+        _ => None,
+    });
+    if let Some(h) = h {
+        sockets.remove(h);
+    }
+}
+
+/// The state of the socket `h`, if the host still has it.
+fn sock_state(sockets: &SocketSet<'_>, h: SocketHandle) -> Option<tcp::State> {
+    sockets.iter().find_map(|(x, s)| match s {
+        smoltcp::socket::Socket::Tcp(t) if x == h => Some(t.state()),
+        _ => None,
+    })
+}
+
+/// Replaces a SACK-permitted option in a TCP SYN by two NOPs (checksums kept right): the
+/// sender then looks, to everyone, like a host without SACK.
+fn strip_sack_permitted(frame: &mut [u8]) {
+    let Ok(ip) = Ipv4Packet::new_checked(&frame[14..]) else {
+        return;
+    };
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    if ip.next_header() != IpProtocol::Tcp {
+        return;
+    }
+    let end = 14 + ip.total_len() as usize;
+    let mut t = TcpPacket::new_unchecked(&mut frame[34..end]);
+    if !t.syn() {
+        return;
+    }
+    let hl = t.header_len() as usize;
+    let opts = t.options_mut();
+    let mut i = 0;
+    while i < hl - 20 {
+        match opts[i] {
+            0 => break,
+            1 => i += 1,
+            4 => {
+                opts[i] = 1;
+                opts[i + 1] = 1;
+                i += 2;
+            }
+            _ => i += opts[i + 1].max(2) as usize,
+        }
+    }
+    t.fill_checksum(&src.into(), &dst.into());
+}
+
 /// The state of the socket that holds connection `k` (local, remote), if one does.
 fn socket_state(sockets: &SocketSet<'_>, k: Key4) -> Option<tcp::State> {
     sockets.iter().find_map(|(_, s)| match s {
@@ -1379,6 +1688,13 @@ struct Fabric {
     dropped: [u32; 3],
     verdicts: HashMap<String, u64>,
     trace: bool,
+    /// SYNs that ended a host's TIME-WAIT on their tuple (see `round`).
+    time_wait_recycled: u64,
+    /// The most flows, sessions, and bindings in one session the switch held after any round
+    /// of frames or any poll.
+    max_flows: usize,
+    max_sessions: usize,
+    max_bindings: usize,
 }
 
 fn switch_config(seed: u64) -> Config {
@@ -1399,14 +1715,17 @@ fn switch_config(seed: u64) -> Config {
     c
 }
 
-fn new_switch(seed: u64) -> Switch<'static> {
+fn switch_storage() -> Storage<'static> {
     let flows = 256;
-    let storage = Storage {
+    Storage {
         flows: vec![FlowSlot::default(); flows].into(),
         index: vec![IndexSlot::default(); Storage::index_len_for(flows)].into(),
         sessions: vec![SessionSlot::default(); 32].into(),
-    };
-    Switch::new(switch_config(seed), storage).unwrap()
+    }
+}
+
+fn new_switch(seed: u64) -> Switch<'static> {
+    Switch::new(switch_config(seed), switch_storage()).unwrap()
 }
 
 /// An ARP request from host `h` for its gateway: the switch learns the host's MAC from it (a
@@ -1445,7 +1764,7 @@ impl Fabric {
                 .map(|(idx, spec)| ClientConn {
                     idx,
                     spec: spec.clone(),
-                    lport: 40000 + idx as u16 * 7,
+                    lport: spec.lport.unwrap_or(40000 + idx as u16 * 7),
                     sock: None,
                     out: vec![],
                     out_pos: 0,
@@ -1454,19 +1773,31 @@ impl Fabric {
                     cur: None,
                     got: 0,
                     served_by: vec![],
+                    fin_sent: false,
                     closed: false,
                     done: false,
+                    done_at: None,
                 })
                 .collect(),
             rx: p.rx_in[0],
             tx: p.tx[0],
+            cfg: SockCfg {
+                ts: p.client_ts,
+                ack_delay_ms: p.ack_delay_ms,
+            },
             errors: vec![],
         })];
         for (h, host) in hosts.iter_mut().enumerate().skip(1) {
             apps.push(App::Node(Box::new(NodeApp::new(h, &p, host))));
         }
         let mut f = Fabric {
-            sw: new_switch(p.seed),
+            sw: {
+                let mut c = switch_config(p.seed);
+                if let Some(ms) = p.handoff_ms {
+                    c.timeouts.handoff = Duration::from_millis(ms);
+                }
+                Switch::new(c, switch_storage()).unwrap()
+            },
             hosts,
             apps,
             up: (0..HOSTS).map(|_| Queue::new()).collect(),
@@ -1479,6 +1810,10 @@ impl Fabric {
             dropped: [0; 3],
             verdicts: HashMap::new(),
             trace: std::env::var_os("KNITS_E2E_TRACE").is_some(),
+            time_wait_recycled: 0,
+            max_flows: 0,
+            max_sessions: 0,
+            max_bindings: 0,
             p,
         };
         for h in 0..HOSTS {
@@ -1577,8 +1912,11 @@ impl Fabric {
         }
         // Hosts -> switch.
         for h in 0..HOSTS {
-            while let Some(fr) = self.hosts[h].dev.tx.pop_front() {
+            while let Some(mut fr) = self.hosts[h].dev.tx.pop_front() {
                 moved = true;
+                if h == 0 && !self.p.client_sack {
+                    strip_sack_permitted(&mut fr);
+                }
                 self.obs[h].on_tx(&fr);
                 self.trace_frame("tx", h, &fr);
                 if let App::Node(n) = &self.apps[h]
@@ -1621,6 +1959,7 @@ impl Fabric {
             self.trace_frame("gen", port as usize, &fr);
             self.enqueue(true, port as usize, fr, now);
         }
+        self.sample();
         // Switch -> hosts.
         let paws = !self.p.faults.any();
         for h in 0..HOSTS {
@@ -1638,7 +1977,25 @@ impl Fabric {
                     let k = (p.dst, p.tcp.dst_port, p.src, p.tcp.src_port);
                     let syn = (k, p.tcp.seq_number.0 as u32);
                     let known = self.obs[h].syns.contains(&syn);
-                    if socket_state(&self.hosts[h].sockets, k).is_some() || known {
+                    let held = socket_state(&self.hosts[h].sockets, k);
+                    // A SYN that Linux's TIME-WAIT accepts (RFC 6191: its sequence number is
+                    // past the old connection's, or its timestamp newer) ends the TIME-WAIT
+                    // and opens a new connection; smoltcp's TIME-WAIT socket would swallow
+                    // it, so it goes here, silently.
+                    let reopens = held == Some(tcp::State::TimeWait)
+                        && !known
+                        && self.obs[h].flows.get(&k).is_some_and(|o| {
+                            let seq = p.tcp.seq_number.0 as u32;
+                            o.rcv_max.is_some_and(|m| seq_gt(seq, m))
+                                || matches!(
+                                    (p.tcp.timestamp, o.last_tsval),
+                                    (Some(t), Some(l)) if seq_gt(t.tsval, l)
+                                )
+                        });
+                    if reopens {
+                        self.time_wait_recycled += 1;
+                        remove_socket(&mut self.hosts[h].sockets, k);
+                    } else if held.is_some() || known {
                         continue;
                     }
                     self.obs[h].syns.push(syn);
@@ -1668,6 +2025,18 @@ impl Fabric {
         for (port, fr) in sink.0 {
             self.trace_frame("gen", port as usize, &fr);
             self.enqueue(true, port as usize, fr, now);
+        }
+        self.sample();
+    }
+
+    /// Notes how much the switch holds (after every round and every poll).
+    fn sample(&mut self) {
+        self.max_flows = self.max_flows.max(self.sw.flow_count());
+        self.max_sessions = self.max_sessions.max(self.sw.session_count());
+        for i in 0..self.sw.session_capacity() {
+            if let Some(s) = self.sw.session(i) {
+                self.max_bindings = self.max_bindings.max(s.bindings.len());
+            }
         }
     }
 
@@ -1766,9 +2135,7 @@ impl Fabric {
             }
         }
         for c in &self.client().conns {
-            let st = c
-                .sock
-                .map(|h| self.hosts[0].sockets.get::<tcp::Socket>(h).state());
+            let st = c.sock.and_then(|h| sock_state(&self.hosts[0].sockets, h));
             let _ = writeln!(
                 s,
                 "client conn {}: got {}/{} served_by {:?} closed {} done {} state {st:?}",
@@ -1787,15 +2154,15 @@ impl Fabric {
                 n.me, n.served, n.codes
             );
             for c in &n.conns {
-                let st1 = self.hosts[n.me].sockets.get::<tcp::Socket>(c.c1).state();
+                let st1 = sock_state(&self.hosts[n.me].sockets, c.c1);
                 let st2: Vec<_> = c
                     .c2s
                     .iter()
-                    .map(|h| self.hosts[n.me].sockets.get::<tcp::Socket>(*h).state())
+                    .map(|h| sock_state(&self.hosts[n.me].sockets, *h))
                     .collect();
                 let _ = writeln!(
                     s,
-                    "  conn from {}: {:?} c1 {st1} c2 {st2:?} inbuf {} consumed {} sent {}",
+                    "  conn from {}: {:?} c1 {st1:?} c2 {st2:?} inbuf {} consumed {} sent {}",
                     c.peer,
                     c.st,
                     c.inbuf.len(),
@@ -1823,6 +2190,14 @@ struct Outcome {
     clients_done_ms: u64,
     /// Every reply code the nodes received (retransmitted answers once).
     codes: Vec<ReplyCode>,
+    /// The switch's counters at the end.
+    counters: Counters,
+    /// The most flows, sessions, and bindings of one session after any round or poll.
+    max_flows: usize,
+    max_sessions: usize,
+    max_bindings: usize,
+    /// SYNs that ended a host's TIME-WAIT on their tuple.
+    time_wait_recycled: u64,
     summary: String,
 }
 
@@ -1909,10 +2284,16 @@ fn run(p: Params) -> Outcome {
         for (t, k, st, _) in &o.rst_rx {
             // Only synchronized connections count: a half-open one (SYN-RECEIVED after a
             // duplicated SYN met a second listener) is reset by its peer as on any network.
+            // And LAST-ACK: a FIN resent after the peer's TIME-WAIT ended (smoltcp's is 10 s,
+            // a FIN's fifth retransmission comes 31 s after the first) meets an RST on any
+            // network; what the host sent before has arrived (its receiver checks).
             let live = st.is_some_and(|st| {
                 !matches!(
                     st,
-                    tcp::State::TimeWait | tcp::State::SynSent | tcp::State::SynReceived
+                    tcp::State::TimeWait
+                        | tcp::State::SynSent
+                        | tcp::State::SynReceived
+                        | tcp::State::LastAck
                 )
             });
             if !live || refused.contains(&(k.2, k.3, k.0, k.1)) {
@@ -2050,6 +2431,11 @@ fn run(p: Params) -> Outcome {
             .collect(),
         clients_done_ms: clients_done_at.unwrap_or(now),
         codes: f.nodes().flat_map(|n| n.codes.iter().copied()).collect(),
+        counters: c,
+        max_flows: f.max_flows,
+        max_sessions: f.max_sessions,
+        max_bindings: f.max_bindings,
+        time_wait_recycled: f.time_wait_recycled,
         summary,
     }
 }
@@ -2090,6 +2476,7 @@ fn zero_handoffs() {
         vec![ConnSpec {
             start_ms: 1,
             reqs: script(&[(1, 0), (1, 1), (1, 1460), (1, 100_000)]),
+            ..ConnSpec::default()
         }],
     );
     run_exact(p, 0);
@@ -2102,6 +2489,7 @@ fn one_handoff() {
         vec![ConnSpec {
             start_ms: 1,
             reqs: script(&[(1, 1000), (2, 50_000)]),
+            ..ConnSpec::default()
         }],
     );
     run_exact(p, 1);
@@ -2114,6 +2502,7 @@ fn two_handoffs() {
         vec![ConnSpec {
             start_ms: 1,
             reqs: script(&[(1, 10), (2, 3000), (3, 70_000)]),
+            ..ConnSpec::default()
         }],
     );
     run_exact(p, 2);
@@ -2126,6 +2515,7 @@ fn three_handoffs_back_to_the_first_node() {
         vec![ConnSpec {
             start_ms: 1,
             reqs: script(&[(1, 0), (2, 1), (3, 1460), (1, 20_000)]),
+            ..ConnSpec::default()
         }],
     );
     run_exact(p, 3);
@@ -2142,14 +2532,28 @@ fn pipelined_some_served_before_the_handoff() {
         (3, 0),
         (1, 7),
     ]);
-    let p = Params::new(5, vec![ConnSpec { start_ms: 1, reqs }]);
+    let p = Params::new(
+        5,
+        vec![ConnSpec {
+            start_ms: 1,
+            reqs,
+            ..ConnSpec::default()
+        }],
+    );
     run_exact(p, 3);
 }
 
 #[test]
 fn responses_up_to_4_mib() {
     let reqs = script(&[(1, 4 << 20), (2, 0), (2, 4 << 20), (3, 1)]);
-    let p = Params::new(6, vec![ConnSpec { start_ms: 1, reqs }]);
+    let p = Params::new(
+        6,
+        vec![ConnSpec {
+            start_ms: 1,
+            reqs,
+            ..ConnSpec::default()
+        }],
+    );
     run_exact(p, 2);
 }
 
@@ -2159,14 +2563,17 @@ fn concurrent_connections() {
         ConnSpec {
             start_ms: 1,
             reqs: script(&[(1, 100), (2, 2000), (3, 10)]),
+            ..ConnSpec::default()
         },
         ConnSpec {
             start_ms: 2,
             reqs: pipelined(&[(2, 0), (3, 40_000), (1, 5)]),
+            ..ConnSpec::default()
         },
         ConnSpec {
             start_ms: 3,
             reqs: script(&[(3, 64_000), (3, 1)]),
+            ..ConnSpec::default()
         },
     ];
     let p = Params::new(7, conns);
@@ -2187,7 +2594,14 @@ fn faulty(loss: u32, dup: u32, reorder: u32) -> Faults {
 fn loss_reordering_duplication() {
     for seed in 10..14 {
         let reqs = script(&[(1, 3000), (2, 200_000), (3, 0), (1, 50_000)]);
-        let mut p = Params::new(seed, vec![ConnSpec { start_ms: 1, reqs }]);
+        let mut p = Params::new(
+            seed,
+            vec![ConnSpec {
+                start_ms: 1,
+                reqs,
+                ..ConnSpec::default()
+            }],
+        );
         p.faults = faulty(200, 200, 300);
         let o = run(p);
         assert!(o.completed + o.rolled_back <= o.accepted, "{}", o.summary);
@@ -2198,7 +2612,14 @@ fn loss_reordering_duplication() {
 fn pipelined_with_faults() {
     for seed in 20..23 {
         let reqs = pipelined(&[(1, 1), (2, 20_000), (2, 0), (3, 5000), (1, 1460)]);
-        let mut p = Params::new(seed, vec![ConnSpec { start_ms: 1, reqs }]);
+        let mut p = Params::new(
+            seed,
+            vec![ConnSpec {
+                start_ms: 1,
+                reqs,
+                ..ConnSpec::default()
+            }],
+        );
         p.faults = faulty(300, 300, 500);
         run(p);
     }
@@ -2207,7 +2628,14 @@ fn pipelined_with_faults() {
 #[test]
 fn large_responses_with_faults() {
     let reqs = script(&[(1, 4 << 20), (2, 1 << 20), (3, 0)]);
-    let mut p = Params::new(40, vec![ConnSpec { start_ms: 1, reqs }]);
+    let mut p = Params::new(
+        40,
+        vec![ConnSpec {
+            start_ms: 1,
+            reqs,
+            ..ConnSpec::default()
+        }],
+    );
     p.faults = faulty(100, 100, 200);
     let o = run(p);
     assert!(o.completed + o.rolled_back <= o.accepted, "{}", o.summary);
@@ -2219,7 +2647,14 @@ fn large_responses_with_faults() {
 fn lost_control_messages_and_forwarded_bytes() {
     for drop_first in [[1, 0, 0], [0, 1, 0], [0, 0, 1], [2, 2, 1]] {
         let reqs = script(&[(1, 100), (2, 3000), (3, 1)]);
-        let mut p = Params::new(50, vec![ConnSpec { start_ms: 1, reqs }]);
+        let mut p = Params::new(
+            50,
+            vec![ConnSpec {
+                start_ms: 1,
+                reqs,
+                ..ConnSpec::default()
+            }],
+        );
         p.faults.drop_first = drop_first;
         let o = run(p);
         // A lost forwarded segment comes back after smoltcp's 1 s RTO, as the switch's 1 s
@@ -2250,6 +2685,7 @@ fn target_never_answers() {
         vec![ConnSpec {
             start_ms: 1,
             reqs: script(&[(1, 500), (2, 3000), (1, 10)]),
+            ..ConnSpec::default()
         }],
     );
     p.modes[2] = Mode::Mute;
@@ -2271,6 +2707,7 @@ fn target_resets() {
         vec![ConnSpec {
             start_ms: 1,
             reqs: script(&[(1, 500), (3, 3000), (1, 10)]),
+            ..ConnSpec::default()
         }],
     );
     p.modes[3] = Mode::Reset;
@@ -2285,13 +2722,513 @@ fn target_resets() {
 }
 
 // ------------------------------------------------------------------------------------------------
+// Tuple reuse, long hand-off chains, clients without options, half-closed clients.
+
+/// `Connection: close` on the last request: the server closes first.
+fn closing(mut reqs: Vec<Req>) -> Vec<Req> {
+    if let Some(r) = reqs.last_mut() {
+        r.close = true;
+    }
+    reqs
+}
+
+/// Which node each request names.
+fn targets(p: &Params) -> Vec<Vec<u8>> {
+    p.conns
+        .iter()
+        .map(|c| c.reqs.iter().map(|r| r.target).collect())
+        .collect()
+}
+
+/// Every hand-off asked for was accepted (and answered busy at most), and each one
+/// completed.
+fn assert_all_accepted(o: &Outcome) {
+    let refused: Vec<_> = o
+        .codes
+        .iter()
+        .filter(|c| !matches!(c, ReplyCode::Accepted | ReplyCode::Busy))
+        .collect();
+    assert!(refused.is_empty(), "refused: {refused:?}\n{}", o.summary);
+    assert_eq!(
+        (o.completed, o.rolled_back),
+        (o.accepted, 0),
+        "hand-offs\n{}",
+        o.summary
+    );
+}
+
+/// Three connections from one client port, each handed off and closed by its server: the
+/// next one opens 1 ms after the previous one ended (the switch still holds that one in
+/// TIME-WAIT).
+fn reuse_after_handoffs() -> Vec<ConnSpec> {
+    let port = 41_000;
+    vec![
+        ConnSpec {
+            start_ms: 1,
+            reqs: closing(script(&[(1, 1000), (2, 5000)])),
+            lport: Some(port),
+            ..ConnSpec::default()
+        },
+        ConnSpec {
+            start_ms: 1,
+            reqs: closing(script(&[(3, 100), (1, 2000), (2, 30_000)])),
+            lport: Some(port),
+            after: Some(0),
+            ..ConnSpec::default()
+        },
+        ConnSpec {
+            start_ms: 1,
+            reqs: closing(script(&[(2, 10), (3, 1460)])),
+            lport: Some(port),
+            after: Some(1),
+            ..ConnSpec::default()
+        },
+    ]
+}
+
+/// A client connection is handed off and ends with the server's close; the client opens the
+/// next one from the same port right away. The SYN's timestamp is newer, so the switch reopens
+/// the tuple (RFC 6191), sprays it afresh, and the new connection is served and handed off
+/// again, twice over. (A reopen while an old node is still being retired: see
+/// `golden::a_reopened_tuple_still_retires_the_old_node`.)
+#[test]
+fn tuple_reuse_after_a_handoff() {
+    let p = Params::new(60, reuse_after_handoffs());
+    let want = targets(&p);
+    let o = run(p);
+    let c = &o.counters;
+    assert_eq!(o.served_by, want, "served by the wrong node\n{}", o.summary);
+    assert_all_accepted(&o);
+    assert!(o.accepted >= 4, "{}", o.summary);
+    assert_eq!(c.event_count(FlowEvent::Reopened), 2, "{}", o.summary);
+    assert_eq!(c.drop_count(DropReason::ReuseRefused), 0, "{}", o.summary);
+}
+
+/// The same tuple four times, each connection closed by its server: the first and third are
+/// not handed off (so their node keeps the tuple in TIME-WAIT), the second and fourth are. The
+/// fourth lands on the first one's node, whose TIME-WAIT takes the new SYN (as Linux does). A
+/// reopened connection is tracked from its new handshake, so it is never refused as
+/// `not_established`.
+#[test]
+fn tuple_reuse_after_a_plain_connection() {
+    let port = 41_007;
+    let plain = |after| ConnSpec {
+        start_ms: 1,
+        // Target 0: whichever node the connection was sprayed to serves it.
+        reqs: closing(script(&[(0, 3000), (0, 10)])),
+        lport: Some(port),
+        after,
+        ..ConnSpec::default()
+    };
+    let handed = |after, t: &[(u8, u32)]| ConnSpec {
+        start_ms: 1,
+        reqs: closing(script(t)),
+        lport: Some(port),
+        after,
+        ..ConnSpec::default()
+    };
+    let conns = vec![
+        plain(None),
+        handed(Some(0), &[(1, 100), (3, 2000), (2, 10)]),
+        plain(Some(1)),
+        handed(Some(2), &[(3, 5), (2, 20_000), (1, 1)]),
+    ];
+    let p = Params::new(61, conns);
+    let want = targets(&p);
+    let o = run(p);
+    let c = &o.counters;
+    for i in [1, 3] {
+        assert_eq!(o.served_by[i], want[i], "conn {i}\n{}", o.summary);
+    }
+    assert_all_accepted(&o);
+    assert!(o.accepted >= 4, "{}", o.summary);
+    assert_eq!(c.event_count(FlowEvent::Reopened), 3, "{}", o.summary);
+    assert_eq!(c.drop_count(DropReason::ReuseRefused), 0, "{}", o.summary);
+    assert!(
+        o.time_wait_recycled >= 1,
+        "no node took the SYN out of TIME-WAIT\n{}",
+        o.summary
+    );
+}
+
+/// Tuple reuse on a faulty network: every response arrives right and every hand-off ends
+/// completed or rolled back.
+#[test]
+fn tuple_reuse_with_faults() {
+    for seed in 62..65 {
+        let port = 41_014;
+        // The next connection 2.5 s after the previous one ended: every old node is retired
+        // by then, even after lost FINs (a reopen cuts the retirement short, see
+        // `golden::a_reopened_tuple_still_retires_the_old_node`), and the switch still holds
+        // the tuple in TIME-WAIT.
+        let conns = (0..3usize)
+            .map(|i| ConnSpec {
+                start_ms: if i == 0 { 1 } else { 2500 },
+                reqs: closing(script(&[(1 + i as u8, 700), (3 - i as u8, 9000)])),
+                lport: Some(port),
+                after: i.checked_sub(1),
+                ..ConnSpec::default()
+            })
+            .collect();
+        let mut p = Params::new(seed, conns);
+        p.faults = faulty(200, 200, 300);
+        let o = run(p);
+        assert!(o.completed + o.rolled_back <= o.accepted, "{}", o.summary);
+        assert!(
+            o.counters.event_count(FlowEvent::Reopened) >= 1,
+            "{}",
+            o.summary
+        );
+    }
+}
+
+/// Hand-offs of one keep-alive connection: `KNITS_E2E_HANDOFFS`, else 1,000.
+fn many_handoffs() -> usize {
+    std::env::var("KNITS_E2E_HANDOFFS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000)
+}
+
+/// One keep-alive connection handed off on every request (1,000 times, owners 1 -> 2 -> 3 ->
+/// 1 ...; each request waits for the previous response): every response comes from the node
+/// it names, every hand-off is accepted and completes, and the switch holds the same few
+/// entries throughout (retired bindings leave the history at once, their legs the table).
+/// The hosts acknowledge at once (no delayed ACK).
+#[test]
+fn a_thousand_handoffs_on_one_connection() {
+    thousand_handoffs(70, Some(0));
+}
+
+/// The same with smoltcp's delayed ACK (10 ms) on every host: the client moves on long before
+/// an old node acknowledges the last request it was sent, so several old nodes are being
+/// retired at once. Still no hand-off may be refused, and the history stays small.
+#[test]
+fn a_thousand_handoffs_with_delayed_acks() {
+    thousand_handoffs(71, None);
+}
+
+fn thousand_handoffs(seed: u64, ack_delay_ms: Option<u64>) {
+    let n = many_handoffs();
+    let t: Vec<(u8, u32)> = (0..=n)
+        .map(|i| (1 + (i % 3) as u8, [0, 1, 100, 1460, 3000, 20_000][i % 6]))
+        .collect();
+    let mut p = Params::new(
+        seed,
+        vec![ConnSpec {
+            start_ms: 1,
+            reqs: script(&t),
+            ..ConnSpec::default()
+        }],
+    );
+    p.ack_delay_ms = ack_delay_ms;
+    p.reap = true;
+    p.deadline_ms = 600_000;
+    let want = targets(&p);
+    let t0 = std::time::Instant::now();
+    let o = run(p);
+    eprintln!(
+        "{n} hand-offs: {} ms virtual, {:?} wall; at most {} flows, {} sessions, {} bindings",
+        o.clients_done_ms,
+        t0.elapsed(),
+        o.max_flows,
+        o.max_sessions,
+        o.max_bindings
+    );
+    // The summary lists every request: only its first lines go into a failure message.
+    let head = o.summary.lines().take(3).collect::<Vec<_>>().join("\n");
+    let wrong: Vec<usize> = (0..want[0].len())
+        .filter(|&i| o.served_by[0].get(i) != Some(&want[0][i]))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{} of {} responses from the wrong node (the first: request {})\n{head}",
+        wrong.len(),
+        want[0].len(),
+        wrong[0]
+    );
+    let mut codes: BTreeMap<&str, usize> = BTreeMap::new();
+    for c in &o.codes {
+        *codes.entry(c.name()).or_default() += 1;
+    }
+    assert_eq!(
+        (o.accepted, o.completed, o.rolled_back),
+        (n as u64, n as u64, 0),
+        "hand-offs; answers {codes:?}\n{head}"
+    );
+    let c = &o.counters;
+    assert_eq!(c.event_count(FlowEvent::BindingRemoved), n as u64, "{head}");
+    assert_eq!(c.event_count(FlowEvent::BindingForced), 0, "{head}");
+    assert!(
+        o.max_flows <= 4 && o.max_sessions <= 1,
+        "the switch grew: {} flows, {} sessions, {} bindings\n{head}",
+        o.max_flows,
+        o.max_sessions,
+        o.max_bindings
+    );
+}
+
+/// A client without timestamps (its SYNs offer none), nodes with them: hand-offs are accepted,
+/// and the targets' timestamps never reach the client (`run` checks every frame it is given).
+#[test]
+fn client_without_timestamps() {
+    let reqs = script(&[(1, 1000), (2, 50_000), (3, 1), (1, 20_000)]);
+    let mut p = Params::new(
+        80,
+        vec![ConnSpec {
+            start_ms: 1,
+            reqs,
+            ..ConnSpec::default()
+        }],
+    );
+    p.client_ts = false;
+    let o = run_exact(p, 3);
+    assert!(
+        o.counters.event_count(FlowEvent::TsStripped) > 0,
+        "{}",
+        o.summary
+    );
+}
+
+/// A client without SACK (the option is taken out of its SYNs on its link: smoltcp always
+/// offers it), nodes with it; and a client with neither. Uploads under loss make the targets
+/// send SACK blocks about the client's bytes on their legs: none may reach the client.
+#[test]
+fn client_without_sack_or_timestamps_with_faults() {
+    let mut sack_stripped = 0;
+    // The switch's default hand-off time-out (5 s): with the tests' 1 s, most of these
+    // uploads are rolled back, and hang (`regression_rollback_after_the_target_acknowledged_
+    // client_bytes`).
+    for (seed, ts) in [(80, true), (84, false), (86, true), (90, false)] {
+        let o = run(uploads_without_sack(seed, ts, Some(5000)));
+        assert!(o.completed + o.rolled_back <= o.accepted, "{}", o.summary);
+        assert!(o.completed >= 1, "{}", o.summary);
+        sack_stripped += o.counters.event_count(FlowEvent::SackStripped);
+    }
+    assert!(
+        sack_stripped > 0,
+        "no SACK block was ever on its way to the client"
+    );
+}
+
+/// Uploads (30,000 bytes with every request) from a client without SACK, with timestamps or
+/// not, on a faulty network.
+fn uploads_without_sack(seed: u64, ts: bool, handoff_ms: Option<u64>) -> Params {
+    let mut reqs = script(&[(1, 100), (2, 20_000), (3, 3000), (1, 0), (2, 1460)]);
+    for r in &mut reqs {
+        r.body = 30_000;
+    }
+    let mut p = Params::new(
+        seed,
+        vec![ConnSpec {
+            start_ms: 1,
+            reqs,
+            ..ConnSpec::default()
+        }],
+    );
+    p.client_sack = false;
+    p.client_ts = ts;
+    p.faults = faulty(300, 200, 400);
+    p.handoff_ms = handoff_ms;
+    p
+}
+
+/// Uploads whose hand-off is rolled back after the target's ACK of client bytes reached the
+/// client: those bytes are lost, the old node waits for them forever (see
+/// `golden::no_ack_from_a_pending_target_reaches_the_client`). Seed 82: request 1001 (its
+/// 30,000-byte upload half in) hangs after the roll-back; the random schedule (no loss, only
+/// duplication and reordering) hangs the same way on request 1001.
+#[test]
+#[ignore = "bug: the target's ACKs reach the client while the hand-off is pending; after the \
+            roll-back the acknowledged bytes are lost and the connection hangs"]
+fn regression_rollback_after_the_target_acknowledged_client_bytes() {
+    run(uploads_without_sack(82, true, None));
+    let conns = vec![
+        ConnSpec {
+            start_ms: 30,
+            reqs: vec![
+                Req {
+                    target: 1,
+                    size: 22425,
+                    ..Req::default()
+                },
+                Req {
+                    target: 2,
+                    body: 4927,
+                    ..Req::default()
+                },
+                Req {
+                    target: 3,
+                    wait: true,
+                    ..Req::default()
+                },
+                Req {
+                    target: 2,
+                    size: 2378,
+                    wait: true,
+                    ..Req::default()
+                },
+                Req {
+                    target: 2,
+                    size: 1,
+                    ..Req::default()
+                },
+            ],
+            ..ConnSpec::default()
+        },
+        ConnSpec {
+            start_ms: 38,
+            reqs: vec![
+                Req {
+                    target: 1,
+                    size: 2567,
+                    body: 3122,
+                    ..Req::default()
+                },
+                Req {
+                    target: 2,
+                    size: 1460,
+                    wait: true,
+                    ..Req::default()
+                },
+                Req {
+                    target: 1,
+                    size: 1460,
+                    wait: true,
+                    ..Req::default()
+                },
+            ],
+            half_close: true,
+            ..ConnSpec::default()
+        },
+    ];
+    run(regression(
+        17503363479917510540,
+        (0, 175, 427),
+        conns,
+        [4148130509, 2088344064, 2033157721, 4070198046],
+        [1417983243, 4285365716, 845028602, 1346255721],
+    ));
+}
+
+/// A client without timestamps on a faulty network, pipelined.
+#[test]
+fn client_without_timestamps_with_faults() {
+    for seed in 85..88 {
+        let reqs = pipelined(&[(1, 1), (2, 20_000), (2, 0), (3, 5000), (1, 1460)]);
+        let mut p = Params::new(
+            seed,
+            vec![ConnSpec {
+                start_ms: 1,
+                reqs,
+                ..ConnSpec::default()
+            }],
+        );
+        p.client_ts = false;
+        p.faults = faulty(300, 300, 500);
+        let o = run(p);
+        assert!(o.completed + o.rolled_back <= o.accepted, "{}", o.summary);
+    }
+}
+
+/// A half-closed client: its FIN follows its requests at once, before the node decides. The
+/// hand-off is accepted, the target gets the request and the FIN, the client the whole
+/// response and a clean close (its socket ends in TIME-WAIT, the server's in CLOSED).
+#[test]
+fn half_closed_client() {
+    let conns = vec![
+        // One request for another node: the FIN arrives with it.
+        ConnSpec {
+            start_ms: 1,
+            reqs: script(&[(2, 30_000)]),
+            half_close: true,
+            ..ConnSpec::default()
+        },
+        // Pipelined: the first node serves one, the FIN follows the one handed off.
+        ConnSpec {
+            start_ms: 3,
+            reqs: pipelined(&[(3, 100), (3, 0), (1, 70_000)]),
+            half_close: true,
+            ..ConnSpec::default()
+        },
+    ];
+    let p = Params::new(90, conns);
+    let want = targets(&p);
+    let o = run(p);
+    assert_eq!(o.served_by, want, "served by the wrong node\n{}", o.summary);
+    assert_all_accepted(&o);
+    assert!(o.accepted >= 2, "{}", o.summary);
+    // Every hand-off came after the client's FIN, which went on each time.
+    assert_eq!(
+        o.counters.event_count(FlowEvent::ClientFinPassed),
+        o.accepted,
+        "{}",
+        o.summary
+    );
+}
+
+/// The old node of a half-closed client has the client's FIN already: it must not be sent
+/// the FIN again and again after it has closed c1 (e90d1bd sent it 8 times, each answered by
+/// the closed socket's RST, dropped as `out_of_window`, and retired the binding only when the
+/// retries ran out: 24 faked FINs and 15 RSTs for this run's 3 hand-offs).
+#[test]
+fn half_closed_client_old_node_is_told_once() {
+    let conns = vec![
+        ConnSpec {
+            start_ms: 1,
+            reqs: script(&[(2, 30_000)]),
+            half_close: true,
+            ..ConnSpec::default()
+        },
+        ConnSpec {
+            start_ms: 3,
+            reqs: pipelined(&[(3, 100), (3, 0), (1, 70_000)]),
+            half_close: true,
+            ..ConnSpec::default()
+        },
+    ];
+    let o = run(Params::new(90, conns));
+    let c = &o.counters;
+    let fins = c.generated_count(Generated::FakeClientFin);
+    let dropped = c.drop_count(DropReason::OutOfWindow);
+    assert!(
+        fins <= o.accepted && dropped == 0,
+        "{fins} faked FINs and {dropped} frames dropped out of window for {} hand-offs\n{}",
+        o.accepted,
+        o.summary
+    );
+}
+
+/// Half-closed clients on a faulty network, with uploads.
+#[test]
+fn half_closed_client_with_faults() {
+    for seed in 91..94 {
+        let mut reqs = pipelined(&[(1, 500), (2, 20_000)]);
+        reqs[1].body = 5000;
+        let mut p = Params::new(
+            seed,
+            vec![ConnSpec {
+                start_ms: 1,
+                reqs,
+                half_close: true,
+                ..ConnSpec::default()
+            }],
+        );
+        p.faults = faulty(200, 200, 300);
+        let o = run(p);
+        assert!(o.completed + o.rolled_back <= o.accepted, "{}", o.summary);
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
 // Random schedules.
 
 mod schedules {
     use super::*;
     use proptest::prelude::*;
 
-    fn req() -> impl Strategy<Value = Req> {
+    /// A request; with `uploads`, some carry a body.
+    fn req(uploads: bool) -> impl Strategy<Value = Req> {
         let size = prop_oneof![
             Just(0u32),
             Just(1),
@@ -2300,12 +3237,33 @@ mod schedules {
             Just(2920),
             10_000..80_000u32
         ];
-        (1..=3u8, size, any::<bool>()).prop_map(|(target, size, wait)| Req { target, size, wait })
+        let body = if uploads {
+            prop_oneof![3 => Just(0u32), 1 => 1..20_000u32].boxed()
+        } else {
+            Just(0u32).boxed()
+        };
+        (1..=3u8, size, any::<bool>(), body).prop_map(|(target, size, wait, body)| Req {
+            target,
+            size,
+            wait,
+            body,
+            ..Req::default()
+        })
     }
 
-    fn conn() -> impl Strategy<Value = ConnSpec> {
-        (1..40u64, prop::collection::vec(req(), 1..=5))
-            .prop_map(|(start_ms, reqs)| ConnSpec { start_ms, reqs })
+    /// A connection; one in five half-closes after its last request.
+    fn conn(uploads: bool) -> impl Strategy<Value = ConnSpec> {
+        (
+            1..40u64,
+            prop::collection::vec(req(uploads), 1..=5),
+            prop::bool::weighted(0.2),
+        )
+            .prop_map(|(start_ms, reqs, half_close)| ConnSpec {
+                start_ms,
+                reqs,
+                half_close,
+                ..ConnSpec::default()
+            })
     }
 
     fn mode() -> impl Strategy<Value = Mode> {
@@ -2313,21 +3271,26 @@ mod schedules {
     }
 
     prop_compose! {
-        fn params()(
+        /// A schedule; the client offers timestamps and SACK three times in four (each).
+        fn params(uploads: bool)(
             seed in any::<u64>(),
-            conns in prop::collection::vec(conn(), 1..=2),
+            conns in prop::collection::vec(conn(uploads), 1..=2),
             loss in prop_oneof![Just(0u32), 0..400u32],
             dup in prop_oneof![Just(0u32), 0..400u32],
             reorder in prop_oneof![Just(0u32), 0..600u32],
             isn in any::<[u32; HOSTS]>(),
             ts_off in any::<[u32; HOSTS]>(),
             m3 in mode(),
+            client_ts in prop::bool::weighted(0.75),
+            client_sack in prop::bool::weighted(0.75),
         ) -> Params {
             let mut p = Params::new(seed, conns);
             p.faults = Faults { loss, dup, reorder, max_delay: 8, drop_first: [0; 3] };
             p.isn = isn;
             p.ts_off = ts_off;
             p.modes[3] = m3;
+            p.client_ts = client_ts;
+            p.client_sack = client_sack;
             p
         }
     }
@@ -2352,31 +3315,63 @@ mod schedules {
         })]
 
         /// Any schedule (seeds, request mixes, fault rates, ISNs and clocks anywhere in 2^32, a
-        /// hung or resetting node 3): the invariants of `run` hold, hand-offs end completed or
-        /// rolled back, and without faults or misbehaving nodes every request is served by the
-        /// node it names. `KNITS_E2E_CASES=n` runs more cases.
+        /// hung or resetting node 3, clients without timestamps or SACK, half-closed clients):
+        /// the invariants of `run` hold, hand-offs end completed or rolled back, and without
+        /// faults or misbehaving nodes every request is served by the node it names.
+        /// `KNITS_E2E_CASES=n` runs more cases.
         #[test]
-        fn random_schedules(p in params()) {
-            let clean = !p.faults.any() && p.modes.iter().all(|m| *m == Mode::Normal);
-            let want: Vec<Vec<u8>> =
-                p.conns.iter().map(|c| c.reqs.iter().map(|r| r.target).collect()).collect();
-            let o = run(p);
-            prop_assert!(o.completed + o.rolled_back <= o.accepted, "{}", o.summary);
-            if clean {
-                // The only refusal on a clean network: a fifth hand-off while four bindings
-                // are still in the history (retired ones leave it after TIME-WAIT).
-                let too_many = o.codes.iter().filter(|c| **c == ReplyCode::TooManyHops).count();
-                let other = o.codes.iter().filter(|c| {
-                    !matches!(c, ReplyCode::Accepted | ReplyCode::Busy | ReplyCode::TooManyHops)
-                });
-                prop_assert_eq!(other.count(), 0, "{}", o.summary);
-                let wrong: usize = o.served_by.iter().zip(&want)
-                    .map(|(got, want)| got.iter().zip(want).filter(|(g, w)| g != w).count())
-                    .sum();
-                prop_assert!(wrong <= too_many, "{} served by the wrong node\n{}", wrong, o.summary);
-                prop_assert_eq!(o.rolled_back, 0, "{}", o.summary);
-            }
+        fn random_schedules(p in params(false)) {
+            check_schedule(p)?;
         }
+
+        /// The same with uploads (request bodies).
+        #[test]
+        #[ignore = "bug: an upload whose hand-off is rolled back after the target's ACK reached \
+                    the client hangs (golden::no_ack_from_a_pending_target_reaches_the_client)"]
+        fn random_schedules_with_uploads(p in params(true)) {
+            check_schedule(p)?;
+        }
+    }
+
+    fn check_schedule(p: Params) -> Result<(), TestCaseError> {
+        let clean = !p.faults.any() && p.modes.iter().all(|m| *m == Mode::Normal);
+        let want: Vec<Vec<u8>> = p
+            .conns
+            .iter()
+            .map(|c| c.reqs.iter().map(|r| r.target).collect())
+            .collect();
+        let o = run(p);
+        prop_assert!(o.completed + o.rolled_back <= o.accepted, "{}", o.summary);
+        if clean {
+            // The only refusal on a clean network: a hand-off while the history is full of
+            // old nodes still being retired (MAX_BINDINGS).
+            let too_many = o
+                .codes
+                .iter()
+                .filter(|c| **c == ReplyCode::TooManyHops)
+                .count();
+            let other = o.codes.iter().filter(|c| {
+                !matches!(
+                    c,
+                    ReplyCode::Accepted | ReplyCode::Busy | ReplyCode::TooManyHops
+                )
+            });
+            prop_assert_eq!(other.count(), 0, "{}", o.summary);
+            let wrong: usize = o
+                .served_by
+                .iter()
+                .zip(&want)
+                .map(|(got, want)| got.iter().zip(want).filter(|(g, w)| g != w).count())
+                .sum();
+            prop_assert!(
+                wrong <= too_many,
+                "{} served by the wrong node\n{}",
+                wrong,
+                o.summary
+            );
+            prop_assert_eq!(o.rolled_back, 0, "{}", o.summary);
+        }
+        Ok(())
     }
 }
 
@@ -2405,7 +3400,12 @@ fn regression(
 
 fn reqs(r: &[(u8, u32, bool)]) -> Vec<Req> {
     r.iter()
-        .map(|&(target, size, wait)| Req { target, size, wait })
+        .map(|&(target, size, wait)| Req {
+            target,
+            size,
+            wait,
+            ..Req::default()
+        })
         .collect()
 }
 
@@ -2428,6 +3428,7 @@ fn regression_faked_fin_after_lost_ack() {
         vec![ConnSpec {
             start_ms: 17,
             reqs: r,
+            ..ConnSpec::default()
         }],
         R_ISN,
         R_TS,
@@ -2450,6 +3451,7 @@ fn regression_old_node_resends_its_fin() {
         vec![ConnSpec {
             start_ms: 5,
             reqs: r,
+            ..ConnSpec::default()
         }],
         R_ISN,
         R_TS,
@@ -2464,6 +3466,7 @@ fn regression_client_rst_goes_to_the_current_server() {
         ConnSpec {
             start_ms: 1,
             reqs: reqs(&[(1, 68393, false), (3, 75267, true), (2, 1460, false)]),
+            ..ConnSpec::default()
         },
         ConnSpec {
             start_ms: 24,
@@ -2474,6 +3477,7 @@ fn regression_client_rst_goes_to_the_current_server() {
                 (3, 1, false),
                 (3, 46877, true),
             ]),
+            ..ConnSpec::default()
         },
     ];
     let isn = [1434609038, 4265146813, 2954594934, 4142866020];
@@ -2545,6 +3549,22 @@ mod golden {
         sack_ranges: [Option<(u32, u32)>; 3],
         payload: &[u8],
     ) -> Vec<u8> {
+        let syn = seg.0 == TcpControl::Syn;
+        tcp_in_with(h, src, dst, seg, Some(ts), syn, sack_ranges, payload)
+    }
+
+    /// [`tcp_in_sack`] with the timestamp option and SACK-permitted as given.
+    #[allow(clippy::too_many_arguments)]
+    fn tcp_in_with(
+        h: usize,
+        src: (Ipv4Address, u16),
+        dst: (Ipv4Address, u16),
+        seg: (TcpControl, u32, Option<u32>, u16, Option<u8>),
+        ts: Option<(u32, u32)>,
+        sack_permitted: bool,
+        sack_ranges: [Option<(u32, u32)>; 3],
+        payload: &[u8],
+    ) -> Vec<u8> {
         let (control, seq, ack, win, wscale) = seg;
         let syn = control == TcpControl::Syn;
         let repr = TcpRepr {
@@ -2556,9 +3576,9 @@ mod golden {
             window_len: win,
             window_scale: wscale,
             max_seg_size: syn.then_some(1460),
-            sack_permitted: syn,
+            sack_permitted,
             sack_ranges,
-            timestamp: Some(TcpTimestampRepr::new(ts.0, ts.1)),
+            timestamp: ts.map(|ts| TcpTimestampRepr::new(ts.0, ts.1)),
             payload,
         };
         let ip = Ipv4Repr {
@@ -2719,6 +3739,18 @@ mod golden {
             assert_ne!(v, Verdict::Drop(DropReason::Internal));
             (v, f, sink.0)
         }
+        /// Lets `ms` pass, polling every 10 ms; returns what the switch generated.
+        fn wait(&mut self, ms: u64) -> Made {
+            let mut made = vec![];
+            for _ in 0..ms / 10 {
+                self.now += 10;
+                let mut sink = VecSink::default();
+                self.sw
+                    .poll(Instant::from_millis(self.now as i64), 64, &mut sink);
+                made.extend(sink.0);
+            }
+            made
+        }
         fn pass(&mut self, h: usize, f: Vec<u8>, out: usize) -> Vec<(u8, Vec<u8>)> {
             let (v, _, made) = self.send(h, f);
             assert_eq!(v, Verdict::Forward(out as u8));
@@ -2747,6 +3779,59 @@ mod golden {
     /// Client <-> A on c1 with one request served, c2 A -> B open, the hand-off accepted and A's
     /// unconsumed bytes forwarded. Returns the rig and the control reply.
     fn handed_off() -> (Rig, (u8, Vec<u8>)) {
+        handed_off_with(ALL_OPTS)
+    }
+
+    /// What the client's SYN offers (A answers in kind; the leg A -> B has both), and
+    /// whether the client's next bytes went ahead of a gap.
+    #[derive(Debug, Clone, Copy)]
+    struct ClientOpts {
+        ts: bool,
+        sack: bool,
+        /// Before the hand-off, [`AHEAD`] reached A out of order, [`GAP`] bytes after R2 (the
+        /// bytes in between were lost): A holds them but cannot read them, so never forwards
+        /// them.
+        ahead: bool,
+        /// The client's FIN follows R2 at once (a half-closed client): A has it before the
+        /// hand-off and forwards it behind R2.
+        fin: bool,
+    }
+
+    const ALL_OPTS: ClientOpts = ClientOpts {
+        ts: true,
+        sack: true,
+        ahead: false,
+        fin: false,
+    };
+
+    /// The client's bytes after R2 that A never got ([`ClientOpts::ahead`]).
+    const GAP: &[u8] = b"GET 2 1 4";
+    /// The client's bytes after [`GAP`].
+    const AHEAD: &[u8] = b"4\nGET 2 2 55\n";
+
+    /// A frame on c1 (client <-> A), with the options the client negotiated.
+    #[allow(clippy::too_many_arguments)]
+    fn c1_in(
+        o: ClientOpts,
+        h: usize,
+        src: (Ipv4Address, u16),
+        dst: (Ipv4Address, u16),
+        control: TcpControl,
+        seq: u32,
+        ack: Option<u32>,
+        win: u16,
+        wscale: Option<u8>,
+        ts: (u32, u32),
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let seg = (control, seq, ack, win, wscale);
+        let syn = control == TcpControl::Syn;
+        let ts = o.ts.then_some(ts);
+        tcp_in_with(h, src, dst, seg, ts, syn && o.sack, [None; 3], payload)
+    }
+
+    /// [`handed_off`] with a client that offers only some options.
+    fn handed_off_with(o: ClientOpts) -> (Rig, (u8, Vec<u8>)) {
         let mut r = Rig::new();
         let vip = (VIP, 80);
         let c = ep(CLIENT, CPORT);
@@ -2755,7 +3840,8 @@ mod golden {
         req.extend_from_slice(R2);
         r.pass(
             CLIENT,
-            tcp_in(
+            c1_in(
+                o,
                 CLIENT,
                 c,
                 vip,
@@ -2771,7 +3857,8 @@ mod golden {
         );
         r.pass(
             A,
-            tcp_in(
+            c1_in(
+                o,
                 A,
                 a80,
                 c,
@@ -2787,11 +3874,16 @@ mod golden {
         );
         r.pass(
             CLIENT,
-            tcp_in(
+            c1_in(
+                o,
                 CLIENT,
                 c,
                 vip,
-                TcpControl::Psh,
+                if o.fin {
+                    TcpControl::Fin
+                } else {
+                    TcpControl::Psh
+                },
                 CI.wrapping_add(1),
                 Some(N1.wrapping_add(1)),
                 WC,
@@ -2803,13 +3895,14 @@ mod golden {
         );
         r.pass(
             A,
-            tcp_in(
+            c1_in(
+                o,
                 A,
                 a80,
                 c,
                 TcpControl::Psh,
                 N1.wrapping_add(1),
-                Some(CI.wrapping_add(22)),
+                Some(CI.wrapping_add(22 + o.fin as u32)),
                 W1,
                 None,
                 (T1[1], TC[1]),
@@ -2819,12 +3912,13 @@ mod golden {
         );
         r.pass(
             CLIENT,
-            tcp_in(
+            c1_in(
+                o,
                 CLIENT,
                 c,
                 vip,
                 TcpControl::None,
-                CI.wrapping_add(22),
+                CI.wrapping_add(22 + o.fin as u32),
                 Some(N1.wrapping_add(17)),
                 WC,
                 None,
@@ -2833,6 +3927,27 @@ mod golden {
             ),
             A,
         );
+        if o.ahead {
+            // Out of order: A acknowledges R2's end again.
+            let at = CI.wrapping_add(22 + GAP.len() as u32);
+            r.pass(
+                CLIENT,
+                c1_in(
+                    o,
+                    CLIENT,
+                    c,
+                    vip,
+                    TcpControl::Psh,
+                    at,
+                    Some(N1.wrapping_add(17)),
+                    WC,
+                    None,
+                    (TC[2], T1[1]),
+                    AHEAD,
+                ),
+                A,
+            );
+        }
         // c2: A:50000 -> B:80.
         let a2 = ep(A, APORT);
         let b80 = ep(B, 80);
@@ -2901,11 +4016,17 @@ mod golden {
         let reply = made[0].clone();
         // A forwards R2 on c2; it reaches B as sent but for the TSval, which is the newest B
         // has seen on the leg (T1[3]), not A's clock.
+        // A half-closed client's FIN goes on behind it.
+        let ctl = if o.fin {
+            TcpControl::Fin
+        } else {
+            TcpControl::Psh
+        };
         let fwd = tcp_in(
             A,
             a2,
             b80,
-            TcpControl::Psh,
+            ctl,
             A2.wrapping_add(1),
             Some(B2.wrapping_add(1)),
             W1C2,
@@ -2920,7 +4041,7 @@ mod golden {
             A,
             a2,
             b80,
-            TcpControl::Psh,
+            ctl,
             A2.wrapping_add(1),
             Some(B2.wrapping_add(1)),
             W1C2,
@@ -3265,6 +4386,495 @@ mod golden {
         assert!(repr.timestamp.is_some(), "the other options stay");
     }
 
+    /// A TCP segment (ACK set, PSH as asked) with these exact option bytes, as host `h` sends
+    /// it to the switch; [`retarget`] makes it what the switch forwards.
+    #[allow(clippy::too_many_arguments)]
+    fn tcp_raw(
+        h: usize,
+        src: (Ipv4Address, u16),
+        dst: (Ipv4Address, u16),
+        psh: bool,
+        seq: u32,
+        ack: u32,
+        win: u16,
+        opts: &[u8],
+        payload: &[u8],
+    ) -> Vec<u8> {
+        assert_eq!(opts.len() % 4, 0);
+        let tcp_len = 20 + opts.len() + payload.len();
+        let mut b = vec![0xa5u8; 34 + tcp_len];
+        EthernetRepr {
+            src_addr: host_mac(h),
+            dst_addr: sw_mac(h),
+            ethertype: EthernetProtocol::Ipv4,
+        }
+        .emit(&mut EthernetFrame::new_unchecked(&mut b[..]));
+        let caps = ChecksumCapabilities::default();
+        Ipv4Repr {
+            src_addr: src.0,
+            dst_addr: dst.0,
+            next_header: IpProtocol::Tcp,
+            payload_len: tcp_len,
+            hop_limit: 64,
+        }
+        .emit(&mut Ipv4Packet::new_unchecked(&mut b[14..]), &caps);
+        let mut t = TcpPacket::new_unchecked(&mut b[34..]);
+        t.set_src_port(src.1);
+        t.set_dst_port(dst.1);
+        t.set_seq_number(TcpSeqNumber(seq as i32));
+        t.set_ack_number(TcpSeqNumber(ack as i32));
+        t.set_header_len((20 + opts.len()) as u8);
+        t.clear_flags();
+        t.set_ack(true);
+        t.set_psh(psh);
+        t.set_window_len(win);
+        t.set_urgent_at(0);
+        t.options_mut().copy_from_slice(opts);
+        t.payload_mut().copy_from_slice(payload);
+        t.fill_checksum(&src.0.into(), &dst.0.into());
+        b
+    }
+
+    /// The option bytes NOP NOP TS(tsval, tsecr) (RFC 7323 appendix A).
+    fn ts_opt(tsval: u32, tsecr: u32) -> Vec<u8> {
+        let mut o = vec![1, 1, 8, 10];
+        o.extend_from_slice(&tsval.to_be_bytes());
+        o.extend_from_slice(&tsecr.to_be_bytes());
+        o
+    }
+
+    /// The option bytes NOP NOP SACK with these blocks (RFC 2018).
+    fn sack_opt(blocks: &[(u32, u32)]) -> Vec<u8> {
+        let mut o = vec![1, 1, 5, 2 + 8 * blocks.len() as u8];
+        for (l, r) in blocks {
+            o.extend_from_slice(&l.to_be_bytes());
+            o.extend_from_slice(&r.to_be_bytes());
+        }
+        o
+    }
+
+    /// A client without timestamps, handed off to B (whose leg has them): B's response reaches
+    /// the client with its timestamp option turned into NOPs (all 12 option bytes, the
+    /// header length kept), everything else translated as usual, checksums right.
+    #[test]
+    fn timestamps_are_stripped_towards_a_client_without_them() {
+        let (mut r, reply) = handed_off_with(ClientOpts {
+            ts: false,
+            ..ALL_OPTS
+        });
+        assert_eq!(
+            r.sw.counters().handoffs[ReplyCode::Accepted.index()],
+            1,
+            "a client without timestamps can go to a leg with them: {reply:?}"
+        );
+        let resp = b"R 22 8 2";
+        let f = tcp_raw(
+            B,
+            ep(B, 80),
+            ep(A, APORT),
+            true,
+            B2.wrapping_add(1),
+            A2.wrapping_add(12),
+            W2,
+            &ts_opt(T2[1], T1[3]),
+            resp,
+        );
+        let (v, out, _) = r.send(B, f);
+        assert_eq!(v, Verdict::Forward(CLIENT as u8));
+        // As in `faked_packets_of_a_handoff`: seq continues A's stream, ack is the client's
+        // end, the window goes from B's shift 3 to A's shift 5; the option is 12 NOPs.
+        let mut want = tcp_raw(
+            B,
+            (VIP, 80),
+            ep(CLIENT, CPORT),
+            true,
+            N1.wrapping_add(17),
+            CI.wrapping_add(22),
+            W2 >> 2,
+            &[1; 12],
+            resp,
+        );
+        retarget(&mut want, CLIENT, 63);
+        assert_frame(
+            "B's response without its timestamp",
+            &(CLIENT as u8, out),
+            CLIENT,
+            &want,
+        );
+        let c = r.sw.counters();
+        assert_eq!(c.event_count(FlowEvent::TsStripped), 1);
+        assert_eq!(c.event_count(FlowEvent::SackStripped), 0);
+    }
+
+    /// A client without SACK, handed off to B (whose leg has it): B acknowledges the forwarded
+    /// request twice (a D-SACK of A's duplicate, RFC 2883) on its response; the SACK option
+    /// reaches the client as NOPs (kind, length and the block: 10 bytes), the timestamp
+    /// translated in place.
+    #[test]
+    fn a_sack_block_is_stripped_towards_a_client_without_sack() {
+        let (mut r, _) = handed_off_with(ClientOpts {
+            sack: false,
+            ..ALL_OPTS
+        });
+        let resp = b"R 22 8 2";
+        let mut opts = ts_opt(T2[1], T1[3]);
+        opts.extend(sack_opt(&[(A2.wrapping_add(1), A2.wrapping_add(12))]));
+        let f = tcp_raw(
+            B,
+            ep(B, 80),
+            ep(A, APORT),
+            true,
+            B2.wrapping_add(1),
+            A2.wrapping_add(12),
+            W2,
+            &opts,
+            resp,
+        );
+        let (v, out, _) = r.send(B, f);
+        assert_eq!(v, Verdict::Forward(CLIENT as u8));
+        let tsval = T2[1].wrapping_add(T1[1].wrapping_sub(T2[0]));
+        let tsecr = T1[3].wrapping_sub(T1[3].wrapping_sub(TC[2]));
+        let mut opts = ts_opt(tsval, tsecr);
+        opts.extend([1; 12]);
+        let mut want = tcp_raw(
+            B,
+            (VIP, 80),
+            ep(CLIENT, CPORT),
+            true,
+            N1.wrapping_add(17),
+            CI.wrapping_add(22),
+            W2 >> 2,
+            &opts,
+            resp,
+        );
+        retarget(&mut want, CLIENT, 63);
+        assert_frame(
+            "B's response without its SACK block",
+            &(CLIENT as u8, out),
+            CLIENT,
+            &want,
+        );
+        let c = r.sw.counters();
+        assert_eq!(c.event_count(FlowEvent::SackStripped), 1);
+        assert_eq!(c.event_count(FlowEvent::TsStripped), 0);
+    }
+
+    /// The acknowledgment field of a frame, if it is TCP with ACK set.
+    fn ack_of(f: &[u8]) -> Option<u32> {
+        let ip = Ipv4Packet::new_checked(&f[14..]).ok()?;
+        let t = TcpPacket::new_checked(ip.payload()).ok()?;
+        t.ack().then(|| t.ack_number().0 as u32)
+    }
+
+    /// While a hand-off is pending, the client must not be told that the target has its bytes:
+    /// if the hand-off is then rolled back they exist nowhere (protocol.md, "Roll-back": "its
+    /// bytes that went to the target are not acknowledged and are retransmitted to the old
+    /// node").
+    ///
+    /// A holds client bytes out of order ([`ClientOpts::ahead`]), so the hand-off stays
+    /// pending until the target has those too. The client fills the gap; by sequence those
+    /// bytes go to B, which acknowledges them (and R2). If that acknowledgment reaches the
+    /// client and the hand-off then times out, the gap's bytes are gone: A never gets them, the
+    /// client never sends them again, and the connection hangs for good (found by
+    /// `client_without_sack_or_timestamps_with_faults`, seed 82, and by `random_schedules`,
+    /// see `regression_rollback_after_the_target_acknowledged_client_bytes`).
+    #[test]
+    #[ignore = "bug: while a hand-off is pending, the target's ACK of client bytes that only it \
+                has reaches the client (here CI+31 for A's CI+22); after the roll-back those \
+                bytes are lost and the connection hangs"]
+    fn no_ack_from_a_pending_target_reaches_the_client() {
+        let (mut r, _) = handed_off_with(ClientOpts {
+            ahead: true,
+            ..ALL_OPTS
+        });
+        let c = ep(CLIENT, CPORT);
+        let vip = (VIP, 80);
+        let (a2, b80) = (ep(A, APORT), ep(B, 80));
+        let mut acked = CI.wrapping_add(22); // the most A acknowledged
+        let mut to_client = vec![];
+        // The gap's bytes: they end after the new binding's start, so they go to B.
+        let f = tcp_in(
+            CLIENT,
+            c,
+            vip,
+            TcpControl::Psh,
+            CI.wrapping_add(22),
+            Some(N1.wrapping_add(17)),
+            WC,
+            None,
+            (TC[2], T1[1]),
+            GAP,
+        );
+        assert_eq!(r.send(CLIENT, f).0, Verdict::Forward(B as u8));
+        // B acknowledges R2 and the gap's bytes (nothing of its own to send yet).
+        let end = A2.wrapping_add(12 + GAP.len() as u32);
+        let f = tcp_in(
+            B,
+            b80,
+            a2,
+            TcpControl::None,
+            B2.wrapping_add(1),
+            Some(end),
+            W2,
+            None,
+            (T2[1], T1[3]),
+            &[],
+        );
+        let (v, out, _) = r.send(B, f);
+        if v == Verdict::Forward(CLIENT as u8) {
+            to_client.push(out);
+        }
+        // A acknowledges nothing new; B goes quiet. The hand-off times out.
+        let made = r.wait(1500);
+        for (p, f) in made {
+            if p as usize == CLIENT {
+                to_client.push(f);
+            }
+        }
+        let c = r.sw.counters();
+        assert_eq!(c.handoffs_rolled_back, 1, "the hand-off was rolled back");
+        for f in &to_client {
+            if let Some(a) = ack_of(f) {
+                assert!(
+                    !seq_gt(a, acked),
+                    "the client was told ack {a:#x}, past A's {acked:#x}, by a target that was \
+                     then rolled back"
+                );
+                acked = a;
+            }
+        }
+    }
+
+    /// A half-closed client: its FIN reached A with R2, A forwards R2 and the FIN to B and
+    /// closes c1 (its proxy has the client's EOF) before B has answered. Nothing may be faked
+    /// to A before the hand-off is confirmed (protocol.md, "Retiring the old node", step 1): if
+    /// the switch answers A's FIN with the client's final ACK and B then fails (roll-back), A
+    /// has closed the connection for good, and the client's retransmitted request meets A's
+    /// RST (found by `random_schedules` with a resetting node 3: seed 80361778950260544).
+    #[test]
+    #[ignore = "bug: while the hand-off is pending, the old node's FIN on c1 is absorbed and \
+                answered with a faked client final ACK; after a roll-back the client's \
+                connection is gone at the old node"]
+    fn no_final_ack_is_faked_while_the_handoff_is_pending() {
+        let (mut r, _) = handed_off_with(ClientOpts {
+            fin: true,
+            ..ALL_OPTS
+        });
+        assert_eq!(
+            r.sw.counters().event_count(FlowEvent::ClientFinPassed),
+            1,
+            "the client's FIN went on to B"
+        );
+        let f = tcp_in(
+            A,
+            ep(A, 80),
+            ep(CLIENT, CPORT),
+            TcpControl::Fin,
+            N1.wrapping_add(17),
+            Some(CI.wrapping_add(23)),
+            W1,
+            None,
+            (T1[5], TC[2]),
+            &[],
+        );
+        let (v, _, made) = r.send(A, f);
+        let c = r.sw.counters();
+        assert_eq!(c.handoffs_completed, 0);
+        assert_eq!(
+            c.generated_count(Generated::FakeClientFinalAck),
+            0,
+            "A's FIN ({v:?}) was answered while B had not confirmed: {} frames",
+            made.len()
+        );
+    }
+
+    /// Found by the fuzz target's option check: an old node whose binding has left the history
+    /// resends its FIN on c1, a connection without timestamps, but puts a timestamp on it (its
+    /// own fault). The switch's answer (`late_fin_ack`) echoes it, so the switch itself sends a
+    /// timestamp on a connection that did not negotiate them (RFC 7323 3.2: "MUST NOT").
+    #[test]
+    #[ignore = "bug (minor): answer_late_fin echoes a timestamp on a connection without them"]
+    fn a_late_fin_ack_carries_no_timestamp_on_a_connection_without_them() {
+        let (mut r, _) = handed_off_with(ClientOpts {
+            ts: false,
+            ..ALL_OPTS
+        });
+        let (c, a80, a2, b80) = (ep(CLIENT, CPORT), ep(A, 80), ep(A, APORT), ep(B, 80));
+        let resp = b"R 22 8 2";
+        let f = tcp_in(
+            B,
+            b80,
+            a2,
+            TcpControl::Psh,
+            B2.wrapping_add(1),
+            Some(A2.wrapping_add(12)),
+            W2,
+            None,
+            (T2[1], T1[3]),
+            resp,
+        );
+        assert_eq!(r.send(B, f).0, Verdict::Forward(CLIENT as u8));
+        // A closes c1 (no timestamps there) and the leg (with them), then resets the leg.
+        let fin1 = |ts: Option<(u32, u32)>| {
+            let seg = (
+                TcpControl::Fin,
+                N1.wrapping_add(17),
+                Some(CI.wrapping_add(23)),
+                W1,
+                None,
+            );
+            tcp_in_with(A, a80, c, seg, ts, false, [None; 3], &[])
+        };
+        r.send(A, fin1(None));
+        let f = tcp_in(
+            A,
+            a2,
+            b80,
+            TcpControl::Fin,
+            A2.wrapping_add(12),
+            Some(B2.wrapping_add(1)),
+            W1C2,
+            None,
+            (T1[6], T2[1]),
+            &[],
+        );
+        r.send(A, f);
+        let f = tcp_in(
+            A,
+            a2,
+            b80,
+            TcpControl::Rst,
+            A2.wrapping_add(13),
+            Some(B2.wrapping_add(1)),
+            W1C2,
+            None,
+            (T1[6], T2[1]),
+            &[],
+        );
+        r.send(A, f);
+        assert_eq!(r.sw.session(0).map(|s| s.bindings.len()), Some(1));
+        // A resends its FIN on c1, with a timestamp option.
+        let (_, _, made) = r.send(A, fin1(Some((T1[6], 0))));
+        assert_eq!(made.len(), 1, "answered");
+        let Some(Ok(p)) = parse_tcp(&made[0].1) else {
+            panic!("a TCP answer");
+        };
+        assert_eq!(p.tcp.timestamp, None, "no timestamp on c1");
+    }
+
+    /// A SYN that reopens a closed tuple must not cut short the retirement of an old node of
+    /// the connection that closed (protocol.md, "Limits": the session's bindings go with the
+    /// client connection's TIME-WAIT, which must outlast the retirement; a reopen ends that
+    /// TIME-WAIT at once).
+    ///
+    /// B confirms the hand-off, the faked FIN to A is lost, the connection closes between the
+    /// client and B, and the client reuses its port at once. The switch reopens the tuple
+    /// (`reopened`) and ends the session with A's binding: A never hears of the end of its
+    /// connection, keeps c1 (the client's very tuple) and c2 open for good, and refuses any
+    /// later connection on that tuple sprayed to it (found by `tuple_reuse_after_a_handoff`
+    /// with the hosts' delayed ACK).
+    #[test]
+    #[ignore = "bug: a SYN reopening the tuple (FlowEvent::Reopened) ends the session while an \
+                old node is still being retired: its faked FIN is never resent, its c1 and c2 \
+                stay open"]
+    fn a_reopened_tuple_still_retires_the_old_node() {
+        let (mut r, _) = handed_off();
+        let c = ep(CLIENT, CPORT);
+        let vip = (VIP, 80);
+        let (a80, a2, b80) = (ep(A, 80), ep(A, APORT), ep(B, 80));
+        let resp = b"R 22 8 2";
+        // B confirms on its response; the faked client FIN to A (made[1]) is lost.
+        let f = tcp_in(
+            B,
+            b80,
+            a2,
+            TcpControl::Psh,
+            B2.wrapping_add(1),
+            Some(A2.wrapping_add(12)),
+            W2,
+            None,
+            (T2[1], T1[3]),
+            resp,
+        );
+        let (v, _, made) = r.send(B, f);
+        assert_eq!(v, Verdict::Forward(CLIENT as u8));
+        assert_eq!(made.len(), 2, "fake target ACK and fake client FIN");
+        let tsb = T2[1].wrapping_add(T1[1].wrapping_sub(T2[0]));
+        let s_end = N1.wrapping_add(17 + resp.len() as u32);
+        // The client acknowledges, B closes (`Connection: close`), the client closes, B
+        // acknowledges: both FINs acknowledged, the connection is in TIME-WAIT.
+        let steps = [
+            (
+                CLIENT,
+                (c, vip),
+                TcpControl::None,
+                CI.wrapping_add(22),
+                s_end,
+                (TC[2], tsb),
+            ),
+            (
+                B,
+                (b80, a2),
+                TcpControl::Fin,
+                B2.wrapping_add(9),
+                A2.wrapping_add(12),
+                (T2[1], T1[3]),
+            ),
+            (
+                CLIENT,
+                (c, vip),
+                TcpControl::Fin,
+                CI.wrapping_add(22),
+                s_end.wrapping_add(1),
+                (TC[2], tsb),
+            ),
+            (
+                B,
+                (b80, a2),
+                TcpControl::None,
+                B2.wrapping_add(10),
+                A2.wrapping_add(13),
+                (T2[1], T1[3]),
+            ),
+        ];
+        for (h, (src, dst), ctl, seq, ack, ts) in steps {
+            let f = tcp_in(h, src, dst, ctl, seq, Some(ack), WC, None, ts, &[]);
+            let (v, _, _) = r.send(h, f);
+            assert!(matches!(v, Verdict::Forward(_)), "{ctl:?} from {h}: {v:?}");
+        }
+        // At once a new connection from the same port, with a newer timestamp.
+        let syn = tcp_in(
+            CLIENT,
+            c,
+            vip,
+            TcpControl::Syn,
+            CI.wrapping_add(1_000_000),
+            None,
+            WC,
+            Some(7),
+            (TC[2].wrapping_add(50), 0),
+            &[],
+        );
+        let (v, _, _) = r.send(CLIENT, syn);
+        let made = r.wait(3000);
+        let told = made.iter().any(|(p, f)| {
+            let Some(Ok(t)) = parse_tcp(f) else {
+                return false;
+            };
+            *p as usize == A
+                && t.dst == a80.0
+                && t.tcp.dst_port == 80
+                && t.tcp.src_port == CPORT
+                && (t.fin || t.rst)
+        });
+        assert!(
+            told || matches!(v, Verdict::Drop(_)),
+            "the SYN reopened the tuple ({v:?}, reopened {}) and A, still being retired, \
+             was never told again",
+            r.sw.counters().event_count(FlowEvent::Reopened)
+        );
+    }
+
     /// Found on the wire by knits-host/tests/translation.rs: a duplicate of the target's
     /// SYN-ACK on the new leg after the hand-off was translated and reached the client.
     #[test]
@@ -3400,6 +5010,7 @@ fn regression_faked_fin_at_the_end_of_what_was_delivered() {
             (1, 35108, false),
             (3, 1460, true),
         ]),
+        ..ConnSpec::default()
     }];
     run(regression(
         10663311309538500138,
@@ -3417,6 +5028,7 @@ fn regression_hung_target_three_rollbacks() {
         ConnSpec {
             start_ms: 6,
             reqs: reqs(&[(2, 1277, true)]),
+            ..ConnSpec::default()
         },
         ConnSpec {
             start_ms: 19,
@@ -3427,6 +5039,7 @@ fn regression_hung_target_three_rollbacks() {
                 (3, 1, true),
                 (2, 21799, true),
             ]),
+            ..ConnSpec::default()
         },
     ];
     let mut p = regression(
@@ -3450,6 +5063,7 @@ fn regression_rollback_rst_lost_with_a_hung_target() {
         vec![ConnSpec {
             start_ms: 14,
             reqs: reqs(&[(3, 2920, true), (3, 0, true), (1, 2920, false)]),
+            ..ConnSpec::default()
         }],
         [1575902548, 1015153485, 4074660267, 3988367367],
         [96915959, 3459175915, 1352097237, 858490041],
@@ -3460,6 +5074,7 @@ fn regression_rollback_rst_lost_with_a_hung_target() {
         ConnSpec {
             start_ms: 13,
             reqs: reqs(&[(3, 1, false), (1, 75041, false), (3, 36448, false)]),
+            ..ConnSpec::default()
         },
         ConnSpec {
             start_ms: 10,
@@ -3469,6 +5084,7 @@ fn regression_rollback_rst_lost_with_a_hung_target() {
                 (2, 72048, false),
                 (1, 65200, false),
             ]),
+            ..ConnSpec::default()
         },
     ];
     let mut p = regression(
@@ -3492,6 +5108,7 @@ fn regression_refused_leg_to_a_hung_target() {
         vec![ConnSpec {
             start_ms: 24,
             reqs: reqs(&[(2, 0, true), (3, 0, true), (2, 1, false), (2, 2835, true)]),
+            ..ConnSpec::default()
         }],
         [1247577016, 3459373474, 1273294963, 163561861],
         [2090957966, 233051460, 381437973, 3592900906],
@@ -3508,6 +5125,7 @@ fn regression_rollback_answer_is_per_node() {
         ConnSpec {
             start_ms: 14,
             reqs: reqs(&[(2, 2920, false)]),
+            ..ConnSpec::default()
         },
         ConnSpec {
             start_ms: 35,
@@ -3517,6 +5135,7 @@ fn regression_rollback_answer_is_per_node() {
                 (3, 0, true),
                 (1, 2920, false),
             ]),
+            ..ConnSpec::default()
         },
     ];
     let mut p = regression(
@@ -3537,10 +5156,12 @@ fn regression_rollback_rst_lost_to_an_idle_target() {
         ConnSpec {
             start_ms: 30,
             reqs: reqs(&[(1, 1, true)]),
+            ..ConnSpec::default()
         },
         ConnSpec {
             start_ms: 20,
             reqs: reqs(&[(2, 1460, true), (1, 0, true)]),
+            ..ConnSpec::default()
         },
     ];
     run(regression(
@@ -3562,6 +5183,7 @@ fn regression_pipelined_three_owners_duplicated() {
         vec![ConnSpec {
             start_ms: 2,
             reqs: reqs(&[(2, 0, false), (3, 0, false), (1, 2920, true)]),
+            ..ConnSpec::default()
         }],
         [4155852664, 1122624270, 703924019, 4173971543],
         [3178226211, 2519543189, 93988925, 698532420],
