@@ -1,0 +1,185 @@
+//! `knits-bench`: the paper's Figures 6-8 on this machine, beside Direct, kernel forwarding,
+//! Netfilter NAT and HAProxy (docs/benchmarks.md).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use knits_bench::runner::{self, Options};
+use knits_bench::scenario::{self, parse_only, parse_size};
+
+#[derive(Parser)]
+#[command(
+    name = "knits-bench",
+    version,
+    about = "KNITS against Direct, Forward, Netfilter NAT and HAProxy: throughput, latency, connections/s, CPU per GB"
+)]
+struct Cli {
+    /// Worker threads of an embedded proxy (set by the cluster for `exec-proxy`).
+    #[arg(long, global = true, hide = true)]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build each topology in namespaces, run wrk against it, tear it down; write CSV, markdown
+    /// and plots. Needs root, wrk, nginx-light, haproxy and nftables.
+    Run(RunArgs),
+    /// List the scenarios.
+    List,
+    /// (internal) the knits-proxy back-end proxy, run inside a node namespace.
+    #[command(hide = true)]
+    ExecProxy(Box<knits_proxy::config::RunArgs>),
+    /// (internal) the deterministic origin, run inside a node namespace.
+    #[command(hide = true)]
+    ExecOrigin(knits_proxy::origin::OriginArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// A short run: 1 KiB, 64 KiB, 1 MiB, 32 MiB; 3 runs of 1 s per point (all kept).
+    #[arg(long)]
+    quick: bool,
+    /// Scenarios (comma-separated names, or groups all, kernel, paper, knits-all); `list` shows them.
+    #[arg(long, value_name = "NAME,...", default_value = "all")]
+    only: String,
+    /// Output directory (CSV, results.md, plots).
+    #[arg(long, value_name = "DIR", default_value = "bench-out")]
+    out: PathBuf,
+    /// Override the serialized response sizes (e.g. 1k,64k,32M).
+    #[arg(long, value_name = "SIZE,...", value_delimiter = ',')]
+    sizes: Option<Vec<String>>,
+    /// Override the runs per point.
+    #[arg(long)]
+    runs: Option<usize>,
+    /// Override the seconds per run.
+    #[arg(long)]
+    seconds: Option<u64>,
+    /// Skip the connections/s runs.
+    #[arg(long)]
+    no_cps: bool,
+    /// Skip the concurrent runs.
+    #[arg(long)]
+    no_concurrent: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Run(a) => run(a),
+        Cmd::List => {
+            for s in scenario::ALL {
+                println!("{:<18} {}", s.name, s.what);
+            }
+            Ok(())
+        }
+        Cmd::ExecProxy(args) => exec_proxy(*args, cli.threads),
+        Cmd::ExecOrigin(args) => exec_origin(args, cli.threads),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("knits-bench: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(a: RunArgs) -> Result<(), String> {
+    let scenarios = parse_only(&a.only)?;
+    let mut o = if a.quick {
+        Options::quick(scenarios, a.out.clone())
+    } else {
+        Options::full(scenarios, a.out.clone())
+    };
+    if let Some(s) = &a.sizes {
+        o.sizes = s.iter().map(|x| parse_size(x)).collect::<Result<_, _>>()?;
+    }
+    if let Some(r) = a.runs {
+        o.runs = r.max(1);
+    }
+    if let Some(s) = a.seconds {
+        o.seconds = s.max(1);
+    }
+    if a.no_cps {
+        o.cps_sizes.clear();
+    }
+    if a.no_concurrent {
+        o.conc_sizes.clear();
+    }
+    o.command = std::env::args()
+        .map(|s| if s.contains(' ') { format!("'{s}'") } else { s })
+        .collect::<Vec<_>>()
+        .join(" ");
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).map_err(|e| e.to_string())?;
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find my own executable: {e}"))?;
+    let machine = runner::machine();
+    let res = runner::execute(&o, &stop, &exe)?;
+    let md = runner::write_outputs(&o, &res, &machine)?;
+    eprintln!(
+        "knits-bench: {} runs in {:.0} s; results in {}",
+        res.runs.len() + 2 * res.handoffs.len(),
+        res.seconds,
+        md.display()
+    );
+    Ok(())
+}
+
+fn tokio_rt(threads: Option<usize>) -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .worker_threads(threads.unwrap_or(1).max(1))
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))
+}
+
+async fn shutdown_signal() {
+    if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    } else {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn exec_proxy(args: knits_proxy::config::RunArgs, threads: Option<usize>) -> Result<(), String> {
+    let cfg = args.load().map_err(|e| e.to_string())?;
+    tokio_rt(threads)?.block_on(async move {
+        let proxy = knits_proxy::Proxy::bind(cfg)
+            .await
+            .map_err(|e| format!("proxy: {e}"))?;
+        tokio::select! {
+            _ = proxy.run() => {}
+            _ = shutdown_signal() => {}
+        }
+        Ok(())
+    })
+}
+
+fn exec_origin(
+    args: knits_proxy::origin::OriginArgs,
+    threads: Option<usize>,
+) -> Result<(), String> {
+    tokio_rt(threads)?.block_on(async move {
+        let origin = knits_proxy::Origin::bind(args.listen, args.node_id.clone())
+            .await
+            .map_err(|e| format!("origin on {}: {e}", args.listen))?
+            .with_idle(Duration::from_millis(args.idle_ms.max(1)));
+        tokio::select! {
+            _ = origin.run() => {}
+            _ = shutdown_signal() => {}
+        }
+        Ok(())
+    })
+}

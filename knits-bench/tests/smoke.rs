@@ -1,0 +1,61 @@
+//! The whole command once, as small as it gets: the Direct topology (two namespaces, nginx, wrk),
+//! one run of 1 s at 1 KiB serialized and the connections/s runs, then the files it writes.
+//! Needs root, wrk and nginx; prints a visible skip without them (and fails when
+//! KNITS_REQUIRE_ROOT=1, as CI sets it). About 10 s.
+
+use std::path::Path;
+use std::process::Command;
+
+fn skip(test: &str, why: &str) -> bool {
+    if std::env::var("KNITS_REQUIRE_ROOT").as_deref() == Ok("1") {
+        panic!("{test}: {why}, and KNITS_REQUIRE_ROOT=1 is set");
+    }
+    // Straight to fd 2: the test harness captures print!/eprint! of passing tests.
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {why}: {test}");
+    true
+}
+
+#[test]
+fn quick_direct_run_writes_csv_markdown_and_plots() {
+    let test = "quick_direct_run_writes_csv_markdown_and_plots";
+    if !knits_host::netns::have_net_admin() {
+        skip(test, "needs root (CAP_NET_ADMIN)");
+        return;
+    }
+    for (p, pkg) in [("/usr/bin/wrk", "wrk"), ("/usr/sbin/nginx", "nginx-light")] {
+        if !Path::new(p).exists() {
+            skip(test, &format!("{p} is missing (apt-get install {pkg})"));
+            return;
+        }
+    }
+    let out = std::env::temp_dir().join(format!("knits-bench-smoke-{}", std::process::id()));
+    let st = Command::new(env!("CARGO_BIN_EXE_knits-bench"))
+        .args([
+            "run", "--quick", "--only", "direct", "--sizes", "1k", "--runs", "1",
+        ])
+        .args(["--seconds", "1", "--no-concurrent", "--out"])
+        .arg(&out)
+        .status()
+        .expect("start knits-bench");
+    assert!(st.success(), "knits-bench run failed: {st}");
+    let runs = std::fs::read_to_string(out.join("runs.csv")).expect("runs.csv");
+    let lines: Vec<&str> = runs.lines().collect();
+    // Header, 1 serialized run, 2 connections/s runs (1 KiB, 64 KiB).
+    assert_eq!(lines.len(), 4, "{runs}");
+    for l in &lines[1..] {
+        let f: Vec<&str> = l.split(',').collect();
+        assert_eq!(f[0], "direct");
+        let requests: u64 = f[4].parse().unwrap();
+        assert!(requests > 0, "a run without a single response: {l}");
+        assert_eq!((f[11], f[12]), ("0", "0"), "errors in {l}");
+    }
+    let md = std::fs::read_to_string(out.join("results.md")).expect("results.md");
+    assert!(md.contains("| direct |"), "{md}");
+    assert!(out.join("points.csv").exists());
+    if Path::new(knits_bench::plot::FONTS[0]).exists() {
+        assert!(out.join("fig6-throughput.svg").exists());
+        assert!(out.join("fig8-connections.png").exists());
+    }
+    let _ = std::fs::remove_dir_all(&out);
+}
