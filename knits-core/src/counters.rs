@@ -81,6 +81,9 @@ named_enum! {
         /// reopen it: its sequence number is not past the old connection's and its timestamp
         /// (if any) is not newer. An old duplicate; the closed connection's entry stays.
         ReuseRefused = "reuse_refused",
+        /// The old node's FIN on its connection to the client while its hand-off is pending:
+        /// held back (the node resends it) until the hand-off is confirmed or rolled back.
+        HandoffPending = "handoff_pending",
     }
 }
 

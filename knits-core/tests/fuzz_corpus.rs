@@ -208,8 +208,6 @@ fn macro_scenarios_reach_their_states() {
 /// bytes (and `old_ts`), so a dropped frame changed state, and the old node's real RST at its
 /// snd_nxt is refused afterwards (no roll-back, no `leg_reset`).
 #[test]
-#[ignore = "bug: an old node's RST with data on its leg is dropped as out_of_window after it \
-            moved the binding's old_nxt (on_old_node_packet tracks before the RST check)"]
 fn regress_old_node_rst_with_data_changes_nothing() {
     let mut s = checks::handoff_script(0, checks::SYN_OPTS, checks::Stage::Accepted);
     s.op(checks::Op::Seg(checks::SegOp {

@@ -3039,8 +3039,6 @@ fn uploads_without_sack(seed: u64, ts: bool, handoff_ms: Option<u64>) -> Params 
 /// 30,000-byte upload half in) hangs after the roll-back; the random schedule (no loss, only
 /// duplication and reordering) hangs the same way on request 1001.
 #[test]
-#[ignore = "bug: the target's ACKs reach the client while the hand-off is pending; after the \
-            roll-back the acknowledged bytes are lost and the connection hangs"]
 fn regression_rollback_after_the_target_acknowledged_client_bytes() {
     run(uploads_without_sack(82, true, None));
     let conns = vec![
@@ -3326,8 +3324,9 @@ mod schedules {
 
         /// The same with uploads (request bodies).
         #[test]
-        #[ignore = "bug: an upload whose hand-off is rolled back after the target's ACK reached \
-                    the client hangs (golden::no_ack_from_a_pending_target_reaches_the_client)"]
+        #[ignore = "bug: uploads under loss during an old node's retirement: the node may never \
+                    take a faked FIN (seed 657658598317238044 leaves it ESTABLISHED; waiting for \
+                    its ACK before the first FIN instead hangs seed 516716522933373862)"]
         fn random_schedules_with_uploads(p in params(true)) {
             check_schedule(p)?;
         }
@@ -4579,9 +4578,6 @@ mod golden {
     /// `client_without_sack_or_timestamps_with_faults`, seed 82, and by `random_schedules`,
     /// see `regression_rollback_after_the_target_acknowledged_client_bytes`).
     #[test]
-    #[ignore = "bug: while a hand-off is pending, the target's ACK of client bytes that only it \
-                has reaches the client (here CI+31 for A's CI+22); after the roll-back those \
-                bytes are lost and the connection hangs"]
     fn no_ack_from_a_pending_target_reaches_the_client() {
         let (mut r, _) = handed_off_with(ClientOpts {
             ahead: true,
@@ -4652,9 +4648,6 @@ mod golden {
     /// has closed the connection for good, and the client's retransmitted request meets A's
     /// RST (found by `random_schedules` with a resetting node 3: seed 80361778950260544).
     #[test]
-    #[ignore = "bug: while the hand-off is pending, the old node's FIN on c1 is absorbed and \
-                answered with a faked client final ACK; after a roll-back the client's \
-                connection is gone at the old node"]
     fn no_final_ack_is_faked_while_the_handoff_is_pending() {
         let (mut r, _) = handed_off_with(ClientOpts {
             fin: true,
@@ -4693,7 +4686,6 @@ mod golden {
     /// own fault). The switch's answer (`late_fin_ack`) echoes it, so the switch itself sends a
     /// timestamp on a connection that did not negotiate them (RFC 7323 3.2: "MUST NOT").
     #[test]
-    #[ignore = "bug (minor): answer_late_fin echoes a timestamp on a connection without them"]
     fn a_late_fin_ack_carries_no_timestamp_on_a_connection_without_them() {
         let (mut r, _) = handed_off_with(ClientOpts {
             ts: false,
@@ -4774,9 +4766,6 @@ mod golden {
     /// later connection on that tuple sprayed to it (found by `tuple_reuse_after_a_handoff`
     /// with the hosts' delayed ACK).
     #[test]
-    #[ignore = "bug: a SYN reopening the tuple (FlowEvent::Reopened) ends the session while an \
-                old node is still being retired: its faked FIN is never resent, its c1 and c2 \
-                stay open"]
     fn a_reopened_tuple_still_retires_the_old_node() {
         let (mut r, _) = handed_off();
         let c = ep(CLIENT, CPORT);
@@ -4855,8 +4844,11 @@ mod golden {
             (TC[2].wrapping_add(50), 0),
             &[],
         );
-        let (v, _, _) = r.send(CLIENT, syn);
-        let made = r.wait(3000);
+        // The switch resets A's legs when the SYN ends the session (`reset_retiring`), or keeps
+        // retiring A: either way A hears of it.
+        let (v, _, made_now) = r.send(CLIENT, syn);
+        let mut made = r.wait(3000);
+        made.extend(made_now);
         let told = made.iter().any(|(p, f)| {
             let Some(Ok(t)) = parse_tcp(f) else {
                 return false;

@@ -331,7 +331,7 @@ impl<'a> Switch<'a> {
             Some(s) => s,
             None => {
                 let mut free = self.sessions.iter().position(|x| !x.in_use);
-                if free.is_none() && self.reclaim_session() {
+                if free.is_none() && self.reclaim_session(_sink) {
                     free = self.sessions.iter().position(|x| !x.in_use);
                 }
                 let Some(s) = free else {
@@ -460,8 +460,11 @@ impl<'a> Switch<'a> {
             // The first node's connection after its binding left the history: only a resent
             // FIN (the faked final ACK was lost) still comes, and is answered.
             if seg.fin && !seg.rst && dir == Dir::Reply {
-                let port = self.table.get(fi).map_or(0, |f| f.ports[1]);
-                self.answer_late_fin(port, seg, p.sink);
+                let (port, ts) = self
+                    .table
+                    .get(fi)
+                    .map_or((0, false), |f| (f.ports[1], f.ts_enabled()));
+                self.answer_late_fin(port, seg, ts, p.sink);
                 return Verdict::Local(LocalKind::TeardownAbsorbed);
             }
             return Verdict::Drop(DropReason::StaleLeg);
@@ -495,7 +498,14 @@ impl<'a> Switch<'a> {
             let leg_done = b0.leg == anchor as u32
                 || b0.old_reset
                 || now_ms.wrapping_sub(b0.teardown_ms) >= FORCE_RETIRE_MS;
-            if b0.phase != Phase::Retired || !leg_done {
+            // And every client byte of the binding's range must be acknowledged by its server:
+            // until then the client may resend some of them, which only this binding routes
+            // to the node that needs them (a teardown forced after lost FINs would lose them).
+            let drained = sess
+                .bindings
+                .get(1)
+                .is_none_or(|next| b0.srv_ack.ge(next.c_start.add(b0.c_off)));
+            if b0.phase != Phase::Retired || !leg_done || !drained {
                 break;
             }
             let leg = b0.leg as usize;
@@ -701,6 +711,23 @@ impl<'a> Switch<'a> {
             strip: (!c1.ts_enabled(), !c1.sack_enabled()),
         }
         .xlate(seg, &c1.dirs[1]);
+        // While the hand-off is pending, the client learns only of bytes the old node has too:
+        // if it is rolled back, the bytes that only the target acknowledged would be lost (the
+        // client would never send them again). The old node's own acknowledgment (in client
+        // space) is the limit; what the client was already told stays (never backwards).
+        let mut x = x;
+        if b.phase == Phase::Pending
+            && let (Some(ack), Some(prev)) =
+                (x.ack, k.checked_sub(1).and_then(|j| self.binding(s, j)))
+        {
+            let mut limit = prev.srv_ack.sub(prev.c_off);
+            if c1.dirs[1].has(dirflag::ACKED) {
+                limit = limit.max(c1.dirs[1].ack);
+            }
+            if ack.gt(limit) {
+                x.ack = Some(limit);
+            }
+        }
         if !rewrite(p.frame, p.meta, seg, &x, p.meter) {
             return Verdict::Drop(DropReason::Internal);
         }
@@ -952,6 +979,16 @@ impl<'a> Switch<'a> {
             // Never let a retiring node reset the client.
             return Verdict::Local(LocalKind::TeardownAbsorbed);
         }
+        // The old node closes while its hand-off is still pending: its FIN is held back (it
+        // resends it). Confirmed, the FIN is then absorbed as the end of a retired leg; rolled
+        // back, it reaches the client, whose connection the node really closed.
+        if seg.fin
+            && self
+                .binding(s, k + 1)
+                .is_some_and(|n| n.phase == Phase::Pending)
+        {
+            return Verdict::Drop(DropReason::HandoffPending);
+        }
         // Only an ACK of exactly a faked FIN acknowledges it: a larger one is a duplicate ACK
         // for client bytes past the FIN, i.e. the FIN was out of place and ignored (and is
         // resent, see `send_fake_fin`).
@@ -1028,7 +1065,9 @@ impl<'a> Switch<'a> {
         if self.anchor_of(s) == Some(fi) {
             return Verdict::Drop(DropReason::StaleLeg);
         }
-        {
+        // An RST is judged before anything of the segment is recorded: one that is refused
+        // (out of window) must change nothing.
+        if !seg.rst {
             let Some(b) = self.binding_mut(s, k) else {
                 return Verdict::Drop(DropReason::Internal);
             };
@@ -1277,14 +1316,61 @@ impl<'a> Switch<'a> {
         }
     }
 
+    /// Resets the old nodes of session `s` that are still being retired, on both their legs,
+    /// when the session ends early (its tuple reopened or recycled): nothing would retire them
+    /// any more, and their proxies would hold both connections until their own time-outs.
+    pub(super) fn reset_retiring<S: Sink + ?Sized>(&mut self, s: usize, sink: &mut S) {
+        let Some(n) = self.sessions.get(s).map(|x| x.bindings.len()) else {
+            return;
+        };
+        for j in 0..n.saturating_sub(1) {
+            let (Some(b), Some(next)) = (self.binding(s, j), self.binding(s, j + 1)) else {
+                break;
+            };
+            if b.phase == Phase::Retired {
+                continue;
+            }
+            if b.inbound != Teardown::Closed
+                && let Some(leg) = self.table.get(b.leg as usize).copied()
+            {
+                let g = GenTcp {
+                    src: leg.keys[1].reversed(),
+                    seq: b.srv_ack,
+                    ack: b.srv_nxt,
+                    fin: false,
+                    rst: true,
+                    win: 0,
+                    ts: None,
+                };
+                self.gen_tcp(b.server_port, g, Generated::AbortReset, sink);
+            }
+            if !next.old_reset
+                && let Some(leg) = self.table.get(next.leg as usize).copied()
+            {
+                let g = GenTcp {
+                    src: leg.keys[1],
+                    seq: next.old_rcv,
+                    ack: next.old_fin.map_or(next.old_nxt, |f| f.add(1)),
+                    fin: false,
+                    rst: true,
+                    win: 0,
+                    ts: None,
+                };
+                self.gen_tcp(leg.ports[0], g, Generated::AbortReset, sink);
+            }
+        }
+    }
+
     /// A FIN resent by an old node on a leg the switch has retired (the faked final ACK was
     /// lost): answered as a TIME-WAIT socket would, so the node does not linger in LAST-ACK.
-    /// The timestamp echoes the node's own and repeats the value it last echoed, which is the
+    /// With `ts` (the connection negotiated timestamps, or the switch cannot know and the node
+    /// sent one), the timestamp echoes the node's own and repeats the value it last echoed, which is the
     /// newest it has seen from its peer, so PAWS accepts it (RFC 7323 5.3).
     pub(super) fn answer_late_fin<S: Sink + ?Sized>(
         &mut self,
         port: PortId,
         seg: &Seg,
+        ts: bool,
         sink: &mut S,
     ) {
         let g = GenTcp {
@@ -1294,7 +1380,11 @@ impl<'a> Switch<'a> {
             fin: false,
             rst: false,
             win: seg.win,
-            ts: seg.opts.ts_at.map(|_| (seg.opts.tsecr, seg.opts.tsval)),
+            ts: seg
+                .opts
+                .ts_at
+                .filter(|_| ts)
+                .map(|_| (seg.opts.tsecr, seg.opts.tsval)),
         };
         self.gen_tcp(port, g, Generated::LateFinAck, sink);
     }

@@ -664,10 +664,14 @@ impl<'a> Switch<'a> {
         }
     }
 
-    /// Removes a flow that is closed, with the splice session it anchors or belongs to.
-    fn remove_closed(&mut self, fi: usize) {
+    /// Removes a flow that is closed, with the splice session it anchors or belongs to; old
+    /// nodes still being retired in that session are reset (nothing will retire them now).
+    fn remove_closed<S: Sink + ?Sized>(&mut self, fi: usize, sink: &mut S) {
         match self.table.get(fi).and_then(|f| f.session()) {
-            Some(s) => self.end_session(s),
+            Some(s) => {
+                self.reset_retiring(s, sink);
+                self.end_session(s);
+            }
             None => {
                 self.counters.closed += 1;
                 self.table.remove(fi);
@@ -679,7 +683,7 @@ impl<'a> Switch<'a> {
     /// the room may reuse a mapping in TIME-WAIT). Examines at most [`RECLAIM_SCAN`] slots
     /// from where the last search stopped; a client connection goes with its session, a leg
     /// only with its session's client connection. False when none was found.
-    fn reclaim_flow(&mut self) -> bool {
+    fn reclaim_flow<S: Sink + ?Sized>(&mut self, sink: &mut S) -> bool {
         let n = self.table.capacity();
         for _ in 0..RECLAIM_SCAN.min(n) {
             let i = self.reclaim_flow;
@@ -693,7 +697,7 @@ impl<'a> Switch<'a> {
                 Some(s) => self.anchor_of(s) == Some(i),
             };
             if ok {
-                self.remove_closed(i);
+                self.remove_closed(i, sink);
                 self.event(FlowEvent::TimeWaitRecycled);
                 return true;
             }
@@ -703,7 +707,7 @@ impl<'a> Switch<'a> {
 
     /// A full session table recycles the session of a client connection in TIME-WAIT (see
     /// [`Switch::reclaim_flow`]). False when none of [`RECLAIM_SCAN`] sessions examined was.
-    fn reclaim_session(&mut self) -> bool {
+    pub(super) fn reclaim_session<S: Sink + ?Sized>(&mut self, sink: &mut S) -> bool {
         let n = self.sessions.len();
         for _ in 0..RECLAIM_SCAN.min(n) {
             let i = self.reclaim_session;
@@ -716,6 +720,7 @@ impl<'a> Switch<'a> {
                 .get(anchor as usize)
                 .is_some_and(|f| f.state == TcpState::TimeWait)
             {
+                self.reset_retiring(i, sink);
                 self.end_session(i);
                 self.event(FlowEvent::TimeWaitRecycled);
                 return true;
@@ -1307,7 +1312,9 @@ impl<'a> Switch<'a> {
                     .route_between_nodes(port, Ipv4Address::from_octets(seg.key.dst))
                     .is_some()
             {
-                self.answer_late_fin(port, &seg, p.sink);
+                // No entry is left to say whether the connection had timestamps: a node puts one
+                // on its FIN only if it negotiated them.
+                self.answer_late_fin(port, &seg, true, p.sink);
                 return Verdict::Local(LocalKind::TeardownAbsorbed);
             }
             return self.new_flow(port, pc.role, now_ms, &seg, p);
@@ -1352,7 +1359,7 @@ impl<'a> Switch<'a> {
             Reuse::Open => {}
             Reuse::Refuse => return Verdict::Drop(DropReason::ReuseRefused),
             Reuse::Reopen => {
-                self.remove_closed(fi);
+                self.remove_closed(fi, p.sink);
                 self.event(FlowEvent::Reopened);
                 return self.new_flow(port, pc.role, now_ms, &seg, p);
             }
@@ -1516,7 +1523,8 @@ impl<'a> Switch<'a> {
                 if self.table.lookup(&reply, &mut probes).is_some() {
                     return Verdict::Drop(DropReason::FlowConflict);
                 }
-                let Some(fi) = self.insert_or_reclaim(FlowKind::Nat, orig, reply, now_ms) else {
+                let Some(fi) = self.insert_or_reclaim(FlowKind::Nat, orig, reply, now_ms, p.sink)
+                else {
                     return Verdict::Drop(DropReason::TableFull);
                 };
                 p.meter.table_entry(1);
@@ -1542,9 +1550,13 @@ impl<'a> Switch<'a> {
                 {
                     return Verdict::Drop(DropReason::FlowConflict);
                 }
-                let Some(fi) =
-                    self.insert_or_reclaim(FlowKind::Routed, seg.key, seg.key.reversed(), now_ms)
-                else {
+                let Some(fi) = self.insert_or_reclaim(
+                    FlowKind::Routed,
+                    seg.key,
+                    seg.key.reversed(),
+                    now_ms,
+                    p.sink,
+                ) else {
                     return Verdict::Drop(DropReason::TableFull);
                 };
                 p.meter.table_entry(1);
@@ -1558,16 +1570,17 @@ impl<'a> Switch<'a> {
     }
 
     /// Inserts a flow; a full table first recycles one in TIME-WAIT (bounded search).
-    fn insert_or_reclaim(
+    fn insert_or_reclaim<S: Sink + ?Sized>(
         &mut self,
         kind: FlowKind,
         orig: FlowKey,
         reply: FlowKey,
         now_ms: u32,
+        sink: &mut S,
     ) -> Option<usize> {
         match self.table.insert(kind, orig, reply, now_ms) {
             Ok(fi) => Some(fi),
-            Err(_) if self.reclaim_flow() => self.table.insert(kind, orig, reply, now_ms).ok(),
+            Err(_) if self.reclaim_flow(sink) => self.table.insert(kind, orig, reply, now_ms).ok(),
             Err(_) => None,
         }
     }
