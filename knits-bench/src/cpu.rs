@@ -123,7 +123,10 @@ pub fn sample(namespaces: &[String]) -> Sample {
                 match comm.as_str() {
                     "haproxy" => s.haproxy += t,
                     "nginx" => s.nginx += t,
-                    "knits-bench" | "knits-host" => s.proxy += t,
+                    // comm is the executable's name cut to 15 bytes (a renamed copy too).
+                    c if c.starts_with("knits-bench") || c.starts_with("knits-host") => {
+                        s.proxy += t
+                    }
                     _ => {}
                 }
             }

@@ -1,5 +1,6 @@
 //! The study: the plan (pure), its execution (root), and the files it writes.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -408,6 +409,7 @@ pub fn execute(o: &Options, stop: &AtomicBool, exe: &Path) -> Result<Results, St
     };
     let steps = plan(o);
     let total: u64 = steps.iter().map(|s| step_ms(s, o.seconds)).sum();
+    let tty = std::io::stderr().is_terminal();
     let pb = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr_with_hz(4));
     pb.set_style(
         ProgressStyle::with_template(
@@ -444,7 +446,23 @@ pub fn execute(o: &Options, stop: &AtomicBool, exe: &Path) -> Result<Results, St
             Step::Teardown => "tearing down".into(),
         };
         if let Step::Build(t) = st {
-            pb.println(format!("== {}", t.label()));
+            if tty {
+                pb.println(format!("== {}", t.label()));
+            } else {
+                // No bar without a terminal (a log file): one line per topology instead.
+                let done = pb.position() as f64 / total.max(1) as f64;
+                let el = started.elapsed().as_secs_f64();
+                let left = if done > 0.0 {
+                    el / done - el
+                } else {
+                    total as f64 / 1e3
+                };
+                eprintln!(
+                    "[{el:>5.0} s] {:>3.0}% done, ~{left:.0} s left: {}",
+                    100.0 * done,
+                    t.label()
+                );
+            }
         }
         pb.set_message(msg.clone());
         if let Err(e) = ctx.step(st, &setup) {
