@@ -912,21 +912,31 @@ impl<'a> Switch<'a> {
         } else {
             leg.dirs[0].nxt
         };
+        // Never before the splice point: the node must still get every client byte before it
+        // (the client resends missing ones to this binding). Bytes after it that the node lacks
+        // need not reach it (the client resends them to the next binding's server), so a FIN
+        // at the node's own rcv_nxt past that point is right even when more was sent to it.
+        let splice = self
+            .binding(s, j + 1)
+            .map_or(b.srv_ack, |n| n.c_start.add(b.c_off));
         let at_ack = if b.inbound == Teardown::Idle {
-            b.srv_ack
+            b.srv_ack.max(splice)
         } else {
-            b.srv_ack.max(b.fake_fin)
+            b.srv_ack.max(b.fake_fin).max(splice)
         };
         let first = b.inbound == Teardown::Idle;
         let at_end = (first || b.fin_tries % 2 == 1) && delivered.gt(at_ack);
-        // A half-closed client's own FIN reached this node already: the "faked" FIN is a
-        // retransmission of it, at its own place, which the node acknowledges again.
+        // A half-closed client's own FIN reached this node already (it lies at the splice
+        // point: the node consumed everything before it): the "faked" FIN is a retransmission
+        // of it, at its own place, which the node acknowledges again. A client FIN after the
+        // splice point belongs to the next binding's server.
         let client_fin = self
             .table
             .get(anchor)
             .map(|c| c.dirs[0])
             .filter(|d| d.has(dirflag::FIN) && d.nxt.le(b.c_hi))
-            .map(|d| d.nxt.sub(1).add(b.c_off));
+            .map(|d| d.nxt.sub(1).add(b.c_off))
+            .filter(|f| f.le(splice));
         let at_end = at_end && client_fin.is_none();
         let seq = client_fin.unwrap_or(if at_end { delivered } else { at_ack });
         let ts = leg.ts_enabled().then_some((ts_out, b.srv_ts));
