@@ -218,7 +218,7 @@ async fn refusals_and_forged_replies_lead_to_local_serving() {
     assert!(b.repr.counter > a.repr.counter);
     assert_eq!(b.repr.consumed, reqs.len() as u64);
     assert!(b.repr.sent > 777 + 88);
-    sw.reply(b.from, b.repr.counter, ReplyCode::TooManyHops)
+    sw.refuse_busy(b.from, b.repr.counter, ReplyCode::TooManyHops)
         .await;
     assert!(leg(&mut legs).await.bytes.is_empty());
     check_object(
@@ -304,12 +304,12 @@ async fn concurrent_handoffs_share_the_socket_and_match_replies_by_counter() {
     // Answer in reverse order: accept connection one, refuse connection two.
     reqs.reverse();
     for r in &reqs {
-        let code = if r.repr.held_peer == ep(a1) {
-            ReplyCode::Accepted
+        if r.repr.held_peer == ep(a1) {
+            sw.reply(r.from, r.repr.counter, ReplyCode::Accepted).await;
         } else {
-            ReplyCode::Busy
-        };
-        sw.reply(r.from, r.repr.counter, code).await;
+            sw.refuse_busy(r.from, r.repr.counter, ReplyCode::Busy)
+                .await;
+        }
     }
     // Connection two is served locally.
     check_object(

@@ -190,4 +190,14 @@ impl StandIn {
     pub async fn reply(&self, to: SocketAddr, counter: u64, code: ReplyCode) {
         self.reply_with(to, counter, code, &KEY).await;
     }
+
+    /// Answers a request with `too_many_hops` or `busy`, and the proxy's repeated requests for
+    /// the same hand-off (`knits_proxy::handoff::BUSY_RETRIES`, fresh counters) the same way.
+    pub async fn refuse_busy(&self, to: SocketAddr, counter: u64, code: ReplyCode) {
+        self.reply(to, counter, code).await;
+        for _ in 0..knits_proxy::handoff::BUSY_RETRIES {
+            let r = self.recv().await;
+            self.reply(r.from, r.repr.counter, code).await;
+        }
+    }
 }
