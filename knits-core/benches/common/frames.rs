@@ -97,22 +97,7 @@ pub fn tcp_opts(
         timestamp: o.ts.map(|(v, e)| TcpTimestampRepr::new(v, e)),
         payload,
     };
-    let ip = Ipv4Repr {
-        src_addr: src.0,
-        dst_addr: dst.0,
-        next_header: IpProtocol::Tcp,
-        payload_len: repr.buffer_len(),
-        hop_limit: 64,
-    };
-    let mut b = vec![0u8; 14 + 20 + repr.buffer_len()];
-    EthernetRepr {
-        src_addr: EthernetAddress([2, 0, 0, 0, 9, 9]),
-        dst_addr: dst_mac,
-        ethertype: EthernetProtocol::Ipv4,
-    }
-    .emit(&mut EthernetFrame::new_unchecked(&mut b[..]));
-    let caps = ChecksumCapabilities::default();
-    ip.emit(&mut Ipv4Packet::new_unchecked(&mut b[14..]), &caps);
+    let (mut b, caps) = eth_ip(dst_mac, src.0, dst.0, IpProtocol::Tcp, repr.buffer_len());
     repr.emit(
         &mut TcpPacket::new_unchecked(&mut b[34..]),
         &src.0.into(),
@@ -138,22 +123,8 @@ pub fn udp(
         src_port: src.1,
         dst_port: dst.1,
     };
-    let ip = Ipv4Repr {
-        src_addr: src.0,
-        dst_addr: dst.0,
-        next_header: IpProtocol::Udp,
-        payload_len: 8 + payload.len(),
-        hop_limit: 64,
-    };
-    let mut b = vec![0u8; 14 + 20 + 8 + payload.len()];
-    EthernetRepr {
-        src_addr: NODE_MAC,
-        dst_addr: dst_mac,
-        ethertype: EthernetProtocol::Ipv4,
-    }
-    .emit(&mut EthernetFrame::new_unchecked(&mut b[..]));
-    let caps = ChecksumCapabilities::default();
-    ip.emit(&mut Ipv4Packet::new_unchecked(&mut b[14..]), &caps);
+    let (mut b, caps) = eth_ip(dst_mac, src.0, dst.0, IpProtocol::Udp, 8 + payload.len());
+    b[6..12].copy_from_slice(&NODE_MAC.0);
     repr.emit(
         &mut UdpPacket::new_unchecked(&mut b[34..]),
         &src.0.into(),
@@ -171,4 +142,32 @@ pub fn fix_checksums(f: &mut [u8]) {
     ip.fill_checksum();
     let (src, dst) = (ip.src_addr(), ip.dst_addr());
     TcpPacket::new_unchecked(&mut f[34..]).fill_checksum(&src.into(), &dst.into());
+}
+
+/// An Ethernet frame with an IPv4 header for a `len`-byte transport segment, the segment's
+/// bytes still zero (the caller writes it and the source MAC).
+fn eth_ip(
+    dst_mac: EthernetAddress,
+    src: Ipv4Address,
+    dst: Ipv4Address,
+    proto: IpProtocol,
+    len: usize,
+) -> (Vec<u8>, ChecksumCapabilities) {
+    let ip = Ipv4Repr {
+        src_addr: src,
+        dst_addr: dst,
+        next_header: proto,
+        payload_len: len,
+        hop_limit: 64,
+    };
+    let mut b = vec![0u8; 14 + 20 + len];
+    EthernetRepr {
+        src_addr: EthernetAddress([2, 0, 0, 0, 9, 9]),
+        dst_addr: dst_mac,
+        ethertype: EthernetProtocol::Ipv4,
+    }
+    .emit(&mut EthernetFrame::new_unchecked(&mut b[..]));
+    let caps = ChecksumCapabilities::default();
+    ip.emit(&mut Ipv4Packet::new_unchecked(&mut b[14..]), &caps);
+    (b, caps)
 }
