@@ -224,5 +224,103 @@ fn lookups(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, established, lookups);
+/// Bare ACKs of established NATed flows scattered over tables of 1k, 100k and 1M flows, 32 at a
+/// time: `process_burst` (which reads every frame's index and flow slots before processing any)
+/// against `process` one frame after another. Per iteration 32 frames; divide by 32.
+fn bursts(c: &mut Criterion) {
+    let mut g = c.benchmark_group("burst32");
+    let cfg = Config::cluster(1, [3; 16]);
+    let sw_c = cfg.ports[0].mac;
+    let vip = (Ipv4Address::new(198, 18, 0, 10), 80);
+    let client = |i: u32| {
+        (
+            Ipv4Address::from_octets([198, 18, 1 + (i >> 16) as u8, (i >> 8) as u8]),
+            1024 + (i & 0xff) as u16 * 200 + (i % 200) as u16,
+        )
+    };
+    for n in [1_000u32, 100_000, 1_000_000] {
+        let mut sw = switch(n as usize + 16);
+        let t = Instant::from_millis(1);
+        let m = FrameMeta::FULL;
+        sw.process(
+            0,
+            t,
+            &mut arp(CLIENT_MAC, Ipv4Address::new(198, 18, 0, 2), vip.0),
+            m,
+            &mut Discard,
+            &mut NoMeter,
+        );
+        sw.process(
+            1,
+            t,
+            &mut arp(
+                NODE_MAC,
+                Ipv4Address::new(198, 19, 1, 2),
+                Ipv4Address::new(198, 19, 1, 1),
+            ),
+            m,
+            &mut Discard,
+            &mut NoMeter,
+        );
+        for i in 0..n {
+            let mut f = tcp(sw_c, client(i), vip, TcpControl::Syn, 1000, None, &[]);
+            sw.process(0, t, &mut f, m, &mut Discard, &mut NoMeter);
+        }
+        assert_eq!(sw.flow_count(), n as usize);
+        // 4,096 ACKs of flows drawn over the whole table.
+        let acks: Vec<Vec<u8>> = (0..4096u32)
+            .map(|j| {
+                let i = j.wrapping_mul(2_654_435_761) % n;
+                tcp(
+                    sw_c,
+                    client(i),
+                    vip,
+                    TcpControl::None,
+                    1001,
+                    Some(5001),
+                    &[],
+                )
+            })
+            .collect();
+        let mut bufs: Vec<Vec<u8>> = acks[..32].to_vec();
+        let metas = [m; 32];
+        let mut verdicts = [Verdict::Forward(0); 32];
+        let mut at = 0usize;
+        g.bench_function(format!("process_burst/{n}"), |b| {
+            b.iter(|| {
+                at = (at + 32) % acks.len();
+                for (b, a) in bufs.iter_mut().zip(&acks[at..at + 32]) {
+                    b.copy_from_slice(a);
+                }
+                let mut refs: [&mut [u8]; 32] = {
+                    let mut it = bufs.iter_mut();
+                    core::array::from_fn(|_| &mut it.next().unwrap()[..])
+                };
+                black_box(sw.process_burst(
+                    0,
+                    t,
+                    &mut refs,
+                    &metas,
+                    &mut verdicts,
+                    &mut Discard,
+                    &mut NoMeter,
+                ))
+            })
+        });
+        g.bench_function(format!("process_one_by_one/{n}"), |b| {
+            b.iter(|| {
+                at = (at + 32) % acks.len();
+                for (b, a) in bufs.iter_mut().zip(&acks[at..at + 32]) {
+                    b.copy_from_slice(a);
+                }
+                for b in bufs.iter_mut() {
+                    black_box(sw.process(0, t, b, m, &mut Discard, &mut NoMeter));
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, established, lookups, bursts);
 criterion_main!(benches);

@@ -73,6 +73,7 @@ fn run() -> i32 {
         0x9c, 0x40, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0,
     ]);
     let mut syn = black_box(syn);
+    let syn_copy = syn;
     let Some(syn) = syn.get_mut(..black_box(54)) else {
         return 14;
     };
@@ -96,6 +97,24 @@ fn run() -> i32 {
         return 13;
     }
     sw.set_port_up(black_box(2), black_box(true), &mut sink);
+    // The burst entry point: the SYN again (its retransmission) and the ARP request.
+    let (mut a, mut b) = (black_box(syn_copy), black_box(ARP));
+    let mut frames: [&mut [u8]; 2] = [&mut a[..], &mut b[..]];
+    let metas = [black_box(FrameMeta::FULL); 2];
+    let mut verdicts = [Verdict::Local(knits_core::counters::LocalKind::Arp); 2];
+    let k = black_box(2);
+    let n = sw.process_burst(
+        black_box(0),
+        black_box(Instant::from_millis(4)),
+        frames.get_mut(..k).unwrap_or_default(),
+        &metas,
+        &mut verdicts,
+        &mut sink,
+        &mut NoMeter,
+    );
+    if n != 2 {
+        return 15;
+    }
     0
 }
 
