@@ -542,6 +542,7 @@ impl<'a> Switch<'a> {
     /// lookups overlap (DPDK's bulk lookup does the same) instead of one waiting for another;
     /// then it processes the frames one by one. Returns how many frames were processed: the
     /// fewest of `frames`, `metas`, `verdicts` and [`BURST`].
+    #[allow(clippy::too_many_arguments)] // `process`'s arguments, per frame where they vary
     pub fn process_burst<S: Sink + ?Sized, M: Meter + ?Sized>(
         &mut self,
         port: PortId,
