@@ -50,7 +50,7 @@ use tokio::net::{TcpSocket, TcpStream};
 use crate::config::{Peer, Timeouts};
 use crate::conn::Conn;
 use crate::control::{ControlClient, ControlError};
-use crate::metrics::{FailReason, Metrics};
+use crate::metrics::{FailReason, HandoffPhase, Metrics};
 use crate::pool::C2Pool;
 use crate::sockopt;
 
@@ -224,11 +224,20 @@ pub async fn hand_off(ctx: &HandoffContext, c1: &mut Conn<TcpStream>, peer: &Pee
         return fail(FailReason::NotIpv4);
     };
 
+    // The time of each phase goes to its histogram (`knits_proxy_handoff_phase_seconds`).
+    let mut mark = start;
+    let phase = |p: HandoffPhase, mark: &mut Instant| {
+        let now = Instant::now();
+        m.handoff_phases[p as usize].observe(now - *mark);
+        *mark = now;
+    };
+
     // Step 1: the response anchor must lie behind everything the client acknowledged.
     match sockopt::wait_acked(s, t.unacked).await {
         Ok(true) => {}
         Ok(false) | Err(_) => return fail(FailReason::Unacked),
     }
+    phase(HandoffPhase::Unacked, &mut mark);
 
     // Step 2: c2 with c1's MSS.
     let Ok(held_mss) = sockopt::mss(s) else {
@@ -257,6 +266,7 @@ pub async fn hand_off(ctx: &HandoffContext, c1: &mut Conn<TcpStream>, peer: &Pee
     ) else {
         return fail(FailReason::NotIpv4);
     };
+    phase(HandoffPhase::Leg, &mut mark);
 
     // Step 3: the signed request with the anchors.
     let repr = RequestRepr {
@@ -332,6 +342,7 @@ pub async fn hand_off(ctx: &HandoffContext, c1: &mut Conn<TcpStream>, peer: &Pee
     }
     m.handoffs_accepted.fetch_add(1, Relaxed);
     m.handoff_latency.observe(start.elapsed());
+    phase(HandoffPhase::Control, &mut mark);
     tracing::debug!(
         peer = %peer.id,
         consumed = repr.consumed,
@@ -342,7 +353,7 @@ pub async fn hand_off(ctx: &HandoffContext, c1: &mut Conn<TcpStream>, peer: &Pee
     );
 
     // Step 4: forward, drain, close. Never write to c1 from here on.
-    match forward(c1, c2, t).await {
+    match forward(c1, c2, t, m).await {
         Ok(Forwarded::Done) => Outcome::HandedOff,
         Ok(Forwarded::RolledBack(copy)) => {
             // The switch reset the new leg: the hand-off was rolled back and c1 is ours again.
@@ -380,16 +391,21 @@ async fn forward(
     c1: &mut Conn<TcpStream>,
     mut c2: TcpStream,
     t: &Timeouts,
+    m: &Metrics,
 ) -> io::Result<Forwarded> {
     let mut copy: Vec<u8> = Vec::new();
     let mut recoverable = true;
     let mut c2_open = true;
     let mut probe = [0u8; 1024];
+    let mut first = Some(Instant::now());
     loop {
         let pending = c1.buffered().len();
         if pending > 0 {
             if c2.write_all(c1.buffered()).await.is_err() {
                 return rolled_back(copy, recoverable);
+            }
+            if let Some(t0) = first.take() {
+                m.handoff_phases[HandoffPhase::Forward as usize].observe(t0.elapsed());
             }
             if recoverable && copy.len() + pending <= MAX_RECOVERY {
                 copy.extend_from_slice(c1.buffered());

@@ -116,6 +116,38 @@ impl Histogram {
     }
 }
 
+/// The phases of a hand-off on the node that gives the connection away, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandoffPhase {
+    /// Waiting until the client has acknowledged everything this node sent on c1.
+    Unacked,
+    /// Opening the new leg c2 (or taking it from the pool).
+    Leg,
+    /// The control round trip to the switch (with any retries) until its acceptance.
+    Control,
+    /// Writing the request bytes already read from c1 onto c2, after the acceptance.
+    Forward,
+}
+
+impl HandoffPhase {
+    /// Every phase, in order.
+    pub const ALL: [HandoffPhase; 4] = [
+        HandoffPhase::Unacked,
+        HandoffPhase::Leg,
+        HandoffPhase::Control,
+        HandoffPhase::Forward,
+    ];
+    /// The `phase` label.
+    pub const fn name(self) -> &'static str {
+        match self {
+            HandoffPhase::Unacked => "unacked",
+            HandoffPhase::Leg => "leg",
+            HandoffPhase::Control => "control",
+            HandoffPhase::Forward => "forward",
+        }
+    }
+}
+
 /// Everything the proxy counts. Fields are public for tests and embedding; all are monotonic
 /// except `connections_open`.
 #[derive(Debug, Default)]
@@ -146,6 +178,8 @@ pub struct Metrics {
     pub handoffs_failed: [AtomicU64; FailReason::COUNT],
     /// Time from the decision to the switch's acceptance.
     pub handoff_latency: Histogram,
+    /// The hand-off's phases, indexed by [`HandoffPhase`]: where its latency goes.
+    pub handoff_phases: [Histogram; HandoffPhase::ALL.len()],
     /// Control requests sent again because no reply came in time.
     pub control_retransmits: AtomicU64,
     /// Control datagrams ignored (wrong source, malformed, bad tag, unknown counter).
@@ -280,30 +314,26 @@ impl Metrics {
                 self.failed_count(*r)
             );
         }
-        let h = &self.handoff_latency;
         let _ = writeln!(
             o,
             "# HELP knits_proxy_handoff_latency_seconds Time from the hand-off decision to the switch's acceptance."
         );
         let _ = writeln!(o, "# TYPE knits_proxy_handoff_latency_seconds histogram");
-        for (b, n) in h.cumulative() {
-            let _ = writeln!(
-                o,
-                "knits_proxy_handoff_latency_seconds_bucket{{le=\"{}\"}} {n}",
-                b as f64 / 1e6
-            );
+        histogram(
+            &mut o,
+            "knits_proxy_handoff_latency_seconds",
+            "",
+            &self.handoff_latency,
+        );
+        let _ = writeln!(
+            o,
+            "# HELP knits_proxy_handoff_phase_seconds Time a hand-off spends in each phase: unacked (the client acknowledging this node's bytes), leg (opening or taking c2), control (the switch's answer), forward (the read request bytes onto c2)."
+        );
+        let _ = writeln!(o, "# TYPE knits_proxy_handoff_phase_seconds histogram");
+        for (p, h) in HandoffPhase::ALL.iter().zip(&self.handoff_phases) {
+            let label = format!("phase=\"{}\",", p.name());
+            histogram(&mut o, "knits_proxy_handoff_phase_seconds", &label, h);
         }
-        let _ = writeln!(
-            o,
-            "knits_proxy_handoff_latency_seconds_bucket{{le=\"+Inf\"}} {}",
-            h.count()
-        );
-        let _ = writeln!(
-            o,
-            "knits_proxy_handoff_latency_seconds_sum {}",
-            h.sum().as_secs_f64()
-        );
-        let _ = writeln!(o, "knits_proxy_handoff_latency_seconds_count {}", h.count());
         c(
             &mut o,
             "control_retransmits_total",
@@ -366,6 +396,23 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
     }
 }
 
+/// One histogram's series in Prometheus text; `label` is `name="value",` or empty.
+fn histogram(o: &mut String, name: &str, label: &str, h: &Histogram) {
+    use std::fmt::Write as _;
+    for (b, n) in h.cumulative() {
+        let _ = writeln!(o, "{name}_bucket{{{label}le=\"{}\"}} {n}", b as f64 / 1e6);
+    }
+    let _ = writeln!(o, "{name}_bucket{{{label}le=\"+Inf\"}} {}", h.count());
+    let l = label.trim_end_matches(',');
+    let l = if l.is_empty() {
+        String::new()
+    } else {
+        format!("{{{l}}}")
+    };
+    let _ = writeln!(o, "{name}_sum{l} {}", h.sum().as_secs_f64());
+    let _ = writeln!(o, "{name}_count{l} {}", h.count());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -399,6 +446,13 @@ mod tests {
         assert!(text.contains("knits_proxy_handoffs_failed_total{reason=\"timeout\"} 1"));
         assert!(text.contains("knits_proxy_handoff_latency_seconds_bucket{le=\"0.0005\"} 1"));
         assert!(text.contains("knits_proxy_handoff_latency_seconds_count 1"));
+        m.handoff_phases[HandoffPhase::Control as usize].observe(Duration::from_micros(40));
+        let text = m.render();
+        assert!(text.contains(
+            "knits_proxy_handoff_phase_seconds_bucket{phase=\"control\",le=\"0.0001\"} 1"
+        ));
+        assert!(text.contains("knits_proxy_handoff_phase_seconds_count{phase=\"control\"} 1"));
+        assert!(text.contains("knits_proxy_handoff_phase_seconds_count{phase=\"leg\"} 0"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (_, v) = line.rsplit_once(' ').unwrap();
             assert!(v.parse::<f64>().is_ok(), "{line}");
