@@ -726,6 +726,10 @@ impl<'a> Switch<'a> {
             }
             if ack.gt(limit) {
                 x.ack = Some(limit);
+                // Nor may a SACK block tell the client of them (a client does not resend what
+                // it believes the receiver holds): blocks past the limit go (blocks here are in
+                // the leg's space of the client's stream).
+                x.sack_keep = Some((None, Some(limit.add(b.c_off))));
             }
         }
         if !rewrite(p.frame, p.meta, seg, &x, p.meter) {
