@@ -26,6 +26,7 @@ pub mod load;
 pub mod netns;
 pub mod pcap;
 pub mod runtime;
+pub mod services;
 pub mod stats;
 pub mod switch;
 pub mod tap;

@@ -284,8 +284,8 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let r = match cli.cmd {
-        Cmd::ExecProxy(args) => exec_proxy(*args, cli.threads),
-        Cmd::ExecOrigin(args) => exec_origin(args, cli.threads),
+        Cmd::ExecProxy(args) => knits_host::services::exec_proxy(*args, cli.threads),
+        Cmd::ExecOrigin(args) => knits_host::services::exec_origin(args, cli.threads),
         Cmd::Cluster(ClusterCmd::Down { prefix }) => cluster_down(&prefix),
         Cmd::Cluster(ClusterCmd::Up(args)) => args.config().and_then(cluster_up),
         Cmd::Stats { prefix, prom } => netns::check_prefix(&prefix).and_then(|_| {
@@ -303,56 +303,6 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
-}
-
-fn tokio_rt(threads: Option<usize>) -> Result<tokio::runtime::Runtime, String> {
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    b.enable_all().worker_threads(threads.unwrap_or(1).max(1));
-    b.build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))
-}
-
-async fn shutdown_signal() {
-    if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-    {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    } else {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
-fn exec_proxy(args: knits_proxy::config::RunArgs, threads: Option<usize>) -> Result<(), String> {
-    let cfg = args.load().map_err(|e| e.to_string())?;
-    tokio_rt(threads)?.block_on(async move {
-        let proxy = knits_proxy::Proxy::bind(cfg)
-            .await
-            .map_err(|e| format!("proxy: {e}"))?;
-        tokio::select! {
-            _ = proxy.run() => {}
-            _ = shutdown_signal() => {}
-        }
-        Ok(())
-    })
-}
-
-fn exec_origin(
-    args: knits_proxy::origin::OriginArgs,
-    threads: Option<usize>,
-) -> Result<(), String> {
-    tokio_rt(threads)?.block_on(async move {
-        let origin = knits_proxy::Origin::bind(args.listen, args.node_id.clone())
-            .await
-            .map_err(|e| format!("origin on {}: {e}", args.listen))?
-            .with_idle(Duration::from_millis(args.idle_ms.max(1)));
-        tokio::select! {
-            _ = origin.run() => {}
-            _ = shutdown_signal() => {}
-        }
-        Ok(())
-    })
 }
 
 fn cluster_down(prefix: &str) -> Result<(), String> {
