@@ -35,22 +35,26 @@ pub const fn fold(mut sum: u32) -> u16 {
 /// The RFC 1071 one's complement sum of `data` (big-endian 16-bit words, an odd last byte padded
 /// with zero), added to `initial`. Not complemented; fold it with [`fold`].
 ///
-/// Sums 32-bit words into a 64-bit accumulator: since 2^16 = 1 modulo 2^16 - 1, a 32-bit word
-/// counts as its two 16-bit halves, so this is RFC 1071's sum with half the additions (RFC 1071
-/// section 2(B), "parallel summation").
+/// Sums 64-bit words with end-around carry: since 2^16 = 1 modulo 2^16 - 1, a 64-bit word
+/// counts as its four 16-bit halves, so this is RFC 1071's sum with a quarter of the additions
+/// (RFC 1071 section 2(B), "parallel summation"; 2(C), deferred carries).
+#[inline]
 pub fn sum(data: &[u8], initial: u32) -> u32 {
     let mut acc = initial as u64;
-    let mut chunks = data.chunks_exact(4);
+    let mut chunks = data.chunks_exact(8);
     for w in &mut chunks {
-        acc += u32::from_be_bytes([w[0], w[1], w[2], w[3]]) as u64;
+        let v = u64::from_be_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
+        let (s, carry) = acc.overflowing_add(v);
+        acc = s + carry as u64;
     }
-    let mut rest = chunks.remainder().chunks_exact(2);
-    for w in &mut rest {
-        acc += u16::from_be_bytes([w[0], w[1]]) as u64;
+    let rest = chunks.remainder();
+    let mut tail = [0u8; 8];
+    if let Some(t) = tail.get_mut(..rest.len()) {
+        t.copy_from_slice(rest);
     }
-    if let [last] = rest.remainder() {
-        acc += (*last as u64) << 8;
-    }
+    // The remainder, zero-padded on the right: an odd last byte is the high half of its word.
+    let (s, carry) = acc.overflowing_add(u64::from_be_bytes(tail));
+    acc = s + carry as u64;
     // Fold 64 -> 32 bits (2^32 = 1 modulo 2^16 - 1) so the caller can keep accumulating.
     acc = (acc & 0xffff_ffff) + (acc >> 32);
     acc = (acc & 0xffff_ffff) + (acc >> 32);
@@ -58,6 +62,7 @@ pub fn sum(data: &[u8], initial: u32) -> u32 {
 }
 
 /// True when an IPv4 header's checksum is right (its sum, checksum included, is 0xFFFF).
+#[inline(always)]
 pub fn ipv4_header_ok(header: &[u8]) -> bool {
     // The common option-less header as five fixed words, so the sum is straight-line code.
     if let Some(h) = header.first_chunk::<20>()
@@ -73,6 +78,7 @@ pub fn ipv4_header_ok(header: &[u8]) -> bool {
 }
 
 /// True when a TCP or UDP segment's full checksum is right under the IPv4 pseudo-header.
+#[inline(always)]
 pub fn transport_ok(src: [u8; 4], dst: [u8; 4], protocol: u8, segment: &[u8]) -> bool {
     let len = segment.len();
     if len > 0xffff {

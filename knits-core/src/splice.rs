@@ -10,7 +10,8 @@
 //! current; older ones still carry retransmissions and late ACKs until their leg is retired.
 //!
 //! The state machine lives in [`Phase`] (the binding as a whole) and [`Teardown`] (the retiring
-//! node's two legs); [`transition`] is the one function every state change goes through.
+//! node's two legs); [`transition`] and [`teardown_transition`] are the only functions that
+//! change them (the switch calls [`Binding::teardown`] for the second).
 
 use heapless::Vec;
 
@@ -100,6 +101,49 @@ pub const fn transition(from: Phase, event: Event) -> Result<Option<Phase>, BadT
     }
 }
 
+/// Events that move a retiring node's [`Teardown`] (paper IV.B steps 1, 4 and 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum TeardownEvent {
+    /// The faked client FIN went to the old node (the first time; resends change nothing).
+    FakeFinSent,
+    /// The old node acknowledged exactly the faked FIN.
+    FakeFinAcked,
+    /// The old node's own FIN was absorbed and answered with the faked final ACK.
+    OldFinAbsorbed,
+    /// The faked FIN was resent as often as allowed without an answer.
+    RetriesExhausted,
+    /// The teardown ran too long ([`FORCE_RETIRE_MS`](crate::switch)) and is ended anyway.
+    ForceRetired,
+}
+
+/// An impossible teardown step: the event does not apply in the current state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct BadTeardown {
+    /// State the teardown was in.
+    pub from: Teardown,
+    /// Event that did not apply.
+    pub event: TeardownEvent,
+}
+
+/// The one place a retiring node's [`Teardown`] changes.
+pub const fn teardown_transition(
+    from: Teardown,
+    event: TeardownEvent,
+) -> Result<Teardown, BadTeardown> {
+    use Teardown as T;
+    use TeardownEvent as E;
+    match (from, event) {
+        (T::Idle, E::FakeFinSent) => Ok(T::FinSent),
+        (T::FinSent, E::FakeFinAcked) => Ok(T::FinAcked),
+        (T::FinSent | T::FinAcked, E::OldFinAbsorbed) => Ok(T::Closed),
+        (T::FinSent, E::RetriesExhausted) => Ok(T::Closed),
+        (T::FinSent | T::FinAcked | T::Closed, E::ForceRetired) => Ok(T::Closed),
+        (from, event) => Err(BadTeardown { from, event }),
+    }
+}
+
 /// One binding: a leg to a server and the offsets that map it onto the client's connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -168,6 +212,20 @@ pub struct Binding {
     pub since_ms: u32,
     /// The request counter and node that created this binding (for idempotent replies).
     pub counter: u64,
+}
+
+impl Binding {
+    /// Moves this binding's teardown by `event` (see [`teardown_transition`]); false, and no
+    /// change, when the event does not apply.
+    pub fn teardown(&mut self, event: TeardownEvent) -> bool {
+        match teardown_transition(self.inbound, event) {
+            Ok(t) => {
+                self.inbound = t;
+                true
+            }
+            Err(_) => false,
+        }
+    }
 }
 
 /// A handed-off client connection.
@@ -332,6 +390,49 @@ mod tests {
                 event: Event::Accept
             })
         );
+    }
+
+    /// The teardown transitions, printed like the phase table above.
+    #[test]
+    fn teardown_table() {
+        use Teardown as T;
+        use TeardownEvent as E;
+        let states = [T::Idle, T::FinSent, T::FinAcked, T::Closed];
+        let events = [
+            E::FakeFinSent,
+            E::FakeFinAcked,
+            E::OldFinAbsorbed,
+            E::RetriesExhausted,
+            E::ForceRetired,
+        ];
+        let mut out = String::new();
+        for s in states {
+            for e in events {
+                if let Ok(to) = teardown_transition(s, e) {
+                    out += &std::format!("{s:?} --{e:?}--> {to:?}\n");
+                }
+            }
+        }
+        std::println!("{out}");
+        assert_eq!(
+            out,
+            "Idle --FakeFinSent--> FinSent\n\
+             FinSent --FakeFinAcked--> FinAcked\n\
+             FinSent --OldFinAbsorbed--> Closed\n\
+             FinSent --RetriesExhausted--> Closed\n\
+             FinSent --ForceRetired--> Closed\n\
+             FinAcked --OldFinAbsorbed--> Closed\n\
+             FinAcked --ForceRetired--> Closed\n\
+             Closed --ForceRetired--> Closed\n"
+        );
+        let mut b = Binding::default();
+        assert!(
+            !b.teardown(E::OldFinAbsorbed),
+            "an idle teardown cannot close"
+        );
+        assert_eq!(b.inbound, T::Idle);
+        assert!(b.teardown(E::FakeFinSent));
+        assert_eq!(b.inbound, T::FinSent);
     }
 
     #[test]

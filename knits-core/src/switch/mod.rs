@@ -9,7 +9,7 @@
 use managed::ManagedSlice;
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
-    EthernetRepr, IpProtocol, Ipv4Address, Ipv4Packet, TcpPacket, UdpPacket,
+    EthernetRepr, Ipv4Address, Ipv4Packet,
 };
 
 use crate::checksum::{self, Kind};
@@ -17,23 +17,35 @@ use crate::config::{Config, ConfigError, MAX_BACKENDS, PortId, PortRole};
 use crate::counters::{Counters, DropReason, FlowEvent, Generated, LocalKind};
 use crate::meter::{Meter, Step};
 use crate::seq::SeqNumber;
-use crate::splice::{self, Binding, Event, Phase, Replay, ReplayState, SessionSlot, Teardown};
+use crate::splice::{
+    self, Binding, Event, Phase, Replay, ReplayState, SessionSlot, Teardown, TeardownEvent,
+};
 use crate::spray::Spray;
 use crate::table::{
     self, Dir, FlowKey, FlowKind, FlowSlot, FlowTable, IndexSlot, TcpState, dirflag,
 };
 use crate::time::Instant;
 use crate::wire::control::{self, ReplyCode, ReplyRepr, RequestRepr};
-use crate::wire::tcp_options::{self, TcpOptions};
+use crate::wire::field::{self, ethernet, ipv4};
 
-const ETH_LEN: usize = 14;
-const IP_LEN: usize = 20;
-const TCP_AT: usize = ETH_LEN + IP_LEN;
+mod accept;
+mod classify;
+mod handoff;
+mod neighbors;
+mod parse;
+mod rewrite;
+mod track;
+
+use neighbors::Neighbors;
+use parse::{L3, Seg};
+use rewrite::Rw;
+use track::Reuse;
+
+const ETH_LEN: usize = ethernet::LEN;
+const IP_LEN: usize = ipv4::LEN;
+const TCP_AT: usize = field::frame::L4;
 /// Largest frame the switch generates.
 pub const MAX_GENERATED: usize = 128;
-/// Neighbor cache: sets of [`NEIGHBOR_WAYS`] entries, least recently learned replaced first.
-const NEIGHBOR_SETS: usize = 64;
-const NEIGHBOR_WAYS: usize = 4;
 /// Faked FINs are resent this often until acknowledged.
 const FIN_RETRY_MS: u32 = 200;
 const FIN_TRIES: u8 = 8;
@@ -94,42 +106,6 @@ impl Storage<'_> {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default)]
-struct Neighbor {
-    ip: [u8; 4],
-    mac: [u8; 6],
-    valid: bool,
-    /// When it was last learned (a counter), for replacement.
-    stamp: u32,
-}
-
-#[inline]
-fn neighbor_set(ip: [u8; 4]) -> usize {
-    (u32::from_be_bytes(ip).wrapping_mul(0x9e37_79b1) >> 26) as usize % NEIGHBOR_SETS
-}
-
-/// A parsed TCP segment (values before any rewrite).
-#[derive(Debug, Clone, Copy)]
-struct Seg {
-    key: FlowKey,
-    seq: SeqNumber,
-    ack: SeqNumber,
-    syn: bool,
-    ackf: bool,
-    fin: bool,
-    rst: bool,
-    len: u32,
-    win: u16,
-    opts: TcpOptions,
-}
-
-impl Seg {
-    /// Sequence space the segment occupies (data, SYN and FIN).
-    fn seq_len(&self) -> u32 {
-        self.len + self.syn as u32 + self.fin as u32
-    }
-}
-
 /// One frame on its way through the pipeline: its bytes, how its checksum arrived, where the
 /// frames the switch generates go, and what records the work. Passed down as one argument.
 struct Pkt<'p, S: ?Sized, M: ?Sized> {
@@ -139,195 +115,8 @@ struct Pkt<'p, S: ?Sized, M: ?Sized> {
     meter: &'p mut M,
 }
 
-/// In-place header edits with RFC 1624 checksum maintenance.
-///
-/// The headers are held as fixed-size arrays split off the frame once, in [`Rw::new`]: every
-/// field access below is at a constant offset into an array of known length, so none of them
-/// carries a bounds check, and the no_std link check (`nostd-check --features panic-free`) can
-/// prove that no rewrite panics.
-struct Rw<'f> {
-    /// The IPv4 header (the parser refuses options, so it is exactly 20 bytes).
-    ip: &'f mut [u8; IP_LEN],
-    /// The fixed part of the TCP header.
-    th: &'f mut [u8; TCP_HDR],
-    /// TCP options and payload: offset `at` from the TCP header is `rest[at - TCP_HDR]`.
-    rest: &'f mut [u8],
-    kind: Kind,
-    ip_c: u16,
-    tcp_c: u16,
-    bytes: u32,
-    words: u32,
-}
-
-/// Length of the fixed TCP header.
-const TCP_HDR: usize = 20;
-
 /// Most frames [`Switch::process_burst`] takes at once.
 pub const BURST: usize = 32;
-
-/// The 4-tuple of an Ethernet/IPv4/TCP frame without IP options, read at fixed offsets and not
-/// checked (a hint for [`Switch::process_burst`]'s first pass: a wrong one only costs a useless
-/// read; `process` checks everything).
-#[inline]
-fn tcp_key_hint(f: &[u8]) -> Option<FlowKey> {
-    let h = f.first_chunk::<{ TCP_AT + 4 }>()?;
-    if h[12..14] != [0x08, 0x00] || h[14] != 0x45 || h[23] != 6 {
-        return None;
-    }
-    Some(FlowKey {
-        src: [h[26], h[27], h[28], h[29]],
-        dst: [h[30], h[31], h[32], h[33]],
-        sport: u16::from_be_bytes([h[34], h[35]]),
-        dport: u16::from_be_bytes([h[36], h[37]]),
-    })
-}
-
-impl<'f> Rw<'f> {
-    /// `None` when the frame is shorter than Ethernet + IPv4 + TCP headers, which the parser
-    /// has already ruled out for every frame that reaches a rewrite.
-    fn new(f: &'f mut [u8], kind: Kind) -> Option<Self> {
-        let (_, l3) = f.split_at_mut_checked(ETH_LEN)?;
-        let (ip, l4) = l3.split_first_chunk_mut::<IP_LEN>()?;
-        let (th, rest) = l4.split_first_chunk_mut::<TCP_HDR>()?;
-        let ip_c = u16::from_be_bytes([ip[10], ip[11]]);
-        let tcp_c = u16::from_be_bytes([th[16], th[17]]);
-        Some(Rw {
-            ip,
-            th,
-            rest,
-            kind,
-            ip_c,
-            tcp_c,
-            bytes: 0,
-            words: 0,
-        })
-    }
-    fn src(&mut self, a: Ipv4Address) {
-        let mut ip = Ipv4Packet::new_unchecked(&mut self.ip[..]);
-        let old = ip.src_addr();
-        if old != a {
-            ip.set_src_addr(a);
-            self.addr_changed(old, a);
-        }
-    }
-    fn dst(&mut self, a: Ipv4Address) {
-        let mut ip = Ipv4Packet::new_unchecked(&mut self.ip[..]);
-        let old = ip.dst_addr();
-        if old != a {
-            ip.set_dst_addr(a);
-            self.addr_changed(old, a);
-        }
-    }
-    fn addr_changed(&mut self, old: Ipv4Address, new: Ipv4Address) {
-        let (o, n) = (u32::from(old), u32::from(new));
-        self.ip_c = checksum::update32(self.ip_c, o, n);
-        self.tcp_c = checksum::pseudo_update32(self.kind, self.tcp_c, o, n);
-        self.bytes += 4;
-        self.words += 4;
-    }
-    /// A 16-bit field of the fixed TCP header at byte offset `at`.
-    fn tcp16(&mut self, at: usize, v: u16) {
-        let Some(f) = self.th.get_mut(at..at + 2) else {
-            return;
-        };
-        let old = u16::from_be_bytes([f[0], f[1]]);
-        if old != v {
-            f.copy_from_slice(&v.to_be_bytes());
-            self.tcp_c = checksum::segment_update16(self.kind, self.tcp_c, old, v);
-            self.bytes += 2;
-            self.words += 1;
-        }
-    }
-    /// A 32-bit field of the fixed TCP header at byte offset `at`.
-    fn tcp32(&mut self, at: usize, v: u32) {
-        let Some(f) = self.th.get_mut(at..at + 4) else {
-            return;
-        };
-        let old = u32::from_be_bytes([f[0], f[1], f[2], f[3]]);
-        if old != v {
-            f.copy_from_slice(&v.to_be_bytes());
-            self.tcp_c = checksum::segment_update32(self.kind, self.tcp_c, old, v);
-            self.bytes += 4;
-            self.words += 2;
-        }
-    }
-    fn sport(&mut self, p: u16) {
-        self.tcp16(0, p);
-    }
-    fn dport(&mut self, p: u16) {
-        self.tcp16(2, p);
-    }
-    fn seq(&mut self, v: SeqNumber) {
-        self.tcp32(4, v.0);
-    }
-    fn ack(&mut self, v: SeqNumber) {
-        self.tcp32(8, v.0);
-    }
-    fn win(&mut self, w: u16) {
-        self.tcp16(14, w);
-    }
-    /// Clears FIN in the flags word (offset 12: data offset, reserved bits and flags).
-    fn clear_fin(&mut self) {
-        let old = u16::from_be_bytes([self.th[12], self.th[13]]);
-        let new = old & !0x0001;
-        if old != new {
-            self.th[13] &= !0x01;
-            self.tcp_c = checksum::segment_update16(self.kind, self.tcp_c, old, new);
-        }
-    }
-    /// A 32-bit option field at offset `at` from the TCP header (options start at 20, an even
-    /// offset, so the checksum parity of `at` is the same in `rest`).
-    fn opt32(&mut self, at: usize, v: u32) {
-        let Some(at) = at.checked_sub(TCP_HDR) else {
-            return;
-        };
-        self.tcp_c = tcp_options::write_u32(self.rest, at, v, self.kind, self.tcp_c);
-        self.bytes += 4;
-        self.words += 3;
-    }
-    /// One option byte at offset `at` from the TCP header (an option kind or length).
-    fn opt8(&mut self, at: usize, v: u8) {
-        let Some(b) = at.checked_sub(TCP_HDR).and_then(|i| self.rest.get_mut(i)) else {
-            return;
-        };
-        let old = *b;
-        if old != v {
-            *b = v;
-            // A byte at an even offset is the high half of its 16-bit word.
-            let word = |x: u8| {
-                if at.is_multiple_of(2) {
-                    (x as u16) << 8
-                } else {
-                    x as u16
-                }
-            };
-            self.tcp_c = checksum::segment_update16(self.kind, self.tcp_c, word(old), word(v));
-            self.bytes += 1;
-            self.words += 1;
-        }
-    }
-    /// The 32-bit option field at offset `at` from the TCP header (0 if out of range).
-    fn opt32_get(&self, at: usize) -> u32 {
-        at.checked_sub(TCP_HDR)
-            .map_or(0, |at| tcp_options::read_u32(self.rest, at))
-    }
-    fn ttl_dec(&mut self) {
-        // TTL and protocol share the IPv4 header's 16-bit word at offset 8.
-        let (ttl, proto) = (self.ip[8], self.ip[9]);
-        self.ip[8] = ttl.wrapping_sub(1);
-        let old = u16::from_be_bytes([ttl, proto]);
-        let new = u16::from_be_bytes([ttl.wrapping_sub(1), proto]);
-        self.ip_c = checksum::update16(self.ip_c, old, new);
-        self.bytes += 1;
-        self.words += 1;
-    }
-    fn finish<M: Meter + ?Sized>(self, meter: &mut M) {
-        self.ip[10..12].copy_from_slice(&self.ip_c.to_be_bytes());
-        self.th[16..18].copy_from_slice(&self.tcp_c.to_be_bytes());
-        meter.bytes_rewritten(self.bytes + 4);
-        meter.checksum_words(self.words);
-    }
-}
 
 /// Rescales a window field from one shift to another, rounding down (never advertising more
 /// than the receiver offered) and saturating at 65535.
@@ -362,8 +151,7 @@ pub struct Switch<'a> {
     sessions_used: usize,
     session_cursor: usize,
     spray: Spray,
-    neighbors: [[Neighbor; NEIGHBOR_WAYS]; NEIGHBOR_SETS],
-    neighbor_clock: u32,
+    neighbors: Neighbors,
     /// When `poll` last asked for unresolved back-ends' MACs (ms, wrapping), if ever.
     last_probe_ms: Option<u32>,
     /// Ports whose link is up (all at start); see [`Switch::set_port_up`].
@@ -378,17 +166,6 @@ pub struct Switch<'a> {
     reclaim_flow: usize,
     /// Where the next search for a TIME-WAIT session to recycle starts (session slot).
     reclaim_session: usize,
-}
-
-/// What a SYN on a tuple the table already holds means (docs/protocol.md "Closed connections").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Reuse {
-    /// The tuple's connection is not closed: the SYN belongs to it (a retransmission).
-    Open,
-    /// The connection is closed and the SYN acceptable: a new connection on the same tuple.
-    Reopen,
-    /// The connection is closed but the SYN is an old duplicate (RFC 6191).
-    Refuse,
 }
 
 /// Fields of a TCP segment the switch generates.
@@ -436,8 +213,7 @@ impl<'a> Switch<'a> {
             sessions_used: 0,
             session_cursor: 0,
             spray,
-            neighbors: [[Neighbor::default(); NEIGHBOR_WAYS]; NEIGHBOR_SETS],
-            neighbor_clock: 0,
+            neighbors: Neighbors::default(),
             last_probe_ms: None,
             port_up: [true; crate::config::MAX_PORTS],
             replay: [ReplayState::default(); MAX_BACKENDS],
@@ -556,7 +332,7 @@ impl<'a> Switch<'a> {
         let n = frames.len().min(metas.len()).min(verdicts.len()).min(BURST);
         let mut acc = 0u32;
         for f in frames.iter().take(n) {
-            if let Some(key) = tcp_key_hint(f) {
+            if let Some(key) = parse::tcp_key_hint(f) {
                 acc ^= self.table.touch(&key);
             }
         }
@@ -572,6 +348,7 @@ impl<'a> Switch<'a> {
         n
     }
 
+    /// Stage 1 for every frame: the Ethernet header decides between ARP and IPv4.
     fn process_inner<S: Sink + ?Sized, M: Meter + ?Sized>(
         &mut self,
         port: PortId,
@@ -579,22 +356,17 @@ impl<'a> Switch<'a> {
         p: &mut Pkt<'_, S, M>,
     ) -> Verdict {
         p.meter.step(Step::Parse);
-        let Some(pc) = self.config.ports.get(port as usize).copied() else {
+        let Some(pc) = self.config.ports.get(port as usize) else {
             return Verdict::Drop(DropReason::NoRoute);
         };
-        let Ok(eth) = EthernetFrame::new_checked(&*p.frame) else {
-            return Verdict::Drop(DropReason::EthTruncated);
+        let l3 = match parse::ethernet(p.frame, pc.mac) {
+            Ok(l3) => l3,
+            Err(r) => return Verdict::Drop(r),
         };
-        p.meter.bytes_read(ETH_LEN as u32);
-        let dst_mac = eth.dst_addr();
-        if dst_mac != pc.mac && !dst_mac.is_broadcast() {
-            return Verdict::Drop(DropReason::EthNotForUs);
-        }
-        let src_mac = eth.src_addr();
-        match eth.ethertype() {
-            EthernetProtocol::Arp => self.arp(port, p.frame, p.sink, p.meter),
-            EthernetProtocol::Ipv4 => self.ipv4(port, now, src_mac, p),
-            _ => Verdict::Drop(DropReason::EthUnsupported),
+        p.meter.bytes_read(ethernet::LEN as u32);
+        match l3 {
+            L3::Arp => self.arp(port, p.frame, p.sink, p.meter),
+            L3::Ipv4 => self.ipv4(port, now, p),
         }
     }
 
@@ -614,7 +386,7 @@ impl<'a> Switch<'a> {
             for i in 0..self.config.backends.len() {
                 let b = self.config.backends[i];
                 let up = self.port_up.get(b.port as usize).copied().unwrap_or(false);
-                if up && self.neighbor(b.addr.octets()).is_none() {
+                if up && self.neighbors.get(b.addr.octets()).is_none() {
                     self.arp_request(b.port, b.addr, sink);
                     work += 1;
                 }
@@ -786,90 +558,8 @@ impl<'a> Switch<'a> {
         false
     }
 
-    /// Whether a SYN (without ACK) from the originating side of a tracked tuple opens a new
-    /// connection (docs/protocol.md "Closed connections").
-    ///
-    /// The tuple must be closed: the flow (for a leg of a splice session, the session's client
-    /// connection) is in TIME-WAIT. The SYN must then not be an old duplicate, by the rule
-    /// Linux's own TIME-WAIT applies (`tcp_timewait_state_process`, RFC 6191): not rejected by
-    /// PAWS, and either its sequence lies after everything the old connection sent or its
-    /// timestamp is newer. (On a node-to-node leg PAWS is not applied: the TSvals the switch
-    /// saw there include the client's, translated.) A reopened client connection is sprayed
-    /// afresh, a leg's session ends with it; late segments of the old connection find no entry
-    /// (or the new one's window) and go nowhere.
-    fn reuse(&self, f: &FlowSlot, seg: &Seg) -> Reuse {
-        let closed = match f.session() {
-            None => f.state == TcpState::TimeWait,
-            Some(s) => self
-                .anchor_of(s)
-                .and_then(|a| self.table.get(a))
-                .is_some_and(|c| c.state == TcpState::TimeWait),
-        };
-        if !closed {
-            return Reuse::Open;
-        }
-        let old = &f.dirs[Dir::Orig.index()];
-        let ts = seg.opts.ts_at.is_some() && old.has(dirflag::TS) && old.ts_in != 0;
-        let ts_age = seg.opts.tsval.wrapping_sub(old.ts_in) as i32;
-        // On a leg the highest TSval seen may be the client's, translated, and run ahead of
-        // the node's own clock: PAWS would refuse the node's real new SYN there.
-        let paws_reject = ts && ts_age < 0 && f.kind == FlowKind::Nat;
-        let newer = seg.seq.gt(old.nxt) || (ts && ts_age > 0);
-        if !paws_reject && newer {
-            Reuse::Reopen
-        } else {
-            Reuse::Refuse
-        }
-    }
-
     // ----------------------------------------------------------------------------------------
     // ARP and neighbors.
-
-    /// Learns a neighbor from an ARP packet (never from IP sources: a flood of spoofed sources
-    /// would evict the real hosts). Replaces the least recently learned way of the set.
-    fn learn(&mut self, ip: [u8; 4], mac: [u8; 6]) {
-        if mac[0] & 1 != 0 || ip == [0; 4] {
-            return;
-        }
-        self.neighbor_clock = self.neighbor_clock.wrapping_add(1);
-        let stamp = self.neighbor_clock;
-        let Some(set) = self.neighbors.get_mut(neighbor_set(ip)) else {
-            return;
-        };
-        let mut victim = 0;
-        for (i, n) in set.iter().enumerate() {
-            if n.valid && n.ip == ip {
-                victim = i;
-                break;
-            }
-            let v = &set[victim];
-            if !n.valid || (v.valid && stamp.wrapping_sub(n.stamp) > stamp.wrapping_sub(v.stamp)) {
-                victim = i;
-            }
-        }
-        if let Some(n) = set.get_mut(victim) {
-            *n = Neighbor {
-                ip,
-                mac,
-                valid: true,
-                stamp,
-            };
-        }
-    }
-
-    fn neighbor(&self, ip: [u8; 4]) -> Option<EthernetAddress> {
-        let set = self.neighbors.get(neighbor_set(ip))?;
-        set.iter()
-            .find(|n| n.valid && n.ip == ip)
-            .map(|n| EthernetAddress(n.mac))
-    }
-
-    fn owns(&self, port: PortId, ip: Ipv4Address) -> bool {
-        let Some(pc) = self.config.ports.get(port as usize) else {
-            return false;
-        };
-        ip == pc.gateway || (pc.role == PortRole::Client && ip == self.config.vip)
-    }
 
     fn arp<S: Sink + ?Sized, M: Meter + ?Sized>(
         &mut self,
@@ -900,7 +590,8 @@ impl<'a> Switch<'a> {
             return Verdict::Drop(DropReason::NoRoute);
         };
         if pc.contains(source_protocol_addr) {
-            self.learn(source_protocol_addr.octets(), source_hardware_addr.0);
+            self.neighbors
+                .learn(source_protocol_addr.octets(), source_hardware_addr.0);
         }
         if operation != ArpOperation::Request {
             return Verdict::Local(LocalKind::Arp);
@@ -980,7 +671,7 @@ impl<'a> Switch<'a> {
         let Some(pc) = self.config.ports.get(out.port as usize).copied() else {
             return false;
         };
-        let Some(mac) = self.neighbor(out.next_hop.octets()) else {
+        let Some(mac) = self.neighbors.get(out.next_hop.octets()) else {
             self.arp_request(out.port, out.next_hop, sink);
             return false;
         };
@@ -1000,79 +691,42 @@ impl<'a> Switch<'a> {
         &mut self,
         port: PortId,
         now: Instant,
-        src_mac: EthernetAddress,
         p: &mut Pkt<'_, S, M>,
     ) -> Verdict {
-        let Some(body) = p.frame.get(ETH_LEN..) else {
-            return Verdict::Drop(DropReason::Ipv4Malformed);
+        let verify = self.config.verify_checksums;
+        let ip = match parse::ipv4(p.frame, verify) {
+            Ok(ip) => ip,
+            Err(r) => return Verdict::Drop(r),
         };
-        let Ok(ip) = Ipv4Packet::new_checked(body) else {
-            return Verdict::Drop(DropReason::Ipv4Malformed);
-        };
-        if ip.version() != 4 {
-            return Verdict::Drop(DropReason::Ipv4Malformed);
+        p.meter.bytes_read(ipv4::LEN as u32);
+        if verify {
+            p.meter.checksum_words(ipv4::LEN as u32 / 2);
         }
-        if ip.header_len() as usize != IP_LEN {
-            return Verdict::Drop(DropReason::Ipv4Options);
-        }
-        if ip.more_frags() || ip.frag_offset() != 0 {
-            return Verdict::Drop(DropReason::Ipv4Fragment);
-        }
-        p.meter.bytes_read(IP_LEN as u32);
-        if self.config.verify_checksums {
-            p.meter.checksum_words(10);
-            if !checksum::ipv4_header_ok(&body[..IP_LEN]) {
-                return Verdict::Drop(DropReason::Ipv4BadChecksum);
+        if ip.proto == ipv4::PROTO_TCP {
+            // TCP classifies after the lookup: a known flow's packet needs no classification.
+            if ip.ttl <= 1 {
+                return Verdict::Drop(DropReason::TtlExpired);
             }
+            return self.tcp(port, now, &ip, p);
         }
-        // The protocol byte is read from the checked header directly: smoltcp's accessor is
-        // not inlined here and would keep a bounds check (and a panic) the length check above
-        // already rules out.
-        let proto = IpProtocol::from(body.get(9).copied().unwrap_or_default());
-        let (src, dst, ttl) = (ip.src_addr(), ip.dst_addr(), ip.hop_limit());
-        let total = ip.total_len() as usize;
-        let Some(pc) = self.config.ports.get(port as usize).copied() else {
+        p.meter.step(Step::Classify);
+        let Some(pc) = self.config.ports.get(port as usize) else {
             return Verdict::Drop(DropReason::NoRoute);
         };
-        if !self.source_allowed(&pc, src) {
+        if !self.source_allowed(pc, ip.src) {
             return Verdict::Drop(DropReason::SrcSpoofed);
         }
-        let _ = src_mac;
-        let l4_len = total - IP_LEN;
-        match proto {
-            IpProtocol::Tcp => {
-                if ttl <= 1 {
-                    return Verdict::Drop(DropReason::TtlExpired);
-                }
-                self.tcp(port, now, src, dst, l4_len, p)
-            }
-            IpProtocol::Udp => self.udp(port, now, src, dst, ttl, l4_len, p),
-            _ => {
-                p.meter.step(Step::Classify);
-                // Other protocols (ICMP) are routed between back-end nodes only.
-                let Some(out) = self.route_between_nodes(port, dst) else {
-                    return Verdict::Drop(DropReason::NoRoute);
-                };
-                if ttl <= 1 {
-                    return Verdict::Drop(DropReason::TtlExpired);
-                }
-                self.forward_plain(p.frame, out, p.sink, p.meter)
-            }
+        if ip.proto == ipv4::PROTO_UDP {
+            return self.udp(port, now, &ip, p);
         }
-    }
-
-    /// Ingress filtering (RFC 2827 style): a back-end port carries only its own subnet's
-    /// addresses (not the gateway's); the client side may carry any address but the cluster's
-    /// own (back-end subnets, gateways, the VIP). Without it a node could claim a client's
-    /// address and have another node's traffic for that client steered to itself.
-    fn source_allowed(&self, pc: &crate::config::PortConfig, src: Ipv4Address) -> bool {
-        match pc.role {
-            PortRole::Backend => pc.contains(src) && src != pc.gateway,
-            PortRole::Client => {
-                let a = u32::from(src);
-                !self.cluster_nets.iter().any(|&(net, mask)| a & mask == net)
-            }
+        // Other protocols (ICMP) are routed between back-end nodes only.
+        let Some(out) = self.route_between_nodes(port, Ipv4Address::from_octets(ip.dst)) else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        if ip.ttl <= 1 {
+            return Verdict::Drop(DropReason::TtlExpired);
         }
+        self.forward_plain(p.frame, out, p.sink, p.meter)
     }
 
     /// Spray, skipping back-ends behind a port that is down (the policy's pick if it is up,
@@ -1162,23 +816,6 @@ impl<'a> Switch<'a> {
         reset
     }
 
-    /// A back-end to back-end route: the destination is a node on another back-end port.
-    fn route_between_nodes(&self, in_port: PortId, dst: Ipv4Address) -> Option<Out> {
-        let pin = self.config.ports.get(in_port as usize)?;
-        if pin.role != PortRole::Backend {
-            return None;
-        }
-        let p = self.config.route(dst)?;
-        let pc = self.config.ports.get(p as usize)?;
-        if pc.role != PortRole::Backend || p == in_port || dst == pc.gateway {
-            return None;
-        }
-        Some(Out {
-            port: p,
-            next_hop: dst,
-        })
-    }
-
     /// Forwards a non-TCP IPv4 packet unchanged but for TTL and MACs.
     fn forward_plain<S: Sink + ?Sized, M: Meter + ?Sized>(
         &mut self,
@@ -1209,38 +846,29 @@ impl<'a> Switch<'a> {
     // ----------------------------------------------------------------------------------------
     // UDP: control messages to the switch, or routed between nodes.
 
-    #[allow(clippy::too_many_arguments)]
     fn udp<S: Sink + ?Sized, M: Meter + ?Sized>(
         &mut self,
         port: PortId,
         now: Instant,
-        src: Ipv4Address,
-        dst: Ipv4Address,
-        ttl: u8,
-        l4_len: usize,
+        ip: &parse::Ip,
         p: &mut Pkt<'_, S, M>,
     ) -> Verdict {
-        p.meter.step(Step::Classify);
-        let Some(seg) = p.frame.get(TCP_AT..TCP_AT + l4_len) else {
-            return Verdict::Drop(DropReason::UdpMalformed);
+        let udp = match parse::udp(p.frame, ip) {
+            Ok(u) => u,
+            Err(r) => return Verdict::Drop(r),
         };
-        let Ok(udp) = UdpPacket::new_checked(seg) else {
-            return Verdict::Drop(DropReason::UdpMalformed);
-        };
-        if udp.len() as usize != l4_len {
-            return Verdict::Drop(DropReason::UdpMalformed);
-        }
-        p.meter.bytes_read(8);
+        p.meter.bytes_read(field::udp::LEN as u32);
+        let dst = Ipv4Address::from_octets(ip.dst);
+        let is_control = udp.dport == self.config.control_port;
         // A control message from the client side is refused whichever of the switch's
         // gateway addresses it names (docs/protocol.md, acceptance rule 1).
-        if udp.dst_port() == self.config.control_port
+        if is_control
             && self.config.ports.get(port as usize).map(|c| c.role) == Some(PortRole::Client)
             && self.config.ports.iter().any(|c| c.gateway == dst)
         {
             return Verdict::Drop(DropReason::ControlWrongPort);
         }
         if self.owns(port, dst) {
-            let is_control = udp.dst_port() == self.config.control_port;
             let Some(pc) = self.config.ports.get(port as usize) else {
                 return Verdict::Drop(DropReason::NoRoute);
             };
@@ -1250,25 +878,28 @@ impl<'a> Switch<'a> {
             if pc.role != PortRole::Backend {
                 return Verdict::Drop(DropReason::ControlWrongPort);
             }
-            if self.config.verify_checksums && p.meta.csum == Kind::Full && udp.checksum() != 0 {
-                p.meter.checksum_words(l4_len as u32 / 2 + 6);
-                if !checksum::transport_ok(src.octets(), dst.octets(), 17, seg) {
+            if self.config.verify_checksums && p.meta.csum == Kind::Full && udp.checksum != 0 {
+                p.meter.checksum_words(udp.datagram.len() as u32 / 2 + 6);
+                if !checksum::transport_ok(ip.src, ip.dst, ipv4::PROTO_UDP, udp.datagram) {
                     return Verdict::Drop(DropReason::UdpBadChecksum);
                 }
             }
-            let sport = udp.src_port();
             let mut payload = [0u8; control::REQUEST_LEN];
-            // The UDP length field equals the segment's length (checked above), so the
-            // payload is everything after the 8-byte header.
-            let Some(body) = seg.get(8..).filter(|b| b.len() == control::REQUEST_LEN) else {
+            // The UDP length field equals the datagram's length (checked by the parser), so
+            // the payload is everything after the header.
+            let Some(body) = udp
+                .datagram
+                .get(field::udp::LEN..)
+                .filter(|b| b.len() == control::REQUEST_LEN)
+            else {
                 return Verdict::Drop(DropReason::ControlMalformed);
             };
             payload.copy_from_slice(body);
             return self.control(
                 port,
                 table::millis(now),
-                src,
-                sport,
+                Ipv4Address::from_octets(ip.src),
+                udp.sport,
                 &payload,
                 p.sink,
                 p.meter,
@@ -1277,7 +908,7 @@ impl<'a> Switch<'a> {
         let Some(out) = self.route_between_nodes(port, dst) else {
             return Verdict::Drop(DropReason::NoRoute);
         };
-        if ttl <= 1 {
+        if ip.ttl <= 1 {
             return Verdict::Drop(DropReason::TtlExpired);
         }
         self.forward_plain(p.frame, out, p.sink, p.meter)
@@ -1286,80 +917,41 @@ impl<'a> Switch<'a> {
     // ----------------------------------------------------------------------------------------
     // TCP.
 
+    /// A TCP segment: parse, lookup, classify (only a segment no flow holds on this port),
+    /// then the flow's own path: plain NAT, routed, or spliced.
     fn tcp<S: Sink + ?Sized, M: Meter + ?Sized>(
         &mut self,
         port: PortId,
         now: Instant,
-        src: Ipv4Address,
-        dst: Ipv4Address,
-        l4_len: usize,
+        ip: &parse::Ip,
         p: &mut Pkt<'_, S, M>,
     ) -> Verdict {
-        let Some(segb) = p.frame.get(TCP_AT..TCP_AT + l4_len) else {
-            return Verdict::Drop(DropReason::TcpMalformed);
+        let verify = self.config.verify_checksums && p.meta.csum == Kind::Full;
+        let seg = match parse::tcp(p.frame, ip, verify) {
+            Ok(seg) => seg,
+            Err(r) => return Verdict::Drop(r),
         };
-        let Ok(tcp) = TcpPacket::new_checked(segb) else {
-            return Verdict::Drop(DropReason::TcpMalformed);
-        };
-        let hdr_len = tcp.header_len() as usize;
-        if hdr_len < 20 || hdr_len > l4_len {
-            return Verdict::Drop(DropReason::TcpMalformed);
-        }
-        let (syn, ackf, fin, rst) = (tcp.syn(), tcp.ack(), tcp.fin(), tcp.rst());
-        if (syn && (fin || rst)) || (!syn && !ackf && !rst) || (fin && !ackf) {
-            return Verdict::Drop(DropReason::TcpBadFlags);
-        }
-        let Some(hdr) = segb.get(..hdr_len) else {
-            return Verdict::Drop(DropReason::TcpMalformed);
-        };
-        let Ok(opts) = tcp_options::parse(hdr) else {
-            return Verdict::Drop(DropReason::TcpBadOption);
-        };
-        p.meter.bytes_read(hdr_len as u32);
-        p.meter.option_bytes(opts.walked as u32);
-        if self.config.verify_checksums && p.meta.csum == Kind::Full {
-            p.meter.checksum_words(l4_len as u32 / 2 + 6);
-            if !checksum::transport_ok(src.octets(), dst.octets(), 6, segb) {
-                return Verdict::Drop(DropReason::TcpBadChecksum);
-            }
-        }
-        let seg = Seg {
-            key: FlowKey {
-                src: src.octets(),
-                dst: dst.octets(),
-                sport: tcp.src_port(),
-                dport: tcp.dst_port(),
-            },
-            seq: tcp.seq_number().into(),
-            ack: tcp.ack_number().into(),
-            syn,
-            ackf,
-            fin,
-            rst,
-            len: (l4_len - hdr_len) as u32,
-            win: tcp.window_len(),
-            opts,
-        };
-        p.meter.step(Step::Classify);
-        let Some(pc) = self.config.ports.get(port as usize).copied() else {
-            return Verdict::Drop(DropReason::NoRoute);
-        };
-        if pc.role == PortRole::Client
-            && (dst != self.config.vip || !self.config.vip_ports.contains(&seg.key.dport))
-        {
-            return Verdict::Drop(if dst == self.config.vip {
-                DropReason::VipNotServed
-            } else {
-                DropReason::NoRoute
-            });
+        p.meter
+            .bytes_read((ip.l4_len as u32).saturating_sub(seg.len));
+        p.meter.option_bytes(seg.opts.walked as u32);
+        if verify {
+            p.meter.checksum_words(ip.l4_len as u32 / 2 + 6);
         }
         p.meter.step(Step::Lookup);
         let mut probes = 0;
         let found = self.table.lookup(&seg.key, &mut probes);
         p.meter.table_probe(probes);
-        p.meter.step(Step::Decide);
+        let Some(pc) = self.config.ports.get(port as usize) else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        let role = pc.role;
         let now_ms = table::millis(now);
         let Some((fi, dir)) = found else {
+            p.meter.step(Step::Classify);
+            if let Err(r) = self.classify_tcp(pc, &seg.key) {
+                return Verdict::Drop(r);
+            }
+            p.meter.step(Step::Decide);
             // A FIN between two nodes on a connection the switch no longer holds: a retired
             // hand-off leg whose old node resends its FIN because the answer was lost.
             if seg.fin
@@ -1374,21 +966,27 @@ impl<'a> Switch<'a> {
                 self.answer_late_fin(port, &seg, true, p.sink);
                 return Verdict::Local(LocalKind::TeardownAbsorbed);
             }
-            return self.new_flow(port, pc.role, now_ms, &seg, p);
+            return self.new_flow(port, role, now_ms, &seg, p);
         };
         p.meter.table_entry(1);
-        // The checks read the flow in place (no copy of the record): what is decided here is
-        // carried out below, once the borrow has ended.
         let (reuse, verdict, session, kind, aborted) = {
             let Some(flow) = self.table.get(fi) else {
                 return Verdict::Drop(DropReason::UnknownFlow);
             };
-            let me = flow.dirs[dir.index()];
-            if flow.ports[dir.index()] != port && me.has(dirflag::SYN) {
-                return Verdict::Drop(DropReason::WrongPort);
+            let me = &flow.dirs[dir.index()];
+            if flow.ports[dir.index()] != port {
+                // Not the port this direction uses: classified like an unknown segment first.
+                p.meter.step(Step::Classify);
+                if let Err(r) = self.classify_tcp(pc, &seg.key) {
+                    return Verdict::Drop(r);
+                }
+                if me.has(dirflag::SYN) {
+                    return Verdict::Drop(DropReason::WrongPort);
+                }
             }
+            p.meter.step(Step::Decide);
             let reuse = if seg.syn && !seg.ackf && dir == Dir::Orig {
-                self.reuse(flow, &seg)
+                flow.reuse(self.tuple_closed(flow), &seg)
             } else {
                 Reuse::Open
             };
@@ -1402,7 +1000,7 @@ impl<'a> Switch<'a> {
             let verdict = if old_node_rst || reuse != Reuse::Open {
                 None
             } else {
-                self.validate(flow, dir, &seg)
+                flow.validate(dir, &seg)
             };
             (
                 reuse,
@@ -1418,7 +1016,7 @@ impl<'a> Switch<'a> {
             Reuse::Reopen => {
                 self.remove_closed(fi, p.sink);
                 self.event(FlowEvent::Reopened);
-                return self.new_flow(port, pc.role, now_ms, &seg, p);
+                return self.new_flow(port, role, now_ms, &seg, p);
             }
         }
         if let Some(r) = verdict {
@@ -1438,114 +1036,23 @@ impl<'a> Switch<'a> {
         }
     }
 
-    /// RFC 5961 and window sanity for a segment of a known flow: a RST must be in the window
-    /// (only an exact match changes state, see `track`), data far outside it is dropped.
-    fn validate(&self, f: &FlowSlot, dir: Dir, seg: &Seg) -> Option<DropReason> {
-        let rcv = &f.dirs[dir.other().index()];
-        if !rcv.has(dirflag::ACKED) || seg.syn {
-            return None;
+    /// Stage 4 for flow `fi` (see [`FlowSlot::track`]).
+    #[inline]
+    fn track(&mut self, fi: usize, dir: Dir, port: PortId, now_ms: u32, seg: &Seg) {
+        if let Some(f) = self.table.get_mut(fi) {
+            f.track(dir, port, now_ms, seg);
         }
-        let wnd = ((rcv.win as u32) << f.shift(dir.other())).max(65535);
-        let lo = rcv.ack;
-        if seg.rst {
-            if seg.seq.ge(lo) && seg.seq.lt(lo.add(wnd.saturating_add(1))) {
-                return None;
-            }
-            return Some(DropReason::OutOfWindow);
-        }
-        if seg.len > 0 {
-            // Generous: the receiver may have advertised more since; only far-off data goes.
-            let slack = wnd.saturating_mul(4).min(1 << 30);
-            let end = seg.seq.add(seg.len);
-            if end.le(lo.sub(slack)) || seg.seq.ge(lo.add(slack)) {
-                return Some(DropReason::OutOfWindow);
-            }
-        }
-        None
     }
 
-    /// Updates a flow direction from a segment, in that direction's own sequence space, and
-    /// moves the connection state.
-    fn track(&mut self, fi: usize, dir: Dir, port: PortId, now_ms: u32, seg: &Seg) {
-        let Some(f) = self.table.get_mut(fi) else {
-            return;
-        };
-        // The sender's direction and the other one, by destructuring (no slice indexing).
-        let [o, r] = &mut f.dirs;
-        let (me, other) = match dir {
-            Dir::Orig => (o, r),
-            Dir::Reply => (r, o),
-        };
-        // A retransmitted SYN or SYN-ACK is no sign of life: a node answering a spoofed SYN would
-        // otherwise keep the half-open entry alive for as long as it retries.
-        if !(seg.syn && me.has(dirflag::SYN)) {
-            f.last_ms = now_ms;
-        }
-        if seg.syn && !me.has(dirflag::SYN) {
-            me.isn = seg.seq;
-            me.nxt = seg.seq.add(1);
-            me.flags |= dirflag::SYN;
-            me.mss = seg.opts.mss.unwrap_or(0);
-            if let Some(w) = seg.opts.wscale {
-                me.wscale = w.min(14);
-                me.flags |= dirflag::WSCALE;
-            }
-            if seg.opts.sack_perm {
-                me.flags |= dirflag::SACK_PERM;
-            }
-            if seg.opts.ts_at.is_some() {
-                me.flags |= dirflag::TS;
-            }
-            if let Some(p) = f.ports.get_mut(dir.index()) {
-                *p = port;
-            }
-        }
-        let end = seg.seq.add(seg.seq_len());
-        if me.has(dirflag::SYN) && end.gt(me.nxt) {
-            me.nxt = end;
-        }
-        if seg.ackf && (!me.has(dirflag::ACKED) || seg.ack.gt(me.ack)) {
-            me.ack = seg.ack;
-            me.flags |= dirflag::ACKED;
-        }
-        if seg.opts.ts_at.is_some()
-            && (seg.opts.tsval.wrapping_sub(me.ts_in) as i32 > 0 || me.ts_in == 0)
-        {
-            me.ts_in = seg.opts.tsval;
-        }
-        me.win = seg.win;
-        if seg.fin && !me.has(dirflag::FIN) {
-            me.flags |= dirflag::FIN;
-        }
-        // The other direction's FIN is acknowledged once this ack passes it.
-        if other.has(dirflag::FIN) && me.has(dirflag::ACKED) && me.ack.ge(other.nxt) {
-            other.flags |= dirflag::FIN_ACKED;
-        }
-        let exact_rst = seg.rst && (!other.has(dirflag::ACKED) || seg.seq == other.ack);
-        let both_syn = me.has(dirflag::SYN) && other.has(dirflag::SYN);
-        let fins = me.has(dirflag::FIN) as u8 + other.has(dirflag::FIN) as u8;
-        let fins_acked = me.has(dirflag::FIN_ACKED) && other.has(dirflag::FIN_ACKED);
-        let new_state = if exact_rst || fins_acked {
-            TcpState::TimeWait
-        } else if fins == 2 {
-            TcpState::Closing
-        } else if fins == 1 {
-            TcpState::FinWait
-        } else if both_syn
-            && (f.state == TcpState::SynReceived || f.state == TcpState::Established)
-            && (seg.len > 0 || (dir == Dir::Orig && seg.ackf))
-        {
-            TcpState::Established
-        } else if both_syn && f.state == TcpState::SynSent {
-            TcpState::SynReceived
-        } else {
-            f.state
-        };
-        if f.state != TcpState::TimeWait {
-            if new_state != f.state {
-                knits_trace!("flow {} {} -> {}", fi, f.state.name(), new_state.name());
-            }
-            f.state = new_state;
+    /// Whether a tuple's connection is closed: the flow (for a leg of a splice session, the
+    /// session's client connection) is in TIME-WAIT.
+    fn tuple_closed(&self, f: &FlowSlot) -> bool {
+        match f.session() {
+            None => f.state == TcpState::TimeWait,
+            Some(s) => self
+                .anchor_of(s)
+                .and_then(|a| self.table.get(a))
+                .is_some_and(|c| c.state == TcpState::TimeWait),
         }
     }
 
@@ -1727,5 +1234,3 @@ impl<'a> Switch<'a> {
         Verdict::Forward(out.port)
     }
 }
-
-mod handoff;

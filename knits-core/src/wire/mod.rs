@@ -7,6 +7,7 @@
 //! ([`control`]).
 
 pub mod control;
+pub mod field;
 pub mod tcp_options;
 
 pub use smoltcp::wire::{

@@ -1,0 +1,366 @@
+//! Stage 6, rewrite: typed in-place edits of a frame's headers, each keeping the IPv4 and TCP
+//! checksums right incrementally (RFC 1624), and the translation a spliced segment gets.
+//!
+//! Every offset is a name from [`field`]. A rewrite never changes a header's length: options
+//! the receiver did not negotiate become NOPs, and SACK blocks are removed by shrinking the
+//! option in place.
+
+use smoltcp::wire::Ipv4Address;
+
+use super::parse::Seg;
+use crate::checksum::{self, Kind};
+use crate::meter::Meter;
+use crate::seq::SeqNumber;
+use crate::switch::FrameMeta;
+use crate::wire::field::{ethernet, ipv4, tcp};
+use crate::wire::tcp_options;
+
+/// In-place header edits with RFC 1624 checksum maintenance.
+///
+/// The headers are held as fixed-size arrays split off the frame once, in [`Rw::new`]: every
+/// field access below is at a constant offset into an array of known length, so none of them
+/// carries a bounds check, and the no_std link check (`nostd-check --features panic-free`) can
+/// prove that no rewrite panics.
+pub(super) struct Rw<'f> {
+    /// The IPv4 header (the parser refuses options, so it is exactly 20 bytes).
+    ip: &'f mut [u8; ipv4::LEN],
+    /// The fixed part of the TCP header.
+    th: &'f mut [u8; tcp::LEN],
+    /// TCP options and payload: offset `at` from the TCP header is `rest[at - tcp::LEN]`.
+    rest: &'f mut [u8],
+    kind: Kind,
+    ip_c: u16,
+    tcp_c: u16,
+    bytes: u32,
+    words: u32,
+}
+
+impl<'f> Rw<'f> {
+    /// `None` when the frame is shorter than Ethernet + IPv4 + TCP headers, which the parser
+    /// has already ruled out for every frame that reaches a rewrite.
+    #[inline]
+    pub fn new(f: &'f mut [u8], kind: Kind) -> Option<Self> {
+        let (_, l3) = f.split_at_mut_checked(ethernet::LEN)?;
+        let (ip, l4) = l3.split_first_chunk_mut::<{ ipv4::LEN }>()?;
+        let (th, rest) = l4.split_first_chunk_mut::<{ tcp::LEN }>()?;
+        let ip_c = get16(ip, ipv4::CHECKSUM.start);
+        let tcp_c = get16(th, tcp::CHECKSUM.start);
+        Some(Rw {
+            ip,
+            th,
+            rest,
+            kind,
+            ip_c,
+            tcp_c,
+            bytes: 0,
+            words: 0,
+        })
+    }
+    /// The source address (IPv4 and pseudo-header checksums follow).
+    #[inline]
+    pub fn src(&mut self, a: Ipv4Address) {
+        self.addr(ipv4::SRC.start, a.octets());
+    }
+    /// The destination address.
+    #[inline]
+    pub fn dst(&mut self, a: Ipv4Address) {
+        self.addr(ipv4::DST.start, a.octets());
+    }
+    #[inline]
+    fn addr(&mut self, at: usize, new: [u8; 4]) {
+        let old = get32(self.ip, at);
+        let new = u32::from_be_bytes(new);
+        if old != new {
+            put32(self.ip, at, new);
+            self.ip_c = checksum::update32(self.ip_c, old, new);
+            self.tcp_c = checksum::pseudo_update32(self.kind, self.tcp_c, old, new);
+            self.bytes += 4;
+            self.words += 4;
+        }
+    }
+    /// A 16-bit field of the fixed TCP header at byte offset `at`.
+    #[inline]
+    fn tcp16(&mut self, at: usize, v: u16) {
+        let old = get16(self.th, at);
+        if old != v {
+            put16(self.th, at, v);
+            self.tcp_c = checksum::segment_update16(self.kind, self.tcp_c, old, v);
+            self.bytes += 2;
+            self.words += 1;
+        }
+    }
+    /// A 32-bit field of the fixed TCP header at byte offset `at`.
+    #[inline]
+    fn tcp32(&mut self, at: usize, v: u32) {
+        let old = get32(self.th, at);
+        if old != v {
+            put32(self.th, at, v);
+            self.tcp_c = checksum::segment_update32(self.kind, self.tcp_c, old, v);
+            self.bytes += 4;
+            self.words += 2;
+        }
+    }
+    /// The source port.
+    #[inline]
+    pub fn sport(&mut self, p: u16) {
+        self.tcp16(tcp::SRC_PORT.start, p);
+    }
+    /// The destination port.
+    #[inline]
+    pub fn dport(&mut self, p: u16) {
+        self.tcp16(tcp::DST_PORT.start, p);
+    }
+    /// The sequence number.
+    #[inline]
+    pub fn seq(&mut self, v: SeqNumber) {
+        self.tcp32(tcp::SEQ.start, v.0);
+    }
+    /// The acknowledgment number.
+    #[inline]
+    pub fn ack(&mut self, v: SeqNumber) {
+        self.tcp32(tcp::ACK.start, v.0);
+    }
+    /// The window field.
+    #[inline]
+    pub fn win(&mut self, w: u16) {
+        self.tcp16(tcp::WINDOW.start, w);
+    }
+    /// Clears FIN in the flags word (data offset, reserved bits and flags).
+    pub fn clear_fin(&mut self) {
+        let old = get16(self.th, tcp::FLAGS.start);
+        let new = old & !(tcp::FIN as u16);
+        if old != new {
+            put16(self.th, tcp::FLAGS.start, new);
+            self.tcp_c = checksum::segment_update16(self.kind, self.tcp_c, old, new);
+        }
+    }
+    /// A 32-bit option field at offset `at` from the TCP header (options start at 20, an even
+    /// offset, so the checksum parity of `at` is the same in `rest`).
+    pub fn opt32(&mut self, at: usize, v: u32) {
+        let Some(at) = at.checked_sub(tcp::LEN) else {
+            return;
+        };
+        self.tcp_c = tcp_options::write_u32(self.rest, at, v, self.kind, self.tcp_c);
+        self.bytes += 4;
+        self.words += 3;
+    }
+    /// One option byte at offset `at` from the TCP header (an option kind or length).
+    pub fn opt8(&mut self, at: usize, v: u8) {
+        let Some(b) = at.checked_sub(tcp::LEN).and_then(|i| self.rest.get_mut(i)) else {
+            return;
+        };
+        let old = *b;
+        if old != v {
+            *b = v;
+            // A byte at an even offset is the high half of its 16-bit word.
+            let word = |x: u8| {
+                if at.is_multiple_of(2) {
+                    (x as u16) << 8
+                } else {
+                    x as u16
+                }
+            };
+            self.tcp_c = checksum::segment_update16(self.kind, self.tcp_c, word(old), word(v));
+            self.bytes += 1;
+            self.words += 1;
+        }
+    }
+    /// The 32-bit option field at offset `at` from the TCP header (0 if out of range).
+    pub fn opt32_get(&self, at: usize) -> u32 {
+        at.checked_sub(tcp::LEN)
+            .map_or(0, |at| tcp_options::read_u32(self.rest, at))
+    }
+    /// Decrements the TTL (it shares its 16-bit checksum word with the protocol byte).
+    #[inline]
+    pub fn ttl_dec(&mut self) {
+        let (ttl, proto) = (self.ip[ipv4::TTL], self.ip[ipv4::PROTOCOL]);
+        self.ip[ipv4::TTL] = ttl.wrapping_sub(1);
+        let old = u16::from_be_bytes([ttl, proto]);
+        let new = u16::from_be_bytes([ttl.wrapping_sub(1), proto]);
+        self.ip_c = checksum::update16(self.ip_c, old, new);
+        self.bytes += 1;
+        self.words += 1;
+    }
+    /// Writes both checksums back and tells the meter what the rewrite touched.
+    #[inline]
+    pub fn finish<M: Meter + ?Sized>(self, meter: &mut M) {
+        put16(self.ip, ipv4::CHECKSUM.start, self.ip_c);
+        put16(self.th, tcp::CHECKSUM.start, self.tcp_c);
+        meter.bytes_rewritten(self.bytes + 4);
+        meter.checksum_words(self.words);
+    }
+}
+
+#[inline]
+fn get16<const N: usize>(h: &[u8; N], at: usize) -> u16 {
+    match h.get(at..at + 2) {
+        Some(&[a, b]) => u16::from_be_bytes([a, b]),
+        _ => 0,
+    }
+}
+
+#[inline]
+fn get32<const N: usize>(h: &[u8; N], at: usize) -> u32 {
+    match h.get(at..at + 4) {
+        Some(&[a, b, c, d]) => u32::from_be_bytes([a, b, c, d]),
+        _ => 0,
+    }
+}
+
+#[inline]
+fn put16<const N: usize>(h: &mut [u8; N], at: usize, v: u16) {
+    if let Some(f) = h.get_mut(at..at + 2) {
+        f.copy_from_slice(&v.to_be_bytes());
+    }
+}
+
+#[inline]
+fn put32<const N: usize>(h: &mut [u8; N], at: usize, v: u32) {
+    if let Some(f) = h.get_mut(at..at + 4) {
+        f.copy_from_slice(&v.to_be_bytes());
+    }
+}
+
+/// How one spliced segment is rewritten.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Xlate {
+    pub src: Option<([u8; 4], u16)>,
+    pub dst: Option<([u8; 4], u16)>,
+    pub seq: Option<SeqNumber>,
+    pub ack: Option<SeqNumber>,
+    pub win: Option<u16>,
+    pub ts: Option<(u32, u32)>,
+    /// Subtracted from every SACK edge.
+    pub sack_off: u32,
+    /// SACK blocks are kept only when they lie within `[lo, hi)` of the sender's space (either
+    /// bound may be open): the others report data another binding's server sent, which the
+    /// receiver never did. They are removed from the option (see `rewrite`).
+    pub sack_keep: Option<(Option<SeqNumber>, Option<SeqNumber>)>,
+    /// The receiver did not negotiate timestamps: the option becomes NOPs.
+    pub strip_ts: bool,
+    /// The receiver did not negotiate SACK: the option becomes NOPs.
+    pub strip_sack: bool,
+    pub clear_fin: bool,
+}
+
+/// Four NOP option bytes.
+const NOPS: u32 = 0x0101_0101;
+
+/// Applies a translation to a TCP frame in place, keeping both checksums right incrementally.
+/// Translates the SACK blocks of `seg` by `x.sack_off`, removing those outside `x.sack_keep`:
+/// the kept blocks move to the front in their order (a D-SACK stays first), the freed 8-byte
+/// slots become NOPs and the option's length shrinks; with no block left the whole option
+/// becomes NOPs. The header length never changes, so this works in place.
+fn rewrite_sack(rw: &mut Rw<'_>, seg: &Seg, x: &Xlate) {
+    let (at0, n) = (seg.opts.sack_at as usize, seg.opts.sack_blocks as usize);
+    let keep = |l: SeqNumber, r: SeqNumber| match x.sack_keep {
+        _ if x.strip_sack => false,
+        None => true,
+        Some((lo, hi)) => lo.is_none_or(|lo| l.ge(lo)) && hi.is_none_or(|hi| r.le(hi)),
+    };
+    let mut kept = 0;
+    for i in 0..n {
+        let at = at0 + 8 * i;
+        let (l, r) = (SeqNumber(rw.opt32_get(at)), SeqNumber(rw.opt32_get(at + 4)));
+        if !keep(l, r) {
+            continue;
+        }
+        let to = at0 + 8 * kept;
+        rw.opt32(to, l.sub(x.sack_off).0);
+        rw.opt32(to + 4, r.sub(x.sack_off).0);
+        kept += 1;
+    }
+    if kept == n {
+        return;
+    }
+    for i in kept..n {
+        rw.opt32(at0 + 8 * i, NOPS);
+        rw.opt32(at0 + 8 * i + 4, NOPS);
+    }
+    match kept {
+        // Kind and length too: ten NOPs where the option was.
+        0 => {
+            rw.opt8(at0.wrapping_sub(2), 1);
+            rw.opt8(at0.wrapping_sub(1), 1);
+        }
+        _ => rw.opt8(at0.wrapping_sub(1), (2 + 8 * kept) as u8),
+    }
+}
+
+/// Applies `x` to the frame in place. False only if the frame is shorter than its headers,
+/// which the parser has ruled out (the caller then drops it as `internal`).
+#[must_use]
+pub(super) fn rewrite<M: Meter + ?Sized>(
+    frame: &mut [u8],
+    meta: FrameMeta,
+    seg: &Seg,
+    x: &Xlate,
+    meter: &mut M,
+) -> bool {
+    let Some(mut rw) = Rw::new(frame, meta.csum) else {
+        return false;
+    };
+    if let Some((a, p)) = x.src {
+        rw.src(Ipv4Address::from_octets(a));
+        rw.sport(p);
+    }
+    if let Some((a, p)) = x.dst {
+        rw.dst(Ipv4Address::from_octets(a));
+        rw.dport(p);
+    }
+    if let Some(v) = x.seq {
+        rw.seq(v);
+    }
+    if let Some(v) = x.ack {
+        rw.ack(v);
+    }
+    if let Some(w) = x.win {
+        rw.win(w);
+    }
+    if let (Some((tsval, tsecr)), Some(at)) = (x.ts, seg.opts.ts_at) {
+        rw.opt32(at as usize, tsval);
+        rw.opt32(at as usize + 4, tsecr);
+    }
+    if let (true, Some(at)) = (x.strip_ts, seg.opts.ts_at) {
+        // Kind, length and both values: ten NOPs where the option was.
+        let at = at as usize;
+        rw.opt8(at.wrapping_sub(2), 1);
+        rw.opt8(at.wrapping_sub(1), 1);
+        rw.opt32(at, NOPS);
+        rw.opt32(at + 4, NOPS);
+    }
+    if x.sack_off != 0 || x.sack_keep.is_some() || x.strip_sack {
+        rewrite_sack(&mut rw, seg, x);
+    }
+    if x.clear_fin {
+        rw.clear_fin();
+    }
+    rw.ttl_dec();
+    rw.finish(meter);
+    true
+}
+
+/// The segment as it looks after `x` (for tracking on the egress leg).
+pub(super) fn translated(seg: &Seg, x: &Xlate) -> Seg {
+    let mut t = *seg;
+    if let Some(v) = x.seq {
+        t.seq = v;
+    }
+    if let Some(v) = x.ack {
+        t.ack = v;
+    }
+    if let Some(w) = x.win {
+        t.win = w;
+    }
+    if let Some((v, e)) = x.ts {
+        t.opts.tsval = v;
+        t.opts.tsecr = e;
+    }
+    if x.strip_ts {
+        t.opts.ts_at = None;
+    }
+    if x.strip_sack {
+        t.opts.sack_blocks = 0;
+    }
+    t
+}
