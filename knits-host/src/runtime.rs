@@ -40,6 +40,7 @@ use std::time::{Duration, SystemTime};
 use knits_core::checksum;
 use knits_core::config::{Config, PortId, PortRole};
 use knits_core::spray::shard_of;
+use knits_core::switch::BURST;
 use knits_core::time::Instant;
 use knits_core::wire::control;
 
@@ -131,6 +132,11 @@ pub trait Core {
         sink: &mut FrameSink,
     ) -> Outcome {
         self.process(port, now, frame, csum, sink)
+    }
+    /// Touches what handling `frame` will read (see `Switch::prefetch`), before a burst is
+    /// handled frame by frame. The default does nothing.
+    fn prefetch(&self, _frame: &[u8]) -> u32 {
+        0
     }
     /// Runs timers.
     fn poll(&mut self, now: Instant, sink: &mut FrameSink);
@@ -229,6 +235,8 @@ pub struct Runtime<C: Core> {
     start: std::time::Instant,
     offloads: bool,
     buf: Vec<u8>,
+    /// A burst of frames read from one port, with their lengths (see `read_port`).
+    rx: Vec<(Vec<u8>, usize)>,
     dup: Vec<u8>,
     snapshot: Arc<Mutex<Snapshot>>,
     shard: Option<ShardCtx>,
@@ -396,6 +404,7 @@ impl<C: Core> Runtime<C> {
             start,
             offloads,
             buf: vec![0; tap::BUF_LEN],
+            rx: (0..BURST).map(|_| (vec![0; tap::BUF_LEN], 0)).collect(),
             dup: Vec::new(),
             snapshot,
             shard,
@@ -540,74 +549,130 @@ impl<C: Core> Runtime<C> {
         }
     }
 
+    /// Reads up to [`BATCH`] frames from a ready port, [`knits_core::switch::BURST`] at a time:
+    /// a burst is read whole, the core touches the table slots of all its frames
+    /// ([`Core::prefetch`], so their cache misses overlap), then each frame is handled and its
+    /// output sent before the next, as one by one.
     fn read_port(&mut self, port: usize) {
-        for _ in 0..BATCH {
-            let Some(p) = self.ports.get_mut(port) else {
-                return;
-            };
-            let n = match p.tap.recv(&mut self.buf) {
-                Ok(Some(n)) => n,
-                Ok(None) => return,
-                Err(e) => {
-                    p.stats.rx_errors += 1;
-                    if e.kind() != io::ErrorKind::Interrupted {
-                        // The device is gone (EBADFD after its link was deleted): a level-triggered
-                        // epoll would report it readable forever, so it leaves the set.
-                        self.port_gone(port);
-                    }
+        let mut read = 0;
+        while read < BATCH {
+            let mut got = 0;
+            let mut more = true;
+            while got < BURST && read < BATCH {
+                let Some(p) = self.ports.get_mut(port) else {
                     return;
+                };
+                let Some(buf) = self.rx.get_mut(got) else {
+                    break;
+                };
+                match p.tap.recv(&mut buf.0) {
+                    Ok(Some(n)) => {
+                        buf.1 = n;
+                        got += 1;
+                        read += 1;
+                    }
+                    Ok(None) => {
+                        more = false;
+                        break;
+                    }
+                    Err(e) => {
+                        p.stats.rx_errors += 1;
+                        if e.kind() != io::ErrorKind::Interrupted {
+                            // The device is gone (EBADFD after its link was deleted): a
+                            // level-triggered epoll would report it readable forever, so it
+                            // leaves the set once what was read is handled.
+                            self.handle_burst(port, got);
+                            self.port_gone(port);
+                            return;
+                        }
+                        more = false;
+                        break;
+                    }
                 }
-            };
-            if p.down {
-                p.down = false;
-                if let Some(sh) = &self.shard {
-                    sh.set_link(port, true);
-                }
-                self.core.set_port_up(port as PortId, true, &mut self.sink);
-                self.drain_sink();
             }
-            let Some(p) = self.ports.get_mut(port) else {
+            self.handle_burst(port, got);
+            if !more || got == 0 {
                 return;
-            };
-            let Some(mut hdr) = VnetHdr::parse(&self.buf[..n]) else {
-                p.stats.rx_errors += 1;
-                continue;
-            };
-            p.stats.rx_frames += 1;
-            p.stats.rx_bytes += (n - vnet::HDR_LEN) as u64;
-            if hdr.is_gso() {
-                p.stats.rx_gso += 1;
             }
-            if let Some(inj) = &mut p.fault_in {
-                let d = inj.decide();
-                if d.drop {
-                    continue;
-                }
-                if d.corrupt {
-                    let (h, f) = self.buf[..n].split_at_mut(vnet::HDR_LEN);
-                    if inj.corrupt(&mut hdr, f) {
-                        hdr.emit(h);
-                    }
-                }
-                if let Some(delay) = d.delay {
-                    self.hold(port as PortId, true, delay, n);
-                    if d.duplicate {
-                        self.hold(port as PortId, true, delay + Duration::from_micros(50), n);
-                    }
-                    continue;
-                }
-                if d.duplicate {
-                    self.dup.clear();
-                    self.dup.extend_from_slice(&self.buf[..n]);
-                    let mut copy = std::mem::take(&mut self.dup);
-                    self.process(port as PortId, &mut copy);
-                    self.dup = copy;
-                }
-            }
-            let mut buf = std::mem::take(&mut self.buf);
-            self.process(port as PortId, &mut buf[..n]);
-            self.buf = buf;
         }
+    }
+
+    /// Handles the first `got` frames of `self.rx`, read from `port`.
+    fn handle_burst(&mut self, port: usize, got: usize) {
+        let mut acc = 0u32;
+        for (b, n) in self.rx.iter().take(got) {
+            if let Some(f) = b.get(vnet::HDR_LEN..*n) {
+                acc ^= self.core.prefetch(f);
+            }
+        }
+        std::hint::black_box(acc);
+        for i in 0..got {
+            let Some(slot) = self.rx.get_mut(i) else {
+                break;
+            };
+            let n = slot.1;
+            std::mem::swap(&mut self.buf, &mut slot.0);
+            self.rx_frame(port, n);
+            if let Some(slot) = self.rx.get_mut(i) {
+                std::mem::swap(&mut self.buf, &mut slot.0);
+            }
+        }
+    }
+
+    /// One frame of `n` bytes (virtio-net header included) read from `port` into `self.buf`.
+    fn rx_frame(&mut self, port: usize, n: usize) {
+        let Some(p) = self.ports.get_mut(port) else {
+            return;
+        };
+        if p.down {
+            p.down = false;
+            if let Some(sh) = &self.shard {
+                sh.set_link(port, true);
+            }
+            self.core.set_port_up(port as PortId, true, &mut self.sink);
+            self.drain_sink();
+        }
+        let Some(p) = self.ports.get_mut(port) else {
+            return;
+        };
+        let Some(mut hdr) = VnetHdr::parse(&self.buf[..n]) else {
+            p.stats.rx_errors += 1;
+            return;
+        };
+        p.stats.rx_frames += 1;
+        p.stats.rx_bytes += (n - vnet::HDR_LEN) as u64;
+        if hdr.is_gso() {
+            p.stats.rx_gso += 1;
+        }
+        if let Some(inj) = &mut p.fault_in {
+            let d = inj.decide();
+            if d.drop {
+                return;
+            }
+            if d.corrupt {
+                let (h, f) = self.buf[..n].split_at_mut(vnet::HDR_LEN);
+                if inj.corrupt(&mut hdr, f) {
+                    hdr.emit(h);
+                }
+            }
+            if let Some(delay) = d.delay {
+                self.hold(port as PortId, true, delay, n);
+                if d.duplicate {
+                    self.hold(port as PortId, true, delay + Duration::from_micros(50), n);
+                }
+                return;
+            }
+            if d.duplicate {
+                self.dup.clear();
+                self.dup.extend_from_slice(&self.buf[..n]);
+                let mut copy = std::mem::take(&mut self.dup);
+                self.process(port as PortId, &mut copy);
+                self.dup = copy;
+            }
+        }
+        let mut buf = std::mem::take(&mut self.buf);
+        self.process(port as PortId, &mut buf[..n]);
+        self.buf = buf;
     }
 
     fn hold(&mut self, port: PortId, ingress: bool, delay: Duration, n: usize) {

@@ -106,6 +106,10 @@ impl Core for SwitchCore {
         }
     }
 
+    fn prefetch(&self, frame: &[u8]) -> u32 {
+        self.sw.prefetch(frame)
+    }
+
     fn poll(&mut self, now: Instant, sink: &mut FrameSink) {
         self.sw.poll(now, POLL_BUDGET, sink);
     }

@@ -332,9 +332,7 @@ impl<'a> Switch<'a> {
         let n = frames.len().min(metas.len()).min(verdicts.len()).min(BURST);
         let mut acc = 0u32;
         for f in frames.iter().take(n) {
-            if let Some(key) = parse::tcp_key_hint(f) {
-                acc ^= self.table.touch(&key);
-            }
+            acc ^= self.prefetch(f);
         }
         core::hint::black_box(acc);
         for ((f, m), v) in frames
@@ -346,6 +344,15 @@ impl<'a> Switch<'a> {
             *v = self.process(port, now, f, *m, sink, meter);
         }
         n
+    }
+
+    /// The first pass of [`Switch::process_burst`] for one frame, for callers that keep their
+    /// own loop (to send each frame's output before the next is processed): reads the index
+    /// and flow slots a TCP frame's lookup will need and returns a value made from them, which
+    /// the caller passes to [`core::hint::black_box`] once for the batch. Changes nothing.
+    #[inline]
+    pub fn prefetch(&self, frame: &[u8]) -> u32 {
+        parse::tcp_key_hint(frame).map_or(0, |key| self.table.touch(&key))
     }
 
     /// Stage 1 for every frame: the Ethernet header decides between ARP and IPv4.

@@ -132,18 +132,10 @@ pub(super) fn tcp(f: &[u8], ip: &Ip, verify: bool) -> Result<Seg, DropReason> {
     if (syn && (fin || rst)) || (!syn && !ackf && !rst) || (fin && !ackf) {
         return Err(DropReason::TcpBadFlags);
     }
-    let opts = if hdr_len == tcp::LEN {
-        TcpOptions::default()
-    } else {
-        let Some(hdr) = s.get(..hdr_len) else {
-            return Err(DropReason::TcpMalformed);
-        };
-        tcp_options::parse(hdr).map_err(|_| DropReason::TcpBadOption)?
-    };
     if verify && !checksum::transport_ok(ip.src, ip.dst, ipv4::PROTO_TCP, s) {
         return Err(DropReason::TcpBadChecksum);
     }
-    Ok(Seg {
+    let mut seg = Seg {
         key: FlowKey {
             src: ip.src,
             dst: ip.dst,
@@ -158,8 +150,17 @@ pub(super) fn tcp(f: &[u8], ip: &Ip, verify: bool) -> Result<Seg, DropReason> {
         rst,
         len: (s.len() - hdr_len) as u32,
         win: be16(th, tcp::WINDOW.start),
-        opts,
-    })
+        opts: TcpOptions::default(),
+    };
+    if hdr_len > tcp::LEN {
+        let Some(hdr) = s.get(..hdr_len) else {
+            return Err(DropReason::TcpMalformed);
+        };
+        if tcp_options::parse_into(hdr, &mut seg.opts).is_err() {
+            return Err(DropReason::TcpBadOption);
+        }
+    }
+    Ok(seg)
 }
 
 /// A UDP datagram's ports and checksum field, and the whole datagram.

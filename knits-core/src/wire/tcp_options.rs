@@ -72,6 +72,14 @@ fn be32(b: &[u8], at: usize) -> u32 {
 /// at least 20); anything past it is ignored.
 pub fn parse(header: &[u8]) -> Result<TcpOptions, OptionError> {
     let mut o = TcpOptions::default();
+    parse_into(header, &mut o)?;
+    Ok(o)
+}
+
+/// [`parse`] into a caller's record (which should start as `TcpOptions::default()`): the
+/// per-packet path fills the options of its segment in place instead of moving a result.
+#[inline]
+pub fn parse_into(header: &[u8], o: &mut TcpOptions) -> Result<(), OptionError> {
     let end = header.len().min(60);
     let mut i = BASE_HEADER_LEN;
     while i < end {
@@ -133,7 +141,7 @@ pub fn parse(header: &[u8]) -> Result<TcpOptions, OptionError> {
         i += len;
     }
     o.walked = (i.min(end) - BASE_HEADER_LEN.min(i)) as u8;
-    Ok(o)
+    Ok(())
 }
 
 impl TcpOptions {
