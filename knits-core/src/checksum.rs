@@ -32,6 +32,15 @@ pub const fn fold(mut sum: u32) -> u16 {
     sum as u16
 }
 
+/// Folds a 64-bit one's complement accumulator to 16 bits with end-around carry (a sum of
+/// many 16-bit terms, e.g. the edits of a whole rewrite).
+#[inline]
+pub const fn fold64(sum: u64) -> u16 {
+    let s = (sum & 0xffff_ffff) + (sum >> 32);
+    let s = (s & 0xffff_ffff) + (s >> 32);
+    fold(s as u32)
+}
+
 /// The RFC 1071 one's complement sum of `data` (big-endian 16-bit words, an odd last byte padded
 /// with zero), added to `initial`. Not complemented; fold it with [`fold`].
 ///

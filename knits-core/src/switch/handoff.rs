@@ -54,7 +54,7 @@ impl Mirror {
             src: Some((self.to.src, self.to.sport)),
             dst: Some((self.to.dst, self.to.dport)),
             seq: Some(seg.seq.add(self.seq_off)),
-            ack: seg.ackf.then_some(ack),
+            ack: seg.ackf().then_some(ack),
             win: Some(rescale_window(seg.win, self.shifts.0, self.shifts.1)),
             ts,
             sack_off: self.back_off,
@@ -105,7 +105,7 @@ impl<'a> Switch<'a> {
         let Some(k) = sess.binding_of_leg(fi) else {
             // The first node's connection after its binding left the history: only a resent
             // FIN (the faked final ACK was lost) still comes, and is answered.
-            if seg.fin && !seg.rst && dir == Dir::Reply {
+            if seg.fin() && !seg.rst() && dir == Dir::Reply {
                 let (port, ts) = self
                     .table
                     .get(fi)
@@ -185,10 +185,10 @@ impl<'a> Switch<'a> {
         // A client RST aborts the connection: it goes to the current server. (It may carry no
         // ACK, so its acknowledgment field says nothing about the binding; retiring nodes are
         // the switch's to close, paper IV.B 1.)
-        let pick = if seg.rst {
+        let pick = if seg.rst() {
             sess.bindings.len().checked_sub(1)
         } else {
-            sess.pick_for_client(seg.seq, seg.len + seg.fin as u32, seg.ack)
+            sess.pick_for_client(seg.seq, seg.len + seg.fin() as u32, seg.ack)
         };
         let Some(k) = pick else {
             return Verdict::Drop(DropReason::StaleLeg);
@@ -199,8 +199,8 @@ impl<'a> Switch<'a> {
         let Some(b) = sess.bindings.get_mut(k) else {
             return Verdict::Drop(DropReason::Internal);
         };
-        if seg.len > 0 || seg.fin {
-            let end = seg.seq.add(seg.len + seg.fin as u32);
+        if seg.len > 0 || seg.fin() {
+            let end = seg.seq.add(seg.len + seg.fin() as u32);
             if end.gt(b.c_hi) {
                 b.c_hi = end;
             }
@@ -271,7 +271,7 @@ impl<'a> Switch<'a> {
             return Verdict::Drop(DropReason::Internal);
         };
         let on_leg = fi != anchor;
-        if seg.syn && on_leg {
+        if seg.syn() && on_leg {
             return Verdict::Drop(DropReason::LegHandshake);
         }
         if fi != anchor {
@@ -283,7 +283,7 @@ impl<'a> Switch<'a> {
             let Some(b) = self.binding_mut(s, k) else {
                 return Verdict::Drop(DropReason::Internal);
             };
-            if seg.ackf && seg.ack.gt(b.srv_ack) {
+            if seg.ackf() && seg.ack.gt(b.srv_ack) {
                 b.srv_ack = seg.ack;
             }
             let end = seg.seq.add(seg.seq_len());
@@ -302,7 +302,7 @@ impl<'a> Switch<'a> {
         }
         // Current binding.
         let sent_data = b.srv_nxt.gt(b.s_start.sub(b.s_off).add(1)) && on_leg;
-        if seg.rst && b.phase == Phase::Pending && !sent_data {
+        if seg.rst() && b.phase == Phase::Pending && !sent_data {
             // The target reset the new leg before answering: roll back (docs/protocol.md).
             self.rollback(s, p.sink);
             return Verdict::Local(LocalKind::TeardownAbsorbed);
@@ -314,7 +314,7 @@ impl<'a> Switch<'a> {
                     return Verdict::Drop(DropReason::Internal);
                 };
                 let need = prev.c_hi.max(b.c_start).add(b.c_off);
-                if (seg.ackf && seg.ack.ge(need)) || seg.len > 0 {
+                if (seg.ackf() && seg.ack.ge(need)) || seg.len > 0 {
                     self.confirm(s, k, now_ms, p.sink);
                 }
             }
@@ -399,7 +399,7 @@ impl<'a> Switch<'a> {
     /// Paper IV.B 4: once the target has acknowledged up to the old node's FIN, the switch
     /// answers that FIN with a faked FIN/ACK.
     fn tell_old_node<S: Sink + ?Sized>(&mut self, s: usize, k: usize, seg: &Seg, sink: &mut S) {
-        if !seg.ackf {
+        if !seg.ackf() {
             return;
         }
         let Some(b) = self.binding(s, k) else {
@@ -634,14 +634,14 @@ impl<'a> Switch<'a> {
         let Some(leg) = self.table.get(b.leg as usize).copied() else {
             return Verdict::Drop(DropReason::StaleLeg);
         };
-        if seg.rst {
+        if seg.rst() {
             // Never let a retiring node reset the client.
             return Verdict::Local(LocalKind::TeardownAbsorbed);
         }
         // The old node closes while its hand-off is still pending: its FIN is held back (it
         // resends it). Confirmed, the FIN is then absorbed as the end of a retired leg; rolled
         // back, it reaches the client, whose connection the node really closed.
-        if seg.fin
+        if seg.fin()
             && self
                 .binding(s, k + 1)
                 .is_some_and(|n| n.phase == Phase::Pending)
@@ -651,13 +651,13 @@ impl<'a> Switch<'a> {
         // Only an ACK of exactly a faked FIN acknowledges it: a larger one is a duplicate ACK
         // for client bytes past the FIN, i.e. the FIN was out of place and ignored (and is
         // resent, see `send_fake_fin`).
-        let acks_fin = seg.ackf
+        let acks_fin = seg.ackf()
             && (seg.ack == b.fake_fin.add(1)
                 || b.fake_fin_end.is_some_and(|e| seg.ack == e.add(1)));
         if acks_fin && let Some(x) = self.binding_mut(s, k) {
             x.teardown(TeardownEvent::FakeFinAcked);
         }
-        if seg.fin {
+        if seg.fin() {
             let fin_seq = seg.seq.add(seg.len);
             // The client's next sequence as the old node sees it: what its FIN acknowledges
             // (one past the faked FIN it took).
@@ -699,7 +699,7 @@ impl<'a> Switch<'a> {
         // never sent, nor anything past the faked FIN, which sits at the old node's `rcv_nxt`.
         let ack_c = seg.ack.sub(b.c_off);
         let received = ack_c.le(b.c_hi) && (b.inbound == Teardown::Idle || seg.ack.le(b.fake_fin));
-        let new_ack = seg.ackf && received && ack_c.gt(client_acked);
+        let new_ack = seg.ackf() && received && ack_c.gt(client_acked);
         if seg.len == 0 && !new_ack {
             let _ = now_ms;
             return Verdict::Local(LocalKind::TeardownAbsorbed);
@@ -723,7 +723,7 @@ impl<'a> Switch<'a> {
         }
         // An RST is judged before anything of the segment is recorded: one that is refused
         // (out of window) must change nothing.
-        if !seg.rst {
+        if !seg.rst() {
             let Some(b) = self.binding_mut(s, k) else {
                 return Verdict::Drop(DropReason::Internal);
             };
@@ -738,7 +738,7 @@ impl<'a> Switch<'a> {
         let Some(b) = self.binding(s, k) else {
             return Verdict::Drop(DropReason::Internal);
         };
-        if seg.rst {
+        if seg.rst() {
             // At the old node's snd_nxt: the end of what it sent, or one past its FIN.
             let at_nxt = seg.seq == b.old_nxt || b.old_fin.is_some_and(|f| seg.seq == f.add(1));
             if !at_nxt {
@@ -769,8 +769,8 @@ impl<'a> Switch<'a> {
         // The old node's FIN where the client's own FIN maps on this leg: a half-closed client
         // whose FIN reached the old node before the hand-off. It goes on to the target.
         let fin_seq = seg.seq.add(seg.len);
-        let pass_fin = seg.fin && self.client_fin_on_leg(s, k) == Some(fin_seq);
-        if seg.fin {
+        let pass_fin = seg.fin() && self.client_fin_on_leg(s, k) == Some(fin_seq);
+        if seg.fin() {
             if let Some(x) = self.binding_mut(s, k) {
                 x.old_fin = Some(fin_seq);
                 if pass_fin {
@@ -801,7 +801,7 @@ impl<'a> Switch<'a> {
         // Bytes the target has already acknowledged: the old node missed the faked ACK (lost or
         // late) and retransmits. The target may have closed the leg by now and would answer
         // with a reset, so answer the old node again instead of passing the bytes on.
-        if !seg.fin && seg.seq.add(seg.len).le(b.srv_ack) {
+        if !seg.fin() && seg.seq.add(seg.len).le(b.srv_ack) {
             self.reack_old_node(s, k, p.sink);
             return Verdict::Local(LocalKind::TeardownAbsorbed);
         }
@@ -817,21 +817,21 @@ impl<'a> Switch<'a> {
         p.meter.step(Step::Rewrite);
         let ts = seg.opts.ts_at.map(|_| (lo.ts_in, seg.opts.tsecr));
         let x = Xlate {
-            ack: if seg.ackf && lo.has(dirflag::ACKED) {
+            ack: if seg.ackf() && lo.has(dirflag::ACKED) {
                 Some(seg.ack.max(lo.ack))
             } else {
                 None
             },
             win: Some(lo.win),
             ts,
-            clear_fin: seg.fin && !pass_fin,
+            clear_fin: seg.fin() && !pass_fin,
             ..Xlate::default()
         };
         if !rewrite(p.frame, p.meta, seg, &x, p.meter) {
             return Verdict::Drop(DropReason::Internal);
         }
         let mut t = translated(seg, &x);
-        t.fin = pass_fin;
+        t.set_fin(pass_fin);
         self.track(fi, Dir::Orig, leg.ports[0], now_ms, &t);
         let out = Out {
             port: leg.ports[1],
@@ -1055,7 +1055,7 @@ impl<'a> Switch<'a> {
     ) {
         let g = GenTcp {
             src: seg.key.reversed(),
-            seq: if seg.ackf { seg.ack } else { SeqNumber(0) },
+            seq: if seg.ackf() { seg.ack } else { SeqNumber(0) },
             ack: seg.seq.add(seg.seq_len()),
             fin: false,
             rst: true,

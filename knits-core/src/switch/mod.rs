@@ -934,10 +934,10 @@ impl<'a> Switch<'a> {
         p: &mut Pkt<'_, S, M>,
     ) -> Verdict {
         let verify = self.config.verify_checksums && p.meta.csum == Kind::Full;
-        let seg = match parse::tcp(p.frame, ip, verify) {
-            Ok(seg) => seg,
-            Err(r) => return Verdict::Drop(r),
-        };
+        let mut seg = Seg::default();
+        if let Err(r) = parse::tcp(p.frame, ip, verify, &mut seg) {
+            return Verdict::Drop(r);
+        }
         p.meter
             .bytes_read((ip.l4_len as u32).saturating_sub(seg.len));
         p.meter.option_bytes(seg.opts.walked as u32);
@@ -961,9 +961,9 @@ impl<'a> Switch<'a> {
             p.meter.step(Step::Decide);
             // A FIN between two nodes on a connection the switch no longer holds: a retired
             // hand-off leg whose old node resends its FIN because the answer was lost.
-            if seg.fin
-                && !seg.syn
-                && !seg.rst
+            if seg.fin()
+                && !seg.syn()
+                && !seg.rst()
                 && self
                     .route_between_nodes(port, Ipv4Address::from_octets(seg.key.dst))
                     .is_some()
@@ -992,7 +992,7 @@ impl<'a> Switch<'a> {
                 }
             }
             p.meter.step(Step::Decide);
-            let reuse = if seg.syn && !seg.ackf && dir == Dir::Orig {
+            let reuse = if seg.syn() && !seg.ackf() && dir == Dir::Orig {
                 flow.reuse(self.tuple_closed(flow), &seg)
             } else {
                 Reuse::Open
@@ -1000,7 +1000,7 @@ impl<'a> Switch<'a> {
             // An old node's RST on the leg it opened is checked against its own sequence
             // numbers (`on_old_node_packet`): the target's acknowledgments there also cover the
             // client's bytes, which follow the old node's in the same space.
-            let old_node_rst = seg.rst
+            let old_node_rst = seg.rst()
                 && dir == Dir::Orig
                 && flow.kind == FlowKind::Routed
                 && flow.session().is_some();
@@ -1031,7 +1031,7 @@ impl<'a> Switch<'a> {
         }
         if session.is_none() && aborted {
             self.track(fi, dir, port, now_ms, &seg);
-            if !seg.rst {
+            if !seg.rst() {
                 self.answer_aborted(port, &seg, p.sink);
             }
             return Verdict::Local(LocalKind::TeardownAbsorbed);
@@ -1074,7 +1074,7 @@ impl<'a> Switch<'a> {
         seg: &Seg,
         p: &mut Pkt<'_, S, M>,
     ) -> Verdict {
-        if !seg.syn || seg.ackf {
+        if !seg.syn() || seg.ackf() {
             return Verdict::Drop(DropReason::UnknownFlow);
         }
         match role {
@@ -1230,7 +1230,7 @@ impl<'a> Switch<'a> {
         // it is translated, the RST is passed on, and a late segment of it is dropped as
         // unknown (the nodes' own stacks would only reset it again). A refused hand-off's
         // new leg, closed by the proxy with an RST, so costs the table nothing lasting.
-        if seg.rst && f.state == TcpState::TimeWait && f.link == 0 {
+        if seg.rst() && f.state == TcpState::TimeWait && f.link == 0 {
             self.counters.closed += 1;
             self.event(FlowEvent::RoutedReset);
             self.table.remove(fi);

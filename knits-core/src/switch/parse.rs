@@ -87,35 +87,65 @@ pub(super) fn ipv4(f: &[u8], verify: bool) -> Result<Ip, DropReason> {
 }
 
 /// A parsed TCP segment (values before any rewrite).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub(super) struct Seg {
     pub key: FlowKey,
     pub seq: SeqNumber,
     pub ack: SeqNumber,
-    pub syn: bool,
-    pub ackf: bool,
-    pub fin: bool,
-    pub rst: bool,
+    /// The flag byte of the TCP header (`field::tcp::{SYN, ACK_FLAG, FIN, RST}` bits).
+    pub flags: u8,
     pub len: u32,
     pub win: u16,
     pub opts: TcpOptions,
 }
 
 impl Seg {
+    /// SYN is set.
+    #[inline]
+    pub const fn syn(&self) -> bool {
+        self.flags & tcp::SYN != 0
+    }
+    /// ACK is set.
+    #[inline]
+    pub const fn ackf(&self) -> bool {
+        self.flags & tcp::ACK_FLAG != 0
+    }
+    /// FIN is set.
+    #[inline]
+    pub const fn fin(&self) -> bool {
+        self.flags & tcp::FIN != 0
+    }
+    /// RST is set.
+    #[inline]
+    pub const fn rst(&self) -> bool {
+        self.flags & tcp::RST != 0
+    }
+    /// Sets or clears FIN (the segment as a translation leaves it).
+    #[inline]
+    pub fn set_fin(&mut self, fin: bool) {
+        self.flags = if fin {
+            self.flags | tcp::FIN
+        } else {
+            self.flags & !tcp::FIN
+        };
+    }
     /// Sequence space the segment occupies (data, SYN and FIN).
-    pub fn seq_len(&self) -> u32 {
-        self.len + self.syn as u32 + self.fin as u32
+    #[inline]
+    pub const fn seq_len(&self) -> u32 {
+        self.len + self.syn() as u32 + self.fin() as u32
     }
     /// Neither SYN, FIN nor RST: an acknowledgment, with or without data.
-    pub fn plain(&self) -> bool {
-        !(self.syn | self.fin | self.rst)
+    #[inline]
+    pub const fn plain(&self) -> bool {
+        self.flags & (tcp::SYN | tcp::FIN | tcp::RST) == 0
     }
 }
 
 /// The TCP segment of an IPv4 frame: a header that fits, a legal flag combination, options
-/// that parse, and (when `verify`) a right checksum.
+/// that parse, and (when `verify`) a right checksum. Written into `seg` (the caller's, so the
+/// record is not moved between stages).
 #[inline]
-pub(super) fn tcp(f: &[u8], ip: &Ip, verify: bool) -> Result<Seg, DropReason> {
+pub(super) fn tcp(f: &[u8], ip: &Ip, verify: bool, seg: &mut Seg) -> Result<(), DropReason> {
     let Some(s) = f.get(frame::L4..frame::L4 + ip.l4_len) else {
         return Err(DropReason::TcpMalformed);
     };
@@ -135,7 +165,7 @@ pub(super) fn tcp(f: &[u8], ip: &Ip, verify: bool) -> Result<Seg, DropReason> {
     if verify && !checksum::transport_ok(ip.src, ip.dst, ipv4::PROTO_TCP, s) {
         return Err(DropReason::TcpBadChecksum);
     }
-    let mut seg = Seg {
+    *seg = Seg {
         key: FlowKey {
             src: ip.src,
             dst: ip.dst,
@@ -144,10 +174,7 @@ pub(super) fn tcp(f: &[u8], ip: &Ip, verify: bool) -> Result<Seg, DropReason> {
         },
         seq: SeqNumber(be32(th, tcp::SEQ.start)),
         ack: SeqNumber(be32(th, tcp::ACK.start)),
-        syn,
-        ackf,
-        fin,
-        rst,
+        flags: flags & (tcp::SYN | tcp::ACK_FLAG | tcp::FIN | tcp::RST),
         len: (s.len() - hdr_len) as u32,
         win: be16(th, tcp::WINDOW.start),
         opts: TcpOptions::default(),
@@ -160,7 +187,7 @@ pub(super) fn tcp(f: &[u8], ip: &Ip, verify: bool) -> Result<Seg, DropReason> {
             return Err(DropReason::TcpBadOption);
         }
     }
-    Ok(seg)
+    Ok(())
 }
 
 /// A UDP datagram's ports and checksum field, and the whole datagram.

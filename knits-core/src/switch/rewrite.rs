@@ -29,8 +29,12 @@ pub(super) struct Rw<'f> {
     /// TCP options and payload: offset `at` from the TCP header is `rest[at - tcp::LEN]`.
     rest: &'f mut [u8],
     kind: Kind,
+    /// The checksums as found, and the one's complement sum of every edit since (`~m + m'`
+    /// per 16-bit word, RFC 1624 equation 3): folded once, in [`Rw::finish`].
     ip_c: u16,
     tcp_c: u16,
+    ip_acc: u64,
+    tcp_acc: u64,
     bytes: u32,
     words: u32,
 }
@@ -52,6 +56,8 @@ impl<'f> Rw<'f> {
             kind,
             ip_c,
             tcp_c,
+            ip_acc: 0,
+            tcp_acc: 0,
             bytes: 0,
             words: 0,
         })
@@ -72,8 +78,10 @@ impl<'f> Rw<'f> {
         let new = u32::from_be_bytes(new);
         if old != new {
             put32(self.ip, at, new);
-            self.ip_c = checksum::update32(self.ip_c, old, new);
-            self.tcp_c = checksum::pseudo_update32(self.kind, self.tcp_c, old, new);
+            // In the pseudo-header too, so a partial checksum changes as well.
+            let d = delta32(old, new);
+            self.ip_acc += d;
+            self.tcp_acc += d;
             self.bytes += 4;
             self.words += 4;
         }
@@ -84,7 +92,7 @@ impl<'f> Rw<'f> {
         let old = get16(self.th, at);
         if old != v {
             put16(self.th, at, v);
-            self.tcp_c = checksum::segment_update16(self.kind, self.tcp_c, old, v);
+            self.segment_edit(delta16(old, v));
             self.bytes += 2;
             self.words += 1;
         }
@@ -95,9 +103,16 @@ impl<'f> Rw<'f> {
         let old = get32(self.th, at);
         if old != v {
             put32(self.th, at, v);
-            self.tcp_c = checksum::segment_update32(self.kind, self.tcp_c, old, v);
+            self.segment_edit(delta32(old, v));
             self.bytes += 4;
             self.words += 2;
+        }
+    }
+    /// An edit inside the segment: a partial checksum does not cover the segment yet.
+    #[inline]
+    fn segment_edit(&mut self, d: u64) {
+        if self.kind == Kind::Full {
+            self.tcp_acc += d;
         }
     }
     /// The source port.
@@ -131,7 +146,7 @@ impl<'f> Rw<'f> {
         let new = old & !(tcp::FIN as u16);
         if old != new {
             put16(self.th, tcp::FLAGS.start, new);
-            self.tcp_c = checksum::segment_update16(self.kind, self.tcp_c, old, new);
+            self.segment_edit(delta16(old, new));
         }
     }
     /// A 32-bit option field at offset `at` from the TCP header (options start at 20, an even
@@ -140,7 +155,21 @@ impl<'f> Rw<'f> {
         let Some(at) = at.checked_sub(tcp::LEN) else {
             return;
         };
-        self.tcp_c = tcp_options::write_u32(self.rest, at, v, self.kind, self.tcp_c);
+        let Some(f) = self.rest.get_mut(at..at + 4) else {
+            return;
+        };
+        let old = u32::from_be_bytes([f[0], f[1], f[2], f[3]]);
+        if old == v {
+            return;
+        }
+        f.copy_from_slice(&v.to_be_bytes());
+        // At an odd offset the value straddles 16-bit words: its bytes count rotated by 8.
+        let d = if at.is_multiple_of(2) {
+            delta32(old, v)
+        } else {
+            delta32(old.rotate_left(8), v.rotate_left(8))
+        };
+        self.segment_edit(d);
         self.bytes += 4;
         self.words += 3;
     }
@@ -160,7 +189,7 @@ impl<'f> Rw<'f> {
                     x as u16
                 }
             };
-            self.tcp_c = checksum::segment_update16(self.kind, self.tcp_c, word(old), word(v));
+            self.segment_edit(delta16(word(old), word(v)));
             self.bytes += 1;
             self.words += 1;
         }
@@ -177,18 +206,35 @@ impl<'f> Rw<'f> {
         self.ip[ipv4::TTL] = ttl.wrapping_sub(1);
         let old = u16::from_be_bytes([ttl, proto]);
         let new = u16::from_be_bytes([ttl.wrapping_sub(1), proto]);
-        self.ip_c = checksum::update16(self.ip_c, old, new);
+        self.ip_acc += delta16(old, new);
         self.bytes += 1;
         self.words += 1;
     }
     /// Writes both checksums back and tells the meter what the rewrite touched.
     #[inline]
     pub fn finish<M: Meter + ?Sized>(self, meter: &mut M) {
-        put16(self.ip, ipv4::CHECKSUM.start, self.ip_c);
-        put16(self.th, tcp::CHECKSUM.start, self.tcp_c);
+        let ip_c = !checksum::fold64(!self.ip_c as u64 + self.ip_acc);
+        let tcp_c = match self.kind {
+            Kind::Full => !checksum::fold64(!self.tcp_c as u64 + self.tcp_acc),
+            Kind::Partial => checksum::fold64(self.tcp_c as u64 + self.tcp_acc),
+        };
+        put16(self.ip, ipv4::CHECKSUM.start, ip_c);
+        put16(self.th, tcp::CHECKSUM.start, tcp_c);
         meter.bytes_rewritten(self.bytes + 4);
         meter.checksum_words(self.words);
     }
+}
+
+/// `~m + m'` for a 16-bit word changing from `old` to `new` (RFC 1624 equation 3).
+#[inline]
+const fn delta16(old: u16, new: u16) -> u64 {
+    !old as u64 + new as u64
+}
+
+/// [`delta16`] for both halves of a 32-bit value.
+#[inline]
+const fn delta32(old: u32, new: u32) -> u64 {
+    delta16((old >> 16) as u16, (new >> 16) as u16) + delta16(old as u16, new as u16)
 }
 
 #[inline]

@@ -27,16 +27,16 @@ impl FlowSlot {
     /// dropped. A bare ACK is never refused here.
     #[inline]
     pub(super) fn validate(&self, dir: Dir, seg: &Seg) -> Option<DropReason> {
-        if seg.len == 0 && !seg.rst {
+        if seg.len == 0 && !seg.rst() {
             return None;
         }
         let rcv = &self.dirs[dir.other().index()];
-        if !rcv.has(dirflag::ACKED) || seg.syn {
+        if !rcv.has(dirflag::ACKED) || seg.syn() {
             return None;
         }
         let wnd = ((rcv.win as u32) << self.shift(dir.other())).max(65535);
         let lo = rcv.ack;
-        if seg.rst {
+        if seg.rst() {
             if seg.seq.ge(lo) && seg.seq.lt(lo.add(wnd.saturating_add(1))) {
                 return None;
             }
@@ -108,10 +108,10 @@ impl FlowSlot {
         };
         // A retransmitted SYN or SYN-ACK is no sign of life: a node answering a spoofed SYN would
         // otherwise keep the half-open entry alive for as long as it retries.
-        if !(seg.syn && me.has(dirflag::SYN)) {
+        if !(seg.syn() && me.has(dirflag::SYN)) {
             self.last_ms = now_ms;
         }
-        if seg.syn && !me.has(dirflag::SYN) {
+        if seg.syn() && !me.has(dirflag::SYN) {
             me.isn = seg.seq;
             me.nxt = seg.seq.add(1);
             me.flags |= dirflag::SYN;
@@ -131,14 +131,14 @@ impl FlowSlot {
             }
         }
         me.advance(seg);
-        if seg.fin && !me.has(dirflag::FIN) {
+        if seg.fin() && !me.has(dirflag::FIN) {
             me.flags |= dirflag::FIN;
         }
         // The other direction's FIN is acknowledged once this ack passes it.
         if other.has(dirflag::FIN) && me.has(dirflag::ACKED) && me.ack.ge(other.nxt) {
             other.flags |= dirflag::FIN_ACKED;
         }
-        let exact_rst = seg.rst && (!other.has(dirflag::ACKED) || seg.seq == other.ack);
+        let exact_rst = seg.rst() && (!other.has(dirflag::ACKED) || seg.seq == other.ack);
         let both_syn = me.has(dirflag::SYN) && other.has(dirflag::SYN);
         let fins = me.has(dirflag::FIN) as u8 + other.has(dirflag::FIN) as u8;
         let fins_acked = me.has(dirflag::FIN_ACKED) && other.has(dirflag::FIN_ACKED);
@@ -151,7 +151,7 @@ impl FlowSlot {
             TcpState::FinWait
         } else if both_syn
             && (state == TcpState::SynReceived || state == TcpState::Established)
-            && (seg.len > 0 || (dir == Dir::Orig && seg.ackf))
+            && (seg.len > 0 || (dir == Dir::Orig && seg.ackf()))
         {
             TcpState::Established
         } else if both_syn && state == TcpState::SynSent {
@@ -177,7 +177,7 @@ impl DirState {
         if self.has(dirflag::SYN) && end.gt(self.nxt) {
             self.nxt = end;
         }
-        if seg.ackf && (!self.has(dirflag::ACKED) || seg.ack.gt(self.ack)) {
+        if seg.ackf() && (!self.has(dirflag::ACKED) || seg.ack.gt(self.ack)) {
             self.ack = seg.ack;
             self.flags |= dirflag::ACKED;
         }
