@@ -56,14 +56,21 @@ pub fn sum(data: &[u8], initial: u32) -> u32 {
         let (s, carry) = acc.overflowing_add(v);
         acc = s + carry as u64;
     }
-    let rest = chunks.remainder();
-    let mut tail = [0u8; 8];
-    if let Some(t) = tail.get_mut(..rest.len()) {
-        t.copy_from_slice(rest);
+    // At most 2^33 after this fold, so the tail's few words cannot overflow.
+    acc = (acc & 0xffff_ffff) + (acc >> 32);
+    let mut rest = chunks.remainder();
+    if let Some((w, r)) = rest.split_first_chunk::<4>() {
+        acc += u32::from_be_bytes(*w) as u64;
+        rest = r;
     }
-    // The remainder, zero-padded on the right: an odd last byte is the high half of its word.
-    let (s, carry) = acc.overflowing_add(u64::from_be_bytes(tail));
-    acc = s + carry as u64;
+    if let Some((w, r)) = rest.split_first_chunk::<2>() {
+        acc += u16::from_be_bytes(*w) as u64;
+        rest = r;
+    }
+    // An odd last byte is the high half of its word.
+    if let [last] = rest {
+        acc += (*last as u64) << 8;
+    }
     // Fold 64 -> 32 bits (2^32 = 1 modulo 2^16 - 1) so the caller can keep accumulating.
     acc = (acc & 0xffff_ffff) + (acc >> 32);
     acc = (acc & 0xffff_ffff) + (acc >> 32);

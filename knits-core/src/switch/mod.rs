@@ -674,8 +674,9 @@ impl<'a> Switch<'a> {
 
     /// Sets the Ethernet addresses for `out`; false when the next hop is unknown (an ARP
     /// request is sent).
+    #[inline]
     fn set_macs<S: Sink + ?Sized>(&mut self, frame: &mut [u8], out: &Out, sink: &mut S) -> bool {
-        let Some(pc) = self.config.ports.get(out.port as usize).copied() else {
+        let Some(my_mac) = self.config.ports.get(out.port as usize).map(|pc| pc.mac) else {
             return false;
         };
         let Some(mac) = self.neighbors.get(out.next_hop.octets()) else {
@@ -687,7 +688,7 @@ impl<'a> Switch<'a> {
             return false;
         };
         hdr[..6].copy_from_slice(mac.as_bytes());
-        hdr[6..].copy_from_slice(pc.mac.as_bytes());
+        hdr[6..].copy_from_slice(my_mac.as_bytes());
         true
     }
 
@@ -1157,6 +1158,7 @@ impl<'a> Switch<'a> {
     }
 
     /// A NAT flow that was never handed off: DNAT towards the node, SNAT back to the VIP.
+    #[inline]
     fn nat_plain<S: Sink + ?Sized, M: Meter + ?Sized>(
         &mut self,
         fi: usize,

@@ -142,8 +142,8 @@ impl Seg {
 }
 
 /// The TCP segment of an IPv4 frame: a header that fits, a legal flag combination, options
-/// that parse, and (when `verify`) a right checksum. Written into `seg` (the caller's, so the
-/// record is not moved between stages).
+/// that parse, and (when `verify`) a right checksum. Written into `seg`, the caller's record,
+/// which starts as `Seg::default()` (so the record is not moved between stages).
 #[inline]
 pub(super) fn tcp(f: &[u8], ip: &Ip, verify: bool, seg: &mut Seg) -> Result<(), DropReason> {
     let Some(s) = f.get(frame::L4..frame::L4 + ip.l4_len) else {
@@ -165,20 +165,18 @@ pub(super) fn tcp(f: &[u8], ip: &Ip, verify: bool, seg: &mut Seg) -> Result<(), 
     if verify && !checksum::transport_ok(ip.src, ip.dst, ipv4::PROTO_TCP, s) {
         return Err(DropReason::TcpBadChecksum);
     }
-    *seg = Seg {
-        key: FlowKey {
-            src: ip.src,
-            dst: ip.dst,
-            sport: be16(th, tcp::SRC_PORT.start),
-            dport: be16(th, tcp::DST_PORT.start),
-        },
-        seq: SeqNumber(be32(th, tcp::SEQ.start)),
-        ack: SeqNumber(be32(th, tcp::ACK.start)),
-        flags: flags & (tcp::SYN | tcp::ACK_FLAG | tcp::FIN | tcp::RST),
-        len: (s.len() - hdr_len) as u32,
-        win: be16(th, tcp::WINDOW.start),
-        opts: TcpOptions::default(),
+    // Field by field: the caller's record starts as `Seg::default()`, options included.
+    seg.key = FlowKey {
+        src: ip.src,
+        dst: ip.dst,
+        sport: be16(th, tcp::SRC_PORT.start),
+        dport: be16(th, tcp::DST_PORT.start),
     };
+    seg.seq = SeqNumber(be32(th, tcp::SEQ.start));
+    seg.ack = SeqNumber(be32(th, tcp::ACK.start));
+    seg.flags = flags & (tcp::SYN | tcp::ACK_FLAG | tcp::FIN | tcp::RST);
+    seg.len = (s.len() - hdr_len) as u32;
+    seg.win = be16(th, tcp::WINDOW.start);
     if hdr_len > tcp::LEN {
         let Some(hdr) = s.get(..hdr_len) else {
             return Err(DropReason::TcpMalformed);
