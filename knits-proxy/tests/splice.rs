@@ -59,7 +59,7 @@ fn chunked(data: &[u8], sizes: &[usize]) -> Vec<u8> {
     while at < data.len() {
         let n = sizes[i % sizes.len()].min(data.len() - at);
         out.extend_from_slice(
-            format!("{n:x}{}\r\n", if i % 3 == 0 { ";x=y" } else { "" }).as_bytes(),
+            format!("{n:x}{}\r\n", if i.is_multiple_of(3) { ";x=y" } else { "" }).as_bytes(),
         );
         out.extend_from_slice(&data[at..at + n]);
         out.extend_from_slice(b"\r\n");
@@ -90,7 +90,7 @@ async fn write_dribbled(s: &mut TcpStream, data: &[u8]) {
         s.write_all(&data[at..at + n]).await.unwrap();
         at += n;
         i += 1;
-        if i % 7 == 0 {
+        if i.is_multiple_of(7) {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
