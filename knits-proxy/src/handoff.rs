@@ -448,7 +448,8 @@ async fn forward(
     // own FIN, and the target acknowledges it). Once it is acknowledged, every byte this node
     // sent on c2 is with the target: reset c2 so that it leaves no TIME-WAIT here.
     c2.shutdown().await?;
-    match sockopt::wait_acked(&c2, t.c2_close).await {
+    // Nobody waits for this (the client already talks to the target): no spinning.
+    match sockopt::wait_acked_lazily(&c2, t.c2_close).await {
         Ok(true) => {
             // The target has everything (the hand-off is confirmed: it can no longer be rolled
             // back). Nothing is written to c1 after a hand-off: close it now, so the switch

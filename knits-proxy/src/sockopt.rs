@@ -57,13 +57,25 @@ pub const ACK_SPIN: Duration = Duration::from_micros(500);
 /// 0 in the common case: the client's request carried the ACK of the previous response), then
 /// at every turn of the scheduler for [`ACK_SPIN`] (`yield_now`: no timer, whose granularity
 /// is a millisecond, stands between the ACK and the hand-off), then with timers.
+///
+/// The spin costs a core while it lasts, so it is only for the wait in front of a hand-off;
+/// waits nobody is waiting for (a new leg's FIN) use [`wait_acked_lazily`].
 pub async fn wait_acked(s: &TcpStream, limit: Duration) -> io::Result<bool> {
+    wait_acked_spinning(s, limit, ACK_SPIN).await
+}
+
+/// [`wait_acked`] without the spin: timers only (1 ms, doubling to 5 ms).
+pub async fn wait_acked_lazily(s: &TcpStream, limit: Duration) -> io::Result<bool> {
+    wait_acked_spinning(s, limit, Duration::ZERO).await
+}
+
+async fn wait_acked_spinning(s: &TcpStream, limit: Duration, spin: Duration) -> io::Result<bool> {
     if unacked_bytes(s)? == 0 {
         return Ok(true);
     }
     let start = tokio::time::Instant::now();
     let deadline = start + limit;
-    while start.elapsed() < ACK_SPIN.min(limit) {
+    while start.elapsed() < spin.min(limit) {
         tokio::task::yield_now().await;
         if unacked_bytes(s)? == 0 {
             return Ok(true);
