@@ -30,8 +30,9 @@ pub const RESPONSE_LIMITS: Limits = Limits {
 /// Idle upstream connections older than this are not reused.
 pub const MAX_IDLE_AGE: Duration = Duration::from_secs(30);
 /// Bytes asked per read of an upstream connection: enough for a response head and a small
-/// body in one read; the rest of a larger body is spliced without entering user space.
-pub const UPSTREAM_READ: usize = 4096;
+/// body (4 KiB and its head) in one read; the rest of a larger body is spliced without entering
+/// user space. (At 4 KiB a 4 KiB response needed a second round, spliced, for its last bytes.)
+pub const UPSTREAM_READ: usize = 16 * 1024;
 /// Chunk data runs at least this long are spliced; shorter ones are read with the framing.
 pub const SPLICE_MIN: u64 = 4096;
 /// Bytes asked per read of the next chunk-size line after a spliced chunk (the line and a
