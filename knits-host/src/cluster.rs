@@ -65,7 +65,11 @@ pub struct TimeoutsMs {
 pub struct ProxySetup {
     /// `prefix` (`/obj/nK/` on node K, the rest local), `hash` or `local`.
     pub policy: String,
-    /// Further `knits-proxy run` flags, e.g. `["--c2-pool", "2"]`.
+    /// Further `knits-proxy run` flags, e.g. `["--c2-pool", "2"]`. The default is
+    /// `["--c2-pool", "0"]`: the proxy keeps 2 pre-connected new legs per peer unless told
+    /// otherwise, and those are idle flows in the switch's table, which the e2e tests expect to
+    /// empty or stay flat. Setting `extra_args` replaces the default (knits-bench does, so its
+    /// clusters run with the proxy's own default).
     pub extra_args: Vec<String>,
     /// Worker threads of each proxy and origin.
     pub threads: usize,
@@ -75,7 +79,7 @@ impl Default for ProxySetup {
     fn default() -> Self {
         ProxySetup {
             policy: "prefix".into(),
-            extra_args: Vec::new(),
+            extra_args: vec!["--c2-pool".into(), "0".into()],
             threads: 1,
         }
     }

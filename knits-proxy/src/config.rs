@@ -99,6 +99,11 @@ impl core::fmt::Debug for SwitchConfig {
     }
 }
 
+/// Pre-connected new legs per peer and MSS when neither flag nor file says (`--c2-pool`): the
+/// pool takes a TCP handshake through the switch out of every hand-off but the first to a
+/// peer, for two idle flows per peer in the switch's table. `0` turns it off.
+pub const DEFAULT_C2_POOL: usize = 2;
+
 /// Time limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
@@ -258,7 +263,7 @@ pub struct RunArgs {
     /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9100.
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics: Option<SocketAddr>,
-    /// Pre-connected new legs kept per peer (0 = off).
+    /// Pre-connected new legs kept per peer and MSS (0 = off; default 2).
     #[arg(long, value_name = "N")]
     pub c2_pool: Option<usize>,
     /// Shards of the switch (knits-host --shards; 1..=64, default 1): new legs get source ports
@@ -793,7 +798,7 @@ impl RunArgs {
                 timeouts.control_total.as_millis()
             ));
         }
-        let c2_pool = self.c2_pool.or(file.c2_pool).unwrap_or(0);
+        let c2_pool = self.c2_pool.or(file.c2_pool).unwrap_or(DEFAULT_C2_POOL);
         if c2_pool > 64 {
             return err(format!(
                 "c2_pool {c2_pool} is too large; use 0 (off) to 64 per peer"

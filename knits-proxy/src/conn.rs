@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::framing::{BodyFraming, ChunkError, ChunkedDecoder, HeadError};
@@ -26,6 +26,7 @@ pub struct Conn<S> {
     buf: BytesMut,
     received: u64,
     sent: u64,
+    read_size: usize,
 }
 
 /// The outcome of waiting for a message head.
@@ -80,7 +81,19 @@ impl<S> Conn<S> {
             buf: BytesMut::with_capacity(8 * 1024),
             received: 0,
             sent: 0,
+            read_size: READ_CHUNK,
         }
+    }
+
+    /// Reads at most `n` bytes per system call from now on. A connection whose bodies are
+    /// spliced reads small, so that little of a body passes through the buffer.
+    pub fn set_read_size(&mut self, n: usize) {
+        self.read_size = n.max(1);
+    }
+
+    /// Counts `n` bytes written to the stream around [`Conn`] (spliced).
+    pub fn note_sent(&mut self, n: u64) {
+        self.sent += n;
     }
 
     /// The underlying stream.
@@ -137,12 +150,30 @@ impl<S> Conn<S> {
 impl<S: AsyncRead + Unpin> Conn<S> {
     /// Reads more bytes into the buffer; `Ok(0)` at end of stream.
     pub async fn fill(&mut self) -> io::Result<usize> {
+        self.fill_at_most(self.read_size).await
+    }
+
+    /// Reads at most `max` more bytes into the buffer; `Ok(0)` at end of stream.
+    pub async fn fill_at_most(&mut self, max: usize) -> io::Result<usize> {
         if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
             self.buf.reserve(READ_CHUNK);
         }
-        let n = self.io.read_buf(&mut self.buf).await?;
+        let n = if self.buf.capacity() - self.buf.len() <= max {
+            self.io.read_buf(&mut self.buf).await?
+        } else {
+            let mut lim = (&mut self.buf).limit(max);
+            self.io.read_buf(&mut lim).await?
+        };
         self.received += n as u64;
         Ok(n)
+    }
+
+    /// [`Conn::fill_at_most`] with a time limit (`ErrorKind::TimedOut` when it passes).
+    pub async fn fill_at_most_within(&mut self, max: usize, limit: Duration) -> io::Result<usize> {
+        match tokio::time::timeout(limit, self.fill_at_most(max)).await {
+            Ok(r) => r,
+            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "read timed out")),
+        }
     }
 
     /// [`Conn::fill`] with a time limit (`ErrorKind::TimedOut` when it passes).
@@ -297,6 +328,30 @@ impl<S: AsyncWrite + Unpin> Conn<S> {
     pub async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
         AsyncWriteExt::write_all(self, data).await
     }
+
+    /// Writes all of `a` then all of `b` with as few (vectored) writes as the stream takes,
+    /// counting them as sent: a response head and the body bytes read with it go out in one
+    /// system call.
+    pub async fn write_all_two(&mut self, mut a: &[u8], mut b: &[u8]) -> io::Result<()> {
+        while !a.is_empty() {
+            let n = self
+                .write_vectored(&[io::IoSlice::new(a), io::IoSlice::new(b)])
+                .await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            if n < a.len() {
+                a = &a[n..];
+            } else {
+                b = &b[n - a.len()..];
+                a = &[];
+            }
+        }
+        if !b.is_empty() {
+            self.write_all(b).await?;
+        }
+        Ok(())
+    }
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Conn<S> {
@@ -311,6 +366,23 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Conn<S> {
             this.sent += *n as u64;
         }
         r
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = &r {
+            this.sent += *n as u64;
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -674,6 +674,29 @@ impl ChunkedDecoder {
         self.state == ChunkState::Done
     }
 
+    /// Chunk data bytes still to come in the current chunk (0 outside chunk data). A relay may
+    /// move these without looking at them and then tell the decoder with
+    /// [`ChunkedDecoder::skip_data`].
+    pub fn data_remaining(&self) -> u64 {
+        match self.state {
+            ChunkState::Data { remaining } => remaining,
+            _ => 0,
+        }
+    }
+
+    /// Accounts for `n` chunk data bytes moved around the decoder (at most
+    /// [`ChunkedDecoder::data_remaining`]; more is clamped).
+    pub fn skip_data(&mut self, n: u64) {
+        if let ChunkState::Data { remaining } = self.state {
+            let left = remaining - n.min(remaining);
+            self.state = if left == 0 {
+                ChunkState::DataCr
+            } else {
+                ChunkState::Data { remaining: left }
+            };
+        }
+    }
+
     /// Consumes input up to the end of the next data run, the end of the body, or the end of
     /// `input`, whichever comes first.
     pub fn step(&mut self, input: &[u8]) -> Result<ChunkStep, ChunkError> {
@@ -1034,6 +1057,23 @@ mod tests {
         assert_eq!(used, 5);
         let (data, _) = decode_all(b"A \r\n0123456789\r\n0\r\n\r\n", 3).unwrap();
         assert_eq!(data, b"0123456789");
+    }
+
+    #[test]
+    fn skipped_data_is_the_same_as_stepped_data() {
+        let body = b"a\r\n0123456789\r\n3\r\nabc\r\n0\r\n\r\n";
+        let mut d = ChunkedDecoder::new();
+        let s = d.step(&body[..6]).unwrap();
+        assert_eq!((s.consumed, s.data), (6, 3..6));
+        assert_eq!(d.data_remaining(), 7);
+        d.skip_data(7);
+        assert_eq!(d.data_remaining(), 0);
+        let mut at = 13;
+        while !d.is_done() {
+            let s = d.step(&body[at..]).unwrap();
+            at += s.consumed;
+        }
+        assert_eq!(at, body.len());
     }
 
     #[test]

@@ -307,8 +307,15 @@ pub async fn hand_off(ctx: &HandoffContext, c1: &mut Conn<TcpStream>, peer: &Pee
             answer = ctx.control.request(repr).await;
         }
     }
-    if let Some(pool) = &ctx.pool {
-        pool.clone().refill_bound(peer.addr, mss, bind);
+    // The pool is topped up after the request is on c2 (accepted) or now (not): the refill's
+    // handshake must not compete with this hand-off's latency-critical part.
+    let refill = || {
+        if let Some(pool) = &ctx.pool {
+            pool.clone().refill_bound(peer.addr, mss, bind);
+        }
+    };
+    if !matches!(&answer, Ok(a) if a.reply.code == ReplyCode::Accepted) {
+        refill();
     }
     let answer = match answer {
         Ok(a) => a,
@@ -353,7 +360,7 @@ pub async fn hand_off(ctx: &HandoffContext, c1: &mut Conn<TcpStream>, peer: &Pee
     );
 
     // Step 4: forward, drain, close. Never write to c1 from here on.
-    match forward(c1, c2, t, m).await {
+    match forward(c1, c2, t, m, refill).await {
         Ok(Forwarded::Done) => Outcome::HandedOff,
         Ok(Forwarded::RolledBack(copy)) => {
             // The switch reset the new leg: the hand-off was rolled back and c1 is ours again.
@@ -392,7 +399,9 @@ async fn forward(
     mut c2: TcpStream,
     t: &Timeouts,
     m: &Metrics,
+    after_first_write: impl FnOnce(),
 ) -> io::Result<Forwarded> {
+    let mut after_first_write = Some(after_first_write);
     let mut copy: Vec<u8> = Vec::new();
     let mut recoverable = true;
     let mut c2_open = true;
@@ -406,6 +415,9 @@ async fn forward(
             }
             if let Some(t0) = first.take() {
                 m.handoff_phases[HandoffPhase::Forward as usize].observe(t0.elapsed());
+            }
+            if let Some(f) = after_first_write.take() {
+                f();
             }
             if recoverable && copy.len() + pending <= MAX_RECOVERY {
                 copy.extend_from_slice(c1.buffered());
@@ -428,12 +440,16 @@ async fn forward(
             },
         }
     }
+    if let Some(f) = after_first_write.take() {
+        f();
+    }
     // c1 ended: the binding is live (the switch fakes the FIN only then), or the client
     // half-closed. Send c2's FIN: the switch acknowledges it (or passes it on as the client's
     // own FIN, and the target acknowledges it). Once it is acknowledged, every byte this node
     // sent on c2 is with the target: reset c2 so that it leaves no TIME-WAIT here.
     c2.shutdown().await?;
-    match sockopt::wait_acked(&c2, t.c2_close).await {
+    // Nobody waits for this (the client already talks to the target): no spinning.
+    match sockopt::wait_acked_lazily(&c2, t.c2_close).await {
         Ok(true) => {
             // The target has everything (the hand-off is confirmed: it can no longer be rolled
             // back). Nothing is written to c1 after a hand-off: close it now, so the switch

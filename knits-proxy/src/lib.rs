@@ -37,6 +37,7 @@ pub mod policy;
 pub mod pool;
 pub mod proxy;
 pub mod sockopt;
+pub mod splice;
 pub mod upstream;
 
 pub use config::ProxyConfig;

@@ -42,10 +42,46 @@ pub fn unacked_bytes(_s: &TcpStream) -> io::Result<u32> {
     ))
 }
 
-/// Polls until everything written to `s` is acknowledged, or `limit` passes (`Ok(false)`).
+/// How long [`wait_acked`] re-checks at every turn of the scheduler before it falls back to
+/// timers: a few round trips through the switch.
+pub const ACK_SPIN: Duration = Duration::from_micros(500);
+
+/// Waits until everything written to `s` is acknowledged, or `limit` passes (`Ok(false)`).
+///
+/// Linux has no readiness event for "everything acknowledged": an ACK wakes a writer only
+/// after a write found the send buffer full, and `EPOLLOUT` means a third of the buffer is
+/// free, not that it is empty (`SO_SNDLOWAT` cannot be set on Linux). The exact event is a
+/// `SOF_TIMESTAMPING_TX_ACK` report on the error queue, but it must be asked for before the
+/// bytes are written, so every response of every connection would pay an error-queue message
+/// and a wake-up for the few that precede a hand-off. So this checks `SIOCOUTQ` at once (it is
+/// 0 in the common case: the client's request carried the ACK of the previous response), then
+/// at every turn of the scheduler for [`ACK_SPIN`] (`yield_now`: no timer, whose granularity
+/// is a millisecond, stands between the ACK and the hand-off), then with timers.
+///
+/// The spin costs a core while it lasts, so it is only for the wait in front of a hand-off;
+/// waits nobody is waiting for (a new leg's FIN) use [`wait_acked_lazily`].
 pub async fn wait_acked(s: &TcpStream, limit: Duration) -> io::Result<bool> {
-    let deadline = tokio::time::Instant::now() + limit;
-    let mut pause = Duration::from_micros(200);
+    wait_acked_spinning(s, limit, ACK_SPIN).await
+}
+
+/// [`wait_acked`] without the spin: timers only (1 ms, doubling to 5 ms).
+pub async fn wait_acked_lazily(s: &TcpStream, limit: Duration) -> io::Result<bool> {
+    wait_acked_spinning(s, limit, Duration::ZERO).await
+}
+
+async fn wait_acked_spinning(s: &TcpStream, limit: Duration, spin: Duration) -> io::Result<bool> {
+    if unacked_bytes(s)? == 0 {
+        return Ok(true);
+    }
+    let start = tokio::time::Instant::now();
+    let deadline = start + limit;
+    while start.elapsed() < spin.min(limit) {
+        tokio::task::yield_now().await;
+        if unacked_bytes(s)? == 0 {
+            return Ok(true);
+        }
+    }
+    let mut pause = Duration::from_millis(1);
     loop {
         if unacked_bytes(s)? == 0 {
             return Ok(true);

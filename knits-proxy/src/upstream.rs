@@ -11,14 +11,16 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::conn::{Conn, CopyError, ReadHead};
-use crate::framing::{BodyFraming, Limits, RequestHead, parse_response, simple_response};
+use crate::framing::{
+    BodyFraming, ChunkedDecoder, Limits, RequestHead, parse_response, simple_response,
+};
 use crate::metrics::Metrics;
 use crate::sockopt::{connect_with_mss, idle_alive};
+use crate::splice::{Pipe, PipePool, SpliceError, relay};
 
 /// Limits on upstream response heads (more generous than on requests: the server is trusted).
 pub const RESPONSE_LIMITS: Limits = Limits {
@@ -27,6 +29,15 @@ pub const RESPONSE_LIMITS: Limits = Limits {
 };
 /// Idle upstream connections older than this are not reused.
 pub const MAX_IDLE_AGE: Duration = Duration::from_secs(30);
+/// Bytes asked per read of an upstream connection: enough for a response head and a small
+/// body (4 KiB and its head) in one read; the rest of a larger body is spliced without entering
+/// user space. (At 4 KiB a 4 KiB response needed a second round, spliced, for its last bytes.)
+pub const UPSTREAM_READ: usize = 16 * 1024;
+/// Chunk data runs at least this long are spliced; shorter ones are read with the framing.
+pub const SPLICE_MIN: u64 = 4096;
+/// Bytes asked per read of the next chunk-size line after a spliced chunk (the line and a
+/// little data; the rest of the chunk is spliced again).
+pub const CHUNK_LINE_READ: usize = 512;
 
 /// Whether the client connection goes on after a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +55,7 @@ pub struct Upstream {
     host: String,
     idle: Mutex<Vec<(Conn<TcpStream>, Instant)>>,
     max_idle: usize,
+    pipes: PipePool,
     timeout: Duration,
     metrics: Arc<Metrics>,
 }
@@ -69,6 +81,7 @@ impl Upstream {
             host: addr.to_string(),
             idle: Mutex::new(Vec::new()),
             max_idle,
+            pipes: PipePool::new(max_idle),
             timeout,
             metrics,
         }
@@ -77,6 +90,11 @@ impl Upstream {
     /// Idle connections held now.
     pub fn idle_count(&self) -> usize {
         self.idle.lock().map(|v| v.len()).unwrap_or(0)
+    }
+
+    /// Idle pipes held now for splicing (two descriptors each).
+    pub fn idle_pipes(&self) -> usize {
+        self.pipes.idle_count()
     }
 
     fn checkout_idle(&self) -> Option<Conn<TcpStream>> {
@@ -98,17 +116,14 @@ impl Upstream {
 
     async fn connect(&self) -> std::io::Result<Conn<TcpStream>> {
         self.metrics.upstream_connects.fetch_add(1, Relaxed);
-        Ok(Conn::new(
-            connect_with_mss(self.addr, None, self.timeout).await?,
-        ))
+        let mut c = Conn::new(connect_with_mss(self.addr, None, self.timeout).await?);
+        c.set_read_size(UPSTREAM_READ);
+        Ok(c)
     }
 
     /// Serves `req` (whose head is still the first thing in `client`'s buffer) through the
     /// upstream and relays the response.
-    pub async fn serve<S>(&self, client: &mut Conn<S>, req: &RequestHead) -> Served
-    where
-        S: AsyncRead + AsyncWrite + Unpin,
-    {
+    pub async fn serve(&self, client: &mut Conn<TcpStream>, req: &RequestHead) -> Served {
         client.consume(req.head_len);
         let own_continue = req.expect_continue && req.body != BodyFraming::Empty;
         if own_continue
@@ -146,18 +161,15 @@ impl Upstream {
         }
     }
 
-    async fn attempt<S>(
+    async fn attempt(
         &self,
-        client: &mut Conn<S>,
+        client: &mut Conn<TcpStream>,
         req: &RequestHead,
         head: &[u8],
         mut up: Conn<TcpStream>,
         reused: bool,
         own_continue: bool,
-    ) -> Attempt
-    where
-        S: AsyncRead + AsyncWrite + Unpin,
-    {
+    ) -> Attempt {
         let can_retry = reused && req.body == BodyFraming::Empty;
         if let Err(e) = up.write_all(head).await {
             if can_retry {
@@ -224,14 +236,11 @@ impl Upstream {
         let relay = resp.relay_for(req);
         let out = resp.encode_for_client(req, relay);
         up.consume(resp.head_len);
-        if client.write_all(&out).await.is_err() {
-            return Attempt::Done(Served::Close);
-        }
-        match up
-            .copy_body(resp.body, client, relay.dechunk, self.timeout)
+        match self
+            .relay_response(&mut up, client, &out, resp.body, relay.dechunk)
             .await
         {
-            Ok(_) => {}
+            Ok(()) => {}
             Err(e) => {
                 // Part of the response is out: the only honest end is to close.
                 if !matches!(e, CopyError::Write(_)) {
@@ -251,18 +260,158 @@ impl Upstream {
         })
     }
 
+    /// Writes the response head `head` to the client and relays the body framed as `body`
+    /// from `up`: the bytes already read with the head go out with it in one vectored write,
+    /// the rest of a sized or until-close body is spliced, and a chunked body has its chunk
+    /// data spliced while only the chunk-size lines pass through the buffer (with `dechunk`,
+    /// the lines are dropped). Falls back to copying when no pipe can be had.
+    async fn relay_response(
+        &self,
+        up: &mut Conn<TcpStream>,
+        client: &mut Conn<TcpStream>,
+        head: &[u8],
+        body: BodyFraming,
+        dechunk: bool,
+    ) -> Result<(), CopyError> {
+        let len = match body {
+            BodyFraming::Empty => return client.write_all(head).await.map_err(CopyError::Write),
+            BodyFraming::Length(n) => Some(n),
+            BodyFraming::UntilClose => None,
+            BodyFraming::Chunked => return self.relay_chunked(up, client, head, dechunk).await,
+        };
+        let now = len.map_or(up.buffered().len(), |n| {
+            (up.buffered().len() as u64).min(n) as usize
+        });
+        client
+            .write_all_two(head, &up.buffered()[..now])
+            .await
+            .map_err(CopyError::Write)?;
+        up.consume(now);
+        let left = len.map(|n| n - now as u64);
+        if left == Some(0) {
+            return Ok(());
+        }
+        let Ok(mut pipe) = self.pipes.take() else {
+            let rest = match left {
+                Some(n) => BodyFraming::Length(n),
+                None => BodyFraming::UntilClose,
+            };
+            return up
+                .copy_body(rest, client, false, self.timeout)
+                .await
+                .map(|_| ());
+        };
+        self.splice(up, client, &mut pipe, left).await?;
+        self.pipes.put(pipe);
+        Ok(())
+    }
+
+    /// Splices `len` bytes (`None`: until close) from `up` to `client`, keeping the counts.
+    async fn splice(
+        &self,
+        up: &mut Conn<TcpStream>,
+        client: &mut Conn<TcpStream>,
+        pipe: &mut Pipe,
+        len: Option<u64>,
+    ) -> Result<(), CopyError> {
+        let mut n = 0u64;
+        let r = relay(
+            up.get_ref(),
+            client.get_ref(),
+            pipe,
+            len,
+            self.timeout,
+            &mut n,
+        )
+        .await;
+        client.note_sent(n);
+        r.map_err(|e| match e {
+            SpliceError::Read(e) => CopyError::Read(e),
+            SpliceError::Write(e) => CopyError::Write(e),
+            SpliceError::Truncated => CopyError::Truncated,
+            SpliceError::TimedOut => CopyError::TimedOut,
+        })
+    }
+
+    /// [`Upstream::relay_response`] for a chunked body.
+    async fn relay_chunked(
+        &self,
+        up: &mut Conn<TcpStream>,
+        client: &mut Conn<TcpStream>,
+        head: &[u8],
+        dechunk: bool,
+    ) -> Result<(), CopyError> {
+        let mut pipe: Option<Pipe> = None;
+        let mut dec = ChunkedDecoder::new();
+        // Bytes for the client not written yet (the head, then framing and short data).
+        let mut out: Vec<u8> = head.to_vec();
+        let mut after_splice = false;
+        loop {
+            while !up.buffered().is_empty() && !dec.is_done() {
+                let step = dec.step(up.buffered()).map_err(CopyError::Chunk)?;
+                let b = up.buffered();
+                if dechunk {
+                    out.extend_from_slice(&b[step.data.clone()]);
+                } else {
+                    out.extend_from_slice(&b[..step.consumed]);
+                }
+                up.consume(step.consumed);
+            }
+            if dec.is_done() {
+                client.write_all(&out).await.map_err(CopyError::Write)?;
+                if let Some(p) = pipe {
+                    self.pipes.put(p);
+                }
+                return Ok(());
+            }
+            let run = dec.data_remaining();
+            if run >= SPLICE_MIN
+                && (pipe.is_some() || {
+                    pipe = self.pipes.take().ok();
+                    pipe.is_some()
+                })
+            {
+                if !out.is_empty() {
+                    client.write_all(&out).await.map_err(CopyError::Write)?;
+                    out.clear();
+                }
+                let p = pipe.as_mut().expect("taken above");
+                self.splice(up, client, p, Some(run)).await?;
+                dec.skip_data(run);
+                after_splice = true;
+                continue;
+            }
+            // Framing (or a short run) is needed: send what is ready, then read.
+            if !out.is_empty() {
+                client.write_all(&out).await.map_err(CopyError::Write)?;
+                out.clear();
+            }
+            let max = if after_splice {
+                CHUNK_LINE_READ
+            } else {
+                crate::conn::READ_CHUNK
+            };
+            after_splice = false;
+            match up.fill_at_most_within(max, self.timeout).await {
+                Ok(0) => return Err(CopyError::Truncated),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    return Err(CopyError::TimedOut);
+                }
+                Err(e) => return Err(CopyError::Read(e)),
+            }
+        }
+    }
+
     /// Answers `status` for a request the upstream could not serve. `close` when the request
     /// body was not (or not entirely) consumed, or the client asked to close.
-    async fn fail<S>(
+    async fn fail(
         &self,
-        client: &mut Conn<S>,
+        client: &mut Conn<TcpStream>,
         req: &RequestHead,
         status: u16,
         body_pending: bool,
-    ) -> Served
-    where
-        S: AsyncRead + AsyncWrite + Unpin,
-    {
+    ) -> Served {
         self.metrics.upstream_errors.fetch_add(1, Relaxed);
         let close = !req.keep_alive || (body_pending && req.body != BodyFraming::Empty);
         if client
