@@ -6,6 +6,8 @@
 //! To rewrite the seed files after changing the seed generator:
 //! `cargo test -p knits-core --test fuzz_corpus -- --ignored write_seeds`.
 
+#[path = "../../fuzz/src/burst.rs"]
+mod burst;
 #[path = "../../fuzz/src/checks.rs"]
 mod checks;
 
@@ -39,6 +41,29 @@ fn replay(target: &str) {
         let data = fs::read(f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
         let r = std::panic::catch_unwind(|| check(&data));
         assert!(r.is_ok(), "{target}: {} fails its check", f.display());
+    }
+}
+
+/// The burst target's corpus (its seeds are bursts made of the pipeline seeds, one file per
+/// port and starting state).
+#[test]
+fn corpus_burst() {
+    let dir = corpus_dir("burst");
+    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("a directory entry").path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    assert!(
+        files.len() >= 8,
+        "too few burst inputs in {}",
+        dir.display()
+    );
+    for f in &files {
+        let data = fs::read(f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        let r = std::panic::catch_unwind(|| burst::check_burst(&data));
+        assert!(r.is_ok(), "burst: {} fails its check", f.display());
     }
 }
 
