@@ -1182,7 +1182,7 @@ impl<'a> Switch<'a> {
         };
         let f = Keys { keys, ports };
         p.meter.step(Step::Rewrite);
-        let Some(mut rw) = Rw::new(p.frame, p.meta.csum) else {
+        let Some(mut rw) = Rw::new(p.frame, p.meta.csum, p.meter) else {
             return Verdict::Drop(DropReason::Internal);
         };
         let out = match dir {
@@ -1203,7 +1203,7 @@ impl<'a> Switch<'a> {
             }
         };
         rw.ttl_dec();
-        rw.finish(p.meter);
+        rw.finish();
         if !self.set_macs(p.frame, &out, p.sink) {
             return Verdict::Drop(DropReason::NeighborUnknown);
         }
@@ -1226,11 +1226,11 @@ impl<'a> Switch<'a> {
         };
         let out_port = f.ports[dir.other().index()];
         p.meter.step(Step::Rewrite);
-        let Some(mut rw) = Rw::new(p.frame, p.meta.csum) else {
+        let Some(mut rw) = Rw::new(p.frame, p.meta.csum, p.meter) else {
             return Verdict::Drop(DropReason::Internal);
         };
         rw.ttl_dec();
-        rw.finish(p.meter);
+        rw.finish();
         let out = Out {
             port: out_port,
             next_hop: Ipv4Address::from_octets(seg.key.dst),

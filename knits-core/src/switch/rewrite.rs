@@ -21,7 +21,7 @@ use crate::wire::tcp_options;
 /// field access below is at a constant offset into an array of known length, so none of them
 /// carries a bounds check, and the no_std link check (`nostd-check --features panic-free`) can
 /// prove that no rewrite panics.
-pub(super) struct Rw<'f> {
+pub(super) struct Rw<'f, M: Meter + ?Sized> {
     /// The IPv4 header (the parser refuses options, so it is exactly 20 bytes).
     ip: &'f mut [u8; ipv4::LEN],
     /// The fixed part of the TCP header.
@@ -35,15 +35,15 @@ pub(super) struct Rw<'f> {
     tcp_c: u16,
     ip_acc: u64,
     tcp_acc: u64,
-    bytes: u32,
-    words: u32,
+    /// Told of every edit as it is made (bytes rewritten, checksum words updated).
+    meter: &'f mut M,
 }
 
-impl<'f> Rw<'f> {
+impl<'f, M: Meter + ?Sized> Rw<'f, M> {
     /// `None` when the frame is shorter than Ethernet + IPv4 + TCP headers, which the parser
     /// has already ruled out for every frame that reaches a rewrite.
     #[inline]
-    pub fn new(f: &'f mut [u8], kind: Kind) -> Option<Self> {
+    pub fn new(f: &'f mut [u8], kind: Kind, meter: &'f mut M) -> Option<Self> {
         let (_, l3) = f.split_at_mut_checked(ethernet::LEN)?;
         let (ip, l4) = l3.split_first_chunk_mut::<{ ipv4::LEN }>()?;
         let (th, rest) = l4.split_first_chunk_mut::<{ tcp::LEN }>()?;
@@ -58,8 +58,7 @@ impl<'f> Rw<'f> {
             tcp_c,
             ip_acc: 0,
             tcp_acc: 0,
-            bytes: 0,
-            words: 0,
+            meter,
         })
     }
     /// The source address (IPv4 and pseudo-header checksums follow).
@@ -82,8 +81,8 @@ impl<'f> Rw<'f> {
             let d = delta32(old, new);
             self.ip_acc += d;
             self.tcp_acc += d;
-            self.bytes += 4;
-            self.words += 4;
+            self.meter.bytes_rewritten(4);
+            self.meter.checksum_words(4);
         }
     }
     /// A 16-bit field of the fixed TCP header at byte offset `at`.
@@ -93,8 +92,8 @@ impl<'f> Rw<'f> {
         if old != v {
             put16(self.th, at, v);
             self.segment_edit(delta16(old, v));
-            self.bytes += 2;
-            self.words += 1;
+            self.meter.bytes_rewritten(2);
+            self.meter.checksum_words(1);
         }
     }
     /// A 32-bit field of the fixed TCP header at byte offset `at`.
@@ -104,8 +103,8 @@ impl<'f> Rw<'f> {
         if old != v {
             put32(self.th, at, v);
             self.segment_edit(delta32(old, v));
-            self.bytes += 4;
-            self.words += 2;
+            self.meter.bytes_rewritten(4);
+            self.meter.checksum_words(2);
         }
     }
     /// An edit inside the segment: a partial checksum does not cover the segment yet.
@@ -170,8 +169,8 @@ impl<'f> Rw<'f> {
             delta32(old.rotate_left(8), v.rotate_left(8))
         };
         self.segment_edit(d);
-        self.bytes += 4;
-        self.words += 3;
+        self.meter.bytes_rewritten(4);
+        self.meter.checksum_words(3);
     }
     /// One option byte at offset `at` from the TCP header (an option kind or length).
     pub fn opt8(&mut self, at: usize, v: u8) {
@@ -190,8 +189,8 @@ impl<'f> Rw<'f> {
                 }
             };
             self.segment_edit(delta16(word(old), word(v)));
-            self.bytes += 1;
-            self.words += 1;
+            self.meter.bytes_rewritten(1);
+            self.meter.checksum_words(1);
         }
     }
     /// The 32-bit option field at offset `at` from the TCP header (0 if out of range).
@@ -207,12 +206,12 @@ impl<'f> Rw<'f> {
         let old = u16::from_be_bytes([ttl, proto]);
         let new = u16::from_be_bytes([ttl.wrapping_sub(1), proto]);
         self.ip_acc += delta16(old, new);
-        self.bytes += 1;
-        self.words += 1;
+        self.meter.bytes_rewritten(1);
+        self.meter.checksum_words(1);
     }
     /// Writes both checksums back and tells the meter what the rewrite touched.
     #[inline]
-    pub fn finish<M: Meter + ?Sized>(self, meter: &mut M) {
+    pub fn finish(self) {
         let ip_c = !checksum::fold64(!self.ip_c as u64 + self.ip_acc);
         let tcp_c = match self.kind {
             Kind::Full => !checksum::fold64(!self.tcp_c as u64 + self.tcp_acc),
@@ -220,8 +219,8 @@ impl<'f> Rw<'f> {
         };
         put16(self.ip, ipv4::CHECKSUM.start, ip_c);
         put16(self.th, tcp::CHECKSUM.start, tcp_c);
-        meter.bytes_rewritten(self.bytes + 4);
-        meter.checksum_words(self.words);
+        // The two checksum fields themselves.
+        self.meter.bytes_rewritten(4);
     }
 }
 
@@ -297,7 +296,7 @@ const NOPS: u32 = 0x0101_0101;
 /// the kept blocks move to the front in their order (a D-SACK stays first), the freed 8-byte
 /// slots become NOPs and the option's length shrinks; with no block left the whole option
 /// becomes NOPs. The header length never changes, so this works in place.
-fn rewrite_sack(rw: &mut Rw<'_>, seg: &Seg, x: &Xlate) {
+fn rewrite_sack<M: Meter + ?Sized>(rw: &mut Rw<'_, M>, seg: &Seg, x: &Xlate) {
     let (at0, n) = (seg.opts.sack_at as usize, seg.opts.sack_blocks as usize);
     let keep = |l: SeqNumber, r: SeqNumber| match x.sack_keep {
         _ if x.strip_sack => false,
@@ -343,7 +342,7 @@ pub(super) fn rewrite<M: Meter + ?Sized>(
     x: &Xlate,
     meter: &mut M,
 ) -> bool {
-    let Some(mut rw) = Rw::new(frame, meta.csum) else {
+    let Some(mut rw) = Rw::new(frame, meta.csum, meter) else {
         return false;
     };
     if let Some((a, p)) = x.src {
@@ -382,7 +381,7 @@ pub(super) fn rewrite<M: Meter + ?Sized>(
         rw.clear_fin();
     }
     rw.ttl_dec();
-    rw.finish(meter);
+    rw.finish();
     true
 }
 
