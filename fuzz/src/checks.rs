@@ -892,7 +892,7 @@ impl Harness {
         if p == 0 {
             let c = self.sw.config();
             assert!(
-                so.key.src == c.vip.octets() && c.vip_ports.contains(&so.key.sport),
+                so.key.src == c.vip.octets() && c.service(so.key.sport).is_some(),
                 "a segment to the client side not from the VIP: {:?}",
                 so.key
             );

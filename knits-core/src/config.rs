@@ -15,7 +15,46 @@ pub const MAX_BACKENDS: usize = 15;
 /// Most control keys in use at once (for key rotation).
 pub const MAX_KEYS: usize = 4;
 /// Most served VIP ports.
-pub const MAX_VIP_PORTS: usize = 8;
+pub const MAX_SERVICES: usize = 8;
+
+/// How a service on the VIP is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum ServiceMode {
+    /// HTTP: the node's proxy reads requests and may hand the connection off (paper III).
+    Http,
+    /// TLS: the node's proxy reads the ClientHello and may hand the connection off by server
+    /// name before any server byte is sent (the switch treats it like `Http`).
+    Tls,
+    /// Plain layer 4: sprayed with NAT, never handed off (hand-off requests are refused
+    /// `not_handoff_service`), as IPVS would.
+    L4,
+}
+
+impl ServiceMode {
+    /// The mode's name in configuration and metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ServiceMode::Http => "http",
+            ServiceMode::Tls => "tls",
+            ServiceMode::L4 => "l4",
+        }
+    }
+    /// Whether connections of this service may be handed off.
+    pub const fn hands_off(self) -> bool {
+        !matches!(self, ServiceMode::L4)
+    }
+}
+
+/// One service on the VIP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Service {
+    /// TCP port on the VIP and on the back-ends.
+    pub port: u16,
+    /// How it is served.
+    pub mode: ServiceMode,
+}
 
 /// A switch port number, `0..MAX_PORTS`.
 pub type PortId = u8;
@@ -123,8 +162,9 @@ pub struct Config {
     pub ports: Vec<PortConfig, MAX_PORTS>,
     /// The virtual address clients connect to.
     pub vip: Ipv4Address,
-    /// TCP ports served on the VIP (the same port on the back-end).
-    pub vip_ports: Vec<u16, MAX_VIP_PORTS>,
+    /// The services on the VIP: TCP ports (the same port on the back-end) and how each is
+    /// served.
+    pub services: Vec<Service, MAX_SERVICES>,
     /// Back-end nodes.
     pub backends: Vec<Backend, MAX_BACKENDS>,
     /// Spray policy.
@@ -161,6 +201,11 @@ pub enum ConfigError {
     VipInBackendSubnet,
     /// No VIP port is served.
     NoVipPorts,
+    /// A service's port is 0 or appears twice.
+    BadService {
+        /// The port.
+        port: u16,
+    },
     /// Two ports have overlapping subnets.
     OverlappingPorts {
         /// First port.
@@ -193,6 +238,10 @@ impl core::fmt::Display for ConfigError {
                 f,
                 "the VIP lies inside a back-end subnet; pick an address on the client side"
             ),
+            ConfigError::BadService { port } => write!(
+                f,
+                "service port {port} is 0 or listed twice; give each service its own port"
+            ),
             ConfigError::NoVipPorts => {
                 write!(f, "no TCP port is served on the VIP; add one (e.g. 80)")
             }
@@ -209,13 +258,27 @@ impl core::fmt::Display for ConfigError {
 }
 
 impl Config {
+    /// The service on VIP port `port`, with its index in [`Config::services`].
+    #[inline]
+    pub fn service(&self, port: u16) -> Option<(usize, Service)> {
+        self.services
+            .iter()
+            .position(|s| s.port == port)
+            .and_then(|i| self.services.get(i).map(|s| (i, *s)))
+    }
+
     /// Checks the configuration for mistakes that would make the switch misroute.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.ports.is_empty() {
             return Err(ConfigError::NoPorts);
         }
-        if self.vip_ports.is_empty() {
+        if self.services.is_empty() {
             return Err(ConfigError::NoVipPorts);
+        }
+        for (i, a) in self.services.iter().enumerate() {
+            if a.port == 0 || self.services.iter().skip(i + 1).any(|b| b.port == a.port) {
+                return Err(ConfigError::BadService { port: a.port });
+            }
         }
         for (i, a) in self.ports.iter().enumerate() {
             for (j, b) in self.ports.iter().enumerate().skip(i + 1) {
@@ -290,14 +353,17 @@ impl Config {
                 weight: 1,
             });
         }
-        let mut vip_ports = Vec::new();
-        let _ = vip_ports.push(80);
+        let mut services = Vec::new();
+        let _ = services.push(Service {
+            port: 80,
+            mode: ServiceMode::Http,
+        });
         let mut keys = Vec::new();
         let _ = keys.push((1, key));
         Config {
             ports,
             vip: Ipv4Address::new(198, 18, 0, 10),
-            vip_ports,
+            services,
             backends,
             policy: SprayPolicy::RoundRobin,
             control_port: crate::wire::control::DEFAULT_PORT,

@@ -179,6 +179,10 @@ pub struct Counters {
     pub handoffs_rolled_back: u64,
     /// Connections sprayed, per back-end index.
     pub sprayed: [u64; crate::config::MAX_BACKENDS],
+    /// Connections sprayed, per service (index into `Config::services`).
+    pub sprayed_by_service: [u64; crate::config::MAX_SERVICES],
+    /// Hand-offs accepted, per service.
+    pub handoffs_by_service: [u64; crate::config::MAX_SERVICES],
     /// Routed (untranslated) connections tracked between nodes.
     pub tracked_routed: u64,
     /// Flow entries removed by expiry, by reason.
@@ -201,6 +205,8 @@ impl Default for Counters {
             handoffs_completed: 0,
             handoffs_rolled_back: 0,
             sprayed: [0; crate::config::MAX_BACKENDS],
+            sprayed_by_service: [0; crate::config::MAX_SERVICES],
+            handoffs_by_service: [0; crate::config::MAX_SERVICES],
             tracked_routed: 0,
             expired: 0,
             closed: 0,

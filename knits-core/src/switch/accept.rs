@@ -189,6 +189,14 @@ impl Switch<'_> {
                 (sess.anchor as usize, Some(s))
             }
         };
+        // A plain layer-4 service is never handed off (its node runs no proxy for it).
+        let service = self
+            .table
+            .get(anchor)
+            .and_then(|c| self.config.service(c.keys[0].dport));
+        if service.is_some_and(|(_, s)| !s.mode.hands_off()) {
+            return (ReplyCode::NotHandoffService, 0);
+        }
         // Established, or half-closed by the client side only: the node has read the request
         // and the end of the client's stream, and the target gets both (docs/protocol.md
         // "Half-closed clients").
@@ -338,6 +346,9 @@ impl Switch<'_> {
         let hops = sess.hops;
         if let Some(f) = self.table.get_mut(nf) {
             f.link = s as u32 + 1;
+        }
+        if let Some(c) = service.and_then(|(i, _)| self.counters.handoffs_by_service.get_mut(i)) {
+            *c += 1;
         }
         (ReplyCode::Accepted, hops)
     }

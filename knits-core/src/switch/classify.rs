@@ -41,7 +41,7 @@ impl Switch<'_> {
             if !vip {
                 return Err(DropReason::NoRoute);
             }
-            if !self.config.vip_ports.contains(&key.dport) {
+            if self.config.service(key.dport).is_none() {
                 return Err(DropReason::VipNotServed);
             }
         }

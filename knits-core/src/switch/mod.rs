@@ -1103,6 +1103,13 @@ impl<'a> Switch<'a> {
                 if let Some(c) = self.counters.sprayed.get_mut(bi) {
                     *c += 1;
                 }
+                if let Some(c) = self
+                    .config
+                    .service(seg.key.dport)
+                    .and_then(|(i, _)| self.counters.sprayed_by_service.get_mut(i))
+                {
+                    *c += 1;
+                }
                 if let Some(f) = self.table.get_mut(fi) {
                     f.backend = bi as u8;
                     f.ports = [port, be.port];

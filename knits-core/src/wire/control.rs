@@ -105,6 +105,8 @@ named_enum! {
         RolledBack = "rolled_back",
         /// The message version is not supported.
         BadVersion = "bad_version",
+        /// The connection belongs to a plain layer-4 service, which is never handed off.
+        NotHandoffService = "not_handoff_service",
         /// A code this crate does not know (kept, not rejected).
         Unknown = "unknown",
     }
