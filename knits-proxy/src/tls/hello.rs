@@ -254,6 +254,32 @@ fn host_name(raw: &[u8]) -> Option<String> {
     ok.then(|| String::from_utf8_lossy(raw).to_ascii_lowercase())
 }
 
+/// The fuzz target's check (`fuzz/fuzz_targets/client_hello.rs`; its corpus is replayed by
+/// `cargo test -p knits-proxy`): no input panics, the reader agrees with itself on every
+/// prefix it reports complete, and a verdict on a prefix is final (more bytes never turn an
+/// error into a hello or a hello into another one).
+pub fn check_reader(data: &[u8]) {
+    let lim = HelloLimits {
+        max_hello_bytes: 4096,
+        max_records: 16,
+    };
+    let whole = read_client_hello(data, &lim);
+    if let Ok(Some(h)) = &whole {
+        assert!(h.wire_len <= data.len() && h.records >= 1);
+        assert!(h.sni.as_ref().is_none_or(|n| !n.is_empty() && n.len() <= MAX_NAME));
+        assert_eq!(read_client_hello(&data[..h.wire_len], &lim), whole);
+        if h.wire_len > 0 {
+            assert_eq!(read_client_hello(&data[..h.wire_len - 1], &lim), Ok(None));
+        }
+    }
+    for cut in [data.len() / 2, data.len().saturating_sub(1)] {
+        match read_client_hello(&data[..cut], &lim) {
+            Ok(None) => {}
+            verdict => assert_eq!(verdict, whole, "prefix {cut}"),
+        }
+    }
+}
+
 /// Test and fuzz helper: a minimal TLS 1.2-style ClientHello message (handshake header
 /// included) with the given server name and ALPN protocols, and `pad` bytes of padding
 /// extension to make it long.
@@ -405,6 +431,18 @@ mod tests {
         // Too many records.
         let wire = into_records(&msg, 2);
         assert_eq!(read(&wire), Err(HelloError::Oversized));
+    }
+
+    #[test]
+    fn the_fuzz_corpus_replays() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/corpus/client_hello");
+        let mut n = 0;
+        for e in std::fs::read_dir(dir).unwrap() {
+            let data = std::fs::read(e.unwrap().path()).unwrap();
+            check_reader(&data);
+            n += 1;
+        }
+        assert!(n >= 5, "{n} corpus files in {dir}");
     }
 
     #[test]
