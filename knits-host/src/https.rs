@@ -35,9 +35,7 @@ pub fn parse_service(s: &str) -> Result<Service, String> {
         "tls" | "https" => ServiceMode::Tls,
         "l4" | "tcp" => ServiceMode::L4,
         m => {
-            return Err(format!(
-                "service {s:?}: mode {m:?} must be http, tls or l4"
-            ));
+            return Err(format!("service {s:?}: mode {m:?} must be http, tls or l4"));
         }
     };
     Ok(Service { port, mode })
@@ -66,7 +64,10 @@ pub fn services(extra: &[String], http_port: u16) -> Result<Vec<Service>, String
         ));
     }
     if v.iter().filter(|s| s.mode == ServiceMode::Tls).count() > 1 {
-        return Err("more than one TLS service: the proxies have one TLS listener; keep one PORT:tls".into());
+        return Err(
+            "more than one TLS service: the proxies have one TLS listener; keep one PORT:tls"
+                .into(),
+        );
     }
     if v.len() > knits_core::config::MAX_SERVICES {
         return Err(format!(
@@ -126,7 +127,8 @@ impl TlsFiles {
             names.push(format!("www.{domain}"));
             let key = KeyPair::generate().map_err(e("node key"))?;
             let mut p = CertificateParams::new(names.clone()).map_err(e("node names"))?;
-            p.distinguished_name.push(DnType::CommonName, names[0].clone());
+            p.distinguished_name
+                .push(DnType::CommonName, names[0].clone());
             let cert = p
                 .signed_by(&key, &ca, &ca_key)
                 .map_err(e("node certificate"))?;
@@ -243,7 +245,11 @@ mod tests {
         assert!(e.contains("one TLS"), "{e}");
         assert!(parse_service("443").unwrap_err().contains("PORT:MODE"));
         assert!(parse_service("0:tls").is_err());
-        assert!(parse_service("443:quic").unwrap_err().contains("http, tls or l4"));
+        assert!(
+            parse_service("443:quic")
+                .unwrap_err()
+                .contains("http, tls or l4")
+        );
     }
 
     #[test]
@@ -252,7 +258,11 @@ mod tests {
         let f = TlsFiles::make(&dir, "knits.test", 2).unwrap();
         let pem = std::fs::read_to_string(f.cert(2)).unwrap();
         assert_eq!(pem.matches("BEGIN CERTIFICATE").count(), 2);
-        assert!(std::fs::read_to_string(f.key(1)).unwrap().contains("PRIVATE KEY"));
+        assert!(
+            std::fs::read_to_string(f.key(1))
+                .unwrap()
+                .contains("PRIVATE KEY")
+        );
         let conf = nginx_conf(
             &dir.join("n2"),
             &f,

@@ -183,15 +183,26 @@ async fn a_hello_for_this_node_over_several_records_is_relayed_locally() {
     all.extend_from_slice(b"more");
     assert_eq!(s.local.recv().await.unwrap(), all);
     assert_eq!(s.metrics.tls.local.load(Relaxed), 1);
-    assert!(s.switch.try_recv(Duration::from_millis(100)).await.is_none());
+    assert!(
+        s.switch
+            .try_recv(Duration::from_millis(100))
+            .await
+            .is_none()
+    );
 }
 
 #[tokio::test]
 async fn silence_garbage_sslv2_and_oversized_hellos_are_closed_and_counted() {
     let s = setup(OnError::Close, 300).await;
-    let big = into_records(&build_hello_message(Some("a.n2.example"), &[], 20_000), 16_384);
+    let big = into_records(
+        &build_hello_message(Some("a.n2.example"), &[], 20_000),
+        16_384,
+    );
     let cases: [(&[u8], Rejected); 4] = [
-        (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", Rejected::Hello(HelloError::NotTls)),
+        (
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+            Rejected::Hello(HelloError::NotTls),
+        ),
         (b"\x80\x2e\x01\x00\x02", Rejected::Hello(HelloError::Sslv2)),
         (&big, Rejected::Hello(HelloError::Oversized)),
         (b"", Rejected::Timeout),

@@ -307,7 +307,10 @@ impl TlsArgs {
                 alpn,
                 default.or_else(|| Some(node_id.to_string())),
             ),
-            on_error: self.tls_on_error.or(file.on_error).unwrap_or(OnError::Close),
+            on_error: self
+                .tls_on_error
+                .or(file.on_error)
+                .unwrap_or(OnError::Close),
             hello_timeout,
             limits,
         }))

@@ -22,9 +22,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
+use super::Rejected;
 use super::config::{OnError, TlsConfig};
 use super::hello::{ClientHello, read_client_hello};
-use super::Rejected;
 use crate::config::Peer;
 use crate::conn::Conn;
 use crate::handoff::{Outcome, hand_off};
@@ -56,7 +56,10 @@ impl TlsListener {
             return Ok(None);
         };
         let listener = listen(tls.listen).map_err(|e| {
-            io::Error::new(e.kind(), format!("cannot listen on {} (TLS): {e}", tls.listen))
+            io::Error::new(
+                e.kind(),
+                format!("cannot listen on {} (TLS): {e}", tls.listen),
+            )
         })?;
         Ok(Some(TlsListener {
             listener,

@@ -109,8 +109,18 @@ impl TlsMetrics {
             let _ = writeln!(o, "# TYPE knits_proxy_tls_{name} counter");
             let _ = writeln!(o, "knits_proxy_tls_{name} {}", v.load(Relaxed));
         };
-        c(o, "connections_total", "TLS connections accepted.", &self.connections);
-        c(o, "hellos_total", "Complete ClientHellos read.", &self.hellos);
+        c(
+            o,
+            "connections_total",
+            "TLS connections accepted.",
+            &self.connections,
+        );
+        c(
+            o,
+            "hellos_total",
+            "Complete ClientHellos read.",
+            &self.hellos,
+        );
         c(
             o,
             "hellos_without_sni_total",

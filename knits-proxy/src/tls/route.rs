@@ -118,10 +118,7 @@ impl TlsRoutes {
             return &self.self_id;
         }
         if let Some(name) = sni {
-            if let Ok(i) = self
-                .exact
-                .binary_search_by(|(n, _)| n.as_str().cmp(name))
-            {
+            if let Ok(i) = self.exact.binary_search_by(|(n, _)| n.as_str().cmp(name)) {
                 return &self.exact[i].1;
             }
             if let Some((_, node)) = self
@@ -219,7 +216,10 @@ mod tests {
         assert_eq!(r.owner(Some("www.example.com"), &[]), "n2");
         for i in 0..100 {
             let name = format!("site{i}.test");
-            assert_eq!(r.owner(Some(&name), &[]), rendezvous(&nodes, &name).unwrap());
+            assert_eq!(
+                r.owner(Some(&name), &[]),
+                rendezvous(&nodes, &name).unwrap()
+            );
         }
         // Without a name there is nothing to hash: the default.
         assert_eq!(r.owner(None, &[]), "n3");
