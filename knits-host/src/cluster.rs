@@ -133,6 +133,14 @@ pub struct ClusterConfig {
     /// new connections from the spray but still takes hand-offs (e.g. `[1, 0, 0]`: every
     /// connection lands on node 1, so every request for another owner is handed off).
     pub weights: Vec<u16>,
+    /// More services on the VIP, `PORT:MODE` (`443:tls`, `5201:l4`); port 80 is HTTP unless
+    /// listed (see [`crate::https`]).
+    pub services: Vec<String>,
+    /// The TLS server of every node, inside its namespace (unset: `cluster up` starts nginx on
+    /// 127.0.0.1:8443 with the node's certificate).
+    pub tls_upstream: Option<SocketAddr>,
+    /// The domain of the nodes' server names: node K owns `nK.<domain>` and `*.nK.<domain>`.
+    pub tls_domain: String,
 }
 
 impl Default for ClusterConfig {
@@ -156,6 +164,9 @@ impl Default for ClusterConfig {
             upstream: None,
             origin: true,
             weights: Vec::new(),
+            services: Vec::new(),
+            tls_upstream: None,
+            tls_domain: "knits.test".into(),
         }
     }
 }
@@ -241,7 +252,26 @@ impl ClusterConfig {
                 self.proxy.policy
             ));
         }
+        crate::https::services(&self.services, SERVICE_PORT)?;
+        if !matches!(
+            knits_proxy::tls::route::NamePattern::parse(&self.tls_domain),
+            Ok(knits_proxy::tls::route::NamePattern::Exact(_))
+        ) {
+            return Err(format!(
+                "tls_domain {:?} is not a host name (e.g. knits.test)",
+                self.tls_domain
+            ));
+        }
         self.check_upstream()
+    }
+
+    /// The TLS service's port, if the cluster serves one.
+    pub fn tls_port(&self) -> Option<u16> {
+        crate::https::services(&self.services, SERVICE_PORT)
+            .ok()?
+            .iter()
+            .find(|s| s.mode == knits_core::config::ServiceMode::Tls)
+            .map(|s| s.port)
     }
 
     /// The upstream must be reachable inside every node namespace without the switch: a
@@ -339,6 +369,10 @@ impl ClusterConfig {
         c.hash_seed = random_key();
         c.vip = self.vip.octets().into();
         c.policy = self.spray_policy()?;
+        c.services.clear();
+        for s in crate::https::services(&self.services, SERVICE_PORT)? {
+            let _ = c.services.push(s);
+        }
         self.check_weights()?;
         for (b, &w) in c.backends.iter_mut().zip(&self.weights) {
             b.weight = w;
@@ -412,6 +446,8 @@ pub struct Cluster {
     pub node_ns: Vec<String>,
     /// Logs of the proxies and origins.
     pub log_dir: PathBuf,
+    /// The certificates of the TLS service, if the cluster serves one.
+    pub tls: Option<crate::https::TlsFiles>,
     /// Per port, one queue per shard.
     taps: Option<Vec<Vec<Tap>>>,
     switch: Option<RunningSwitch>,
@@ -502,6 +538,19 @@ impl Cluster {
             node_ns.push(ns);
         }
         let exe_s = exe.to_string_lossy().to_string();
+        let tls_port = config.tls_port();
+        let tls = match tls_port {
+            Some(_) => Some(crate::https::TlsFiles::make(
+                &log_dir.join("tls"),
+                &config.tls_domain,
+                config.nodes,
+            )?),
+            None => None,
+        };
+        let nginx = match (&tls, config.tls_upstream) {
+            (Some(_), None) => Some(crate::https::find_nginx()?),
+            _ => None,
+        };
         for n in 1..=config.nodes {
             let ns = &node_ns[n - 1];
             let threads = config.proxy.threads.max(1).to_string();
@@ -564,6 +613,45 @@ impl Cluster {
                 args.push("--shards".into());
                 args.push(shards.to_string());
             }
+            if let (Some(port), Some(files)) = (tls_port, &tls) {
+                let upstream = config
+                    .tls_upstream
+                    .unwrap_or_else(crate::https::default_tls_upstream);
+                if let Some(nginx) = &nginx {
+                    let conf = crate::https::nginx_conf(
+                        &files.dir.join(format!("n{n}")),
+                        files,
+                        n,
+                        upstream,
+                        config.proxy_upstream(),
+                    )?;
+                    let nginx_args = vec![
+                        "-c".to_string(),
+                        conf.to_string_lossy().to_string(),
+                        "-g".into(),
+                        "daemon off;".into(),
+                    ];
+                    guard
+                        .spawn_in(
+                            ns,
+                            &format!("nginx n{n}"),
+                            &nginx.to_string_lossy(),
+                            &nginx_args,
+                            log("nginx"),
+                        )
+                        .map_err(io)?;
+                }
+                args.push("--tls-listen".into());
+                args.push(format!("{}:{port}", node_addr(n)));
+                args.push("--tls-upstream".into());
+                args.push(upstream.to_string());
+                for k in 1..=config.nodes {
+                    for name in crate::https::node_names(&config.tls_domain, k) {
+                        args.push("--sni".into());
+                        args.push(format!("{name}=n{k}"));
+                    }
+                }
+            }
             args.extend(config.proxy.extra_args.iter().cloned());
             guard
                 .spawn_in(ns, &format!("proxy n{n}"), &exe_s, &args, log("proxy"))
@@ -584,6 +672,7 @@ impl Cluster {
             client_ns,
             node_ns,
             log_dir,
+            tls,
             taps: Some(taps),
             switch: None,
             shard_stats: None,
@@ -765,6 +854,11 @@ impl Cluster {
         // First every proxy must be listening, checked from inside its own namespace: a probe
         // through the VIP that reaches a node before its proxy listens is answered with an RST
         // that the client side would see.
+        let ours = self.config.tls_upstream.is_none();
+        let tls = self
+            .config
+            .tls_port()
+            .map(|p| (p, ours.then(crate::https::default_tls_upstream)));
         let listeners: Vec<_> = (1..=self.config.nodes)
             .map(|n| {
                 let ns = self.node_ns[n - 1].clone();
@@ -773,7 +867,16 @@ impl Cluster {
                         &ns,
                         SocketAddr::from((node_addr(n), SERVICE_PORT)),
                         deadline,
-                    )
+                    )?;
+                    // The TLS listener, and the TLS server behind it (which is ours to start
+                    // unless the user runs one).
+                    if let Some((port, up)) = tls {
+                        wait_listening(&ns, SocketAddr::from((node_addr(n), port)), deadline)?;
+                        if let Some(up) = up {
+                            wait_listening(&ns, up, deadline)?;
+                        }
+                    }
+                    Ok::<(), String>(())
                 })
             })
             .collect();

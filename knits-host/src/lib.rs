@@ -13,6 +13,7 @@
 //! - [`http`], [`load`]: the client side of HTTP/1.1 and the verifying load client.
 //! - [`runtime`], [`switch`]: the event loop and the knits-core switch it drives.
 //! - [`cluster`]: the namespace cluster (client, back-ends running origin and proxy).
+//! - [`https`]: the services on the VIP, the per-node certificates and the nodes' TLS server.
 //!
 //! ## Panic contract
 //! No frame, HTTP response or configuration file makes this crate panic; bad input is a counted
@@ -22,6 +23,7 @@
 pub mod cluster;
 pub mod faults;
 pub mod http;
+pub mod https;
 pub mod load;
 pub mod netns;
 pub mod pcap;

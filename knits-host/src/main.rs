@@ -144,6 +144,18 @@ struct UpArgs {
     /// Without this flag the origin keeps running next to your server, on its own port.
     #[arg(long)]
     no_origin: bool,
+    /// A service on the VIP, repeated: PORT:MODE with MODE http, tls or l4 (e.g. 443:tls,
+    /// 5201:l4). Port 80 is HTTP unless listed. TLS: the proxies route by server name and hand
+    /// off without terminating TLS; l4: sprayed with NAT, never handed off.
+    #[arg(long = "service", value_name = "PORT:MODE")]
+    services: Vec<String>,
+    /// Your TLS server in every node namespace, e.g. 127.0.0.1:9443 (default: nginx on
+    /// 127.0.0.1:8443 with a per-node certificate, started by cluster up).
+    #[arg(long, value_name = "ADDR:PORT")]
+    tls_upstream: Option<SocketAddr>,
+    /// The domain of the nodes' server names (node K owns nK.DOMAIN and *.nK.DOMAIN).
+    #[arg(long, value_name = "DOMAIN")]
+    tls_domain: Option<String>,
 }
 
 impl UpArgs {
@@ -207,6 +219,13 @@ impl UpArgs {
         }
         if self.no_origin {
             c.origin = false;
+        }
+        c.services.extend(self.services.iter().cloned());
+        if let Some(v) = self.tls_upstream {
+            c.tls_upstream = Some(v);
+        }
+        if let Some(v) = &self.tls_domain {
+            c.tls_domain = v.clone();
         }
         c.validate()?;
         Ok(c)
@@ -354,6 +373,17 @@ fn cluster_up(cfg: ClusterConfig) -> Result<(), String> {
     );
     if let Some(a) = c.metrics_addr() {
         eprintln!("metrics on http://{a}/metrics");
+    }
+    if let (Some(port), Some(tls)) = (c.config.tls_port(), &c.tls) {
+        let name = format!("n2.{}", c.config.tls_domain);
+        eprintln!(
+            "HTTPS on port {port}: node K owns nK.{d} and *.nK.{d}; try `ip netns exec {} curl \
+             --cacert {} --resolve {name}:{port}:{} https://{name}:{port}{path}`",
+            c.client_ns,
+            tls.ca().display(),
+            c.config.vip,
+            d = c.config.tls_domain,
+        );
     }
     if let Some(up) = c.config.upstream {
         eprintln!(

@@ -1078,7 +1078,12 @@ fn add_snapshot(sum: &mut Snapshot, o: &Snapshot, first: bool) {
     add(&mut c.generated, &d.generated);
     add(&mut c.handoffs, &d.handoffs);
     add(&mut c.sprayed, &d.sprayed);
+    add(&mut c.sprayed_by_service, &d.sprayed_by_service);
+    add(&mut c.handoffs_by_service, &d.handoffs_by_service);
     add(&mut c.events, &d.events);
+    if first {
+        sum.services = o.services.clone();
+    }
     c.handoffs_completed += d.handoffs_completed;
     c.handoffs_rolled_back += d.handoffs_rolled_back;
     c.tracked_routed += d.tracked_routed;

@@ -133,9 +133,42 @@ pub struct Snapshot {
     /// Per shard, by shard id, when the switch runs more than one; empty with one. Everything
     /// above is the sum of the shards.
     pub shards: Vec<ShardSnapshot>,
+    /// The services on the VIP, in the order of the core's per-service counters.
+    pub services: Vec<knits_core::config::Service>,
 }
 
 impl Snapshot {
+    /// Connections sprayed and hand-offs accepted on the service on VIP port `port`.
+    pub fn service_counts(&self, port: u16) -> Option<(u64, u64)> {
+        let i = self.services.iter().position(|s| s.port == port)?;
+        let c = &self.core;
+        Some((
+            c.sprayed_by_service.get(i).copied().unwrap_or(0),
+            c.handoffs_by_service.get(i).copied().unwrap_or(0),
+        ))
+    }
+
+    /// `80/http sprayed 12 handed off 5; 443/tls ...` for the table.
+    fn service_line(&self) -> String {
+        let v: Vec<String> = self
+            .services
+            .iter()
+            .map(|s| {
+                let (sprayed, handoffs) = self.service_counts(s.port).unwrap_or_default();
+                format!(
+                    "{}/{} sprayed {sprayed} handed off {handoffs}",
+                    s.port,
+                    s.mode.name()
+                )
+            })
+            .collect();
+        if v.is_empty() {
+            "none".into()
+        } else {
+            v.join("; ")
+        }
+    }
+
     /// Hand-off requests accepted.
     pub fn handoffs_accepted(&self) -> u64 {
         self.core.handoffs[ReplyCode::Accepted.index()]
@@ -264,6 +297,7 @@ impl Snapshot {
             c.closed,
             c.expired
         );
+        let _ = writeln!(s, "services: {}", self.service_line());
         let _ = writeln!(
             s,
             "flow events: {}",
@@ -484,6 +518,32 @@ impl Snapshot {
                     )
                 })
                 .collect(),
+        );
+        let per_service = |a: &[u64]| -> Vec<(String, u64)> {
+            self.services
+                .iter()
+                .enumerate()
+                .map(|(i, sv)| {
+                    (
+                        format!("port=\"{}\",mode=\"{}\"", sv.port, sv.mode.name()),
+                        a.get(i).copied().unwrap_or(0),
+                    )
+                })
+                .collect()
+        };
+        family(
+            &mut s,
+            "service_sprayed_total",
+            "counter",
+            "Connections sprayed, per service on the VIP.",
+            per_service(&c.sprayed_by_service),
+        );
+        family(
+            &mut s,
+            "service_handoffs_total",
+            "counter",
+            "Hand-offs accepted, per service on the VIP.",
+            per_service(&c.handoffs_by_service),
         );
         family(
             &mut s,

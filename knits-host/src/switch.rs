@@ -137,6 +137,9 @@ impl Core for SwitchCore {
         snap.flow_capacity = self.sw.flow_capacity();
         snap.sessions = self.sw.session_count();
         snap.session_capacity = self.sw.session_capacity();
+        if snap.services.is_empty() {
+            snap.services = self.sw.config().services.iter().copied().collect();
+        }
     }
 }
 

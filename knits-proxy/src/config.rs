@@ -178,6 +178,8 @@ pub struct ProxyConfig {
     pub limits: Limits,
     /// Time limits.
     pub timeouts: Timeouts,
+    /// The TLS listener, if any.
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 impl ProxyConfig {
@@ -197,6 +199,7 @@ impl ProxyConfig {
             upstream_idle: 32,
             limits: Limits::default(),
             timeouts: Timeouts::default(),
+            tls: None,
         }
     }
 
@@ -309,6 +312,9 @@ pub struct RunArgs {
     /// Discard pre-connected new legs older than this.
     #[arg(long, value_name = "MS")]
     pub c2_pool_max_age_ms: Option<u64>,
+    /// The TLS listener (`--tls-*`, `--sni`, `--alpn`).
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
 }
 
 fn parse_peer(s: &str) -> Result<(String, SocketAddr), String> {
@@ -382,6 +388,8 @@ pub struct FileConfig {
     /// Timeouts, in milliseconds.
     #[serde(default)]
     pub timeouts: FileTimeouts,
+    /// The TLS listener.
+    pub tls: Option<crate::tls::config::FileTls>,
 }
 
 /// A `[[peer]]` entry.
@@ -810,6 +818,15 @@ impl RunArgs {
                 "shards {shards} must be 1..={MAX_SHARDS} (the switch's --shards)"
             ));
         }
+        let tls = self
+            .tls
+            .merge(file.tls, &node_id, weight, &peers, switch.is_some())?;
+        if let Some(t) = tls.as_ref().filter(|t| t.listen == listen) {
+            return err(format!(
+                "--tls-listen {} is the HTTP --listen address; give TLS its own port (e.g. 443)",
+                t.listen
+            ));
+        }
         Ok(ProxyConfig {
             node_id,
             listen,
@@ -824,6 +841,7 @@ impl RunArgs {
             upstream_idle: self.upstream_idle.or(file.upstream_idle).unwrap_or(32),
             limits,
             timeouts,
+            tls,
         })
     }
 }

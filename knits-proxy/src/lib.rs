@@ -17,6 +17,8 @@
 //! - [`metrics`]: counters and the hand-off latency histogram, in Prometheus text format.
 //! - [`config`]: TOML file and flags, validated.
 //! - [`content`], [`origin`]: the deterministic origin server and its verifiable object bytes.
+//! - [`tls`]: the TLS listener: routes by the ClientHello's server name and hands off without
+//!   terminating TLS.
 //!
 //! ## Panic contract
 //! No network input makes this crate panic: heads, bodies and control replies are parsed with
@@ -38,6 +40,7 @@ pub mod pool;
 pub mod proxy;
 pub mod sockopt;
 pub mod splice;
+pub mod tls;
 pub mod upstream;
 
 pub use config::ProxyConfig;

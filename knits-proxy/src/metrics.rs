@@ -190,6 +190,8 @@ pub struct Metrics {
     pub c2_pool_misses: AtomicU64,
     /// New legs of refused hand-offs given back to the pool unused.
     pub c2_pool_returned: AtomicU64,
+    /// The TLS listener's counters.
+    pub tls: crate::tls::TlsMetrics,
 }
 
 impl Metrics {
@@ -364,6 +366,7 @@ impl Metrics {
             "New legs of refused hand-offs given back to the pool unused.",
             &self.c2_pool_returned,
         );
+        self.tls.render(&mut o);
         o
     }
 }

@@ -51,6 +51,7 @@ pub struct Shared {
 pub struct Proxy {
     listener: TcpListener,
     shared: Arc<Shared>,
+    tls: Option<crate::tls::TlsListener>,
 }
 
 /// Binds a listening socket with a deep backlog.
@@ -120,21 +121,29 @@ impl Proxy {
             metrics.clone(),
         );
         let dispatcher = Dispatcher::new(config.node_id.clone(), config.policy.clone());
+        let shared = Arc::new(Shared {
+            config,
+            dispatcher,
+            upstream,
+            handoff,
+            metrics,
+        });
+        let tls = crate::tls::TlsListener::bind(&shared)?;
         Ok(Proxy {
             listener,
-            shared: Arc::new(Shared {
-                config,
-                dispatcher,
-                upstream,
-                handoff,
-                metrics,
-            }),
+            shared,
+            tls,
         })
     }
 
     /// The address the proxy accepts connections on.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The address TLS connections are accepted on, with a `[tls]` configuration.
+    pub fn tls_local_addr(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().and_then(|t| t.local_addr().ok())
     }
 
     /// The proxy's counters.
@@ -149,6 +158,7 @@ impl Proxy {
 
     /// Accepts and serves connections until the task is dropped.
     pub async fn run(self) {
+        let _tls = self.tls.map(crate::tls::TlsListener::spawn);
         loop {
             match self.listener.accept().await {
                 Ok((stream, from)) => {
