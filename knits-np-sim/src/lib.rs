@@ -4,6 +4,8 @@
 //! switch core and estimates the packets per second a network processor would reach with it.
 //!
 //! ## Layers
+//! - [`calibration`]: instructions per packet class and stage of the compiled core (callgrind),
+//!   and the checked-in calibration file.
 //! - [`machine`]: machine descriptions (TOML): engines, threads, clock, shared units, and the
 //!   cost of each operation the knits-core [`Meter`](knits_core::meter::Meter) records.
 //! - [`trace`]: a meter that records what the real code path did for each packet.
@@ -22,6 +24,14 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+// The packet classes and frame builders of knits-core's benchmarks and instruction counts: one
+// set, so the model replays the frames that callgrind counted and criterion timed.
+#[path = "../../knits-core/benches/common/classes.rs"]
+mod classes;
+#[path = "../../knits-core/benches/common/frames.rs"]
+mod frames;
+
+pub mod calibration;
 pub mod hist;
 pub mod machine;
 pub mod model;

@@ -16,6 +16,7 @@ use std::time::Instant;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use knits_np_sim::calibration::{self, Calibration};
 use knits_np_sim::machine::{Machine, PRESETS};
 use knits_np_sim::model::{Program, RunOptions};
 use knits_np_sim::pcap;
@@ -48,6 +49,9 @@ enum Cmd {
         #[arg(long)]
         show: Option<String>,
     },
+    /// Count instructions per packet class and stage of the release-built core under callgrind
+    /// and write the calibration file (or check the checked-in one).
+    Calibrate(CalibrateArgs),
     /// Write the frames of a synthetic workload to a pcapng file (one interface per port).
     Capture {
         #[command(flatten)]
@@ -129,6 +133,22 @@ struct RunArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Args)]
+struct CalibrateArgs {
+    /// Packets counted per class (handoff and fakefin: at most 1000).
+    #[arg(long, default_value_t = 20_000)]
+    packets: u64,
+    /// The calibration file to write (or to check with --check).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Do not write: count again and fail if the file is staler than its tolerance.
+    #[arg(long)]
+    check: bool,
+    /// Print the counts as a markdown table instead of writing the file.
+    #[arg(long)]
+    table: bool,
 }
 
 #[derive(Args)]
@@ -339,11 +359,47 @@ fn cmd_sweep(a: SweepArgs) -> Result<(), String> {
     Ok(())
 }
 
+fn cmd_calibrate(a: CalibrateArgs) -> Result<(), String> {
+    let path = a.out.unwrap_or_else(calibration::default_path);
+    let fresh = calibration::calibrate(a.packets, &mut |l| eprintln!("{l}"))?;
+    if a.table {
+        print!("{}", fresh.table());
+        return Ok(());
+    }
+    if a.check {
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let old = Calibration::from_toml(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let moved = calibration::stale(&old, &fresh);
+        if moved.is_empty() {
+            eprintln!(
+                "{} is current (every class and stage within {:.0} %; counted at {}, file made at {})",
+                path.display(),
+                old.tolerance * 100.0,
+                fresh.commit,
+                old.commit
+            );
+            return Ok(());
+        }
+        return Err(format!(
+            "{} is stale; run `{}` and commit it:\n  {}",
+            path.display(),
+            old.command,
+            moved.join("\n  ")
+        ));
+    }
+    std::fs::write(&path, fresh.to_toml()).map_err(|e| format!("{}: {e}", path.display()))?;
+    print!("{}", fresh.table());
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Run(a) => cmd_run(a),
         Cmd::Sweep(a) => cmd_sweep(a),
+        Cmd::Calibrate(a) => cmd_calibrate(a),
         Cmd::Machines { show: None } => {
             for p in PRESETS {
                 match Machine::preset(p) {
