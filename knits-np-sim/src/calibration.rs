@@ -581,7 +581,14 @@ pub fn calibrate(n: u64, log: &mut dyn FnMut(&str)) -> Result<Calibration, Strin
 /// class, so the recorded one meets the steady state the callgrind counts average over) and
 /// returns a trace set of one packet per class, `class` set, flows distinct.
 pub fn class_traces(classes: &[&str]) -> Result<TraceSet, String> {
-    use knits_core::switch::{FrameMeta, Verdict};
+    use knits_core::switch::{FrameMeta, Sink, Verdict};
+    struct Count(usize);
+    impl Sink for Count {
+        fn emit(&mut self, _: u8, _: &[u8]) -> bool {
+            self.0 += 1;
+            true
+        }
+    }
     let mut set = TraceSet::default();
     for (i, class) in classes.iter().enumerate() {
         let mut run = crate::classes::setup(class, 3)?;
@@ -589,17 +596,19 @@ pub fn class_traces(classes: &[&str]) -> Result<TraceSet, String> {
         let mut meter = TraceMeter::new();
         let mut verdict = Verdict::Forward(0);
         let mut len = 0;
+        let mut sink = Count(0);
         for k in 0..2 {
             let (port, f) = run.frame(k);
             len = f.len();
             buf[..len].copy_from_slice(f);
             meter.clear();
+            sink.0 = 0;
             verdict = run.sw.process(
                 port,
                 run.now,
                 &mut buf[..len],
                 FrameMeta::FULL,
-                &mut crate::frames::Discard,
+                &mut sink,
                 &mut meter,
             );
         }
@@ -608,12 +617,74 @@ pub fn class_traces(classes: &[&str]) -> Result<TraceSet, String> {
             Verdict::Local(_) => Outcome::Local,
             Verdict::Drop(_) => Outcome::Drop,
         };
+        // The workload's classifier must put the class's own frame in the class.
+        let seen = class_of(&buf[..len], verdict, sink.0, &meter.recs);
+        if seen != class_index(class) {
+            return Err(format!(
+                "class {class}: class_of takes its frame for {}",
+                CLASSES.get(seen as usize).unwrap_or(&"none")
+            ));
+        }
         set.push(0, len, i as u32, outcome, &meter);
         if let Some(p) = set.packets.last_mut() {
             p.class = class_index(class);
         }
     }
     Ok(set)
+}
+
+/// The class whose calibrated cost a workload packet is charged: from what the switch did with
+/// it (its verdict, the frames it generated, the records of its meter) and its headers.
+/// A TCP segment whose processing read two flow records (the connection and its splice
+/// binding) is on a spliced flow.
+pub fn class_of(
+    frame: &[u8],
+    verdict: knits_core::switch::Verdict,
+    generated: usize,
+    recs: &[crate::trace::Rec],
+) -> u8 {
+    use knits_core::counters::LocalKind;
+    use knits_core::switch::Verdict;
+    use smoltcp::wire::{EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, TcpPacket};
+    let name = match verdict {
+        Verdict::Local(LocalKind::Arp) => "arp",
+        Verdict::Local(LocalKind::Control) => "handoff",
+        Verdict::Local(_) => "fakefin",
+        Verdict::Drop(_) => "malformed",
+        Verdict::Forward(_) if generated > 0 => "fakefin",
+        Verdict::Forward(_) => {
+            let eth = EthernetFrame::new_checked(frame).ok();
+            let ip = eth
+                .as_ref()
+                .filter(|e| e.ethertype() == EthernetProtocol::Ipv4)
+                .and_then(|e| Ipv4Packet::new_checked(e.payload()).ok());
+            match ip {
+                Some(ip) if ip.next_header() == IpProtocol::Tcp => {
+                    match TcpPacket::new_checked(ip.payload()) {
+                        Ok(t) if t.syn() && !t.ack() => "syn",
+                        Ok(t) => {
+                            let entries: u32 = recs
+                                .iter()
+                                .filter(|r| r.op == crate::trace::Op::TableEntry)
+                                .map(|r| r.n)
+                                .sum();
+                            if entries >= 2 {
+                                "spliced"
+                            } else if t.payload().is_empty() {
+                                "ack"
+                            } else {
+                                "data"
+                            }
+                        }
+                        Err(_) => "malformed",
+                    }
+                }
+                Some(_) => "ip-forward",
+                None => "malformed",
+            }
+        }
+    };
+    class_index(name)
 }
 
 /// A class's index in [`CLASSES`] (`u8::MAX` for none).
@@ -780,6 +851,9 @@ fn=(6) core::ptr::drop_in_place
     #[test]
     fn every_class_runs_through_the_real_switch() {
         let t = class_traces(&CLASSES).unwrap();
+        for (i, p) in t.packets.iter().enumerate() {
+            assert_eq!(p.class as usize, i);
+        }
         assert_eq!(t.packets.len(), CLASSES.len());
         let o: Vec<Outcome> = t.packets.iter().map(|p| p.outcome).collect();
         assert_eq!(o[class_index("malformed") as usize], Outcome::Drop);

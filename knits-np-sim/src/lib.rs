@@ -13,6 +13,8 @@
 //! - [`hist`]: histograms for means and percentiles.
 //! - [`workload`]: synthetic workloads, real TCP exchanges through the real switch;
 //!   [`replay`] and [`pcap`]: the same from a pcapng capture; [`rng`]: the seeded PRNG.
+//! - [`probe`]: clock, memory latencies and CPI of this machine, for the `cpu` preset;
+//!   [`validate`]: the `cpu` preset's predictions beside criterion's measurements.
 //! - [`report`], [`sweep`]: text/JSON reports, sweeps over engines or threads (CSV, SVG).
 //!
 //! docs/np-sim.md describes the model, the source of every machine number, and the measured
@@ -36,9 +38,11 @@ pub mod hist;
 pub mod machine;
 pub mod model;
 pub mod pcap;
+pub mod probe;
 pub mod replay;
 pub mod report;
 pub mod rng;
 pub mod sweep;
 pub mod trace;
+pub mod validate;
 pub mod workload;

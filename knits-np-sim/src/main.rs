@@ -2,7 +2,10 @@
 //!
 //! ```text
 //! knits-np-sim run --machine np4gs3 --workload handoff-1 [--packets 10000000] [--json]
-//! knits-np-sim sweep --machine np4gs3 --workload handoff-1 --over engines --csv s.csv --plot s.svg
+//! knits-np-sim sweep --machine np4gs3 --workload handoff-1 --over engines [--csv s.csv] [--plot s.svg] [--out-dir DIR]
+//! knits-np-sim calibrate [--check | --table]
+//! knits-np-sim probe [--write]
+//! knits-np-sim validate [--machine cpu]
 //! knits-np-sim machines [--show np4gs3]
 //! knits-np-sim capture --workload handoff-1 --out h1.pcapng
 //! ```
@@ -52,6 +55,22 @@ enum Cmd {
     /// Count instructions per packet class and stage of the release-built core under callgrind
     /// and write the calibration file (or check the checked-in one).
     Calibrate(CalibrateArgs),
+    /// Measure this machine (clock, memory latencies, CPI of the switch core) for the cpu preset.
+    Probe {
+        /// Write the cpu preset (knits-np-sim/machines/cpu.toml) instead of printing it.
+        #[arg(long)]
+        write: bool,
+    },
+    /// The cpu preset's time per packet of every class beside criterion's medians
+    /// (run `cargo bench -p knits-np-sim --bench classes` and knits-core's pipeline bench first).
+    Validate {
+        /// A preset or a machine description TOML file.
+        #[arg(long, default_value = "cpu")]
+        machine: String,
+        /// Criterion's output folder (default: $CARGO_TARGET_DIR/criterion or target/criterion).
+        #[arg(long)]
+        criterion: Option<PathBuf>,
+    },
     /// Write the frames of a synthetic workload to a pcapng file (one interface per port).
     Capture {
         #[command(flatten)]
@@ -167,12 +186,15 @@ struct SweepArgs {
     /// Packets per point.
     #[arg(long, default_value_t = 300_000)]
     packets: u64,
-    /// CSV output file.
-    #[arg(long, default_value = "sweep.csv")]
-    csv: PathBuf,
-    /// SVG plot output file.
-    #[arg(long, default_value = "sweep.svg")]
-    plot: PathBuf,
+    /// Write the CSV to this file (the CSV always goes to stdout too).
+    #[arg(long)]
+    csv: Option<PathBuf>,
+    /// Write the SVG plot to this file.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// Write both into this folder, named MACHINE-WORKLOAD-OVER.csv and .svg.
+    #[arg(long)]
+    out_dir: Option<PathBuf>,
 }
 
 fn spec_of(w: &WorkloadArgs, scenario: Scenario) -> Result<Spec, String> {
@@ -346,16 +368,43 @@ fn cmd_sweep(a: SweepArgs) -> Result<(), String> {
         return Err("the workload produced no packets".into());
     }
     let rows = sweep::run(&m, &traces, over, &values, a.packets)?;
-    std::fs::write(&a.csv, sweep::csv(&rows)).map_err(|e| format!("{}: {e}", a.csv.display()))?;
-    let title = format!(
-        "{} on {}: packets/s over {}",
-        a.w.workload,
-        m.name,
-        over.name()
-    );
-    sweep::plot(&rows, over, &title, &a.plot)?;
+    let (mut csv, mut plot) = (a.csv, a.plot);
+    if let Some(dir) = &a.out_dir {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let stem: String = format!("{}-{}-{}", m.name, a.w.workload, over.name())
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        csv.get_or_insert(dir.join(format!("{stem}.csv")));
+        plot.get_or_insert(dir.join(format!("{stem}.svg")));
+    }
     print!("{}", sweep::csv(&rows));
-    eprintln!("wrote {} and {}", a.csv.display(), a.plot.display());
+    let mut wrote = Vec::new();
+    if let Some(p) = &csv {
+        std::fs::write(p, sweep::csv(&rows)).map_err(|e| format!("{}: {e}", p.display()))?;
+        wrote.push(p.display().to_string());
+    }
+    if let Some(p) = &plot {
+        let title = format!(
+            "{} on {}: packets/s over {}",
+            a.w.workload,
+            m.name,
+            over.name()
+        );
+        sweep::plot(&rows, over, &title, p)?;
+        wrote.push(p.display().to_string());
+    }
+    if wrote.is_empty() {
+        eprintln!("wrote no file (give --csv, --plot or --out-dir to keep the sweep)");
+    } else {
+        eprintln!("wrote {}", wrote.join(" and "));
+    }
     Ok(())
 }
 
@@ -400,6 +449,30 @@ fn main() -> ExitCode {
         Cmd::Run(a) => cmd_run(a),
         Cmd::Sweep(a) => cmd_sweep(a),
         Cmd::Calibrate(a) => cmd_calibrate(a),
+        Cmd::Probe { write } => (|| {
+            let p = knits_np_sim::probe::run(&mut |l| eprintln!("{l}"))?;
+            let text = p.machine_toml();
+            if write {
+                let path =
+                    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("machines/cpu.toml");
+                std::fs::write(&path, &text).map_err(|e| format!("{}: {e}", path.display()))?;
+                eprintln!(
+                    "wrote {} (rebuild to use it as the cpu preset)",
+                    path.display()
+                );
+            } else {
+                print!("{text}");
+            }
+            Ok(())
+        })(),
+        Cmd::Validate { machine, criterion } => (|| {
+            let m = Machine::load(&machine).map_err(|e| e.to_string())?;
+            let dir = criterion.unwrap_or_else(knits_np_sim::validate::criterion_dir);
+            let rows = knits_np_sim::validate::rows(&m, &Calibration::checked_in(), &dir)?;
+            print!("{}", knits_np_sim::validate::table(&rows));
+            eprintln!("criterion medians read from {}", dir.display());
+            Ok(())
+        })(),
         Cmd::Machines { show: None } => {
             for p in PRESETS {
                 match Machine::preset(p) {
