@@ -29,7 +29,7 @@ pub const HANDOFFS: usize = 1000;
 pub const SESSIONS: usize = 1024;
 
 /// Every class, in report order.
-pub const CLASSES: [&str; 9] = [
+pub const CLASSES: [&str; 10] = [
     "ack",
     "data",
     "syn",
@@ -39,7 +39,11 @@ pub const CLASSES: [&str; 9] = [
     "arp",
     "malformed",
     "ip-forward",
+    "ack-cold",
 ];
+
+/// Flows of the `ack-cold` class's table.
+pub const COLD_FLOWS: usize = 1 << 20;
 
 /// What each class is, for reports.
 pub fn describe(class: &str) -> &'static str {
@@ -54,6 +58,9 @@ pub fn describe(class: &str) -> &'static str {
         }
         "arp" => "ARP request for the VIP, answered",
         "malformed" => "truncated IPv4 header, dropped",
+        "ack-cold" => {
+            "bare ACKs of flows scattered over a table of 1M flows (each opened by a SYN), no locality"
+        }
         "ip-forward" => {
             "ICMP between two back-end nodes: routed plainly (route, TTL, checksum, MACs), 60 bytes"
         }
@@ -73,9 +80,9 @@ pub struct Run {
 
 impl Run {
     /// The `i`th measured frame and its ingress port (`i` below the `n` the run was set up
-    /// for).
+    /// for; the frames repeat when a class holds fewer).
     pub fn frame(&self, i: usize) -> (u8, &[u8]) {
-        let (p, f) = &self.frames[if self.frames.len() == 1 { 0 } else { i }];
+        let (p, f) = &self.frames[i % self.frames.len()];
         (*p, f)
     }
     /// The largest measured frame, for a buffer.
@@ -371,6 +378,35 @@ pub fn setup(class: &str, n: usize) -> Result<Run, String> {
                     frames.push((h.old, h.request));
                 }
             }
+            Run {
+                sw,
+                frames,
+                now: t(),
+            }
+        }
+        "ack-cold" => {
+            let mut sw = switch(COLD_FLOWS + 64, 4);
+            let m0 = sw.config().ports[0].mac;
+            // Like knits-core's burst benchmark: a client per flow, opened by its SYN.
+            let client = |i: u32| {
+                (
+                    Ipv4Address::new(198, 18, 1 + (i >> 16) as u8, (i >> 8) as u8),
+                    1024 + (i & 0xff) as u16 * 200 + (i % 200) as u16,
+                )
+            };
+            for i in 0..COLD_FLOWS as u32 {
+                let f = tcp(m0, client(i), VIP, TcpControl::Syn, 1000, None, &[]);
+                send(&mut sw, 0, f);
+            }
+            assert_eq!(sw.flow_count(), COLD_FLOWS, "ack-cold: flows not opened");
+            // ACKs of flows drawn over the whole table, in a scattered order.
+            let frames = (0..n.min(65_536) as u32)
+                .map(|j| {
+                    let i = j.wrapping_mul(2_654_435_761) % COLD_FLOWS as u32;
+                    let f = tcp(m0, client(i), VIP, TcpControl::None, 1001, Some(5001), &[]);
+                    (0, f)
+                })
+                .collect();
             Run {
                 sw,
                 frames,
