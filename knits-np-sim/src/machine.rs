@@ -532,7 +532,9 @@ mod tests {
         let ixp = Machine::preset("ixp1200").unwrap();
         assert_eq!((ixp.engines, ixp.threads, ixp.clock_mhz), (6, 4, 200.0));
         let cpu = Machine::preset("cpu").unwrap();
-        assert_eq!((cpu.engines, cpu.clock_mhz), (1, 3600.0));
+        // Measured by `knits-np-sim probe`: one core, a clock and a CPI, whatever they are here.
+        assert_eq!(cpu.engines, 1);
+        assert!(cpu.clock_mhz > 100.0 && cpu.cpi > 0.0);
     }
 
     fn err(text: &str) -> String {

@@ -468,8 +468,15 @@ fn main() -> ExitCode {
         Cmd::Validate { machine, criterion } => (|| {
             let m = Machine::load(&machine).map_err(|e| e.to_string())?;
             let dir = criterion.unwrap_or_else(knits_np_sim::validate::criterion_dir);
-            let rows = knits_np_sim::validate::rows(&m, &Calibration::checked_in(), &dir)?;
-            print!("{}", knits_np_sim::validate::table(&rows));
+            for (group, what) in [
+                ("class_oncpu", "time on the CPU (thread CPU clock)"),
+                ("class", "wall-clock time"),
+            ] {
+                let rows =
+                    knits_np_sim::validate::rows(&m, &Calibration::checked_in(), &dir, group)?;
+                println!("\n{} against criterion's {what}, group {group}:\n", m.name);
+                print!("{}", knits_np_sim::validate::table(&rows));
+            }
             eprintln!("criterion medians read from {}", dir.display());
             Ok(())
         })(),

@@ -232,23 +232,30 @@ impl ClassCycles {
     }
 }
 
-/// Checksum words each class's frame feeds (its meter records), computed once.
+/// Checksum words each class's frame feeds (its meter records), computed once. `ack-cold` is
+/// `ack`'s frame in a larger table (setting up its 1M flows would cost every run a second).
 fn class_checksum_words() -> Vec<f64> {
     static WORDS: std::sync::OnceLock<Vec<f64>> = std::sync::OnceLock::new();
     WORDS
-        .get_or_init(|| match calibration::class_traces(&calibration::CLASSES) {
-            Ok(t) => t
-                .packets
+        .get_or_init(|| {
+            let warm: Vec<&str> = calibration::CLASSES
                 .iter()
-                .map(|p| {
-                    t.recs_of(p)
-                        .iter()
-                        .filter(|r| r.op == Op::ChecksumWords)
-                        .map(|r| r.n as f64)
-                        .sum()
-                })
-                .collect(),
-            Err(_) => Vec::new(),
+                .map(|c| if *c == "ack-cold" { "ack" } else { *c })
+                .collect();
+            match calibration::class_traces(&warm) {
+                Ok(t) => t
+                    .packets
+                    .iter()
+                    .map(|p| {
+                        t.recs_of(p)
+                            .iter()
+                            .filter(|r| r.op == Op::ChecksumWords)
+                            .map(|r| r.n as f64)
+                            .sum()
+                    })
+                    .collect(),
+                Err(_) => Vec::new(),
+            }
         })
         .clone()
 }
@@ -1543,8 +1550,11 @@ switch = [ {{ units = ["mem"], cell_bytes = 64.0, wait = false }} ]
         m.ops.table_probe = OpCost::default();
         m.ops.step = OpCost::default();
         let cal = Calibration::checked_in();
-        let t = calibration::class_traces(&calibration::CLASSES).unwrap();
-        for (i, class) in calibration::CLASSES.iter().enumerate() {
+        // ack-cold (1M flows to set up) takes ack's path: leave it to the calibration tests.
+        let classes: Vec<&str> = calibration::CLASSES[..calibration::CLASSES.len() - 1].to_vec();
+        assert!(!classes.contains(&"ack-cold"));
+        let t = calibration::class_traces(&classes).unwrap();
+        for (i, class) in classes.iter().enumerate() {
             let mut one = TraceSet::default();
             let p = t.packets[i];
             one.recs = t.recs_of(&p).to_vec();

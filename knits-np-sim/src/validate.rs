@@ -69,7 +69,14 @@ pub fn with_table_unit(m: &Machine, unit: &str) -> Machine {
 }
 
 /// The validation table.
-pub fn rows(m: &Machine, cal: &Calibration, criterion: &Path) -> Result<Vec<Row>, String> {
+/// `group` is the criterion group: `class` (wall-clock time) or `class_oncpu` (time on the
+/// CPU, which other processes on a shared machine lengthen less).
+pub fn rows(
+    m: &Machine,
+    cal: &Calibration,
+    criterion: &Path,
+    group: &str,
+) -> Result<Vec<Row>, String> {
     let mut rows = Vec::new();
     let traces = calibration::class_traces(&CLASSES)?;
     for (i, class) in CLASSES.iter().enumerate() {
@@ -90,16 +97,17 @@ pub fn rows(m: &Machine, cal: &Calibration, criterion: &Path) -> Result<Vec<Row>
                 .map(|k| k.instructions)
                 .unwrap_or(0.0),
             predicted_ns: predict_ns(m, &t, cal),
-            measured_ns: criterion_median(criterion, &format!("class/{class}")),
-            bench: format!("knits-np-sim classes: class/{class}"),
+            measured_ns: criterion_median(criterion, &format!("{group}/{class}")),
+            bench: format!("knits-np-sim classes: {group}/{class}"),
             target: 0.20,
         });
     }
-    // Cold lookups at 1M flows.
+    // Cold lookups at 1M flows: the ack-cold class with the table's loads at the latency of a
+    // random load over a 1M-flow table.
     if m.units.contains_key("table_1m") {
-        let ack = CLASSES.iter().position(|c| *c == "ack").unwrap_or(0);
+        let cold = CLASSES.iter().position(|c| *c == "ack-cold").unwrap_or(0);
         let mut t = TraceSet::default();
-        let p = traces.packets[ack];
+        let p = traces.packets[cold];
         t.recs = traces.recs_of(&p).to_vec();
         t.packets.push(crate::trace::PacketTrace {
             start: 0,
@@ -107,18 +115,22 @@ pub fn rows(m: &Machine, cal: &Calibration, criterion: &Path) -> Result<Vec<Row>
             ..p
         });
         t.flows = 1;
-        let cold = with_table_unit(m, "table_1m");
+        let cold_ns = predict_ns(&with_table_unit(m, "table_1m"), &t, cal);
+        if let Some(r) = rows.iter_mut().find(|r| r.name == "ack-cold") {
+            r.predicted_ns = cold_ns;
+            r.target = 0.25;
+        }
         rows.push(Row {
-            name: "ack at 1M flows".into(),
+            name: "ack-cold, knits-core's burst bench".into(),
             instructions: cal
                 .classes
-                .get("ack")
+                .get("ack-cold")
                 .map(|k| k.instructions)
                 .unwrap_or(0.0),
-            predicted_ns: predict_ns(&cold, &t, cal),
+            predicted_ns: cold_ns,
             measured_ns: criterion_median(criterion, "burst32/process_one_by_one/1000000")
                 .map(|v| v / 32.0),
-            bench: "knits-core pipeline: burst32/process_one_by_one/1000000 / 32".into(),
+            bench: "knits-core pipeline: burst32/process_one_by_one/1000000 / 32 (wall)".into(),
             target: 0.25,
         });
         // A bare lookup: the lookup stage's instructions of an ACK plus its two dependent loads
@@ -135,7 +147,7 @@ pub fn rows(m: &Machine, cal: &Calibration, criterion: &Path) -> Result<Vec<Row>
             instructions: lookup,
             predicted_ns: (lookup * m.cpi + 2.0 * lat) / m.clock_mhz * 1e3,
             measured_ns: criterion_median(criterion, "lookup/1000000"),
-            bench: "knits-core pipeline: lookup/1000000".into(),
+            bench: "knits-core pipeline: lookup/1000000 (wall)".into(),
             target: 0.25,
         });
     }
