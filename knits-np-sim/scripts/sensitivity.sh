@@ -42,6 +42,20 @@ for w in "$IPF" "$H1M" "$H1"; do
   run "isa_expansion 2.0" np4gs3 "$w" 's/^isa_expansion = 1.0/isa_expansion = 2.0/'
   run "no offload (checksum, lookup in picocode)" np4gs3 "$w" 's/^offload = .*/offload = []/'
 done
+# The hardware path alone (picocode almost free: cpi 0.05), per switch-interface
+# configuration: the bracket the sources allow for what the chip's data path carries.
+for v in "preset (two DASL links, 64-byte cells)|" "one DASL link (3.55 Gb/s)|s/$SW/occupancy_per_item = 19.171/" \
+  "one link in 16x16 mode (1.77 Gb/s)|s/$SW/occupancy_per_item = 38.342/" \
+  "one link, 80-byte cells|s/cell_bytes = 61.0, cell_extra = 10.0, $SW/cell_bytes = 77.0, cell_extra = 10.0, occupancy_per_item = 23.964/" \
+  "one link, frame header 0 bytes|s/cell_extra = 10.0, $SW/cell_extra = 0.0, occupancy_per_item = 19.171/"; do
+  name=${v%%|*}
+  expr=${v#*|}
+  if [ -n "$expr" ]; then
+    run "hardware path alone: $name" np4gs3 "$IPF" 's/^cpi = 1.0/cpi = 0.05/' "$expr"
+  else
+    run "hardware path alone: $name" np4gs3 "$IPF" 's/^cpi = 1.0/cpi = 0.05/'
+  fi
+done
 # IXP1200 on plain forwarding: the input/output split, CPI, instruction-set expansion, clock.
 run preset ixp1200 "$IPF"
 run "no split (6 engines do both passes)" ixp1200 "$IPF" 's/^egress_engines = 2/egress_engines = 0/'
