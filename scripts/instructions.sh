@@ -1,21 +1,13 @@
 #!/usr/bin/env bash
-# Instructions per packet of knits-core's `Switch::process`, per packet class, counted with
-# callgrind (deterministic: the same binary and input give the same count on any load).
-# Prints a markdown table; docs/performance.md quotes it. Needs valgrind.
-#   scripts/instructions.sh [N]      (N packets per class, default 20000)
+# Instructions per packet of knits-core's `Switch::process`, per packet class and per stage,
+# counted with callgrind (deterministic: the same binary and input give the same count on any
+# load). Prints a markdown table; docs/performance.md and docs/np-sim.md quote it. Needs valgrind.
+#   scripts/instructions.sh [N]      (N packets per class, default 20000; hand-offs at most 1000)
+# The classes are knits-core/benches/common/classes.rs; the stages are source files, grouped by
+# the table in knits-np-sim/src/calibration.rs (STAGE_FILES). The same counts, written to
+# knits-np-sim/calibration.toml, are what the simulator charges: `knits-np-sim calibrate`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n="${1:-20000}"
 command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)"; exit 2; }
-cargo build --release -q -p knits-core --example per_packet
-bin=target/release/examples/per_packet
-out=$(mktemp -d)
-trap 'rm -rf "$out"' EXIT
-echo "| class | instructions per packet (Switch::process, inclusive) |"
-echo "|---|---|"
-for class in ack data syn spliced arp malformed; do
-  valgrind --tool=callgrind --callgrind-out-file="$out/$class" "$bin" "$n" "$class" >/dev/null 2>&1
-  total=$(callgrind_annotate --inclusive=yes "$out/$class" 2>/dev/null \
-    | awk '/knits_core::switch::Switch::process/ { gsub(",", "", $1); if ($1 + 0 > max) max = $1 + 0 } END { print max }')
-  echo "| $class | $(( total / n )) |"
-done
+cargo run --release -q -p knits-np-sim -- calibrate --table --packets "$n"

@@ -4,6 +4,8 @@
 //! switch core and estimates the packets per second a network processor would reach with it.
 //!
 //! ## Layers
+//! - [`calibration`]: instructions per packet class and stage of the compiled core (callgrind),
+//!   and the checked-in calibration file.
 //! - [`machine`]: machine descriptions (TOML): engines, threads, clock, shared units, and the
 //!   cost of each operation the knits-core [`Meter`](knits_core::meter::Meter) records.
 //! - [`trace`]: a meter that records what the real code path did for each packet.
@@ -11,6 +13,8 @@
 //! - [`hist`]: histograms for means and percentiles.
 //! - [`workload`]: synthetic workloads, real TCP exchanges through the real switch;
 //!   [`replay`] and [`pcap`]: the same from a pcapng capture; [`rng`]: the seeded PRNG.
+//! - [`probe`]: clock, memory latencies and CPI of this machine, for the `cpu` preset;
+//!   [`validate`]: the `cpu` preset's predictions beside criterion's measurements.
 //! - [`report`], [`sweep`]: text/JSON reports, sweeps over engines or threads (CSV, SVG).
 //!
 //! docs/np-sim.md describes the model, the source of every machine number, and the measured
@@ -22,13 +26,23 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+// The packet classes and frame builders of knits-core's benchmarks and instruction counts: one
+// set, so the model replays the frames that callgrind counted and criterion timed.
+#[path = "../../knits-core/benches/common/classes.rs"]
+mod classes;
+#[path = "../../knits-core/benches/common/frames.rs"]
+mod frames;
+
+pub mod calibration;
 pub mod hist;
 pub mod machine;
 pub mod model;
 pub mod pcap;
+pub mod probe;
 pub mod replay;
 pub mod report;
 pub mod rng;
 pub mod sweep;
 pub mod trace;
+pub mod validate;
 pub mod workload;

@@ -53,6 +53,10 @@ fn one() -> u32 {
     1
 }
 
+fn one_f() -> f64 {
+    1.0
+}
+
 fn yes() -> bool {
     true
 }
@@ -174,6 +178,20 @@ pub struct Machine {
     /// Engine cycles lost when an engine switches to another thread.
     #[serde(default)]
     pub switch_cycles: f64,
+    /// Engine cycles per instruction of knits-core's code: each packet is charged, per stage,
+    /// the instructions its class takes in the compiled core (`calibration.toml`) times this
+    /// and `isa_expansion`. 0 = charge no calibrated instructions (the op table's cycles only).
+    #[serde(default)]
+    pub cpi: f64,
+    /// The engine's instructions per instruction of the calibration's (x86-64) count: 1 for
+    /// the CPU the core was counted on; for a network-processor engine an assumption
+    /// (docs/np-sim.md, sensitivity table).
+    #[serde(default = "one_f")]
+    pub isa_expansion: f64,
+    /// Calibration stages the engine does not execute because a coprocessor does them (the
+    /// meter's records of that work still visit the coprocessor's unit).
+    #[serde(default)]
+    pub offload: Vec<String>,
     /// One pass or ingress + egress passes.
     pub passes: Passes,
     /// With two passes: the steps done in the egress pass (the rest go in the ingress pass).
@@ -296,6 +314,26 @@ impl Machine {
             ));
         }
         check_cycles("switch_cycles", self.switch_cycles)?;
+        if !(self.cpi.is_finite() && (0.0..=100.0).contains(&self.cpi)) {
+            return Err(format!(
+                "cpi = {} must be in 0..=100 (0 = no calibrated instructions)",
+                self.cpi
+            ));
+        }
+        if !(self.isa_expansion.is_finite() && (0.1..=10.0).contains(&self.isa_expansion)) {
+            return Err(format!(
+                "isa_expansion = {} must be in 0.1..=10",
+                self.isa_expansion
+            ));
+        }
+        for s in &self.offload {
+            if !crate::calibration::STAGES.contains(&s.as_str()) {
+                return Err(format!(
+                    "offload names \"{s}\", which is not a stage; stages are {}",
+                    crate::calibration::STAGES.join(", ")
+                ));
+            }
+        }
         for (name, u) in &self.units {
             if u.banks == 0 || u.banks > MAX_BANKS {
                 return Err(format!(
@@ -494,7 +532,9 @@ mod tests {
         let ixp = Machine::preset("ixp1200").unwrap();
         assert_eq!((ixp.engines, ixp.threads, ixp.clock_mhz), (6, 4, 200.0));
         let cpu = Machine::preset("cpu").unwrap();
-        assert_eq!((cpu.engines, cpu.clock_mhz), (1, 3600.0));
+        // Measured by `knits-np-sim probe`: one core, a clock and a CPI, whatever they are here.
+        assert_eq!(cpu.engines, 1);
+        assert!(cpu.clock_mhz > 100.0 && cpu.cpi > 0.0);
     }
 
     fn err(text: &str) -> String {
@@ -521,7 +561,7 @@ mod tests {
         let e = err("engines = [");
         assert!(e.starts_with("machine description test.toml:"), "{e}");
         // Negative cost.
-        let t = good.replacen("cycles_per_item = 1.0", "cycles_per_item = -1.0", 1);
+        let t = good.replacen("cycles = 12.0", "cycles = -1.0", 1);
         assert!(err(&t).contains("must be a number of cycles"));
         // Unknown preset.
         let e = Machine::load("np9").unwrap_err().to_string();

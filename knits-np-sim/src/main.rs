@@ -2,7 +2,10 @@
 //!
 //! ```text
 //! knits-np-sim run --machine np4gs3 --workload handoff-1 [--packets 10000000] [--json]
-//! knits-np-sim sweep --machine np4gs3 --workload handoff-1 --over engines --csv s.csv --plot s.svg
+//! knits-np-sim sweep --machine np4gs3 --workload handoff-1 --over engines [--csv s.csv] [--plot s.svg] [--out-dir DIR]
+//! knits-np-sim calibrate [--check | --table]
+//! knits-np-sim probe [--write]
+//! knits-np-sim validate [--machine cpu]
 //! knits-np-sim machines [--show np4gs3]
 //! knits-np-sim capture --workload handoff-1 --out h1.pcapng
 //! ```
@@ -16,6 +19,7 @@ use std::time::Instant;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use knits_np_sim::calibration::{self, Calibration};
 use knits_np_sim::machine::{Machine, PRESETS};
 use knits_np_sim::model::{Program, RunOptions};
 use knits_np_sim::pcap;
@@ -47,6 +51,25 @@ enum Cmd {
         /// Print this preset's TOML.
         #[arg(long)]
         show: Option<String>,
+    },
+    /// Count instructions per packet class and stage of the release-built core under callgrind
+    /// and write the calibration file (or check the checked-in one).
+    Calibrate(CalibrateArgs),
+    /// Measure this machine (clock, memory latencies, CPI of the switch core) for the cpu preset.
+    Probe {
+        /// Write the cpu preset (knits-np-sim/machines/cpu.toml) instead of printing it.
+        #[arg(long)]
+        write: bool,
+    },
+    /// The cpu preset's time per packet of every class beside criterion's medians
+    /// (run `cargo bench -p knits-np-sim --bench classes` and knits-core's pipeline bench first).
+    Validate {
+        /// A preset or a machine description TOML file.
+        #[arg(long, default_value = "cpu")]
+        machine: String,
+        /// Criterion's output folder (default: $CARGO_TARGET_DIR/criterion or target/criterion).
+        #[arg(long)]
+        criterion: Option<PathBuf>,
     },
     /// Write the frames of a synthetic workload to a pcapng file (one interface per port).
     Capture {
@@ -132,6 +155,22 @@ struct RunArgs {
 }
 
 #[derive(Args)]
+struct CalibrateArgs {
+    /// Packets counted per class (handoff and fakefin: at most 1000).
+    #[arg(long, default_value_t = 20_000)]
+    packets: u64,
+    /// The calibration file to write (or to check with --check).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Do not write: count again and fail if the file is staler than its tolerance.
+    #[arg(long)]
+    check: bool,
+    /// Print the counts as a markdown table instead of writing the file.
+    #[arg(long)]
+    table: bool,
+}
+
+#[derive(Args)]
 struct SweepArgs {
     /// A preset or a machine description TOML file.
     #[arg(long, default_value = "np4gs3")]
@@ -147,12 +186,15 @@ struct SweepArgs {
     /// Packets per point.
     #[arg(long, default_value_t = 300_000)]
     packets: u64,
-    /// CSV output file.
-    #[arg(long, default_value = "sweep.csv")]
-    csv: PathBuf,
-    /// SVG plot output file.
-    #[arg(long, default_value = "sweep.svg")]
-    plot: PathBuf,
+    /// Write the CSV to this file (the CSV always goes to stdout too).
+    #[arg(long)]
+    csv: Option<PathBuf>,
+    /// Write the SVG plot to this file.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// Write both into this folder, named MACHINE-WORKLOAD-OVER.csv and .svg.
+    #[arg(long)]
+    out_dir: Option<PathBuf>,
 }
 
 fn spec_of(w: &WorkloadArgs, scenario: Scenario) -> Result<Spec, String> {
@@ -326,16 +368,78 @@ fn cmd_sweep(a: SweepArgs) -> Result<(), String> {
         return Err("the workload produced no packets".into());
     }
     let rows = sweep::run(&m, &traces, over, &values, a.packets)?;
-    std::fs::write(&a.csv, sweep::csv(&rows)).map_err(|e| format!("{}: {e}", a.csv.display()))?;
-    let title = format!(
-        "{} on {}: packets/s over {}",
-        a.w.workload,
-        m.name,
-        over.name()
-    );
-    sweep::plot(&rows, over, &title, &a.plot)?;
+    let (mut csv, mut plot) = (a.csv, a.plot);
+    if let Some(dir) = &a.out_dir {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let stem: String = format!("{}-{}-{}", m.name, a.w.workload, over.name())
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        csv.get_or_insert(dir.join(format!("{stem}.csv")));
+        plot.get_or_insert(dir.join(format!("{stem}.svg")));
+    }
     print!("{}", sweep::csv(&rows));
-    eprintln!("wrote {} and {}", a.csv.display(), a.plot.display());
+    let mut wrote = Vec::new();
+    if let Some(p) = &csv {
+        std::fs::write(p, sweep::csv(&rows)).map_err(|e| format!("{}: {e}", p.display()))?;
+        wrote.push(p.display().to_string());
+    }
+    if let Some(p) = &plot {
+        let title = format!(
+            "{} on {}: packets/s over {}",
+            a.w.workload,
+            m.name,
+            over.name()
+        );
+        sweep::plot(&rows, over, &title, p)?;
+        wrote.push(p.display().to_string());
+    }
+    if wrote.is_empty() {
+        eprintln!("wrote no file (give --csv, --plot or --out-dir to keep the sweep)");
+    } else {
+        eprintln!("wrote {}", wrote.join(" and "));
+    }
+    Ok(())
+}
+
+fn cmd_calibrate(a: CalibrateArgs) -> Result<(), String> {
+    let path = a.out.unwrap_or_else(calibration::default_path);
+    let fresh = calibration::calibrate(a.packets, &mut |l| eprintln!("{l}"))?;
+    if a.table {
+        print!("{}", fresh.table());
+        return Ok(());
+    }
+    if a.check {
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let old = Calibration::from_toml(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let moved = calibration::stale(&old, &fresh);
+        if moved.is_empty() {
+            eprintln!(
+                "{} is current (every class and stage within {:.0} %; counted at {}, file made at {})",
+                path.display(),
+                old.tolerance * 100.0,
+                fresh.commit,
+                old.commit
+            );
+            return Ok(());
+        }
+        return Err(format!(
+            "{} is stale; run `{}` and commit it:\n  {}",
+            path.display(),
+            old.command,
+            moved.join("\n  ")
+        ));
+    }
+    std::fs::write(&path, fresh.to_toml()).map_err(|e| format!("{}: {e}", path.display()))?;
+    print!("{}", fresh.table());
+    eprintln!("wrote {}", path.display());
     Ok(())
 }
 
@@ -344,6 +448,38 @@ fn main() -> ExitCode {
     let r = match cli.cmd {
         Cmd::Run(a) => cmd_run(a),
         Cmd::Sweep(a) => cmd_sweep(a),
+        Cmd::Calibrate(a) => cmd_calibrate(a),
+        Cmd::Probe { write } => (|| {
+            let p = knits_np_sim::probe::run(&mut |l| eprintln!("{l}"))?;
+            let text = p.machine_toml();
+            if write {
+                let path =
+                    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("machines/cpu.toml");
+                std::fs::write(&path, &text).map_err(|e| format!("{}: {e}", path.display()))?;
+                eprintln!(
+                    "wrote {} (rebuild to use it as the cpu preset)",
+                    path.display()
+                );
+            } else {
+                print!("{text}");
+            }
+            Ok(())
+        })(),
+        Cmd::Validate { machine, criterion } => (|| {
+            let m = Machine::load(&machine).map_err(|e| e.to_string())?;
+            let dir = criterion.unwrap_or_else(knits_np_sim::validate::criterion_dir);
+            for (group, what) in [
+                ("class_oncpu", "time on the CPU (thread CPU clock)"),
+                ("class", "wall-clock time"),
+            ] {
+                let rows =
+                    knits_np_sim::validate::rows(&m, &Calibration::checked_in(), &dir, group)?;
+                println!("\n{} against criterion's {what}, group {group}:\n", m.name);
+                print!("{}", knits_np_sim::validate::table(&rows));
+            }
+            eprintln!("criterion medians read from {}", dir.display());
+            Ok(())
+        })(),
         Cmd::Machines { show: None } => {
             for p in PRESETS {
                 match Machine::preset(p) {

@@ -22,6 +22,7 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use knits_core::meter::Step;
 use serde::Serialize;
 
+use crate::calibration::{self, Calibration, STAGES};
 use crate::hist::Hist;
 use crate::machine::{Machine, OpCost, Passes};
 use crate::trace::{Op, Outcome, Rec, TraceSet};
@@ -189,9 +190,89 @@ fn ticks(cycles: f64) -> u64 {
     (cycles * TICKS as f64).round() as u64
 }
 
+/// Engine cycles per step that a packet class costs on a machine: its calibrated instructions
+/// per stage x cpi x isa_expansion, offloaded stages left out, the checksum stage kept apart
+/// so that it can be scaled by the packet's own checksum words.
+#[derive(Debug, Clone)]
+struct ClassCycles {
+    /// Per class: cycles per meter step (checksum excluded), checksum cycles, and the checksum
+    /// words of the class's own frame.
+    classes: Vec<([f64; 6], f64, f64)>,
+}
+
+impl ClassCycles {
+    fn new(m: &Machine, cal: &Calibration) -> Option<ClassCycles> {
+        if m.cpi <= 0.0 {
+            return None;
+        }
+        let words = class_checksum_words();
+        let f = m.cpi * m.isa_expansion;
+        let classes = calibration::CLASSES
+            .iter()
+            .enumerate()
+            .map(|(i, class)| {
+                let mut steps = [0.0; 6];
+                let mut csum = 0.0;
+                if let Some(v) = cal.stages_of(class) {
+                    for (k, s) in STAGES.iter().enumerate() {
+                        if m.offload.iter().any(|o| o == s) {
+                            continue;
+                        }
+                        if *s == "checksum" {
+                            csum = v[k] * f;
+                        } else {
+                            steps[calibration::step_of_stage(s)] += v[k] * f;
+                        }
+                    }
+                }
+                (steps, csum, words.get(i).copied().unwrap_or(0.0))
+            })
+            .collect();
+        Some(ClassCycles { classes })
+    }
+}
+
+/// Checksum words each class's frame feeds (its meter records), computed once. `ack-cold` is
+/// `ack`'s frame in a larger table (setting up its 1M flows would cost every run a second).
+fn class_checksum_words() -> Vec<f64> {
+    static WORDS: std::sync::OnceLock<Vec<f64>> = std::sync::OnceLock::new();
+    WORDS
+        .get_or_init(|| {
+            let warm: Vec<&str> = calibration::CLASSES
+                .iter()
+                .map(|c| if *c == "ack-cold" { "ack" } else { *c })
+                .collect();
+            match calibration::class_traces(&warm) {
+                Ok(t) => t
+                    .packets
+                    .iter()
+                    .map(|p| {
+                        t.recs_of(p)
+                            .iter()
+                            .filter(|r| r.op == Op::ChecksumWords)
+                            .map(|r| r.n as f64)
+                            .sum()
+                    })
+                    .collect(),
+                Err(_) => Vec::new(),
+            }
+        })
+        .clone()
+}
+
 impl Program {
-    /// Compiles `traces` for machine `m` (which must have passed validation).
+    /// Compiles `traces` for machine `m` (which must have passed validation), charging the
+    /// checked-in calibration's instructions.
     pub fn new(m: &Machine, traces: &TraceSet) -> Program {
+        Program::with_calibration(m, traces, &Calibration::checked_in())
+    }
+
+    /// Compiles `traces` for machine `m` with calibration `cal`: each packet of a known class
+    /// is charged its class's instructions per stage (at the step's first record, or at the
+    /// end of the pass that holds `verdict` for a step the packet never entered) plus the op
+    /// table's costs of its meter records.
+    pub fn with_calibration(m: &Machine, traces: &TraceSet, cal: &Calibration) -> Program {
+        let class_cycles = ClassCycles::new(m, cal);
         let names: Vec<&str> = m.units.keys().map(|k| k.as_str()).collect();
         let units: Vec<UnitSpec> = m
             .units
@@ -231,6 +312,7 @@ impl Program {
             let passes = if two { 2 } else { 1 };
             let len = p.len as u32;
             let mut pass = [(0u32, 0u32); 2];
+            let mut charged = [false; 6];
             for (k, range) in pass.iter_mut().enumerate().take(passes) {
                 b.carry = 0.0;
                 b.start = b.phases.len();
@@ -239,10 +321,45 @@ impl Program {
                 if k == 0 {
                     b.frame_work(&m.frame.receive, len);
                 }
+                let cc = class_cycles
+                    .as_ref()
+                    .and_then(|c| c.classes.get(p.class as usize));
+                let mut cycles = [0.0f64; 6];
+                if let Some((steps, csum, words)) = cc {
+                    cycles = *steps;
+                    // The checksum stage, scaled by the words this packet feeds it.
+                    let w: f64 = recs
+                        .iter()
+                        .filter(|r| r.op == Op::ChecksumWords)
+                        .map(|r| r.n as f64)
+                        .sum();
+                    cycles[0] += if *words > 0.0 {
+                        csum * w / words
+                    } else {
+                        *csum
+                    };
+                }
                 for r in recs {
                     let in_egress = two && egress[r.step as usize];
                     if in_egress == (k == 1) {
+                        let st = r.step as usize;
+                        if r.op == Op::Step && !charged[st] {
+                            charged[st] = true;
+                            b.compute(cycles[st], r.step);
+                        }
                         b.op(op_cost(b.m, r.op), r.n, r.step);
+                    }
+                }
+                // Steps the packet never entered still ran some of their code (a parse that
+                // failed early is charged to parse): at the end of the pass that holds
+                // `verdict`.
+                let verdict_pass = if two && egress[5] { 1 } else { 0 };
+                if k == verdict_pass {
+                    for st in 0..6 {
+                        if !charged[st] {
+                            charged[st] = true;
+                            b.compute(cycles[st], st as u8);
+                        }
                     }
                 }
                 if k + 1 == passes && p.outcome == Outcome::Forward {
@@ -1421,6 +1538,101 @@ switch = [ {{ units = ["mem"], cell_bytes = 64.0, wait = false }} ]
         got.sort();
         for w in got.windows(2) {
             assert!(w[0].0 + w[0].1 <= w[1].0, "{got:?}");
+        }
+    }
+
+    #[test]
+    fn each_class_is_charged_its_calibrated_instructions() {
+        // One engine, one thread, cpi 2, no unit costs: cycles per packet = 2 x instructions.
+        let m = machine_with(1, 1, 0.0, "").with_shape(1, 1).unwrap();
+        let mut m = m;
+        m.cpi = 2.0;
+        m.ops.table_probe = OpCost::default();
+        m.ops.step = OpCost::default();
+        let cal = Calibration::checked_in();
+        // ack-cold (1M flows to set up) takes ack's path: leave it to the calibration tests.
+        let classes: Vec<&str> = calibration::CLASSES[..calibration::CLASSES.len() - 1].to_vec();
+        assert!(!classes.contains(&"ack-cold"));
+        let t = calibration::class_traces(&classes).unwrap();
+        for (i, class) in classes.iter().enumerate() {
+            let mut one = TraceSet::default();
+            let p = t.packets[i];
+            one.recs = t.recs_of(&p).to_vec();
+            one.packets.push(crate::trace::PacketTrace {
+                start: 0,
+                flow: 0,
+                ..p
+            });
+            one.flows = 1;
+            let r = Program::with_calibration(&m, &one, &cal).run(100, &RunOptions::default());
+            let want = 2.0 * cal.classes[*class].instructions;
+            assert!(
+                (r.total.work.mean - want).abs() <= 2.0 + want / 32.0,
+                "{class}: {} cycles, calibration says {want}",
+                r.total.work.mean
+            );
+        }
+        // An offloaded stage is not charged.
+        m.offload = vec!["checksum".into()];
+        let data = calibration::class_index("data") as usize;
+        let mut one = TraceSet::default();
+        let p = t.packets[data];
+        one.recs = t.recs_of(&p).to_vec();
+        one.packets.push(crate::trace::PacketTrace {
+            start: 0,
+            flow: 0,
+            ..p
+        });
+        one.flows = 1;
+        let r = Program::with_calibration(&m, &one, &cal).run(100, &RunOptions::default());
+        let k = &cal.classes["data"];
+        let want = 2.0 * (k.instructions - k.stages["checksum"]);
+        assert!(
+            (r.total.work.mean - want).abs() <= 2.0 + want / 32.0,
+            "{} vs {want}",
+            r.total.work.mean
+        );
+    }
+
+    #[test]
+    fn doubling_engines_never_lowers_throughput() {
+        for (preset, scenario) in [
+            ("np4gs3", crate::workload::Scenario::Handoff1),
+            ("ixp1200", crate::workload::Scenario::IpForward),
+            ("np4gs3", crate::workload::Scenario::IpForward),
+        ] {
+            let mut spec = crate::workload::Spec::scenario(scenario);
+            spec.connections = 60;
+            spec.occupancy = 0.0;
+            let (t, _) = crate::workload::generate(&spec).unwrap();
+            let base = Machine::preset(preset).unwrap();
+            let mut last = 0.0;
+            for e in [1, 2, 4, 8, 16, 32] {
+                let m = base.with_shape(e, base.threads).unwrap();
+                let r = Program::new(&m, &t).run(20_000, &RunOptions::default());
+                assert!(
+                    r.pps >= last * 0.995,
+                    "{preset} {scenario}: {e} engines give {} pps, fewer gave {last}",
+                    r.pps
+                );
+                last = r.pps;
+            }
+        }
+    }
+
+    #[test]
+    fn a_saturated_unit_is_named_whatever_the_engines() {
+        // The unit caps the rate; more engines leave it the bottleneck, by name.
+        let t = traces(64, 64, |_| 2);
+        for e in [4, 16, 64] {
+            let r = Program::new(&machine(e, 4, 20.0), &t).run(20_000, &RunOptions::default());
+            assert!(
+                r.bottleneck.starts_with("unit mem"),
+                "{e}: {}",
+                r.bottleneck
+            );
+            let mem = r.units.iter().find(|u| u.unit == "mem").unwrap();
+            assert!(mem.util_max > 0.9, "{}", mem.util_max);
         }
     }
 

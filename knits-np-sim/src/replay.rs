@@ -74,7 +74,9 @@ pub fn replay(bytes: &[u8], spec: &ReplaySpec) -> Result<(TraceSet, Report), Wor
             &mut sink,
             &mut meter,
         );
+        let generated = sink.0.len();
         sink.0.clear();
+        let class = crate::calibration::class_of(&frame, v, generated, &meter.recs);
         let (outcome, name) = match v {
             Verdict::Forward(_) => (Outcome::Forward, "forward".to_string()),
             Verdict::Local(k) => (Outcome::Local, format!("local:{}", k.name())),
@@ -84,6 +86,9 @@ pub fn replay(bytes: &[u8], spec: &ReplaySpec) -> Result<(TraceSet, Report), Wor
             report.completed += 1; // connections opened
         }
         traces.push(p.port as u8, frame.len(), flow, outcome, &meter);
+        if let Some(t) = traces.packets.last_mut() {
+            t.class = class;
+        }
         *report.verdicts.entry(name).or_default() += 1;
         report.packets += 1;
     }

@@ -173,6 +173,9 @@ pub struct PacketTrace {
     pub start: u32,
     /// Number of records.
     pub count: u32,
+    /// The packet class whose calibrated instructions it is charged (index into
+    /// [`crate::calibration::CLASSES`]; `u8::MAX` = none: only the meter's op costs).
+    pub class: u8,
 }
 
 /// The traces of a workload, replayed by the timing model.
@@ -202,6 +205,7 @@ impl TraceSet {
             outcome,
             start,
             count: meter.recs.len() as u32,
+            class: u8::MAX,
         });
         self.flows = self.flows.max(flow + 1);
     }

@@ -44,6 +44,10 @@ const CONTROL_SRC: u16 = 7101;
 pub enum Scenario {
     /// Plain routing between two back-end ports, no NAT.
     Forward,
+    /// Plain IPv4 forwarding of minimum-size ICMP packets between back-end nodes: route
+    /// lookup, TTL, header checksum, MAC rewrite (what Spalink et al. measured on the
+    /// IXP1200); no flow is tracked.
+    IpForward,
     /// Spray and NAT, no hand-off: the switch has no control key, so no node can ask for one.
     Nat,
     /// KNITS with hand-offs possible, none requested.
@@ -56,8 +60,9 @@ pub enum Scenario {
 
 impl Scenario {
     /// All scenarios, in the paper's order.
-    pub const ALL: [Scenario; 5] = [
+    pub const ALL: [Scenario; 6] = [
         Scenario::Forward,
+        Scenario::IpForward,
         Scenario::Nat,
         Scenario::Knits,
         Scenario::Handoff1,
@@ -68,6 +73,7 @@ impl Scenario {
     pub const fn name(self) -> &'static str {
         match self {
             Scenario::Forward => "forward",
+            Scenario::IpForward => "ip-forward",
             Scenario::Nat => "nat",
             Scenario::Knits => "knits",
             Scenario::Handoff1 => "handoff-1",
@@ -614,8 +620,13 @@ impl Driver {
                 Verdict::Local(k) => (Outcome::Local, format!("local:{}", k.name())),
                 Verdict::Drop(r) => (Outcome::Drop, format!("drop:{}", r.name())),
             };
+            let class =
+                crate::calibration::class_of(&frame, verdict, self.sink.0.len(), &self.meter.recs);
             self.traces
                 .push(port, frame.len(), flow, outcome, &self.meter);
+            if let Some(p) = self.traces.packets.last_mut() {
+                p.class = class;
+            }
             *self.report.verdicts.entry(name).or_default() += 1;
             self.report.packets += 1;
         }
@@ -719,6 +730,7 @@ impl Driver {
                         }
                         self.on_control_reply(host, udp.payload());
                     }
+                    IpProtocol::Icmp => self.report.completed += 1,
                     _ => self.report.stray += 1,
                 }
             }
@@ -1404,7 +1416,47 @@ impl Driver {
         }
     }
 
+    /// `ip-forward`: `connections` ICMP packets of 60 bytes, node N to node N+1 in turn.
+    fn run_ip_forward(&mut self) -> (TraceSet, Report) {
+        self.arp_warmup();
+        self.recording = true;
+        let n = self.spec.backends as usize;
+        for i in 0..self.spec.connections as usize {
+            let (a, b) = (1 + i % n, 1 + (i + 1) % n);
+            let (src, dst) = (self.hosts[a].ip, self.hosts[b].ip);
+            let mut f = eth_frame(
+                self.hosts[a].mac,
+                self.hosts[a].gw_mac,
+                EthernetProtocol::Ipv4,
+                46,
+            );
+            let ip = Ipv4Repr {
+                src_addr: src,
+                dst_addr: dst,
+                next_header: IpProtocol::Icmp,
+                payload_len: 26,
+                hop_limit: 64,
+            };
+            ip.emit(&mut Ipv4Packet::new_unchecked(&mut f[14..]), &caps());
+            // An echo request: type 8, code 0, the checksum of the 26 bytes, id and sequence.
+            f[34] = 8;
+            f[38..40].copy_from_slice(&(i as u16).to_be_bytes());
+            let c = checksum::checksum(&f[34..60]);
+            f[36..38].copy_from_slice(&c.to_be_bytes());
+            self.send(a, f);
+            self.pump_wire();
+        }
+        self.report.flows_in_use = (self.sw.flow_count(), self.sw.flow_capacity());
+        (
+            std::mem::take(&mut self.traces),
+            std::mem::take(&mut self.report),
+        )
+    }
+
     fn run(&mut self) -> (TraceSet, Report) {
+        if self.spec.scenario == Scenario::IpForward {
+            return self.run_ip_forward();
+        }
         self.arp_warmup();
         self.preload();
         self.recording = true;

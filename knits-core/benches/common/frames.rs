@@ -171,3 +171,18 @@ fn eth_ip(
     ip.emit(&mut Ipv4Packet::new_unchecked(&mut b[14..]), &caps);
     (b, caps)
 }
+
+/// An IPv4 packet of another protocol (ICMP, ...) in an Ethernet frame, its body `payload`
+/// (IPv4 checksum filled; the body is taken as it is).
+pub fn ipv4(
+    dst_mac: EthernetAddress,
+    src: Ipv4Address,
+    dst: Ipv4Address,
+    proto: IpProtocol,
+    payload: &[u8],
+) -> Vec<u8> {
+    let (mut b, _) = eth_ip(dst_mac, src, dst, proto, payload.len());
+    b[6..12].copy_from_slice(&NODE_MAC.0);
+    b[34..].copy_from_slice(payload);
+    b
+}
