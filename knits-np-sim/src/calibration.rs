@@ -39,8 +39,13 @@ pub const STAGE_FILES: &[(&str, &str)] = &[
     ("switch/rewrite.rs", "rewrite"),
     ("switch/neighbors.rs", "neighbors"),
     ("switch/control.rs", "control"),
+    ("switch/accept.rs", "control"),
     ("wire/control.rs", "control"),
     ("switch/mod.rs", "pipeline"),
+    ("counters.rs", "pipeline"),
+    ("config.rs", "classify"),
+    ("spray.rs", "classify"),
+    ("seq.rs", "track"),
 ];
 
 /// Every stage, in pipeline order; `glue` is code from outside knits-core that no stage's
