@@ -239,6 +239,9 @@ pub struct SessionSlot {
     pub bindings: Vec<Binding, MAX_BINDINGS>,
     /// Hand-offs accepted on this connection so far (retired ones included).
     pub hops: u8,
+    /// While free: the next free slot + 1 (0 = none), so that a hand-off finds a free slot
+    /// without a scan.
+    pub(crate) next_free: u32,
 }
 
 impl SessionSlot {

@@ -262,9 +262,9 @@ impl Switch<'_> {
         let s = match sess {
             Some(s) => s,
             None => {
-                let mut free = self.sessions.iter().position(|x| !x.in_use);
+                let mut free = self.take_free_session();
                 if free.is_none() && self.reclaim_session(_sink) {
-                    free = self.sessions.iter().position(|x| !x.in_use);
+                    free = self.take_free_session();
                 }
                 let Some(s) = free else {
                     return (ReplyCode::TableFull, 0);

@@ -964,8 +964,7 @@ impl<'a> Switch<'a> {
             && only.leg == sess.anchor
         {
             let anchor = sess.anchor as usize;
-            *sess = SessionSlot::default();
-            self.sessions_used = self.sessions_used.saturating_sub(1);
+            self.free_session(s);
             if let Some(f) = self.table.get_mut(anchor) {
                 f.link = 0;
             }

@@ -150,6 +150,8 @@ pub struct Switch<'a> {
     sessions: ManagedSlice<'a, SessionSlot>,
     sessions_used: usize,
     session_cursor: usize,
+    /// The first free session slot + 1 (0 = none); free slots chain through `next_free`.
+    session_free: u32,
     spray: Spray,
     neighbors: Neighbors,
     /// When `poll` last asked for unresolved back-ends' MACs (ms, wrapping), if ever.
@@ -190,8 +192,12 @@ impl<'a> Switch<'a> {
         let table = FlowTable::new(storage.flows, storage.index, config.hash_seed)
             .map_err(|_| ConfigError::Storage)?;
         let mut sessions = storage.sessions;
-        for s in sessions.iter_mut() {
-            *s = SessionSlot::default();
+        let n = sessions.len();
+        for (i, s) in sessions.iter_mut().enumerate() {
+            *s = SessionSlot {
+                next_free: if i + 1 < n { i as u32 + 2 } else { 0 },
+                ..SessionSlot::default()
+            };
         }
         let spray = Spray::new(config.policy, &config.backends, config.hash_seed);
         let mut cluster_nets = heapless::Vec::new();
@@ -212,6 +218,7 @@ impl<'a> Switch<'a> {
             sessions,
             sessions_used: 0,
             session_cursor: 0,
+            session_free: 1,
             spray,
             neighbors: Neighbors::default(),
             last_probe_ms: None,
@@ -475,8 +482,7 @@ impl<'a> Switch<'a> {
         for b in sess.bindings.iter() {
             let _ = legs.push(b.leg as usize);
         }
-        *sess = SessionSlot::default();
-        self.sessions_used = self.sessions_used.saturating_sub(1);
+        self.free_session(s);
         for l in legs {
             if l != anchor {
                 self.table.remove(l);
@@ -492,6 +498,29 @@ impl<'a> Switch<'a> {
             self.counters.expired += 1;
         }
         self.table.remove(anchor);
+    }
+
+    /// Clears session slot `s` and puts it on the free list.
+    pub(super) fn free_session(&mut self, s: usize) {
+        let head = self.session_free;
+        // Only a slot in use: a free one is on the list already (twice would hand it out twice).
+        let Some(sess) = self.sessions.get_mut(s).filter(|x| x.in_use) else {
+            return;
+        };
+        self.sessions_used = self.sessions_used.saturating_sub(1);
+        *sess = SessionSlot {
+            next_free: head,
+            ..SessionSlot::default()
+        };
+        self.session_free = s as u32 + 1;
+    }
+
+    /// Takes a free session slot off the free list (marked in use by the caller).
+    pub(super) fn take_free_session(&mut self) -> Option<usize> {
+        let s = self.session_free.checked_sub(1)? as usize;
+        let next = self.sessions.get(s).filter(|x| !x.in_use)?.next_free;
+        self.session_free = next;
+        Some(s)
     }
 
     fn event(&mut self, e: FlowEvent) {
