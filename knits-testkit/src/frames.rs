@@ -255,3 +255,84 @@ pub fn fix_checksums(f: &mut [u8]) {
     let (src, dst) = (ip.src_addr(), ip.dst_addr());
     TcpPacket::new_unchecked(&mut f[34..]).fill_checksum(&src.into(), &dst.into());
 }
+
+// ------------------------------------------------------------------------------------------------
+// Shorthands of the two-sided cluster (clients in 198.18/16, nodes in 198.19/16), for the
+// benchmarks, the burst test and the instruction-count example.
+
+/// The source MAC of a shorthand frame from a client (198.18/16).
+pub const CLIENT_MAC: EthernetAddress = EthernetAddress([2, 0, 0, 0, 0, 2]);
+/// The source MAC of a shorthand frame from anywhere else (a node).
+pub const NODE_MAC: EthernetAddress = EthernetAddress([2, 0, 0, 0, 1, 2]);
+
+/// TCP options of a frame built by [`tcp_opts`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Opts {
+    /// (TSval, TSecr).
+    pub ts: Option<(u32, u32)>,
+    /// SACK-permitted (on a SYN).
+    pub sack_perm: bool,
+    /// One SACK block.
+    pub sack: Option<(u32, u32)>,
+}
+
+/// A TCP segment to `dst_mac` (window 64000, no options), from [`CLIENT_MAC`] when `src` is a
+/// client's address, else from [`NODE_MAC`].
+#[allow(clippy::too_many_arguments)]
+pub fn tcp(
+    dst_mac: EthernetAddress,
+    src: (Ipv4Address, u16),
+    dst: (Ipv4Address, u16),
+    control: TcpControl,
+    seq: u32,
+    ack: Option<u32>,
+    payload: &[u8],
+) -> Vec<u8> {
+    let o = Opts::default();
+    tcp_opts(dst_mac, src, dst, control, seq, ack, payload, o)
+}
+
+/// [`tcp`] with timestamps and SACK.
+#[allow(clippy::too_many_arguments)]
+pub fn tcp_opts(
+    dst_mac: EthernetAddress,
+    src: (Ipv4Address, u16),
+    dst: (Ipv4Address, u16),
+    control: TcpControl,
+    seq: u32,
+    ack: Option<u32>,
+    payload: &[u8],
+    o: Opts,
+) -> Vec<u8> {
+    let mut t = TcpFrame::new(src, dst);
+    t.src_mac = if src.0.octets()[1] == 18 {
+        CLIENT_MAC
+    } else {
+        NODE_MAC
+    };
+    t.dst_mac = dst_mac;
+    (t.flags, t.seq, t.ack) = (flags_of(control), seq, ack);
+    t.win = 64000;
+    t.sack_perm = o.sack_perm;
+    t.sack = [o.sack, None, None];
+    t.ts = o.ts;
+    t.payload = payload.to_vec();
+    t.build()
+}
+
+/// A UDP datagram from [`NODE_MAC`] to `dst_mac`.
+pub fn udp(
+    dst_mac: EthernetAddress,
+    src: (Ipv4Address, u16),
+    dst: (Ipv4Address, u16),
+    payload: &[u8],
+) -> Vec<u8> {
+    let l3 = Ipv4Frame {
+        src_mac: NODE_MAC,
+        dst_mac,
+        src: src.0,
+        dst: dst.0,
+        ttl: 64,
+    };
+    l3.udp((src.1, dst.1), payload)
+}
