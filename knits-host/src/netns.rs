@@ -42,10 +42,11 @@ pub fn unique_prefix(stem: &str) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    let mut x = (std::process::id() as u64) << 32
+    use rand_xoshiro::rand_core::{Rng, SeedableRng};
+    let seed = (std::process::id() as u64) << 32
         ^ t as u64
         ^ (N.fetch_add(1, Ordering::Relaxed) as u64) << 20;
-    x = crate::faults::splitmix64(&mut x);
+    let x = rand_xoshiro::SplitMix64::seed_from_u64(seed).next_u64();
     let stem: String = stem.chars().take(MAX_PREFIX - 5).collect();
     let digits = MAX_PREFIX - stem.len();
     format!(
