@@ -3,6 +3,12 @@
 //! The parser never buffers a body: it hands body bytes out as they arrive, so a 16 MiB response
 //! is verified on the fly. It accepts `Content-Length` and `chunked` bodies; anything it does not
 //! understand is an [`HttpError`] that says what was wrong, never a panic.
+//!
+//! Why not the proxy's httparse-based framing: this parser is the load client's and the cluster
+//! checks' judge of what the proxy and the servers behind it send, byte for byte across hand-offs.
+//! Framing those responses with the code under test (or the same library, configured the same
+//! way) would let a framing mistake agree with itself and pass; an independent reading of RFC 9112
+//! catches it. It is small, incremental and fuzzed by `garbage_never_panics`.
 
 use std::fmt;
 
