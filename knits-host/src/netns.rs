@@ -132,6 +132,29 @@ pub fn enter(name: &str) -> io::Result<()> {
     Ok(())
 }
 
+/// `program args` inside namespace `ns` (via `ip netns exec`), standard input closed; the child
+/// dies with this process (PR_SET_PDEATHSIG), even if nothing else stops it.
+pub fn command_in(ns: &str, program: &str, args: &[impl AsRef<std::ffi::OsStr>]) -> Command {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns, program])
+        .args(args)
+        .stdin(Stdio::null());
+    // SAFETY: prctl is async-signal-safe; called between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            );
+            Ok(())
+        });
+    }
+    cmd
+}
+
 /// True when the process may create TAPs and namespaces (effective CAP_NET_ADMIN).
 pub fn have_net_admin() -> bool {
     // CapEff in /proc/self/status; CAP_NET_ADMIN is bit 12.
@@ -277,9 +300,8 @@ impl Guard {
         Ok(tap)
     }
 
-    /// Starts `program args` inside namespace `ns` (via `ip netns exec`). The child dies with
-    /// this process (PR_SET_PDEATHSIG) and is killed when the guard drops. Its output goes to
-    /// `log` when given, else is discarded.
+    /// Starts `program args` inside namespace `ns` (see [`command_in`]); the child is killed
+    /// when the guard drops. Its output goes to `log` when given, else is discarded.
     pub fn spawn_in(
         &mut self,
         ns: &str,
@@ -288,10 +310,7 @@ impl Guard {
         args: &[String],
         log: Option<File>,
     ) -> io::Result<u32> {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", ns, program])
-            .args(args)
-            .stdin(Stdio::null());
+        let mut cmd = command_in(ns, program, args);
         match log {
             Some(f) => {
                 let f2 = f.try_clone()?;
@@ -300,19 +319,6 @@ impl Guard {
             None => {
                 cmd.stdout(Stdio::null()).stderr(Stdio::null());
             }
-        }
-        // SAFETY: prctl is async-signal-safe; called between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(
-                    libc::PR_SET_PDEATHSIG,
-                    libc::SIGKILL as libc::c_ulong,
-                    0,
-                    0,
-                    0,
-                );
-                Ok(())
-            });
         }
         let child = cmd
             .spawn()
