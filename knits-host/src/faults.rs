@@ -122,9 +122,8 @@ pub struct FaultStats {
     pub corrupted: u64,
 }
 
-impl FaultStats {
-    /// Adds `o` into `self`.
-    pub fn add(&mut self, o: &FaultStats) {
+impl std::ops::AddAssign<&FaultStats> for FaultStats {
+    fn add_assign(&mut self, o: &FaultStats) {
         self.seen += o.seen;
         self.dropped += o.dropped;
         self.duplicated += o.duplicated;

@@ -134,6 +134,64 @@ pub struct Snapshot {
     pub shards: Vec<ShardSnapshot>,
 }
 
+impl std::ops::AddAssign<&PortStats> for PortStats {
+    /// Adds the figures of `b`; the name stays, or is `b`'s when there was none.
+    fn add_assign(&mut self, b: &PortStats) {
+        if self.name.is_empty() {
+            self.name = b.name.clone();
+        }
+        self.rx_frames += b.rx_frames;
+        self.rx_bytes += b.rx_bytes;
+        self.tx_frames += b.tx_frames;
+        self.tx_bytes += b.tx_bytes;
+        self.rx_gso += b.rx_gso;
+        self.rx_errors += b.rx_errors;
+        self.tx_errors += b.tx_errors;
+        self.tx_rst += b.tx_rst;
+        self.faults_in += &b.faults_in;
+        self.faults_out += &b.faults_out;
+    }
+}
+
+/// Adds a shard's snapshot into the switch's: counters, table figures and ports add up, the
+/// uptime is the longest. What is one per switch (`pcap_frames`, `offloads`, `shards`) is left
+/// alone: the caller takes it from one shard.
+impl std::ops::AddAssign<&Snapshot> for Snapshot {
+    fn add_assign(&mut self, o: &Snapshot) {
+        // knits_core::counters::Counters has no `+=` of its own: its fields, one by one.
+        let (c, d) = (&mut self.core, &o.core);
+        let add = |a: &mut [u64], b: &[u64]| a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+        add(&mut c.rx_frames, &d.rx_frames);
+        add(&mut c.tx_frames, &d.tx_frames);
+        add(&mut c.drops, &d.drops);
+        add(&mut c.local, &d.local);
+        add(&mut c.generated, &d.generated);
+        add(&mut c.handoffs, &d.handoffs);
+        add(&mut c.sprayed, &d.sprayed);
+        add(&mut c.events, &d.events);
+        c.handoffs_completed += d.handoffs_completed;
+        c.handoffs_rolled_back += d.handoffs_rolled_back;
+        c.tracked_routed += d.tracked_routed;
+        c.expired += d.expired;
+        c.closed += d.closed;
+        self.flows += o.flows;
+        self.flow_capacity += o.flow_capacity;
+        self.sessions += o.sessions;
+        self.session_capacity += o.session_capacity;
+        self.flows_by_state
+            .iter_mut()
+            .zip(o.flows_by_state)
+            .for_each(|(x, y)| *x += y);
+        if self.ports.len() < o.ports.len() {
+            self.ports.resize_with(o.ports.len(), PortStats::default);
+        }
+        for (a, b) in self.ports.iter_mut().zip(&o.ports) {
+            *a += b;
+        }
+        self.uptime_s = self.uptime_s.max(o.uptime_s);
+    }
+}
+
 impl Snapshot {
     /// Hand-off requests accepted.
     pub fn handoffs_accepted(&self) -> u64 {
@@ -310,8 +368,8 @@ impl Snapshot {
         let mut fin = FaultStats::default();
         let mut fout = FaultStats::default();
         for p in &self.ports {
-            fin.add(&p.faults_in);
-            fout.add(&p.faults_out);
+            fin += &p.faults_in;
+            fout += &p.faults_out;
         }
         let injected = |f: &FaultStats| f.dropped + f.duplicated + f.reordered + f.corrupted;
         if injected(&fin) + injected(&fout) > 0 {
