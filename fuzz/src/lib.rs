@@ -1,6 +1,6 @@
-//! Fuzz targets over knits-core. The check logic lives in [`checks`], which the corpus replay test
-//! (`knits-core/tests/fuzz_corpus.rs`) includes by path, so the fuzzer and `cargo test` run the
-//! same code on the same inputs. See docs/fuzzing.md.
+//! Fuzz targets over knits-core. The check logic lives in `knits_testkit::fuzz`, which the corpus
+//! replay test (`knits-core/tests/fuzz_corpus.rs`) runs too, so the fuzzer and `cargo test` run
+//! the same code on the same inputs. See docs/fuzzing.md.
 
 pub mod burst;
-pub mod checks;
+pub use knits_testkit::fuzz as checks;

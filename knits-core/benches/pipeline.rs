@@ -11,11 +11,9 @@ use knits_core::splice::SessionSlot;
 use knits_core::switch::{FrameMeta, Storage, Switch, Verdict};
 use knits_core::table::{FlowKey, FlowKind, FlowSlot, FlowTable, IndexSlot, index_len_for};
 use knits_core::time::Instant;
+use knits_testkit::frames::{CLIENT_MAC, NODE_MAC, arp_request as arp, tcp};
+use knits_testkit::sink::Discard;
 use smoltcp::wire::{Ipv4Address, TcpControl};
-
-#[path = "common/frames.rs"]
-mod frames;
-use frames::{CLIENT_MAC, Discard, NODE_MAC, arp, tcp};
 
 fn switch(flows: usize) -> Switch<'static> {
     let storage = Storage {

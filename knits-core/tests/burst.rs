@@ -3,28 +3,16 @@
 //! random sequences of frames (handshakes, data, FINs, resets, ARP, malformed and truncated
 //! frames, both directions) cut into random bursts.
 
-#[path = "../benches/common/frames.rs"]
-mod frames;
-
-use frames::{CLIENT_MAC, NODE_MAC, arp, tcp};
 use knits_core::config::{Config, PortId};
 use knits_core::meter::NoMeter;
 use knits_core::splice::SessionSlot;
-use knits_core::switch::{BURST, FrameMeta, Sink, Storage, Switch, Verdict};
+use knits_core::switch::{BURST, FrameMeta, Storage, Switch, Verdict};
 use knits_core::table::{FlowSlot, IndexSlot};
 use knits_core::time::Instant;
+use knits_testkit::frames::{CLIENT_MAC, NODE_MAC, arp_request as arp, tcp};
+use knits_testkit::sink::VecSink;
 use proptest::prelude::*;
 use smoltcp::wire::{Ipv4Address, TcpControl};
-
-#[derive(Default)]
-struct Record(Vec<(PortId, Vec<u8>)>);
-
-impl Sink for Record {
-    fn emit(&mut self, port: PortId, frame: &[u8]) -> bool {
-        self.0.push((port, frame.to_vec()));
-        true
-    }
-}
 
 fn switch() -> Switch<'static> {
     let cfg = Config::cluster(2, [5; 16]);
@@ -101,7 +89,7 @@ proptest! {
         cuts in prop::collection::vec(1usize..=BURST, 1..40),
     ) {
         let (mut one, mut many) = (switch(), switch());
-        let (mut s1, mut s2) = (Record::default(), Record::default());
+        let (mut s1, mut s2) = (VecSink::default(), VecSink::default());
         let t = Instant::from_millis(5);
         // Neighbors first, so that frames are forwarded rather than held for ARP.
         for (port, mac, ip, gw) in [
@@ -142,7 +130,7 @@ proptest! {
             i += n;
         }
         prop_assert_eq!(&got, &want);
-        prop_assert_eq!(&s2.0, &s1.0);
+        prop_assert_eq!(&s2.frames, &s1.frames);
         prop_assert_eq!(format!("{:?}", many.counters()), format!("{:?}", one.counters()));
         prop_assert_eq!(many.flow_count(), one.flow_count());
     }
@@ -161,7 +149,7 @@ fn a_burst_is_at_most_burst_frames() {
         &mut refs,
         &metas,
         &mut verdicts,
-        &mut Record::default(),
+        &mut VecSink::default(),
         &mut NoMeter,
     );
     assert_eq!(n, BURST);
@@ -172,7 +160,7 @@ fn a_burst_is_at_most_burst_frames() {
         &mut refs,
         &metas[..3],
         &mut verdicts,
-        &mut Record::default(),
+        &mut VecSink::default(),
         &mut NoMeter,
     );
     assert_eq!(n, 3);

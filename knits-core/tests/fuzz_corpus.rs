@@ -1,15 +1,14 @@
 //! Replays the committed fuzz corpora (`fuzz/corpus/<target>/`) through the fuzz targets' own
 //! check functions on stable, so every seed and every regression input found by the fuzzer stays
-//! a test. The check logic is `fuzz/src/checks.rs`, included here by path (knits-core does not
-//! depend on the fuzz crate). See docs/fuzzing.md.
+//! a test. The check logic is `knits_testkit::fuzz`, which the fuzz targets call too. See
+//! docs/fuzzing.md.
 //!
 //! To rewrite the seed files after changing the seed generator:
 //! `cargo test -p knits-core --test fuzz_corpus -- --ignored write_seeds`.
 
 #[path = "../../fuzz/src/burst.rs"]
 mod burst;
-#[path = "../../fuzz/src/checks.rs"]
-mod checks;
+use knits_testkit::fuzz as checks;
 
 use std::fs;
 use std::path::{Path, PathBuf};

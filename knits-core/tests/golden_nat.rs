@@ -7,25 +7,15 @@ use knits_core::config::Config;
 use knits_core::counters::{DropReason, Generated, LocalKind};
 use knits_core::meter::NoMeter;
 use knits_core::splice::SessionSlot;
-use knits_core::switch::{FrameMeta, Sink, Storage, Switch, Verdict};
+use knits_core::switch::{FrameMeta, Storage, Switch, Verdict};
 use knits_core::table::{FlowSlot, IndexSlot, TcpState};
 use knits_core::time::Instant;
+use knits_testkit::frames::{TcpFrame, arp, arp_request, flags_of};
+use knits_testkit::sink::VecSink;
 use proptest::prelude::*;
-use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
-    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
-    EthernetRepr, IpProtocol, Ipv4Address, Ipv4Packet, Ipv4Repr, TcpControl, TcpPacket, TcpRepr,
-    TcpSeqNumber, TcpTimestampRepr,
+    ArpOperation, EthernetAddress, Ipv4Address, Ipv4Packet, TcpControl, TcpPacket, TcpSeqNumber,
 };
-
-#[derive(Default)]
-struct Frames(Vec<(u8, Vec<u8>)>);
-impl Sink for Frames {
-    fn emit(&mut self, port: u8, frame: &[u8]) -> bool {
-        self.0.push((port, frame.to_vec()));
-        true
-    }
-}
 
 const CLIENT_MAC: EthernetAddress = EthernetAddress([2, 0, 0, 0, 0, 2]);
 const NODE1_MAC: EthernetAddress = EthernetAddress([2, 0, 0, 0, 1, 2]);
@@ -35,25 +25,6 @@ const NODE1: Ipv4Address = Ipv4Address::new(198, 19, 1, 2);
 
 fn sw_mac(port: u8) -> EthernetAddress {
     EthernetAddress([0x02, 0x4b, 0x4e, 0, 0, port])
-}
-
-fn arp_request(src_mac: EthernetAddress, src: Ipv4Address, target: Ipv4Address) -> Vec<u8> {
-    let mut b = vec![0u8; 42];
-    EthernetRepr {
-        src_addr: src_mac,
-        dst_addr: EthernetAddress::BROADCAST,
-        ethertype: EthernetProtocol::Arp,
-    }
-    .emit(&mut EthernetFrame::new_unchecked(&mut b[..]));
-    ArpRepr::EthernetIpv4 {
-        operation: ArpOperation::Request,
-        source_hardware_addr: src_mac,
-        source_protocol_addr: src,
-        target_hardware_addr: EthernetAddress([0; 6]),
-        target_protocol_addr: target,
-    }
-    .emit(&mut ArpPacket::new_unchecked(&mut b[14..]));
-    b
 }
 
 struct Tcp<'p> {
@@ -71,52 +42,22 @@ struct Tcp<'p> {
 }
 
 impl Tcp<'_> {
+    /// The frame: window 502; a SYN carries MSS 1460, window scale 7 and SACK-permitted.
     fn frame(&self) -> Vec<u8> {
-        let repr = TcpRepr {
-            src_port: self.src.1,
-            dst_port: self.dst.1,
-            control: self.control,
-            seq_number: TcpSeqNumber(self.seq as i32),
-            ack_number: self.ack.map(|a| TcpSeqNumber(a as i32)),
-            window_len: 502,
-            window_scale: if self.control == TcpControl::Syn {
-                Some(7)
-            } else {
-                None
-            },
-            max_seg_size: if self.control == TcpControl::Syn {
-                Some(1460)
-            } else {
-                None
-            },
-            sack_permitted: self.control == TcpControl::Syn,
-            sack_ranges: self.sack,
-            timestamp: self.ts.map(|(v, e)| TcpTimestampRepr::new(v, e)),
-            payload: self.payload,
-        };
-        let ip = Ipv4Repr {
-            src_addr: self.src.0,
-            dst_addr: self.dst.0,
-            next_header: IpProtocol::Tcp,
-            payload_len: repr.buffer_len(),
-            hop_limit: self.ttl,
-        };
-        let mut b = vec![0u8; 14 + 20 + repr.buffer_len()];
-        EthernetRepr {
-            src_addr: self.src_mac,
-            dst_addr: self.dst_mac,
-            ethertype: EthernetProtocol::Ipv4,
-        }
-        .emit(&mut EthernetFrame::new_unchecked(&mut b[..]));
-        let caps = ChecksumCapabilities::default();
-        ip.emit(&mut Ipv4Packet::new_unchecked(&mut b[14..]), &caps);
-        repr.emit(
-            &mut TcpPacket::new_unchecked(&mut b[34..]),
-            &self.src.0.into(),
-            &self.dst.0.into(),
-            &caps,
-        );
-        b
+        let syn = self.control == TcpControl::Syn;
+        let mut t = TcpFrame::new(self.src, self.dst);
+        t.src_mac = self.src_mac;
+        t.dst_mac = self.dst_mac;
+        (t.flags, t.seq, t.ack) = (flags_of(self.control), self.seq, self.ack);
+        t.win = 502;
+        t.ws = syn.then_some(7);
+        t.mss = syn.then_some(1460);
+        t.sack_perm = syn;
+        t.sack = self.sack;
+        t.ts = self.ts;
+        t.ttl = self.ttl;
+        t.payload = self.payload.to_vec();
+        t.build()
     }
 }
 
@@ -130,9 +71,9 @@ fn new_switch() -> Switch<'static> {
 }
 
 /// A switch that knows the client's and node 1's MACs.
-fn warmed() -> (Switch<'static>, Frames) {
+fn warmed() -> (Switch<'static>, VecSink) {
     let mut sw = new_switch();
-    let mut out = Frames::default();
+    let mut out = VecSink::default();
     let t = Instant::from_millis(1);
     let v = sw.process(
         0,
@@ -158,23 +99,14 @@ fn warmed() -> (Switch<'static>, Frames) {
 #[test]
 fn arp_reply_for_the_vip_is_exact() {
     let (_, out) = warmed();
-    let (port, reply) = &out.0[0];
+    let (port, reply) = &out.frames[0];
     assert_eq!(*port, 0);
-    let mut want = vec![0u8; 42];
-    EthernetRepr {
-        src_addr: sw_mac(0),
-        dst_addr: CLIENT_MAC,
-        ethertype: EthernetProtocol::Arp,
-    }
-    .emit(&mut EthernetFrame::new_unchecked(&mut want[..]));
-    ArpRepr::EthernetIpv4 {
-        operation: ArpOperation::Reply,
-        source_hardware_addr: sw_mac(0),
-        source_protocol_addr: VIP,
-        target_hardware_addr: CLIENT_MAC,
-        target_protocol_addr: CLIENT,
-    }
-    .emit(&mut ArpPacket::new_unchecked(&mut want[14..]));
+    let want = arp(
+        ArpOperation::Reply,
+        (sw_mac(0), VIP),
+        CLIENT_MAC,
+        (CLIENT_MAC, CLIENT),
+    );
     assert_eq!(reply, &want);
 }
 
@@ -513,7 +445,7 @@ fn a_full_table_refuses_new_flows_and_keeps_old_ones() {
         sessions: vec![SessionSlot::default(); 1].into(),
     };
     let mut sw = Switch::new(Config::cluster(1, [1; 16]), storage).unwrap();
-    let mut out = Frames::default();
+    let mut out = VecSink::default();
     let t = Instant::from_millis(1);
     sw.process(
         1,
@@ -824,11 +756,11 @@ fn a_port_going_down_resets_its_clients_and_is_skipped_by_spray() {
         ),
         Verdict::Forward(1)
     );
-    out.0.clear();
+    out.frames.clear();
     assert_eq!(sw.set_port_up(1, false, &mut out), 1);
     assert_eq!(sw.flow_count(), 0);
-    assert_eq!(out.0.len(), 1);
-    let (port, rst) = &out.0[0];
+    assert_eq!(out.frames.len(), 1);
+    let (port, rst) = &out.frames[0];
     assert_eq!(*port, 0);
     let want = Tcp {
         src_mac: sw_mac(0),
@@ -885,7 +817,7 @@ fn a_port_going_down_resets_its_clients_and_is_skipped_by_spray() {
 #[test]
 fn backends_are_resolved_before_the_first_syn_and_a_retransmitted_syn_is_sprayed_once() {
     let mut sw = new_switch();
-    let mut out = Frames::default();
+    let mut out = VecSink::default();
     let t = Instant::from_millis(1);
     sw.process(
         0,
@@ -895,10 +827,10 @@ fn backends_are_resolved_before_the_first_syn_and_a_retransmitted_syn_is_sprayed
         &mut out,
         &mut NoMeter,
     );
-    out.0.clear();
+    out.frames.clear();
     sw.poll(t, 64, &mut out);
     let asked: Vec<u8> = out
-        .0
+        .frames
         .iter()
         .map(|(p, f)| {
             assert_eq!(&f[12..14], &[0x08, 0x06]);
@@ -906,9 +838,9 @@ fn backends_are_resolved_before_the_first_syn_and_a_retransmitted_syn_is_sprayed
         })
         .collect();
     assert_eq!(asked, vec![1, 2], "one ARP request per unresolved back-end");
-    out.0.clear();
+    out.frames.clear();
     sw.poll(Instant::from_millis(500), 64, &mut out);
-    assert!(out.0.is_empty(), "probes are rate-limited");
+    assert!(out.frames.is_empty(), "probes are rate-limited");
     // Node 1 never answered: the SYN is dropped, the flow stays, the retransmission is not
     // sprayed again.
     let syn = Tcp {
@@ -973,7 +905,7 @@ fn a_closed_tuple_reopens_only_on_an_acceptable_syn() {
         sessions: vec![SessionSlot::default(); 1].into(),
     };
     let mut sw = Switch::new(Config::cluster(1, [1; 16]), storage).unwrap();
-    let mut out = Frames::default();
+    let mut out = VecSink::default();
     let mut now = 1;
     let mut send = |sw: &mut Switch<'static>, port: u8, f: &mut Vec<u8>| {
         now += 1;

@@ -2,10 +2,6 @@
 //! service; a plain layer-4 service is never handed off; a bad service list is refused with an
 //! error that says what to fix.
 
-#[path = "../benches/common/frames.rs"]
-mod frames;
-
-use frames::{CLIENT_MAC, Discard, NODE_MAC, arp, tcp, udp};
 use knits_core::config::{Config, ConfigError, Service, ServiceMode};
 use knits_core::counters::{DropReason, LocalKind};
 use knits_core::meter::NoMeter;
@@ -14,6 +10,8 @@ use knits_core::switch::{FrameMeta, Storage, Switch, Verdict};
 use knits_core::table::{FlowSlot, IndexSlot};
 use knits_core::time::Instant;
 use knits_core::wire::control::{Endpoint, REQUEST_LEN, ReplyCode, RequestRepr};
+use knits_testkit::frames::{CLIENT_MAC, NODE_MAC, arp_request as arp, tcp, udp};
+use knits_testkit::sink::Discard;
 use smoltcp::wire::{Ipv4Address, TcpControl};
 
 const KEY: [u8; 16] = [7; 16];

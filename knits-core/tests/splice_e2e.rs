@@ -47,18 +47,19 @@ use knits_core::config::{Config, Timeouts};
 use knits_core::counters::{Counters, DropReason, FlowEvent, Generated};
 use knits_core::meter::NoMeter;
 use knits_core::splice::SessionSlot;
-use knits_core::switch::{FrameMeta, Sink, Storage, Switch, Verdict};
+use knits_core::switch::{FrameMeta, Storage, Switch, Verdict};
 use knits_core::table::{FlowSlot, IndexSlot};
 use knits_core::time::Duration;
 use knits_core::wire::control::{self, Endpoint, Key, Reply, ReplyCode, RequestRepr};
+use knits_testkit::frames::{Ipv4Frame, TcpFrame, arp_request, flags_of};
+use knits_testkit::sink::VecSink;
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{self, ChecksumCapabilities, Device, DeviceCapabilities, Medium};
 use smoltcp::socket::{tcp, udp};
 use smoltcp::time::Instant;
 use smoltcp::wire::{
-    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
-    EthernetRepr, HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpProtocol, Ipv4Address,
-    Ipv4Packet, TcpPacket, TcpRepr,
+    EthernetAddress, EthernetFrame, EthernetProtocol, HardwareAddress, IpAddress, IpCidr,
+    IpEndpoint, IpProtocol, Ipv4Address, Ipv4Packet, TcpPacket, TcpRepr,
 };
 
 const KEY: Key = *b"knits-e2e-key-01";
@@ -1557,16 +1558,6 @@ impl Obs {
 // ------------------------------------------------------------------------------------------------
 // The fabric: hosts, links with faults, the switch.
 
-#[derive(Default)]
-struct VecSink(Vec<(u8, Vec<u8>)>);
-
-impl Sink for VecSink {
-    fn emit(&mut self, port: u8, frame: &[u8]) -> bool {
-        self.0.push((port, frame.to_vec()));
-        true
-    }
-}
-
 type Queue = BTreeMap<(u64, u64), Vec<u8>>;
 
 /// Which targeted kind of `Faults::drop_first` a frame is: 0 a hand-off request (to the
@@ -1731,22 +1722,7 @@ fn new_switch(seed: u64) -> Switch<'static> {
 /// An ARP request from host `h` for its gateway: the switch learns the host's MAC from it (a
 /// static-ARP start, so the first SYN to a node is not spent on address resolution).
 fn arp_hello(h: usize) -> Vec<u8> {
-    let mut buf = vec![0u8; 42];
-    EthernetRepr {
-        src_addr: host_mac(h),
-        dst_addr: EthernetAddress::BROADCAST,
-        ethertype: EthernetProtocol::Arp,
-    }
-    .emit(&mut EthernetFrame::new_unchecked(&mut buf[..]));
-    ArpRepr::EthernetIpv4 {
-        operation: ArpOperation::Request,
-        source_hardware_addr: host_mac(h),
-        source_protocol_addr: host_ip(h),
-        target_hardware_addr: EthernetAddress([0; 6]),
-        target_protocol_addr: host_gw(h),
-    }
-    .emit(&mut ArpPacket::new_unchecked(&mut buf[14..]));
-    buf
+    arp_request(host_mac(h), host_ip(h), host_gw(h))
 }
 
 impl Fabric {
@@ -1827,7 +1803,7 @@ impl Fabric {
                 &mut sink,
                 &mut NoMeter,
             );
-            for (port, fr) in sink.0 {
+            for (port, fr) in sink.frames {
                 f.hosts[port as usize].dev.rx.push_back(fr);
             }
         }
@@ -1955,7 +1931,7 @@ impl Fabric {
                 }
             }
         }
-        for (port, fr) in std::mem::take(&mut sink.0) {
+        for (port, fr) in std::mem::take(&mut sink.frames) {
             self.trace_frame("gen", port as usize, &fr);
             self.enqueue(true, port as usize, fr, now);
         }
@@ -2022,7 +1998,7 @@ impl Fabric {
         let mut sink = VecSink::default();
         self.sw
             .poll(Instant::from_millis(now as i64), 256, &mut sink);
-        for (port, fr) in sink.0 {
+        for (port, fr) in sink.frames {
             self.trace_frame("gen", port as usize, &fr);
             self.enqueue(true, port as usize, fr, now);
         }
@@ -3493,10 +3469,7 @@ fn regression_client_rst_goes_to_the_current_server() {
 
 mod golden {
     use super::*;
-    use smoltcp::wire::{
-        IpProtocol, Ipv4Repr, TcpControl, TcpOption, TcpSeqNumber, TcpTimestampRepr, UdpPacket,
-        UdpRepr,
-    };
+    use smoltcp::wire::{IpProtocol, TcpControl, TcpOption, TcpSeqNumber};
 
     const CLIENT: usize = 0;
     const A: usize = 1;
@@ -3565,44 +3538,18 @@ mod golden {
         payload: &[u8],
     ) -> Vec<u8> {
         let (control, seq, ack, win, wscale) = seg;
-        let syn = control == TcpControl::Syn;
-        let repr = TcpRepr {
-            src_port: src.1,
-            dst_port: dst.1,
-            control,
-            seq_number: TcpSeqNumber(seq as i32),
-            ack_number: ack.map(|a| TcpSeqNumber(a as i32)),
-            window_len: win,
-            window_scale: wscale,
-            max_seg_size: syn.then_some(1460),
-            sack_permitted,
-            sack_ranges,
-            timestamp: ts.map(|ts| TcpTimestampRepr::new(ts.0, ts.1)),
-            payload,
-        };
-        let ip = Ipv4Repr {
-            src_addr: src.0,
-            dst_addr: dst.0,
-            next_header: IpProtocol::Tcp,
-            payload_len: repr.buffer_len(),
-            hop_limit: 64,
-        };
-        let mut b = vec![0u8; 34 + repr.buffer_len()];
-        EthernetRepr {
-            src_addr: host_mac(h),
-            dst_addr: sw_mac(h),
-            ethertype: EthernetProtocol::Ipv4,
-        }
-        .emit(&mut EthernetFrame::new_unchecked(&mut b[..]));
-        let caps = ChecksumCapabilities::default();
-        ip.emit(&mut Ipv4Packet::new_unchecked(&mut b[14..]), &caps);
-        repr.emit(
-            &mut TcpPacket::new_unchecked(&mut b[34..]),
-            &src.0.into(),
-            &dst.0.into(),
-            &caps,
-        );
-        b
+        let mut t = TcpFrame::new(src, dst);
+        t.src_mac = host_mac(h);
+        t.dst_mac = sw_mac(h);
+        (t.flags, t.seq, t.ack) = (flags_of(control), seq, ack);
+        t.win = win;
+        t.ws = wscale;
+        t.mss = (control == TcpControl::Syn).then_some(1460);
+        t.sack_perm = sack_permitted;
+        t.sack = sack_ranges;
+        t.ts = ts;
+        t.payload = payload.to_vec();
+        t.build()
     }
 
     /// A segment the switch makes up, as receiver `h` on port `h` must get it.
@@ -3620,22 +3567,14 @@ mod golden {
     ) -> Vec<u8> {
         let tcp_len = if ts.is_some() { 32 } else { 20 };
         // Pre-filled so that a field nobody wrote shows up.
-        let mut b = vec![0xa5u8; 34 + tcp_len];
-        EthernetRepr {
-            src_addr: sw_mac(h),
-            dst_addr: host_mac(h),
-            ethertype: EthernetProtocol::Ipv4,
-        }
-        .emit(&mut EthernetFrame::new_unchecked(&mut b[..]));
-        let caps = ChecksumCapabilities::default();
-        Ipv4Repr {
-            src_addr: src.0,
-            dst_addr: dst.0,
-            next_header: IpProtocol::Tcp,
-            payload_len: tcp_len,
-            hop_limit: 64,
-        }
-        .emit(&mut Ipv4Packet::new_unchecked(&mut b[14..]), &caps);
+        let l3 = Ipv4Frame {
+            src_mac: sw_mac(h),
+            dst_mac: host_mac(h),
+            src: src.0,
+            dst: dst.0,
+            ttl: 64,
+        };
+        let mut b = l3.header(IpProtocol::Tcp, tcp_len, 0xa5);
         let mut t = TcpPacket::new_unchecked(&mut b[34..]);
         t.set_src_port(src.1);
         t.set_dst_port(dst.1);
@@ -3736,7 +3675,7 @@ mod golden {
                 &mut NoMeter,
             );
             assert_ne!(v, Verdict::Drop(DropReason::Internal));
-            (v, f, sink.0)
+            (v, f, sink.frames)
         }
         /// Lets `ms` pass, polling every 10 ms; returns what the switch generated.
         fn wait(&mut self, ms: u64) -> Made {
@@ -3746,7 +3685,7 @@ mod golden {
                 let mut sink = VecSink::default();
                 self.sw
                     .poll(Instant::from_millis(self.now as i64), 64, &mut sink);
-                made.extend(sink.0);
+                made.extend(sink.frames);
             }
             made
         }
@@ -4086,35 +4025,14 @@ mod golden {
         payload: &[u8],
         ttl: u8,
     ) -> Vec<u8> {
-        let mut b = vec![0xa5u8; 42 + payload.len()];
-        EthernetRepr {
-            src_addr: src_mac,
-            dst_addr: dst_mac,
-            ethertype: EthernetProtocol::Ipv4,
-        }
-        .emit(&mut EthernetFrame::new_unchecked(&mut b[..]));
-        let caps = ChecksumCapabilities::default();
-        Ipv4Repr {
-            src_addr: src.0,
-            dst_addr: dst.0,
-            next_header: IpProtocol::Udp,
-            payload_len: 8 + payload.len(),
-            hop_limit: ttl,
-        }
-        .emit(&mut Ipv4Packet::new_unchecked(&mut b[14..]), &caps);
-        UdpRepr {
-            src_port: src.1,
-            dst_port: dst.1,
-        }
-        .emit(
-            &mut UdpPacket::new_unchecked(&mut b[34..]),
-            &src.0.into(),
-            &dst.0.into(),
-            payload.len(),
-            |p| p.copy_from_slice(payload),
-            &caps,
-        );
-        b
+        let l3 = Ipv4Frame {
+            src_mac,
+            dst_mac,
+            src: src.0,
+            dst: dst.0,
+            ttl,
+        };
+        l3.udp((src.1, dst.1), payload)
     }
 
     #[test]
@@ -4401,22 +4319,14 @@ mod golden {
     ) -> Vec<u8> {
         assert_eq!(opts.len() % 4, 0);
         let tcp_len = 20 + opts.len() + payload.len();
-        let mut b = vec![0xa5u8; 34 + tcp_len];
-        EthernetRepr {
-            src_addr: host_mac(h),
-            dst_addr: sw_mac(h),
-            ethertype: EthernetProtocol::Ipv4,
-        }
-        .emit(&mut EthernetFrame::new_unchecked(&mut b[..]));
-        let caps = ChecksumCapabilities::default();
-        Ipv4Repr {
-            src_addr: src.0,
-            dst_addr: dst.0,
-            next_header: IpProtocol::Tcp,
-            payload_len: tcp_len,
-            hop_limit: 64,
-        }
-        .emit(&mut Ipv4Packet::new_unchecked(&mut b[14..]), &caps);
+        let l3 = Ipv4Frame {
+            src_mac: host_mac(h),
+            dst_mac: sw_mac(h),
+            src: src.0,
+            dst: dst.0,
+            ttl: 64,
+        };
+        let mut b = l3.header(IpProtocol::Tcp, tcp_len, 0xa5);
         let mut t = TcpPacket::new_unchecked(&mut b[34..]);
         t.set_src_port(src.1);
         t.set_dst_port(dst.1);

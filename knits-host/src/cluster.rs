@@ -197,9 +197,11 @@ fn random_key() -> [u8; 16] {
         .and_then(|mut f| f.read_exact(&mut k))
         .is_err()
     {
-        let mut s = std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64;
+        use rand_xoshiro::rand_core::{Rng, SeedableRng};
+        let s = std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64;
+        let mut rng = rand_xoshiro::SplitMix64::seed_from_u64(s);
         for b in &mut k {
-            *b = crate::faults::splitmix64(&mut s) as u8;
+            *b = rng.next_u64() as u8;
         }
     }
     k

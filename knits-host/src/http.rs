@@ -3,6 +3,12 @@
 //! The parser never buffers a body: it hands body bytes out as they arrive, so a 16 MiB response
 //! is verified on the fly. It accepts `Content-Length` and `chunked` bodies; anything it does not
 //! understand is an [`HttpError`] that says what was wrong, never a panic.
+//!
+//! Why not the proxy's httparse-based framing: this parser is the load client's and the cluster
+//! checks' judge of what the proxy and the servers behind it send, byte for byte across hand-offs.
+//! Framing those responses with the code under test (or the same library, configured the same
+//! way) would let a framing mistake agree with itself and pass; an independent reading of RFC 9112
+//! catches it. It is small, incremental and fuzzed by `garbage_never_panics`.
 
 use std::fmt;
 
@@ -440,18 +446,17 @@ HTTP/1.1 404 Not Found\r\ncontent-length: 3\r\nConnection: close\r\n\r\nno!";
 
     #[test]
     fn garbage_never_panics() {
-        let mut x = 12345u64;
+        use rand_xoshiro::rand_core::{Rng, SeedableRng};
+        let mut x = rand_xoshiro::SplitMix64::seed_from_u64(12345);
         for _ in 0..2000 {
-            let len = (crate::faults::splitmix64(&mut x) % 200) as usize;
-            let mut v: Vec<u8> = (0..len)
-                .map(|_| crate::faults::splitmix64(&mut x) as u8)
-                .collect();
-            if x.is_multiple_of(2) {
+            let len = (x.next_u64() % 200) as usize;
+            let mut v: Vec<u8> = (0..len).map(|_| x.next_u64() as u8).collect();
+            if x.next_u64().is_multiple_of(2) {
                 let mut h = b"HTTP/1.1 200 OK\r\n".to_vec();
                 h.append(&mut v);
                 v = h;
             }
-            let _ = run(&v, 1 + (x % 13) as usize);
+            let _ = run(&v, 1 + (x.next_u64() % 13) as usize);
         }
     }
 

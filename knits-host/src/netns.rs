@@ -42,10 +42,11 @@ pub fn unique_prefix(stem: &str) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    let mut x = (std::process::id() as u64) << 32
+    use rand_xoshiro::rand_core::{Rng, SeedableRng};
+    let seed = (std::process::id() as u64) << 32
         ^ t as u64
         ^ (N.fetch_add(1, Ordering::Relaxed) as u64) << 20;
-    x = crate::faults::splitmix64(&mut x);
+    let x = rand_xoshiro::SplitMix64::seed_from_u64(seed).next_u64();
     let stem: String = stem.chars().take(MAX_PREFIX - 5).collect();
     let digits = MAX_PREFIX - stem.len();
     format!(
@@ -129,6 +130,29 @@ pub fn enter(name: &str) -> io::Result<()> {
         return Err(io::Error::new(e.kind(), format!("setns into {name}: {e}")));
     }
     Ok(())
+}
+
+/// `program args` inside namespace `ns` (via `ip netns exec`), standard input closed; the child
+/// dies with this process (PR_SET_PDEATHSIG), even if nothing else stops it.
+pub fn command_in(ns: &str, program: &str, args: &[impl AsRef<std::ffi::OsStr>]) -> Command {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns, program])
+        .args(args)
+        .stdin(Stdio::null());
+    // SAFETY: prctl is async-signal-safe; called between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            );
+            Ok(())
+        });
+    }
+    cmd
 }
 
 /// True when the process may create TAPs and namespaces (effective CAP_NET_ADMIN).
@@ -276,9 +300,8 @@ impl Guard {
         Ok(tap)
     }
 
-    /// Starts `program args` inside namespace `ns` (via `ip netns exec`). The child dies with
-    /// this process (PR_SET_PDEATHSIG) and is killed when the guard drops. Its output goes to
-    /// `log` when given, else is discarded.
+    /// Starts `program args` inside namespace `ns` (see [`command_in`]); the child is killed
+    /// when the guard drops. Its output goes to `log` when given, else is discarded.
     pub fn spawn_in(
         &mut self,
         ns: &str,
@@ -287,10 +310,7 @@ impl Guard {
         args: &[String],
         log: Option<File>,
     ) -> io::Result<u32> {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", ns, program])
-            .args(args)
-            .stdin(Stdio::null());
+        let mut cmd = command_in(ns, program, args);
         match log {
             Some(f) => {
                 let f2 = f.try_clone()?;
@@ -299,19 +319,6 @@ impl Guard {
             None => {
                 cmd.stdout(Stdio::null()).stderr(Stdio::null());
             }
-        }
-        // SAFETY: prctl is async-signal-safe; called between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(
-                    libc::PR_SET_PDEATHSIG,
-                    libc::SIGKILL as libc::c_ulong,
-                    0,
-                    0,
-                    0,
-                );
-                Ok(())
-            });
         }
         let child = cmd
             .spawn()

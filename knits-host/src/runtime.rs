@@ -1057,69 +1057,19 @@ fn arp_as_reply(frame: &mut [u8]) {
 /// the sum of the shards, with each shard's figures in [`Snapshot::shards`].
 fn merge_shards(parts: &[(Snapshot, ShardCounts)]) -> Snapshot {
     let mut sum = Snapshot::default();
-    for (i, (part, _)) in parts.iter().enumerate() {
-        add_snapshot(&mut sum, part, i == 0);
+    for (part, _) in parts {
+        sum += part;
+    }
+    if let Some((first, _)) = parts.first() {
+        sum.pcap_frames = first.pcap_frames;
+        sum.offloads = first.offloads;
+        sum.services = first.services.clone();
     }
     sum.shards = parts
         .iter()
         .map(|(part, n)| ShardSnapshot::of(part, n.processed, n.handed_over, n.ring_full))
         .collect();
     sum
-}
-
-/// Adds shard snapshot `o` into `sum` (names, capacities and flags from the first).
-fn add_snapshot(sum: &mut Snapshot, o: &Snapshot, first: bool) {
-    let (c, d) = (&mut sum.core, &o.core);
-    let add = |a: &mut [u64], b: &[u64]| a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
-    add(&mut c.rx_frames, &d.rx_frames);
-    add(&mut c.tx_frames, &d.tx_frames);
-    add(&mut c.drops, &d.drops);
-    add(&mut c.local, &d.local);
-    add(&mut c.generated, &d.generated);
-    add(&mut c.handoffs, &d.handoffs);
-    add(&mut c.sprayed, &d.sprayed);
-    add(&mut c.sprayed_by_service, &d.sprayed_by_service);
-    add(&mut c.handoffs_by_service, &d.handoffs_by_service);
-    add(&mut c.events, &d.events);
-    if first {
-        sum.services = o.services.clone();
-    }
-    c.handoffs_completed += d.handoffs_completed;
-    c.handoffs_rolled_back += d.handoffs_rolled_back;
-    c.tracked_routed += d.tracked_routed;
-    c.expired += d.expired;
-    c.closed += d.closed;
-    sum.flows += o.flows;
-    sum.flow_capacity += o.flow_capacity;
-    sum.sessions += o.sessions;
-    sum.session_capacity += o.session_capacity;
-    sum.flows_by_state
-        .iter_mut()
-        .zip(o.flows_by_state)
-        .for_each(|(x, y)| *x += y);
-    if sum.ports.len() < o.ports.len() {
-        sum.ports.resize_with(o.ports.len(), PortStats::default);
-    }
-    for (a, b) in sum.ports.iter_mut().zip(&o.ports) {
-        if a.name.is_empty() {
-            a.name = b.name.clone();
-        }
-        a.rx_frames += b.rx_frames;
-        a.rx_bytes += b.rx_bytes;
-        a.tx_frames += b.tx_frames;
-        a.tx_bytes += b.tx_bytes;
-        a.rx_gso += b.rx_gso;
-        a.rx_errors += b.rx_errors;
-        a.tx_errors += b.tx_errors;
-        a.tx_rst += b.tx_rst;
-        a.faults_in.add(&b.faults_in);
-        a.faults_out.add(&b.faults_out);
-    }
-    if first {
-        sum.pcap_frames = o.pcap_frames;
-        sum.offloads = o.offloads;
-    }
-    sum.uptime_s = sum.uptime_s.max(o.uptime_s);
 }
 
 /// Figures of one shard, readable while it runs.
@@ -1485,8 +1435,8 @@ mod tests {
             ..Default::default()
         }];
         let mut sum = Snapshot::default();
-        add_snapshot(&mut sum, &a, true);
-        add_snapshot(&mut sum, &a, false);
+        sum += &a;
+        sum += &a;
         assert_eq!(sum.core.rx_frames[1], 6);
         assert_eq!(sum.core.handoffs_completed, 4);
         assert_eq!((sum.flows, sum.flow_capacity), (10, 16));

@@ -1396,12 +1396,8 @@ fn wait_admitted(sw: &proc::SwitchProcess, limit: Duration) -> Result<Duration, 
 /// After a 1 s flood from spoofed sources behind the client link, the flood's entries expire with
 /// the SYN timeout (1 s here) and new connections are admitted again.
 ///
-/// Fails today: every spoofed SYN that gets a slot is sprayed, the node answers with a SYN-ACK,
-/// and the switch moves the entry to syn_received, which `Switch::poll` expires after
-/// `timeouts.transitory` (4 min by default, RFC 5382), not `timeouts.syn`; the node's SYN-ACK
-/// retransmissions (1, 3, 7, 15, 31 s) refresh it as well. 20 s after the flood the table still
-/// reads "flows 64/64 ... flows by state: syn_received 59, established 5", and every new
-/// connection times out (table_full).
+/// (The switch once kept syn_received entries for `timeouts.transitory`, 4 min, refreshed by the
+/// node's SYN-ACK retransmissions; `Switch::poll` now expires them after `timeouts.syn`.)
 #[test]
 fn syn_flood_entries_expire_and_connections_are_admitted_again() {
     if !common::root_or_skip("syn_flood_entries_expire_and_connections_are_admitted_again") {
@@ -1428,14 +1424,8 @@ fn syn_flood_entries_expire_and_connections_are_admitted_again() {
 /// neighbours (the client and the nodes): no frame to them is dropped for want of a MAC, which
 /// shows on their links as ARP requests from the switch for their addresses.
 ///
-/// Fails today: the switch learns a neighbour from the source of every IPv4 frame in the port's
-/// subnet, into one 64-slot direct-mapped cache shared by all ports (slot = (ip[2] * 31 + ip[3])
-/// % 64), overwriting whatever was there. Spoofed 198.18.0.h evict the client (slot 2) and the
-/// nodes 198.19.1.2 (slot 33), 198.19.2.2 (slot 0) and 198.19.3.2 (slot 31); the next frame to
-/// each is dropped as neighbor_unknown and an ARP request goes out. In 2 s at 20,000 SYN/s: about
-/// 25 ARP requests for the client and 30-55 for each node, and the legitimate throughput falls
-/// from 115-190 MiB/s to 1.4-4.4 MiB/s (about 97 MiB/s with sources outside the subnet, which are
-/// not learned).
+/// (The switch once learned a neighbour from the source of every IPv4 frame in the port's subnet,
+/// so spoofed sources evicted the real neighbours; it now learns from ARP only.)
 #[test]
 fn syn_flood_from_client_subnet_evicts_no_neighbour() {
     if !common::root_or_skip("syn_flood_from_client_subnet_evicts_no_neighbour") {
@@ -1915,11 +1905,8 @@ fn streaming_from_b(stem: &str) -> (Cluster, Conn, usize, Vec<Req>) {
 /// switch must carry on as before for the other ports. It reads nothing more from the dead port
 /// (a few read errors at most), not millions.
 ///
-/// Fails today (knits-host runtime, not knits-core): the port's fd stays in the level-triggered
-/// epoll set after the device is gone, every wake-up reads it and fails, so the switch thread
-/// spins at 100 % of a core: 24,541,797 rx errors on the port within ~6 s in one run (the test
-/// process used 604 clock ticks in those 6 s, 97 per idle second afterwards, against 7 with the
-/// link merely set down), 1,193,849 in 1 s in another with a second test running.
+/// (The runtime once left a dead port's fd in the level-triggered epoll set and spun on its read
+/// errors; it now takes the fd out and tells the core the port is down.)
 #[test]
 fn node_link_deleted_switch_does_not_spin() {
     if !common::root_or_skip("node_link_deleted_switch_does_not_spin") {
@@ -1944,9 +1931,8 @@ fn node_link_deleted_switch_does_not_spin() {
 /// client. The client must learn within seconds, by a close or a reset, instead of waiting for
 /// its own read timeout.
 ///
-/// Fails today: nothing in the switch notices a dead port (writes to it fail and are counted as
-/// tx errors, nothing else happens), so the client hears nothing and gives up only after its own
-/// 12 s read timeout; new connections are still sprayed to the dead node, too.
+/// (The switch once noticed nothing, and the client waited for its own 12 s read timeout; now
+/// `Switch::set_port_up` resets the port's client connections and stops spraying to it.)
 #[test]
 fn node_link_down_client_told_within_seconds() {
     if !common::root_or_skip("node_link_down_client_told_within_seconds") {

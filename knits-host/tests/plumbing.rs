@@ -10,18 +10,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use knits_host::faults::{FaultConfig, splitmix64};
+use knits_host::faults::FaultConfig;
 use knits_host::netns::{self, Guard};
 use knits_host::runtime::{Bridge, Options, Runtime};
 use knits_host::stats::Snapshot;
 use knits_host::tap::TapOptions;
+use rand_xoshiro::SplitMix64;
+use rand_xoshiro::rand_core::{Rng, SeedableRng};
 
 const LEN: usize = 8 << 20;
 
 fn pattern(buf: &mut [u8], offset: usize) {
     for (i, b) in buf.iter_mut().enumerate() {
-        let mut s = ((offset + i) / 8) as u64;
-        *b = splitmix64(&mut s).to_le_bytes()[(offset + i) % 8];
+        let mut s = SplitMix64::seed_from_u64(((offset + i) / 8) as u64);
+        *b = s.next_u64().to_le_bytes()[(offset + i) % 8];
     }
 }
 

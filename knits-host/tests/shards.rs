@@ -15,6 +15,8 @@ use knits_host::cluster::{Cluster, ClusterConfig, TimeoutsMs};
 use knits_host::load::{self, Progress, Request, Spec};
 use knits_host::stats::Snapshot;
 
+use common::wait_table_empty;
+
 const MIB: u64 = 1 << 20;
 
 fn up(stem: &str, shards: usize) -> Cluster {
@@ -44,23 +46,6 @@ fn run(c: &Cluster, scripts: Vec<Vec<Request>>, pipeline: usize, conc: usize) ->
         timeout: Duration::from_secs(20),
     };
     load::run(&spec, Arc::new(Progress::default()))
-}
-
-fn wait_table_empty(c: &Cluster, limit: Duration) -> Snapshot {
-    let t = Instant::now();
-    loop {
-        let s = c.snapshot();
-        if s.flows == 0 && s.sessions == 0 {
-            return s;
-        }
-        assert!(
-            t.elapsed() < limit,
-            "flow table not empty {} s after the run:\n{}",
-            limit.as_secs(),
-            s.table()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// The scripts of e2e.rs's `handoff_scripts`: connection `c` plans `c % 4` hand-offs.

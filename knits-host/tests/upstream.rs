@@ -12,12 +12,16 @@ mod common;
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use knits_core::counters::Generated;
 use knits_host::cluster::{Cluster, ClusterConfig, TimeoutsMs};
-use knits_host::stats::Snapshot;
+use knits_host::netns;
+use rand_xoshiro::SplitMix64;
+use rand_xoshiro::rand_core::{Rng, SeedableRng};
+
+use common::wait_table_empty;
 
 const NGINX: &str = "/usr/sbin/nginx";
 const UPSTREAM: &str = "127.0.0.1:8081";
@@ -35,18 +39,11 @@ const FILES: [(&str, usize); 6] = [
 /// Deterministic, non-trivial bytes for `path` (SplitMix64 seeded by the path's FNV-1a hash):
 /// every file differs from the others, also files of one size under different owners.
 fn content(path: &str, len: usize) -> Vec<u8> {
-    let mut s = path.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+    let seed = path.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
     });
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = s;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
-    }
-    out.truncate(len);
+    let mut out = vec![0; len];
+    SplitMix64::seed_from_u64(seed).fill_bytes(&mut out);
     out
 }
 
@@ -108,31 +105,18 @@ impl Nginx {
         let conf_path = dir.join("nginx.conf");
         std::fs::write(&conf_path, conf).expect("nginx.conf");
         let log = std::fs::File::create(dir.join("nginx.out")).expect("nginx output file");
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", ns, NGINX, "-c"])
-            .arg(&conf_path)
-            .args(["-g", "daemon off;"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .process_group(0);
-        // SAFETY: prctl is async-signal-safe; called between fork and exec. nginx dies with
-        // this test process even if Drop never runs.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(
-                    libc::PR_SET_PDEATHSIG,
-                    libc::SIGKILL as libc::c_ulong,
-                    0,
-                    0,
-                    0,
-                );
-                Ok(())
-            });
-        }
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting nginx in {ns}: {e}"));
+        // nginx dies with this test process even if Drop never runs (command_in's PDEATHSIG).
+        let conf = conf_path.as_os_str();
+        let child = netns::command_in(
+            ns,
+            NGINX,
+            &["-c".as_ref(), conf, "-g".as_ref(), "daemon off;".as_ref()],
+        )
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting nginx in {ns}: {e}"));
         Nginx {
             child,
             dir: dir.to_path_buf(),
@@ -296,24 +280,6 @@ fn same_bytes(out: &Path, want: &Path) -> Result<(), String> {
     }
     let _ = std::fs::remove_file(out);
     Ok(())
-}
-
-/// Waits until the switch's table is empty (after the test TIME-WAIT); returns the snapshot.
-fn wait_table_empty(c: &Cluster, limit: Duration) -> Snapshot {
-    let t = Instant::now();
-    loop {
-        let s = c.snapshot();
-        if s.flows == 0 && s.sessions == 0 {
-            return s;
-        }
-        assert!(
-            t.elapsed() < limit,
-            "flow table not empty {} s after the run:\n{}",
-            limit.as_secs(),
-            s.table()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// The objects `[n1 a, n1 b, n1 c, n2 a, ...]`: the owner changes every three requests, so of

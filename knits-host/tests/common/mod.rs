@@ -1,4 +1,5 @@
-//! Shared by the end-to-end tests: the root check and its visible skip.
+//! Shared by the end-to-end tests: the root check and its visible skip, and the wait for an
+//! empty flow table.
 
 #![allow(dead_code)]
 
@@ -18,4 +19,25 @@ pub fn root_or_skip(test: &str) -> bool {
         "SKIPPED: needs root (CAP_NET_ADMIN): {test}"
     );
     false
+}
+
+/// Waits until the switch's table is empty (after the test TIME-WAIT); returns the snapshot.
+pub fn wait_table_empty(
+    c: &knits_host::cluster::Cluster,
+    limit: std::time::Duration,
+) -> knits_host::stats::Snapshot {
+    let t = std::time::Instant::now();
+    loop {
+        let s = c.snapshot();
+        if s.flows == 0 && s.sessions == 0 {
+            return s;
+        }
+        assert!(
+            t.elapsed() < limit,
+            "flow table not empty {} s after the run:\n{}",
+            limit.as_secs(),
+            s.table()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }

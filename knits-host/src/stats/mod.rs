@@ -1,18 +1,17 @@
-//! Counters of a running switch: a snapshot, a human table, Prometheus text, and a server.
+//! Counters of a running switch: a snapshot and its human table here, its Prometheus exposition
+//! in [`prometheus`], and the server that answers with either in [`server`].
 //!
 //! The event loop copies the core's [`Counters`] and its own per-port figures into a [`Snapshot`]
 //! every 100 ms; a server thread answers from the latest copy, so nothing on the packet path
 //! waits for a reader. Names of drop reasons, local kinds, generated frames and reply codes are
 //! the core's `name()`s.
 
+pub mod prometheus;
+mod server;
+
+pub use server::{Server, ServerConfig, query, socket_path};
+
 use std::fmt::Write as _;
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener};
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use knits_core::counters::{Counters, DropReason, FlowEvent, Generated, LocalKind};
 use knits_core::wire::control::ReplyCode;
@@ -135,6 +134,66 @@ pub struct Snapshot {
     pub shards: Vec<ShardSnapshot>,
     /// The services on the VIP, in the order of the core's per-service counters.
     pub services: Vec<knits_core::config::Service>,
+}
+
+impl std::ops::AddAssign<&PortStats> for PortStats {
+    /// Adds the figures of `b`; the name stays, or is `b`'s when there was none.
+    fn add_assign(&mut self, b: &PortStats) {
+        if self.name.is_empty() {
+            self.name = b.name.clone();
+        }
+        self.rx_frames += b.rx_frames;
+        self.rx_bytes += b.rx_bytes;
+        self.tx_frames += b.tx_frames;
+        self.tx_bytes += b.tx_bytes;
+        self.rx_gso += b.rx_gso;
+        self.rx_errors += b.rx_errors;
+        self.tx_errors += b.tx_errors;
+        self.tx_rst += b.tx_rst;
+        self.faults_in += &b.faults_in;
+        self.faults_out += &b.faults_out;
+    }
+}
+
+/// Adds a shard's snapshot into the switch's: counters, table figures and ports add up, the
+/// uptime is the longest. What is one per switch (`pcap_frames`, `offloads`, `services`,
+/// `shards`) is left alone: the caller takes it from one shard.
+impl std::ops::AddAssign<&Snapshot> for Snapshot {
+    fn add_assign(&mut self, o: &Snapshot) {
+        // knits_core::counters::Counters has no `+=` of its own: its fields, one by one.
+        let (c, d) = (&mut self.core, &o.core);
+        let add = |a: &mut [u64], b: &[u64]| a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+        add(&mut c.rx_frames, &d.rx_frames);
+        add(&mut c.tx_frames, &d.tx_frames);
+        add(&mut c.drops, &d.drops);
+        add(&mut c.local, &d.local);
+        add(&mut c.generated, &d.generated);
+        add(&mut c.handoffs, &d.handoffs);
+        add(&mut c.sprayed, &d.sprayed);
+        add(&mut c.sprayed_by_service, &d.sprayed_by_service);
+        add(&mut c.handoffs_by_service, &d.handoffs_by_service);
+        add(&mut c.events, &d.events);
+        c.handoffs_completed += d.handoffs_completed;
+        c.handoffs_rolled_back += d.handoffs_rolled_back;
+        c.tracked_routed += d.tracked_routed;
+        c.expired += d.expired;
+        c.closed += d.closed;
+        self.flows += o.flows;
+        self.flow_capacity += o.flow_capacity;
+        self.sessions += o.sessions;
+        self.session_capacity += o.session_capacity;
+        self.flows_by_state
+            .iter_mut()
+            .zip(o.flows_by_state)
+            .for_each(|(x, y)| *x += y);
+        if self.ports.len() < o.ports.len() {
+            self.ports.resize_with(o.ports.len(), PortStats::default);
+        }
+        for (a, b) in self.ports.iter_mut().zip(&o.ports) {
+            *a += b;
+        }
+        self.uptime_s = self.uptime_s.max(o.uptime_s);
+    }
 }
 
 impl Snapshot {
@@ -345,8 +404,8 @@ impl Snapshot {
         let mut fin = FaultStats::default();
         let mut fout = FaultStats::default();
         for p in &self.ports {
-            fin.add(&p.faults_in);
-            fout.add(&p.faults_out);
+            fin += &p.faults_in;
+            fout += &p.faults_out;
         }
         let injected = |f: &FaultStats| f.dropped + f.duplicated + f.reordered + f.corrupted;
         if injected(&fin) + injected(&fout) > 0 {
@@ -388,501 +447,12 @@ impl Snapshot {
         }
         s
     }
-
-    /// Prometheus text exposition format 0.0.4.
-    pub fn prometheus(&self) -> String {
-        let c = &self.core;
-        let mut s = String::new();
-        let family =
-            |s: &mut String, name: &str, kind: &str, help: &str, samples: Vec<(String, u64)>| {
-                let _ = writeln!(s, "# HELP knits_{name} {help}");
-                let _ = writeln!(s, "# TYPE knits_{name} {kind}");
-                for (labels, v) in samples {
-                    if labels.is_empty() {
-                        let _ = writeln!(s, "knits_{name} {v}");
-                    } else {
-                        let _ = writeln!(s, "knits_{name}{{{labels}}} {v}");
-                    }
-                }
-            };
-        let ports = self.ports.len().max(1);
-        let per_port = |a: &[u64]| -> Vec<(String, u64)> {
-            (0..ports)
-                .map(|i| (format!("port=\"{i}\""), a.get(i).copied().unwrap_or(0)))
-                .collect()
-        };
-        family(
-            &mut s,
-            "rx_frames_total",
-            "counter",
-            "Frames the core received, per port.",
-            per_port(&c.rx_frames),
-        );
-        family(
-            &mut s,
-            "tx_frames_total",
-            "counter",
-            "Frames the core forwarded, per egress port.",
-            per_port(&c.tx_frames),
-        );
-        // Per shard (sharded switch only): the same families with a shard label, after the
-        // unlabelled totals, which stay as they are.
-        let shards: &[ShardSnapshot] = if self.shards.len() > 1 {
-            &self.shards
-        } else {
-            &[]
-        };
-        let per_shard = |total: Vec<(String, u64)>, f: fn(&ShardSnapshot) -> u64| {
-            let mut v = total;
-            v.extend(
-                shards
-                    .iter()
-                    .enumerate()
-                    .map(|(k, sh)| (format!("shard=\"{k}\""), f(sh))),
-            );
-            v
-        };
-        let mut drops: Vec<(String, u64)> = DropReason::ALL
-            .iter()
-            .map(|r| (format!("reason=\"{}\"", r.name()), c.drops[r.index()]))
-            .collect();
-        for (k, sh) in shards.iter().enumerate() {
-            drops.extend(DropReason::ALL.iter().map(|r| {
-                (
-                    format!("shard=\"{k}\",reason=\"{}\"", r.name()),
-                    sh.drops[r.index()],
-                )
-            }));
-        }
-        family(
-            &mut s,
-            "drops_total",
-            "counter",
-            "Frames dropped by the core, by reason.",
-            drops,
-        );
-        family(
-            &mut s,
-            "local_total",
-            "counter",
-            "Frames handled by the switch itself, by kind.",
-            LocalKind::ALL
-                .iter()
-                .map(|r| (format!("kind=\"{}\"", r.name()), c.local[r.index()]))
-                .collect(),
-        );
-        family(
-            &mut s,
-            "generated_total",
-            "counter",
-            "Frames generated by the switch, by kind.",
-            Generated::ALL
-                .iter()
-                .map(|r| (format!("kind=\"{}\"", r.name()), c.generated[r.index()]))
-                .collect(),
-        );
-        family(
-            &mut s,
-            "handoff_replies_total",
-            "counter",
-            "Hand-off requests answered, by reply code.",
-            ReplyCode::ALL
-                .iter()
-                .map(|r| (format!("code=\"{}\"", r.name()), c.handoffs[r.index()]))
-                .collect(),
-        );
-        family(
-            &mut s,
-            "handoffs_completed_total",
-            "counter",
-            "Hand-offs whose old legs were retired.",
-            vec![(String::new(), c.handoffs_completed)],
-        );
-        family(
-            &mut s,
-            "handoffs_rolled_back_total",
-            "counter",
-            "Hand-offs rolled back.",
-            vec![(String::new(), c.handoffs_rolled_back)],
-        );
-        family(
-            &mut s,
-            "sprayed_total",
-            "counter",
-            "Connections sprayed, per back-end index.",
-            (0..ports.saturating_sub(1).max(1))
-                .map(|i| {
-                    (
-                        format!("backend=\"{i}\""),
-                        c.sprayed.get(i).copied().unwrap_or(0),
-                    )
-                })
-                .collect(),
-        );
-        let per_service = |a: &[u64]| -> Vec<(String, u64)> {
-            self.services
-                .iter()
-                .enumerate()
-                .map(|(i, sv)| {
-                    (
-                        format!("port=\"{}\",mode=\"{}\"", sv.port, sv.mode.name()),
-                        a.get(i).copied().unwrap_or(0),
-                    )
-                })
-                .collect()
-        };
-        family(
-            &mut s,
-            "service_sprayed_total",
-            "counter",
-            "Connections sprayed, per service on the VIP.",
-            per_service(&c.sprayed_by_service),
-        );
-        family(
-            &mut s,
-            "service_handoffs_total",
-            "counter",
-            "Hand-offs accepted, per service on the VIP.",
-            per_service(&c.handoffs_by_service),
-        );
-        family(
-            &mut s,
-            "tracked_routed_total",
-            "counter",
-            "Routed connections tracked.",
-            vec![(String::new(), c.tracked_routed)],
-        );
-        family(
-            &mut s,
-            "flows_expired_total",
-            "counter",
-            "Flow entries removed by expiry.",
-            vec![(String::new(), c.expired)],
-        );
-        family(
-            &mut s,
-            "flows_closed_total",
-            "counter",
-            "Flow entries removed after TIME-WAIT (or on reopening, recycling, reset).",
-            vec![(String::new(), c.closed)],
-        );
-        family(
-            &mut s,
-            "flow_events_total",
-            "counter",
-            "Flow and hand-off life-cycle events (knits_core::counters::FlowEvent).",
-            FlowEvent::ALL
-                .iter()
-                .map(|e| (format!("event=\"{}\"", e.name()), c.events[e.index()]))
-                .collect(),
-        );
-        family(
-            &mut s,
-            "flows",
-            "gauge",
-            "Flow table entries in use.",
-            per_shard(vec![(String::new(), self.flows as u64)], |sh| {
-                sh.flows as u64
-            }),
-        );
-        family(
-            &mut s,
-            "flow_capacity",
-            "gauge",
-            "Flow table capacity.",
-            per_shard(vec![(String::new(), self.flow_capacity as u64)], |sh| {
-                sh.flow_capacity as u64
-            }),
-        );
-        family(
-            &mut s,
-            "splice_sessions",
-            "gauge",
-            "Splice sessions in use.",
-            per_shard(vec![(String::new(), self.sessions as u64)], |sh| {
-                sh.sessions as u64
-            }),
-        );
-        family(
-            &mut s,
-            "splice_session_capacity",
-            "gauge",
-            "Splice session capacity.",
-            per_shard(vec![(String::new(), self.session_capacity as u64)], |sh| {
-                sh.session_capacity as u64
-            }),
-        );
-        let host = |f: fn(&PortStats) -> u64| -> Vec<(String, u64)> {
-            self.ports
-                .iter()
-                .enumerate()
-                .map(|(i, p)| (format!("port=\"{i}\",interface=\"{}\"", p.name), f(p)))
-                .collect()
-        };
-        family(
-            &mut s,
-            "host_rx_bytes_total",
-            "counter",
-            "Bytes read from the port's TAP.",
-            host(|p| p.rx_bytes),
-        );
-        family(
-            &mut s,
-            "host_tx_frames_total",
-            "counter",
-            "Frames written to the port's TAP.",
-            host(|p| p.tx_frames),
-        );
-        family(
-            &mut s,
-            "host_tx_bytes_total",
-            "counter",
-            "Bytes written to the port's TAP.",
-            host(|p| p.tx_bytes),
-        );
-        family(
-            &mut s,
-            "host_rx_gso_frames_total",
-            "counter",
-            "TSO/GSO frames read.",
-            host(|p| p.rx_gso),
-        );
-        family(
-            &mut s,
-            "host_rx_errors_total",
-            "counter",
-            "Failed or short TAP reads.",
-            host(|p| p.rx_errors),
-        );
-        family(
-            &mut s,
-            "host_tx_errors_total",
-            "counter",
-            "Failed TAP writes.",
-            host(|p| p.tx_errors),
-        );
-        family(
-            &mut s,
-            "host_tx_rst_total",
-            "counter",
-            "TCP RST segments written to the port.",
-            host(|p| p.tx_rst),
-        );
-        let mut faults = Vec::new();
-        for (i, p) in self.ports.iter().enumerate() {
-            for (dir, f) in [("in", &p.faults_in), ("out", &p.faults_out)] {
-                for (kind, n) in [
-                    ("lost", f.dropped),
-                    ("duplicated", f.duplicated),
-                    ("reordered", f.reordered),
-                    ("corrupted", f.corrupted),
-                ] {
-                    faults.push((
-                        format!("port=\"{i}\",direction=\"{dir}\",fault=\"{kind}\""),
-                        n,
-                    ));
-                }
-            }
-        }
-        family(
-            &mut s,
-            "host_faults_injected_total",
-            "counter",
-            "Faults injected, per port and direction.",
-            faults,
-        );
-        family(
-            &mut s,
-            "host_pcap_frames_total",
-            "counter",
-            "Frames written to the pcap file.",
-            vec![(String::new(), self.pcap_frames)],
-        );
-        if !shards.is_empty() {
-            family(
-                &mut s,
-                "shard_frames_processed_total",
-                "counter",
-                "Frames a shard's core processed (read from its queues or handed over to it).",
-                per_shard(Vec::new(), |sh| sh.processed),
-            );
-            family(
-                &mut s,
-                "shard_frames_handed_over_total",
-                "counter",
-                "Frames a shard read for another shard and handed over.",
-                per_shard(Vec::new(), |sh| sh.handed_over),
-            );
-            family(
-                &mut s,
-                "shard_frames_lost_total",
-                "counter",
-                "Frames a shard lost because the owner shard's channel was full.",
-                per_shard(Vec::new(), |sh| sh.lost),
-            );
-        }
-        s
-    }
-}
-
-/// Where the stats server listens.
-#[derive(Debug, Clone, Default)]
-pub struct ServerConfig {
-    /// HTTP (Prometheus) address; refuses anything but loopback.
-    pub http: Option<SocketAddr>,
-    /// Unix socket for `knits-host stats`.
-    pub unix: Option<PathBuf>,
-}
-
-/// The unix socket path of the switch of run `prefix`.
-pub fn socket_path(prefix: &str) -> PathBuf {
-    PathBuf::from(format!("/run/knits/{prefix}.sock"))
-}
-
-/// A running stats server; dropping it stops the threads and removes the unix socket.
-#[derive(Debug)]
-pub struct Server {
-    stop: Arc<AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-    unix: Option<PathBuf>,
-    /// The HTTP address actually bound (port 0 picks one).
-    pub http_addr: Option<SocketAddr>,
-}
-
-fn answer_http(mut conn: std::net::TcpStream, snap: &Mutex<Snapshot>) -> io::Result<()> {
-    conn.set_read_timeout(Some(Duration::from_secs(2)))?;
-    let mut r = BufReader::new(conn.try_clone()?);
-    let mut first = String::new();
-    r.read_line(&mut first)?;
-    loop {
-        let mut l = String::new();
-        if r.read_line(&mut l)? == 0 || l == "\r\n" || l == "\n" {
-            break;
-        }
-    }
-    let path = first.split_whitespace().nth(1).unwrap_or("/");
-    let (status, body) = if path == "/metrics" || path == "/" {
-        (
-            "200 OK",
-            snap.lock().map(|s| s.prometheus()).unwrap_or_default(),
-        )
-    } else if path == "/stats" {
-        ("200 OK", snap.lock().map(|s| s.table()).unwrap_or_default())
-    } else {
-        ("404 Not Found", "try /metrics or /stats\n".to_string())
-    };
-    write!(
-        conn,
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-}
-
-fn answer_unix(conn: UnixStream, snap: &Mutex<Snapshot>) -> io::Result<()> {
-    conn.set_read_timeout(Some(Duration::from_secs(2)))?;
-    let mut line = String::new();
-    BufReader::new(&conn).read_line(&mut line)?;
-    let body = match line.trim() {
-        "prom" => snap.lock().map(|s| s.prometheus()).unwrap_or_default(),
-        _ => snap.lock().map(|s| s.table()).unwrap_or_default(),
-    };
-    (&conn).write_all(body.as_bytes())
-}
-
-impl Server {
-    /// Starts the listeners that `cfg` names.
-    pub fn start(cfg: &ServerConfig, snap: Arc<Mutex<Snapshot>>) -> io::Result<Server> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut threads = Vec::new();
-        let mut http_addr = None;
-        if let Some(addr) = cfg.http {
-            if !addr.ip().is_loopback() {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("metrics address {addr} is not a loopback address; use 127.0.0.1:PORT"),
-                ));
-            }
-            let l = TcpListener::bind(addr).map_err(|e| {
-                io::Error::new(e.kind(), format!("metrics listener on {addr}: {e}"))
-            })?;
-            l.set_nonblocking(true)?;
-            http_addr = Some(l.local_addr()?);
-            let (stop, snap) = (stop.clone(), snap.clone());
-            threads.push(std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    match l.accept() {
-                        Ok((c, _)) => {
-                            let _ = c.set_nonblocking(false);
-                            let _ = answer_http(c, &snap);
-                        }
-                        Err(_) => std::thread::sleep(Duration::from_millis(50)),
-                    }
-                }
-            }));
-        }
-        let mut unix = None;
-        if let Some(path) = &cfg.unix {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            let _ = std::fs::remove_file(path);
-            let l = UnixListener::bind(path).map_err(|e| {
-                io::Error::new(e.kind(), format!("stats socket {}: {e}", path.display()))
-            })?;
-            l.set_nonblocking(true)?;
-            unix = Some(path.clone());
-            let (stop, snap) = (stop.clone(), snap.clone());
-            threads.push(std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    match l.accept() {
-                        Ok((c, _)) => {
-                            let _ = c.set_nonblocking(false);
-                            let _ = answer_unix(c, &snap);
-                        }
-                        Err(_) => std::thread::sleep(Duration::from_millis(50)),
-                    }
-                }
-            }));
-        }
-        Ok(Server {
-            stop,
-            threads,
-            unix,
-            http_addr,
-        })
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-        if let Some(p) = &self.unix {
-            let _ = std::fs::remove_file(p);
-        }
-    }
-}
-
-/// Asks the switch behind the unix socket `path` for its table (`prom` false) or Prometheus text.
-pub fn query(path: &Path, prom: bool) -> io::Result<String> {
-    let mut c = UnixStream::connect(path).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("no switch answers on {}: {e} (is `knits-host cluster up` running with that prefix?)", path.display()),
-        )
-    })?;
-    c.write_all(if prom { b"prom\n" } else { b"table\n" })?;
-    c.shutdown(std::net::Shutdown::Write)?;
-    let mut s = String::new();
-    c.read_to_string(&mut s)?;
-    Ok(s)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::{Arc, Mutex};
 
     fn snap() -> Snapshot {
         let mut s = Snapshot {
@@ -892,6 +462,18 @@ mod tests {
             session_capacity: 1024,
             ..Default::default()
         };
+        s.services = vec![
+            knits_core::config::Service {
+                port: 80,
+                mode: knits_core::config::ServiceMode::Http,
+            },
+            knits_core::config::Service {
+                port: 443,
+                mode: knits_core::config::ServiceMode::Tls,
+            },
+        ];
+        s.core.sprayed_by_service[1] = 4;
+        s.core.handoffs_by_service[1] = 3;
         s.core.rx_frames[0] = 10;
         s.core.tx_frames[1] = 9;
         s.core.drops[DropReason::TcpBadChecksum.index()] = 2;
@@ -933,12 +515,15 @@ mod tests {
     }
 
     fn well_formed(p: &str) {
-        let mut declared = std::collections::HashSet::new();
+        let mut declared = std::collections::HashMap::new();
+        assert_eq!(p.lines().last(), Some("# EOF"));
         for line in p.lines() {
             if let Some(rest) = line.strip_prefix("# TYPE ") {
                 let mut it = rest.split_whitespace();
-                declared.insert(it.next().unwrap().to_string());
-                assert!(matches!(it.next(), Some("counter" | "gauge")));
+                let name = it.next().unwrap().to_string();
+                let kind = it.next().unwrap();
+                assert!(matches!(kind, "counter" | "gauge"));
+                assert!(declared.insert(name, kind).is_none(), "{line} twice");
                 continue;
             }
             if line.starts_with('#') {
@@ -946,8 +531,13 @@ mod tests {
             }
             let (name, value) = line.rsplit_once(' ').unwrap();
             value.parse::<u64>().unwrap();
-            let family = name.split('{').next().unwrap();
-            assert!(declared.contains(family), "undeclared {family}");
+            let sample = name.split('{').next().unwrap();
+            // OpenMetrics: a counter family `x` has the samples `x_total`.
+            let family = match sample.strip_suffix("_total") {
+                Some(f) if declared.get(f) == Some(&"counter") => f,
+                _ => sample,
+            };
+            assert!(declared.contains_key(family), "undeclared {sample}");
             assert!(
                 family
                     .chars()
@@ -963,6 +553,70 @@ mod tests {
         for r in DropReason::ALL {
             assert!(p.contains(&format!("reason=\"{}\"", r.name())));
         }
+    }
+
+    /// The sample names and label names of today's exposition, in order (the label values come
+    /// from the core's `name()`s and the configuration). Scrapers store these; a change here is a
+    /// change to every dashboard.
+    #[test]
+    fn prometheus_series_names_and_labels_are_pinned() {
+        let p = sharded().prometheus();
+        let mut shapes: Vec<String> = Vec::new();
+        for line in p.lines().filter(|l| !l.starts_with('#')) {
+            let (series, _) = line.rsplit_once(' ').unwrap();
+            let (name, labels) = series.split_once('{').unwrap_or((series, ""));
+            let keys: Vec<&str> = labels
+                .split(',')
+                .filter_map(|kv| kv.split_once('=').map(|(k, _)| k))
+                .collect();
+            let shape = if keys.is_empty() {
+                name.to_string()
+            } else {
+                format!("{name}{{{}}}", keys.join(","))
+            };
+            if !shapes.contains(&shape) {
+                shapes.push(shape);
+            }
+        }
+        let want = [
+            "knits_rx_frames_total{port}",
+            "knits_tx_frames_total{port}",
+            "knits_drops_total{reason}",
+            "knits_drops_total{shard,reason}",
+            "knits_local_total{kind}",
+            "knits_generated_total{kind}",
+            "knits_handoff_replies_total{code}",
+            "knits_handoffs_completed_total",
+            "knits_handoffs_rolled_back_total",
+            "knits_sprayed_total{backend}",
+            "knits_service_sprayed_total{port,mode}",
+            "knits_service_handoffs_total{port,mode}",
+            "knits_tracked_routed_total",
+            "knits_flows_expired_total",
+            "knits_flows_closed_total",
+            "knits_flow_events_total{event}",
+            "knits_flows",
+            "knits_flows{shard}",
+            "knits_flow_capacity",
+            "knits_flow_capacity{shard}",
+            "knits_splice_sessions",
+            "knits_splice_sessions{shard}",
+            "knits_splice_session_capacity",
+            "knits_splice_session_capacity{shard}",
+            "knits_host_rx_bytes_total{port,interface}",
+            "knits_host_tx_frames_total{port,interface}",
+            "knits_host_tx_bytes_total{port,interface}",
+            "knits_host_rx_gso_frames_total{port,interface}",
+            "knits_host_rx_errors_total{port,interface}",
+            "knits_host_tx_errors_total{port,interface}",
+            "knits_host_tx_rst_total{port,interface}",
+            "knits_host_faults_injected_total{port,direction,fault}",
+            "knits_host_pcap_frames_total",
+            "knits_shard_frames_processed_total{shard}",
+            "knits_shard_frames_handed_over_total{shard}",
+            "knits_shard_frames_lost_total{shard}",
+        ];
+        assert_eq!(shapes, want, "{p}");
     }
 
     /// `snap()` as the sum of two shards.
@@ -1081,6 +735,7 @@ mod tests {
 
     #[test]
     fn server_answers_http_and_unix() {
+        use std::io::{Read, Write};
         let dir = std::env::temp_dir().join(format!("knits-stats-{}", std::process::id()));
         let sock = dir.join("s.sock");
         let shared = Arc::new(Mutex::new(snap()));
@@ -1094,7 +749,7 @@ mod tests {
         .unwrap();
         let addr = srv.http_addr.unwrap();
         let mut c = std::net::TcpStream::connect(addr).unwrap();
-        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             .unwrap();
         let mut body = String::new();
         c.read_to_string(&mut body).unwrap();
