@@ -360,13 +360,12 @@ fn https_by_server_name_and_a_plain_l4_service() {
     drop(procs);
 }
 
-/// Two connections from one client port right after each other, for names of different
-/// owners. Ignored: the second connection's hand-off is sometimes refused
-/// (`anchors_out_of_range`; the proxy then relays it locally and curl sees another node's
-/// certificate) or the connection stalls until curl's time-out, while the same sequence on
-/// port 80 passes; reported to the knits-core side (issue 17).
+/// Connections from one client port right after each other, for names of different owners.
+/// curl ends each TLS connection with its close_notify and a RST right behind it, before the
+/// node has acknowledged the close_notify: the switch must take that RST (at the client's own
+/// next sequence number) as closing the connection, or the next SYN on the tuple counts as a
+/// retransmission of the old connection and its hand-off is refused `anchors_out_of_range`.
 #[test]
-#[ignore = "knits-core: a reused client port's TLS hand-off is refused or stalls (issue 17 report)"]
 fn a_reused_client_port_reaches_each_owner() {
     if !common::root_or_skip("a_reused_client_port_reaches_each_owner") {
         return;

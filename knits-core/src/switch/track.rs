@@ -130,6 +130,9 @@ impl FlowSlot {
                 *p = port;
             }
         }
+        // Everything the sender had sent before this segment: a RST there is its own next
+        // sequence number (see `exact_rst` below).
+        let sent = me.has(dirflag::SYN).then_some(me.nxt);
         me.advance(seg);
         if seg.fin() && !me.has(dirflag::FIN) {
             me.flags |= dirflag::FIN;
@@ -138,7 +141,13 @@ impl FlowSlot {
         if other.has(dirflag::FIN) && me.has(dirflag::ACKED) && me.ack.ge(other.nxt) {
             other.flags |= dirflag::FIN_ACKED;
         }
-        let exact_rst = seg.rst() && (!other.has(dirflag::ACKED) || seg.seq == other.ack);
+        // Only an exact RST moves the state (RFC 5961 3.2): at the receiver's next expected
+        // sequence number as its last ACK said, or at the sender's own next sequence number
+        // (everything it sent, which the receiver may hold without having acknowledged it
+        // yet: a client's close_notify and RST in a row). Either takes the whole 32-bit
+        // number to forge; an in-window RST that is neither is passed on and changes nothing.
+        let exact_rst = seg.rst()
+            && (!other.has(dirflag::ACKED) || seg.seq == other.ack || Some(seg.seq) == sent);
         let both_syn = me.has(dirflag::SYN) && other.has(dirflag::SYN);
         let fins = me.has(dirflag::FIN) as u8 + other.has(dirflag::FIN) as u8;
         let fins_acked = me.has(dirflag::FIN_ACKED) && other.has(dirflag::FIN_ACKED);
@@ -173,8 +182,10 @@ impl DirState {
     /// direction's sender moves (its SYN, if any, already recorded).
     #[inline]
     fn advance(&mut self, seg: &Seg) {
+        // A RST occupies no sequence space: it never moves `nxt` (which would let one RST
+        // make the next one look exact).
         let end = seg.seq.add(seg.seq_len());
-        if self.has(dirflag::SYN) && end.gt(self.nxt) {
+        if self.has(dirflag::SYN) && !seg.rst() && end.gt(self.nxt) {
             self.nxt = end;
         }
         if seg.ackf() && (!self.has(dirflag::ACKED) || seg.ack.gt(self.ack)) {
@@ -187,5 +198,97 @@ impl DirState {
             self.ts_in = seg.opts.tsval;
         }
         self.win = seg.win;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::seq::SeqNumber;
+    use crate::table::FlowKey;
+    use crate::wire::field::tcp;
+
+    fn seg(flags: u8, seq: u32, ack: u32, len: u32) -> Seg {
+        Seg {
+            key: FlowKey::default(),
+            seq: SeqNumber(seq),
+            ack: SeqNumber(ack),
+            flags,
+            len,
+            win: 1000,
+            ..Seg::default()
+        }
+    }
+
+    /// A connection through its handshake and one request: client ISN 100, server ISN 500.
+    fn established() -> FlowSlot {
+        let mut f = FlowSlot::default();
+        f.track(Dir::Orig, 0, 1, &seg(tcp::SYN, 100, 0, 0));
+        f.track(
+            Dir::Reply,
+            1,
+            1,
+            &seg(tcp::SYN | tcp::ACK_FLAG, 500, 101, 0),
+        );
+        f.track(Dir::Orig, 0, 1, &seg(tcp::ACK_FLAG, 101, 501, 0));
+        f.track(
+            Dir::Orig,
+            0,
+            1,
+            &seg(tcp::ACK_FLAG | tcp::PSH, 101, 501, 50),
+        );
+        f.track(Dir::Reply, 1, 1, &seg(tcp::ACK_FLAG, 501, 151, 0));
+        assert_eq!(f.state, TcpState::Established);
+        f
+    }
+
+    /// A client that sends its last bytes and a RST right behind them (curl after a TLS
+    /// close_notify) closes the connection although the server has not acknowledged those
+    /// bytes: the RST is at the client's own next sequence number. Without this a reused
+    /// tuple's next SYN counted as a retransmission of the old connection.
+    #[test]
+    fn a_rst_right_behind_unacknowledged_bytes_closes() {
+        let mut f = established();
+        f.track(
+            Dir::Orig,
+            0,
+            2,
+            &seg(tcp::ACK_FLAG | tcp::PSH, 151, 501, 31),
+        );
+        f.track(Dir::Orig, 0, 2, &seg(tcp::ACK_FLAG | tcp::RST, 182, 501, 0));
+        assert_eq!(f.state, TcpState::TimeWait);
+    }
+
+    /// An in-window RST that is neither at the receiver's acknowledgment nor at the sender's
+    /// next sequence number changes nothing (RFC 5961 3.2), before or after other data.
+    #[test]
+    fn an_inexact_rst_changes_nothing() {
+        for rst_seq in [160, 200, 140] {
+            let mut f = established();
+            f.track(
+                Dir::Orig,
+                0,
+                2,
+                &seg(tcp::ACK_FLAG | tcp::PSH, 151, 501, 31),
+            );
+            // Twice: the first must not make the second look exact.
+            f.track(
+                Dir::Orig,
+                0,
+                2,
+                &seg(tcp::ACK_FLAG | tcp::RST, rst_seq, 501, 0),
+            );
+            f.track(
+                Dir::Orig,
+                0,
+                2,
+                &seg(tcp::ACK_FLAG | tcp::RST, rst_seq, 501, 0),
+            );
+            assert_eq!(f.state, TcpState::Established, "RST at {rst_seq}");
+        }
+        // At the server's acknowledgment it is exact, as before.
+        let mut f = established();
+        f.track(Dir::Orig, 0, 2, &seg(tcp::ACK_FLAG | tcp::RST, 151, 501, 0));
+        assert_eq!(f.state, TcpState::TimeWait);
     }
 }
