@@ -613,6 +613,13 @@ pub fn machine() -> Vec<(String, String)> {
     ]
 }
 
+/// A scenario's request sequence at 1 KiB for the report: `n1, n1`.
+fn paths_of(name: &str, n: usize) -> String {
+    crate::scenario::by_name(name)
+        .map(|s| sequence(s, 1024, n).join(", "))
+        .unwrap_or_default()
+}
+
 /// Writes runs.csv, points.csv, handoff.csv, the figures and results.md into `o.out`.
 pub fn write_outputs(
     o: &Options,
@@ -691,10 +698,10 @@ pub fn write_outputs(
             o.seq_requests
         );
         md += &format!(
-            "KNITS-Handoff-1 hands every connection off at its first request (n1 to n2); KNITS-Handoff-2 at its first and its second (n1 to n2 to n3). wrk's latency starts when a request is written, so the connection's handshake is outside it; its throughput includes it. Paths per connection: knits {:?}, knits-h1 {:?}, knits-h2 {:?} (1 KiB shown).\n\n",
-            crate::scenario::by_name("knits").map(|s| sequence(s, 1024, o.seq_requests)),
-            crate::scenario::by_name("knits-h1").map(|s| sequence(s, 1024, o.seq_requests)),
-            crate::scenario::by_name("knits-h2").map(|s| sequence(s, 1024, o.seq_requests)),
+            "KNITS-Handoff-1 hands every connection off at its first request (n1 to n2); KNITS-Handoff-2 at its first and its second (n1 to n2 to n3). wrk's latency starts when a request is written, so the connection's handshake is outside it; its throughput includes it. Paths per connection: knits {}, knits-h1 {}, knits-h2 {} (1 KiB shown).\n\n",
+            paths_of("knits", o.seq_requests),
+            paths_of("knits-h1", o.seq_requests),
+            paths_of("knits-h2", o.seq_requests),
         );
         md += "Response throughput, Mbit/s\n\n";
         md += &report::matrix(&points, Measure::Seq, |p| &p.mbit_s);
