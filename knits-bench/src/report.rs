@@ -850,6 +850,27 @@ pub fn seq_handoff_cost(points: &[Point], seq: usize) -> Vec<(u64, f64, f64)> {
         .collect()
 }
 
+/// What one hand-off adds at the client's p50, from the request sequences: with sequences of
+/// two, every knits-h2 request causes one hand-off (n1 to n2, then n2 to n3) and no knits
+/// request does, so per size the difference of their p50 latencies is one hand-off's cost at
+/// the median, untouched by the rare long stalls that move the means. Empty for other sequence
+/// lengths (a third knits-h2 request does not move the connection again).
+pub fn seq_handoff_p50(points: &[Point], seq: usize) -> Vec<(u64, f64)> {
+    if seq != 2 {
+        return Vec::new();
+    }
+    let p50 = |s: &str, z| {
+        find(points, s, Measure::Seq, z)
+            .and_then(|p| p.p50_us)
+            .map_or(f64::NAN, |t| t.mean)
+    };
+    sizes_of(points, Measure::Seq)
+        .into_iter()
+        .map(|z| (z, p50("knits-h2", z) - p50("knits", z)))
+        .filter(|(_, d)| !d.is_nan())
+        .collect()
+}
+
 /// [`seq_handoff_cost`] as a table, with the paper's 64 KB values beside it.
 pub fn seq_handoff_table(points: &[Point], seq: usize) -> String {
     let mut rows: Vec<Vec<String>> = seq_handoff_cost(points, seq)
@@ -939,38 +960,50 @@ pub fn targets(points: &[Point], handoffs: &[HandoffPoint], seq: usize) -> Vec<T
         measured: list(&lat),
         verdict: verdict((!lat.is_empty()).then(|| lat.iter().all(|(_, r)| *r <= 1.2))),
     });
-    // 2. Hand-off latency.
+    // 2. Hand-off latency. Judged on the client's p50: the mean of a loaded machine's runs is
+    // dominated by rare stalls of 40 ms and more (docs/benchmarks.md, "The 40 ms stalls"), which
+    // a difference of two means turns into noise of either sign. The mean stays in the text.
     for h in handoffs {
-        let added = h.added_mean_us.map(|t| t.mean);
+        let added = h.added_p50_us.map(|t| t.mean);
         v.push(Target {
             target: format!(
-                "each hand-off adds <= 100 µs to its request ({})",
+                "each hand-off adds <= 100 µs to its request ({}, client p50)",
                 h.scenario
             ),
             measured: format!(
-                "client mean +{} µs (p50 +{} µs); proxy decision to acceptance mean {} µs",
+                "client p50 +{} µs (mean +{} µs); proxy decision to acceptance mean {} µs",
                 added.map_or("-".into(), num),
-                h.added_p50_us.map_or("-".into(), |t| num(t.mean)),
+                h.added_mean_us.map_or("-".into(), |t| num(t.mean)),
                 h.proxy_mean_us.map_or("-".into(), |t| num(t.mean)),
             ),
-            verdict: verdict(added.map(|a| a <= 100.0)),
+            verdict: verdict(added.and_then(nan_none).map(|a| a <= 100.0)),
         });
     }
+    let by_p50 = seq_handoff_p50(points, seq);
     let cost = seq_handoff_cost(points, seq);
-    if !cost.is_empty() {
+    if !by_p50.is_empty() || !cost.is_empty() {
+        let p50_text = by_p50
+            .iter()
+            .map(|(z, a)| format!("{} +{} µs", size_label(*z), num(*a)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mean_text = cost
+            .iter()
+            .map(|(z, a, b)| format!("{} +{} / +{} µs", size_label(*z), num(*a), num(*b)))
+            .collect::<Vec<_>>()
+            .join(", ");
         v.push(Target {
             target: format!(
-                "each hand-off adds <= 100 µs to its request (request sequences of {seq}, mean latency: first / second hand-off)"
+                "each hand-off adds <= 100 µs to its request (request sequences of {seq}: knits-h2 p50 − knits p50, every knits-h2 request causing one hand-off)"
             ),
-            measured: cost
-                .iter()
-                .map(|(z, a, b)| format!("{} +{} / +{} µs", size_label(*z), num(*a), num(*b)))
-                .collect::<Vec<_>>()
-                .join(", "),
-            verdict: verdict(Some(
-                cost.iter()
-                    .all(|(_, a, b)| [a, b].iter().all(|x| x.is_nan() || **x <= 100.0)),
-            )),
+            measured: format!(
+                "p50: {}; the paper's way, means (first / second hand-off): {}",
+                if p50_text.is_empty() { "- (needs sequences of 2)".into() } else { p50_text },
+                if mean_text.is_empty() { "-".into() } else { mean_text },
+            ),
+            verdict: verdict(
+                (!by_p50.is_empty()).then(|| by_p50.iter().all(|(_, a)| *a <= 100.0)),
+            ),
         });
     }
     let after: Vec<(u64, f64)> = serial
@@ -1215,6 +1248,17 @@ mod tests {
         let seq = tg.iter().find(|t| t.target.contains("sequences")).unwrap();
         assert_eq!(seq.verdict, "missed");
         assert!(seq.measured.contains("+120 / +280"), "{}", seq.measured);
+        // The verdict is the p50's: knits-h2 200 µs above knits per request (one hand-off each).
+        assert!(
+            seq.measured.contains("p50: 64 KiB +200 µs"),
+            "{}",
+            seq.measured
+        );
+        assert_eq!(seq_handoff_p50(&p, 2), [(65536, 200.0)]);
+        assert!(
+            seq_handoff_p50(&p, 3).is_empty(),
+            "a third request moves nothing"
+        );
         let h2 = find(&p, "knits-h2", Measure::Seq, 65536).unwrap();
         assert_eq!(h2.handoffs_per_connection(), 2.0);
         let ph = handoff_phases_table(&p);
@@ -1284,6 +1328,28 @@ mod tests {
         let t = targets(&[], &h, 2);
         let ho = t.iter().find(|t| t.target.contains("100 µs")).unwrap();
         assert_eq!(ho.verdict, "missed");
+        // Judged on the p50, not the mean: a few 40 ms stalls in the hand-off run move the mean
+        // by thousands of µs and leave the p50 where the hand-off put it.
+        let stalled = vec![HandoffRun {
+            scenario: "knits-h1".into(),
+            run: 1,
+            base: w(300.0),
+            moved: WrkResult {
+                lat_mean_us: 2300.0,
+                lat_p50_us: 380.0,
+                ..w(0.0)
+            },
+            proxy: Default::default(),
+        }];
+        let t = targets(&[], &summarize_handoffs(&stalled), 2);
+        let ho = t.iter().find(|t| t.target.contains("100 µs")).unwrap();
+        assert_eq!(ho.verdict, "met", "{ho:?}");
+        assert!(
+            ho.measured
+                .starts_with("client p50 +80.0 µs (mean +2,000 µs)"),
+            "{}",
+            ho.measured
+        );
         assert!(handoff_table(&h).contains("| knits-h1 |"));
         assert_eq!(handoff_csv(&h).lines().count(), 2);
     }

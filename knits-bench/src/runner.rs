@@ -705,7 +705,9 @@ pub fn write_outputs(
         );
         md += "Response throughput, Mbit/s\n\n";
         md += &report::matrix(&points, Measure::Seq, |p| &p.mbit_s);
-        md += "\nMean latency, µs (the paper's Fig. 7 is a mean)\n\n";
+        md += "\nLatency p50, µs (with sequences of 2, every knits-h2 request causes one hand-off: its p50 minus knits's is one hand-off at the median, the figure the targets judge)\n\n";
+        md += &report::matrix(&points, Measure::Seq, |p| &p.p50_us);
+        md += "\nMean latency, µs (the paper's Fig. 7 is a mean; here rare 40 ms stalls move it, see docs/benchmarks.md)\n\n";
         md += &report::matrix(&points, Measure::Seq, |p| &p.mean_us);
         md += "\nLatency p99, µs\n\n";
         md += &report::matrix(&points, Measure::Seq, |p| &p.p99_us);
