@@ -202,6 +202,39 @@ pub fn sequence(s: &Scenario, size: u64, n: usize) -> Vec<String> {
         .collect()
 }
 
+/// How many hand-offs the switch should accept in one wrk run of KNITS scenario `s` that
+/// opened `connections` connections, and by how much the count may differ: `(expected, slack)`.
+/// Every connection lands on node 1 and moves once per change of owner among its requests: 0,
+/// 1 or 2 times (KNITS-Handoff-2 needs two requests: with sequences of one it moves once). A
+/// serialized run is one connection and must match exactly; elsewhere the connection open when
+/// wrk stops may have moved without finishing a request (one sequence's moves of slack). A run
+/// outside that is named in the report's notes (tests/handoff2.rs checks the same through a
+/// cluster).
+pub fn expected_handoffs(
+    s: &Scenario,
+    measure: Measure,
+    connections: f64,
+    seq_requests: usize,
+) -> Option<(f64, f64)> {
+    if !matches!(s.topology, Topology::Knits { .. }) {
+        return None;
+    }
+    let per_connection = match (s.moves, measure) {
+        (Moves::None, _) => 0.0,
+        (Moves::One, _) => 1.0,
+        (Moves::Two, Measure::Seq) => seq_requests.min(2) as f64,
+        // One request per connection cannot move twice (the plan does not run these).
+        (Moves::Two, Measure::Cps) => 1.0,
+        (Moves::Two, _) => 2.0,
+    };
+    let slack = if measure == Measure::Serial {
+        0.0
+    } else {
+        per_connection
+    };
+    Some((per_connection * connections, slack))
+}
+
 /// Everything measured.
 #[derive(Debug, Default)]
 pub struct Results {
@@ -405,6 +438,18 @@ impl Ctx<'_> {
                     std::thread::sleep(SNAPSHOT_WAIT);
                 }
                 let handoffs = self.note_handoffs(scenario.name);
+                if let Some((want, slack)) =
+                    expected_handoffs(scenario, *measure, connections, self.o.seq_requests)
+                    && (handoffs as f64 - want).abs() > slack + 1e-9
+                {
+                    self.res.notes.push(format!(
+                        "{scenario} {} {} run {run}: the switch accepted {handoffs} hand-offs over {} client connections, expected {} (± {slack})",
+                        measure.name(),
+                        size_label(*size),
+                        report::num(connections),
+                        report::num(want),
+                    ));
+                }
                 self.res.runs.push(Run {
                     scenario: scenario.name.to_string(),
                     measure: *measure,
@@ -825,6 +870,25 @@ mod tests {
             ["/obj/n1/s64", "/obj/n1/s64"]
         );
         assert!(!measures_handoff(s("knits-h2")));
+    }
+
+    #[test]
+    fn expected_handoffs_per_scenario_and_measure() {
+        let s = |n| crate::scenario::by_name(n).unwrap();
+        let e = |n, m, c| expected_handoffs(s(n), m, c, 2);
+        assert_eq!(e("knits-h2", Measure::Serial, 1.0), Some((2.0, 0.0)));
+        assert_eq!(e("knits-h2", Measure::Seq, 100.5), Some((201.0, 2.0)));
+        assert_eq!(
+            expected_handoffs(s("knits-h2"), Measure::Seq, 10.0, 1),
+            Some((10.0, 1.0))
+        );
+        assert_eq!(e("knits-h1", Measure::Serial, 1.0), Some((1.0, 0.0)));
+        assert_eq!(e("knits-h1-pool", Measure::Cps, 500.0), Some((500.0, 1.0)));
+        assert_eq!(e("knits-h1", Measure::Concurrent, 64.0), Some((64.0, 1.0)));
+        assert_eq!(e("knits", Measure::Seq, 300.0), Some((0.0, 0.0)));
+        assert_eq!(e("knits-nooffload", Measure::Serial, 1.0), Some((0.0, 0.0)));
+        assert_eq!(e("haproxy", Measure::Serial, 1.0), None);
+        assert_eq!(e("proxy-alone", Measure::Cps, 9.0), None);
     }
 
     #[test]
