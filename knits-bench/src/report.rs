@@ -912,6 +912,15 @@ fn verdict(ok: Option<bool>) -> &'static str {
     }
 }
 
+/// A difference for people: `+120`, `-4,455` (never `+-4,455`), `-` for NaN.
+pub fn signed(x: f64) -> String {
+    if x >= 0.0 {
+        format!("+{}", num(x))
+    } else {
+        num(x)
+    }
+}
+
 fn nan_none(x: f64) -> Option<f64> {
     if x.is_nan() { None } else { Some(x) }
 }
@@ -971,9 +980,9 @@ pub fn targets(points: &[Point], handoffs: &[HandoffPoint], seq: usize) -> Vec<T
                 h.scenario
             ),
             measured: format!(
-                "client p50 +{} µs (mean +{} µs); proxy decision to acceptance mean {} µs",
-                added.map_or("-".into(), num),
-                h.added_mean_us.map_or("-".into(), |t| num(t.mean)),
+                "client p50 {} µs (mean {} µs); proxy decision to acceptance mean {} µs",
+                added.map_or("-".into(), signed),
+                h.added_mean_us.map_or("-".into(), |t| signed(t.mean)),
                 h.proxy_mean_us.map_or("-".into(), |t| num(t.mean)),
             ),
             verdict: verdict(added.and_then(nan_none).map(|a| a <= 100.0)),
@@ -984,12 +993,12 @@ pub fn targets(points: &[Point], handoffs: &[HandoffPoint], seq: usize) -> Vec<T
     if !by_p50.is_empty() || !cost.is_empty() {
         let p50_text = by_p50
             .iter()
-            .map(|(z, a)| format!("{} +{} µs", size_label(*z), num(*a)))
+            .map(|(z, a)| format!("{} {} µs", size_label(*z), signed(*a)))
             .collect::<Vec<_>>()
             .join(", ");
         let mean_text = cost
             .iter()
-            .map(|(z, a, b)| format!("{} +{} / +{} µs", size_label(*z), num(*a), num(*b)))
+            .map(|(z, a, b)| format!("{} {} / {} µs", size_label(*z), signed(*a), signed(*b)))
             .collect::<Vec<_>>()
             .join(", ");
         v.push(Target {
@@ -1147,6 +1156,9 @@ mod tests {
         assert_eq!(num(f64::NAN), "-");
         assert_eq!(ratio_s(0.925), "0.93x");
         assert_eq!(ratio_s(f64::NAN), "-");
+        assert_eq!(signed(120.0), "+120");
+        assert_eq!(signed(-4455.0), "-4,455");
+        assert_eq!(signed(f64::NAN), "-");
     }
 
     #[test]
