@@ -59,6 +59,10 @@ struct RunArgs {
     /// Override the seconds per run.
     #[arg(long)]
     seconds: Option<u64>,
+    /// Requests per connection of the request-sequence runs (KNITS-Handoff-2 needs 2 or more;
+    /// 0 skips them).
+    #[arg(long, value_name = "N")]
+    seq_requests: Option<usize>,
     /// Skip the connections/s runs.
     #[arg(long)]
     no_cps: bool,
@@ -104,6 +108,9 @@ fn run(a: RunArgs) -> Result<(), String> {
     }
     if let Some(s) = a.seconds {
         o.seconds = s.max(1);
+    }
+    if let Some(n) = a.seq_requests {
+        o.seq_requests = n;
     }
     if a.no_cps {
         o.cps_sizes.clear();

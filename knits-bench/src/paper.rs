@@ -34,6 +34,20 @@ pub const FIG8_64K_CPS: &[(&str, f64)] = &[
     ("knits-h1", 197.0),
 ];
 
+/// Response sizes (bytes) at which the text states each figure's values: Fig. 6's maxima are
+/// "with a response size up to 32 MB" (drawn at 32 MiB), Fig. 7's and Fig. 8's "for response
+/// sizes of 64 KB".
+pub const FIG6_AT: u64 = 32 << 20;
+/// See [`FIG6_AT`].
+pub const FIG7_AT: u64 = 64 << 10;
+/// See [`FIG6_AT`].
+pub const FIG8_AT: u64 = 64 << 10;
+
+/// Fig. 6's shape as the text describes it (line 227): "KNITS scales reasonably to around 64k
+/// response sizes. After this point throughput levels out quickly." Drawn as a dashed plateau
+/// at each stated maximum from this size on; it is a description, not data.
+pub const FIG6_PLATEAU_FROM: u64 = 64 << 10;
+
 /// Where the numbers come from, for captions.
 pub const SOURCE: &str = "paper section V text (Fig. 6: max throughput up to 32 MB; Fig. 7: latency at 64 KB; Fig. 8: conn/s at 64 KB)";
 

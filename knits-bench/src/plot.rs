@@ -1,8 +1,10 @@
-//! Plots in the style of the paper's Figures 6, 7 and 8 (SVG and PNG, plotters): this run on the
-//! left panel (value against response size, one line per scenario, error bars from the kept
-//! runs' spread), and on the right panel the paper's own figures for shape comparison. The
-//! paper's curves are not in its text, only the values it quotes (see [`crate::paper`]), so
-//! the right panel sets each quoted value against Direct, beside the same ratio from this run.
+//! Plots in the style of the paper's Figures 6, 7 and 8 (SVG and PNG, plotters), three panels:
+//! this run (value against response size, one line per scenario, error bars from the kept
+//! runs' spread); the paper's figure on the same axes, as far as its text gives it (the curves
+//! themselves are images the text does not hold: each scenario's stated value at its stated
+//! size, and for Fig. 6 the plateau the text describes, dashed; see [`crate::paper`]); and
+//! each stated value against the paper's Direct beside the same ratio from this run. A
+//! scenario has the same colour in every panel.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -57,10 +59,34 @@ pub struct Figure {
     pub log_y: bool,
     /// Per scenario: (size, mean, min, max).
     pub series: Vec<Series>,
+    /// Middle panel: the paper's stated values (scenario, value in the left panel's unit).
+    pub paper: Vec<(String, f64)>,
+    /// Middle panel: the response size the values are stated at, bytes.
+    pub paper_at: f64,
+    /// Middle panel: draw each value as a plateau from this size to `paper_at` (Fig. 6).
+    pub paper_plateau_from: Option<f64>,
+    /// Middle panel title.
+    pub paper_title: String,
     /// Right panel: per scenario (paper / paper Direct, this run / this run Direct).
     pub compare: Vec<(String, f64, f64)>,
     /// Right panel title.
     pub compare_title: String,
+}
+
+/// A scenario's colour, the same in every panel and figure.
+pub fn colour(scenario: &str) -> RGBAColor {
+    let i = crate::scenario::ALL
+        .iter()
+        .position(|s| s.name == scenario)
+        .unwrap_or(crate::scenario::ALL.len());
+    Palette99::pick(i).to_rgba()
+}
+
+fn paper_points(table: &[(&str, f64)], scale: f64) -> Vec<(String, f64)> {
+    table
+        .iter()
+        .map(|(s, v)| (s.to_string(), v * scale))
+        .collect()
 }
 
 fn series(
@@ -128,6 +154,10 @@ pub fn figures(points: &[Point]) -> Vec<Figure> {
             y_label: "Mbit/s (response bytes)",
             log_y: false,
             series: series(points, Measure::Serial, |p| &p.mbit_s, 1.0),
+            paper: paper_points(paper::FIG6_MAX_MBIT, 1.0),
+            paper_at: paper::FIG6_AT as f64,
+            paper_plateau_from: Some(paper::FIG6_PLATEAU_FROM as f64),
+            paper_title: "the paper's Fig. 6 as its text gives it (Mbit/s)".into(),
             compare: compare(points, paper::FIG6_MAX_MBIT, Measure::Serial, big, |p| {
                 &p.mbit_s
             }),
@@ -142,6 +172,10 @@ pub fn figures(points: &[Point]) -> Vec<Figure> {
             y_label: "ms (p50)",
             log_y: true,
             series: series(points, Measure::Serial, |p| &p.p50_us, 1e-3),
+            paper: paper_points(paper::FIG7_64K_MS, 1.0),
+            paper_at: paper::FIG7_AT as f64,
+            paper_plateau_from: None,
+            paper_title: "the paper's Fig. 7 as its text gives it (ms)".into(),
             compare: compare(points, paper::FIG7_64K_MS, Measure::Serial, k64, |p| {
                 &p.p50_us
             }),
@@ -153,6 +187,10 @@ pub fn figures(points: &[Point]) -> Vec<Figure> {
             y_label: "connections/s",
             log_y: false,
             series: series(points, Measure::Cps, |p| &p.rps, 1.0),
+            paper: paper_points(paper::FIG8_64K_CPS, 1.0),
+            paper_at: paper::FIG8_AT as f64,
+            paper_plateau_from: None,
+            paper_title: "the paper's Fig. 8 as its text gives it (conn/s)".into(),
             compare: compare(points, paper::FIG8_64K_CPS, Measure::Cps, cps64, |p| &p.rps),
             compare_title: "vs Direct: paper and this run, conn/s at 64 KiB".into(),
         },
@@ -189,7 +227,8 @@ fn e<E: std::fmt::Debug>(x: E) -> String {
 
 fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, fig: &Figure) -> Result<(), String> {
     root.fill(&WHITE).map_err(e)?;
-    let (left, right) = root.split_horizontally((62).percent_width());
+    let (left, rest) = root.split_horizontally((50).percent_width());
+    let (middle, right) = rest.split_horizontally((50).percent_width());
     // Left: this run.
     let xs: Vec<f64> = fig
         .series
@@ -232,8 +271,8 @@ fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, fig: &Figure) -> Resul
                     .x_label_formatter(&size_fmt)
                     .draw()
                     .map_err(e)?;
-                for (i, (name, pts)) in fig.series.iter().enumerate() {
-                    let c = Palette99::pick(i).to_rgba();
+                for (name, pts) in fig.series.iter() {
+                    let c = colour(name);
                     let style = ShapeStyle::from(&c).stroke_width(2);
                     chart
                         .draw_series(LineSeries::new(pts.iter().map(|p| (p.0, p.1)), style))
@@ -273,6 +312,8 @@ fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, fig: &Figure) -> Resul
             );
         }
     }
+    // Middle: the paper's figure on the same x axis, as far as its text gives it.
+    draw_paper(&middle, fig, &xs)?;
     // Right: ratios to Direct, the paper's beside this run's.
     let n = fig.compare.len().max(1);
     let ymax = fig
@@ -353,16 +394,95 @@ fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, fig: &Figure) -> Resul
     Ok(())
 }
 
+fn draw_paper<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    fig: &Figure,
+    xs: &[f64],
+) -> Result<(), String> {
+    let from = fig.paper_plateau_from.unwrap_or(fig.paper_at);
+    let x0 = xs.iter().copied().fold(from, f64::min) / 1.5;
+    let x1 = xs.iter().copied().fold(fig.paper_at, f64::max) * 1.5;
+    let ys: Vec<f64> = fig.paper.iter().map(|p| p.1).collect();
+    let (y0, y1) = (
+        ys.iter().copied().fold(f64::INFINITY, f64::min),
+        ys.iter().copied().fold(0.0, f64::max),
+    );
+    let size_fmt = |x: &f64| axis_size(*x);
+    macro_rules! body {
+        ($chart:expr) => {{
+            let mut chart = $chart;
+            chart
+                .configure_mesh()
+                .x_desc("response size")
+                .y_desc(fig.y_label)
+                .x_labels(4)
+                .x_label_formatter(&size_fmt)
+                .draw()
+                .map_err(e)?;
+            for (name, v) in &fig.paper {
+                let c = colour(name);
+                chart
+                    .draw_series(std::iter::once(Circle::new(
+                        (fig.paper_at, *v),
+                        5,
+                        c.filled(),
+                    )))
+                    .map_err(e)?
+                    .label(format!("{name} {}", crate::report::num(*v)))
+                    .legend(move |(x, y)| Circle::new((x + 6, y), 4, c.filled()));
+                if let Some(f) = fig.paper_plateau_from {
+                    chart
+                        .draw_series(DashedLineSeries::new(
+                            [(f, *v), (fig.paper_at, *v)],
+                            6,
+                            4,
+                            ShapeStyle::from(&c).stroke_width(1),
+                        ))
+                        .map_err(e)?;
+                }
+            }
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::LowerRight)
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .label_font(("sans-serif", 11))
+                .draw()
+                .map_err(e)?;
+        }};
+    }
+    let mut b = ChartBuilder::on(area);
+    b.caption(&fig.paper_title, ("sans-serif", 13))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(55);
+    if ys.is_empty() {
+        return Ok(());
+    }
+    if fig.log_y {
+        body!(
+            b.build_cartesian_2d((x0..x1).log_scale(), (y0 / 1.5..y1 * 1.5).log_scale())
+                .map_err(e)?
+        );
+    } else {
+        body!(
+            b.build_cartesian_2d((x0..x1).log_scale(), 0.0..y1 * 1.15)
+                .map_err(e)?
+        );
+    }
+    Ok(())
+}
+
 /// Writes `<stem>.svg` and `<stem>.png` of every figure into `dir`; returns the files written.
 pub fn write_all(dir: &Path, figs: &[Figure]) -> Result<Vec<PathBuf>, String> {
     register_font()?;
     let mut out = Vec::new();
     for f in figs {
         let svg = dir.join(format!("{}.svg", f.stem));
-        draw(SVGBackend::new(&svg, (1200, 500)).into_drawing_area(), f)?;
+        draw(SVGBackend::new(&svg, (1500, 520)).into_drawing_area(), f)?;
         out.push(svg);
         let png = dir.join(format!("{}.png", f.stem));
-        draw(BitMapBackend::new(&png, (1200, 500)).into_drawing_area(), f)?;
+        draw(BitMapBackend::new(&png, (1500, 520)).into_drawing_area(), f)?;
         out.push(png);
     }
     Ok(out)
@@ -391,6 +511,9 @@ mod tests {
                 ..Default::default()
             },
             cpu: Spent::default(),
+            connections: 1.0,
+            handoffs: 0,
+            proxy: Default::default(),
         }
     }
 
@@ -428,6 +551,13 @@ mod tests {
                 .is_nan()
         );
         assert_eq!(figs[2].series[0].1.len(), 1);
+        assert_eq!(f6.paper.len(), 6);
+        assert_eq!(f6.paper_at, (32 << 20) as f64);
+        assert_eq!(f6.paper_plateau_from, Some(65536.0));
+        assert_eq!(figs[1].paper_at, 65536.0);
+        assert!(figs[2].paper.iter().all(|(s, _)| s != "knits-h2"));
+        assert_eq!(colour("knits"), colour("knits"));
+        assert_ne!(colour("knits"), colour("netfilter"));
     }
 
     #[test]
@@ -459,6 +589,8 @@ mod tests {
         }
         let svg = std::fs::read_to_string(d.join("fig6-throughput.svg")).unwrap();
         assert!(svg.contains("knits-h1") && svg.contains("paper"));
+        // The paper's panel: its stated values, as labels of its points.
+        assert!(svg.contains("netfilter 377"), "the paper's Fig. 6 panel");
         let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -48,8 +48,8 @@ pub struct Built {
     pub host: String,
     /// Namespaces whose processes' CPU time is sampled.
     pub namespaces: Vec<String>,
-    /// Namespace of node 1, where a knits-proxy serves metrics on [`PROXY_METRICS`].
-    pub metrics_ns: Option<String>,
+    /// Namespaces (in node order) where a knits-proxy serves metrics on [`PROXY_METRICS`].
+    pub metrics_ns: Vec<String>,
     /// Where configurations and logs of this build live.
     pub dir: PathBuf,
     // Processes first (nginx, HAProxy, proxies), then the cluster, then our namespaces.
@@ -314,7 +314,7 @@ fn build_kernel(t: Topology, prefix: &str, s: &Setup, dir: &Path) -> Result<Buil
         )?;
         spawn_nginx(&mut procs, &srv, &dir.join("nginx-s"), &s.www, "0.0.0.0:80")?;
         namespaces.push(srv);
-        (VIP.to_string(), None)
+        (VIP.to_string(), Vec::new())
     } else {
         let r = net.add_namespace("r").map_err(io)?;
         veth((&c, "eth0", "198.18.0.2/24"), (&r, "c0", "198.18.0.1/24"))?;
@@ -370,7 +370,7 @@ fn build_kernel(t: Topology, prefix: &str, s: &Setup, dir: &Path) -> Result<Buil
                 )
                 .map_err(io)?;
         }
-        let mut metrics_ns = None;
+        let mut metrics_ns = Vec::new();
         if t == Topology::ProxyAlone {
             let log = File::create(dir.join("proxy-n1.log")).ok();
             let args: Vec<String> = [
@@ -394,7 +394,7 @@ fn build_kernel(t: Topology, prefix: &str, s: &Setup, dir: &Path) -> Result<Buil
             procs
                 .spawn_in(&n1, "knits-proxy n1", &s.exe.to_string_lossy(), &args, log)
                 .map_err(io)?;
-            metrics_ns = Some(n1);
+            metrics_ns.push(n1);
         }
         let host = if t == Topology::Forward {
             "198.19.1.2".to_string()
@@ -468,7 +468,7 @@ fn build_knits(
         topology: t,
         client_ns: client,
         host: VIP.to_string(),
-        metrics_ns: nodes.first().cloned(),
+        metrics_ns: nodes.clone(),
         namespaces: nodes,
         dir: dir.to_path_buf(),
         procs: Some(procs),
@@ -529,6 +529,17 @@ pub fn wait_http(ns: &str, host: &str, path: &str, timeout: Duration) -> Result<
             "GET http://{host}{path} never answered 200 (last: {last})"
         ))
     })
+}
+
+/// The hand-off metrics of every knits-proxy in `namespaces`, added together (a hand-off is
+/// counted by the node that gives the connection away, which is node 2 for the second hand-off
+/// of KNITS-Handoff-2).
+pub fn proxies_metrics(namespaces: &[String]) -> Result<crate::prom::ProxyMetrics, String> {
+    let mut m = crate::prom::ProxyMetrics::default();
+    for ns in namespaces {
+        m = m.plus(&crate::prom::parse(&proxy_metrics(ns)?));
+    }
+    Ok(m)
 }
 
 /// The Prometheus text of the knits-proxy in namespace `ns`.

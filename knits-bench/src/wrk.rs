@@ -154,20 +154,59 @@ impl Invocation {
     }
 }
 
-/// The Lua script for KNITS-Handoff-2: per connection, the first request for `first`, every
-/// later one for `then` (wrk keeps one Lua state per thread, and the runs use one connection
-/// per thread, so a counter in the state is a counter per connection; a reconnect is counted by
-/// `response` seeing `Connection: close`, not used here).
+/// The first line of every request script: wrk 4.1 calls `request()` once on thread 0's Lua
+/// state before any connection exists (`script_verify_request`, to count pipelined requests)
+/// and throws that request away, so a script that counts calls must not count that one. The
+/// scripts here run with one thread (`-t1 -c1`), so exactly one call is dropped; a counter from
+/// 0 would make the first request sent the second of the sequence (the script before this
+/// fix sent every KNITS-Handoff-2 request to node 3: one hand-off per connection, not two).
+pub const SKIP_VERIFY_CALL: &str = "local n = -1 -- wrk's script_verify_request call is not sent\n";
+
+/// The Lua script for KNITS-Handoff-2 over one persistent connection: the first request for
+/// `first`, every later one for `then` (two hand-offs per wrk run, then only requests after
+/// them). wrk keeps one Lua state per thread, and these runs use one connection per thread, so
+/// a counter in the state is a counter per connection.
 pub fn two_owner_script(first: &str, then: &str) -> String {
     format!(
-        "-- KNITS-Handoff-2: first request {first}, later ones {then} (one connection per thread)\n\
-         local n = 0\n\
+        "-- KNITS-Handoff-2: first request {first}, later ones {then} (one connection, -t1 -c1)\n\
+         {SKIP_VERIFY_CALL}\
          request = function()\n\
          \x20 n = n + 1\n\
-         \x20 if n == 1 then return wrk.format(\"GET\", \"{first}\") end\n\
+         \x20 if n <= 1 then return wrk.format(\"GET\", \"{first}\") end\n\
          \x20 return wrk.format(\"GET\", \"{then}\")\n\
          end\n"
     )
+}
+
+/// The Lua script of a request sequence (the paper's serialized runs with hand-offs): every
+/// connection carries `paths.len()` requests, the k-th for `paths[k]`, the last one with
+/// `Connection: close`; the server closes, wrk connects again and the next sequence starts.
+/// With `["/obj/n2/..", "/obj/n3/.."]` on a connection that lands on node 1, each connection is
+/// handed off twice (n1 to n2 at its first request, n2 to n3 at its second): KNITS-Handoff-2
+/// as section V defines it. One connection per thread (`-t1 -c1`): wrk's Lua state is per
+/// thread, and a reconnect does not reset it, so the counter is kept modulo the sequence.
+pub fn sequence_script(paths: &[String]) -> String {
+    let mut s = format!(
+        "-- {} requests per connection, the last with Connection: close (-t1 -c1)\n",
+        paths.len()
+    );
+    s += "local paths = {";
+    s += &paths
+        .iter()
+        .map(|p| format!("{p:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    s += "}\n";
+    s += SKIP_VERIFY_CALL;
+    s += "request = function()\n\
+          \x20 n = n + 1\n\
+          \x20 local k = math.max(n - 1, 0) % #paths + 1\n\
+          \x20 if k == #paths then\n\
+          \x20   return wrk.format(\"GET\", paths[k], { [\"Connection\"] = \"close\" })\n\
+          \x20 end\n\
+          \x20 return wrk.format(\"GET\", paths[k])\n\
+          end\n";
+    s
 }
 
 #[cfg(test)]
@@ -286,5 +325,11 @@ Transfer/sec:      9.69MB
         );
         let s = two_owner_script("/obj/n2/a", "/obj/n3/a");
         assert!(s.contains("\"/obj/n2/a\"") && s.contains("\"/obj/n3/a\""));
+        let q = sequence_script(&["/obj/n2/a".into(), "/obj/n3/a".into()]);
+        assert!(
+            q.contains("local paths = {\"/obj/n2/a\", \"/obj/n3/a\"}"),
+            "{q}"
+        );
+        assert!(q.contains("\"Connection\"] = \"close\""));
     }
 }

@@ -41,8 +41,13 @@ fn quick_direct_run_writes_csv_markdown_and_plots() {
     assert!(st.success(), "knits-bench run failed: {st}");
     let runs = std::fs::read_to_string(out.join("runs.csv")).expect("runs.csv");
     let lines: Vec<&str> = runs.lines().collect();
-    // Header, 1 serialized run, 2 connections/s runs (1 KiB, 64 KiB).
-    assert_eq!(lines.len(), 4, "{runs}");
+    // Header, 1 serialized run, 1 request-sequence run, 2 connections/s runs (1 KiB, 64 KiB).
+    assert_eq!(lines.len(), 5, "{runs}");
+    let seq: Vec<&str> = lines[2].split(',').collect();
+    assert_eq!(seq[1], "seq", "{runs}");
+    // Two requests per connection: the client opened half as many connections as requests.
+    let (requests, conns): (f64, f64) = (seq[4].parse().unwrap(), seq[18].parse().unwrap());
+    assert!((conns - requests / 2.0).abs() < 1e-9, "{runs}");
     for l in &lines[1..] {
         let f: Vec<&str> = l.split(',').collect();
         assert_eq!(f[0], "direct");
