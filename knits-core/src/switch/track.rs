@@ -146,8 +146,14 @@ impl FlowSlot {
         // (everything it sent, which the receiver may hold without having acknowledged it
         // yet: a client's close_notify and RST in a row). Either takes the whole 32-bit
         // number to forge; an in-window RST that is neither is passed on and changes nothing.
-        let exact_rst = seg.rst()
-            && (!other.has(dirflag::ACKED) || seg.seq == other.ack || Some(seg.seq) == sent);
+        //
+        // The second only for a client's own RST on its connection to the VIP: there the
+        // client is the one sender of the direction. On a node-to-node leg of a hand-off the
+        // orig direction carries the old node's bytes and the client's after them, so the old
+        // node's RST at its own last byte can coincide with it and must not close the leg.
+        let own_next = dir == Dir::Orig && self.kind == FlowKind::Nat && Some(seg.seq) == sent;
+        let exact_rst =
+            seg.rst() && (!other.has(dirflag::ACKED) || seg.seq == other.ack || own_next);
         let both_syn = me.has(dirflag::SYN) && other.has(dirflag::SYN);
         let fins = me.has(dirflag::FIN) as u8 + other.has(dirflag::FIN) as u8;
         let fins_acked = me.has(dirflag::FIN_ACKED) && other.has(dirflag::FIN_ACKED);
@@ -222,7 +228,10 @@ mod tests {
 
     /// A connection through its handshake and one request: client ISN 100, server ISN 500.
     fn established() -> FlowSlot {
-        let mut f = FlowSlot::default();
+        let mut f = FlowSlot {
+            kind: FlowKind::Nat,
+            ..FlowSlot::default()
+        };
         f.track(Dir::Orig, 0, 1, &seg(tcp::SYN, 100, 0, 0));
         f.track(
             Dir::Reply,
@@ -257,6 +266,22 @@ mod tests {
         );
         f.track(Dir::Orig, 0, 2, &seg(tcp::ACK_FLAG | tcp::RST, 182, 501, 0));
         assert_eq!(f.state, TcpState::TimeWait);
+    }
+
+    /// On a node-to-node leg (routed) the sender's next sequence number is not enough: the
+    /// old node's RST there must not close the leg.
+    #[test]
+    fn a_rst_at_the_senders_next_does_not_close_a_leg() {
+        let mut f = established();
+        f.kind = FlowKind::Routed;
+        f.track(
+            Dir::Orig,
+            0,
+            2,
+            &seg(tcp::ACK_FLAG | tcp::PSH, 151, 501, 31),
+        );
+        f.track(Dir::Orig, 0, 2, &seg(tcp::ACK_FLAG | tcp::RST, 182, 501, 0));
+        assert_eq!(f.state, TcpState::Established);
     }
 
     /// An in-window RST that is neither at the receiver's acknowledgment nor at the sender's
