@@ -338,10 +338,15 @@ fn parse_weight(s: &str) -> Result<(String, u32), String> {
 }
 
 fn parse_prefix(s: &str) -> Result<(String, String), String> {
-    let (p, id) = s
+    parse_key_id(s, "PREFIX=ID (e.g. /img/=n2)")
+}
+
+/// `KEY=ID` split at the last `=`; `expected` says the form in the error.
+pub(crate) fn parse_key_id(s: &str, expected: &str) -> Result<(String, String), String> {
+    let (k, id) = s
         .rsplit_once('=')
-        .ok_or_else(|| format!("expected PREFIX=ID (e.g. /img/=n2), got {s:?}"))?;
-    Ok((p.to_string(), id.to_string()))
+        .ok_or_else(|| format!("expected {expected}, got {s:?}"))?;
+    Ok((k.to_string(), id.to_string()))
 }
 
 /// The configuration file, as written.

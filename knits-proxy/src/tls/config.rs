@@ -94,10 +94,7 @@ pub struct TlsArgs {
 }
 
 fn parse_rule(s: &str) -> Result<(String, String), String> {
-    let (k, id) = s
-        .rsplit_once('=')
-        .ok_or_else(|| format!("expected NAME=ID (e.g. *.example.com=n2), got {s:?}"))?;
-    Ok((k.to_string(), id.to_string()))
+    crate::config::parse_key_id(s, "NAME=ID (e.g. *.example.com=n2)")
 }
 
 /// The `[tls]` table, as written.
