@@ -44,37 +44,74 @@ pub const fn fold64(sum: u64) -> u16 {
 /// The RFC 1071 one's complement sum of `data` (big-endian 16-bit words, an odd last byte padded
 /// with zero), added to `initial`. Not complemented; fold it with [`fold`].
 ///
-/// Sums 64-bit words with end-around carry: since 2^16 = 1 modulo 2^16 - 1, a 64-bit word
-/// counts as its four 16-bit halves, so this is RFC 1071's sum with a quarter of the additions
-/// (RFC 1071 section 2(B), "parallel summation"; 2(C), deferred carries).
+/// The words are summed in the machine's own byte order and the folded result is swapped once
+/// at the end: the one's complement sum is byte-order independent (RFC 1071 section 2(B)), so a
+/// little-endian machine needs no byte swap per word. The words are 64 bits wide with
+/// end-around carry (since 2^16 = 1 modulo 2^16 - 1, a 64-bit word counts as its four 16-bit
+/// halves; RFC 1071 2(B) "parallel summation" and 2(C) deferred carries), four at a time so
+/// that a 1,460-byte segment costs about 3 instructions per 8 bytes.
 #[inline]
 pub fn sum(data: &[u8], initial: u32) -> u32 {
-    let mut acc = initial as u64;
-    let mut chunks = data.chunks_exact(8);
-    for w in &mut chunks {
-        let v = u64::from_be_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
+    // Straight-line sums for the two lengths a bare TCP header has (20 bytes, and 32 with the
+    // timestamps option that Linux puts on every segment): most segments a switch verifies.
+    let native = match data.len() {
+        20 => words32(data, 5),
+        32 => words32(data, 8),
+        _ => native_sum(data),
+    };
+    // `from_be` swaps on a little-endian machine and is nothing on a big-endian one.
+    let t = initial as u64 + u16::from_be(fold64(native)) as u64;
+    ((t & 0xffff_ffff) + (t >> 32)) as u32
+}
+
+/// The sum of the first `n` 32-bit words of `data` in native order (a missing word counts 0).
+#[inline(always)]
+fn words32(data: &[u8], n: usize) -> u64 {
+    (0..n).fold(0, |acc, k| match data.get(4 * k..4 * k + 4) {
+        Some(&[a, b, c, d]) => acc + u32::from_ne_bytes([a, b, c, d]) as u64,
+        _ => acc,
+    })
+}
+
+/// The one's complement sum of `data` in native byte order, not folded below 64 bits.
+#[inline]
+fn native_sum(data: &[u8]) -> u64 {
+    let add = |acc: u64, v: u64| {
         let (s, carry) = acc.overflowing_add(v);
-        acc = s + carry as u64;
+        s + carry as u64
+    };
+    let word = |w: &[u8]| match w.first_chunk::<8>() {
+        Some(w) => u64::from_ne_bytes(*w),
+        None => 0,
+    };
+    let mut acc = 0u64;
+    let mut blocks = data.chunks_exact(32);
+    for b in &mut blocks {
+        acc = add(acc, word(&b[0..]));
+        acc = add(acc, word(&b[8..]));
+        acc = add(acc, word(&b[16..]));
+        acc = add(acc, word(&b[24..]));
+    }
+    let mut words = blocks.remainder().chunks_exact(8);
+    for w in &mut words {
+        acc = add(acc, word(w));
     }
     // At most 2^33 after this fold, so the tail's few words cannot overflow.
     acc = (acc & 0xffff_ffff) + (acc >> 32);
-    let mut rest = chunks.remainder();
+    let mut rest = words.remainder();
     if let Some((w, r)) = rest.split_first_chunk::<4>() {
-        acc += u32::from_be_bytes(*w) as u64;
+        acc += u32::from_ne_bytes(*w) as u64;
         rest = r;
     }
     if let Some((w, r)) = rest.split_first_chunk::<2>() {
-        acc += u16::from_be_bytes(*w) as u64;
+        acc += u16::from_ne_bytes(*w) as u64;
         rest = r;
     }
-    // An odd last byte is the high half of its word.
+    // An odd last byte is the high half of its big-endian word: the first byte in memory.
     if let [last] = rest {
-        acc += (*last as u64) << 8;
+        acc += u16::from_ne_bytes([*last, 0]) as u64;
     }
-    // Fold 64 -> 32 bits (2^32 = 1 modulo 2^16 - 1) so the caller can keep accumulating.
-    acc = (acc & 0xffff_ffff) + (acc >> 32);
-    acc = (acc & 0xffff_ffff) + (acc >> 32);
-    acc as u32
+    acc
 }
 
 /// True when an IPv4 header's checksum is right (its sum, checksum included, is 0xFFFF).
@@ -256,7 +293,35 @@ mod tests {
         buf[at..at + 2].copy_from_slice(&c.to_be_bytes());
     }
 
+    /// RFC 1071's sum the slow way: big-endian 16-bit words one by one, carries folded at the end.
+    fn reference_sum(data: &[u8], initial: u32) -> u16 {
+        let mut acc = initial as u64;
+        for w in data.chunks(2) {
+            acc += u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]) as u64;
+        }
+        fold64(acc)
+    }
+
     proptest! {
+        /// The fast sum (native order, 64-bit words, four at a time, every tail length) is
+        /// RFC 1071's sum: equal as one's complement numbers for any data and initial value.
+        #[test]
+        fn sum_matches_reference(data in proptest::collection::vec(any::<u8>(), 0..300),
+                                 skip in 0usize..8, initial in any::<u32>()) {
+            // A start at any alignment, as a header inside a frame has.
+            let d = &data[skip.min(data.len())..];
+            // The straight-line lengths (a bare TCP header, with timestamps) every time.
+            for short in [20, 32] {
+                if d.len() >= short {
+                    let (f, r) = (fold(sum(&d[..short], initial)), reference_sum(&d[..short], initial));
+                    prop_assert!(f == r || (f % 0xffff == r % 0xffff));
+                }
+            }
+            let fast = fold(sum(d, initial));
+            let slow = reference_sum(d, initial);
+            prop_assert!(fast == slow || (fast % 0xffff == slow % 0xffff), "{:#x} {:#x}", fast, slow);
+        }
+
         /// Incremental update of one 16-bit word equals a full recomputation.
         #[test]
         fn update16_matches_full(mut data in proptest::collection::vec(any::<u8>(), 8..200),
