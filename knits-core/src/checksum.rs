@@ -73,8 +73,9 @@ fn words32(data: &[u8], n: usize) -> u64 {
     })
 }
 
-/// The one's complement sum of `data` in native byte order, not folded below 64 bits.
-#[inline]
+/// The one's complement sum of `data` in native byte order, not folded below 64 bits. Kept out
+/// of line, so that [`sum`]'s straight-line cases inline into their callers.
+#[inline(never)]
 fn native_sum(data: &[u8]) -> u64 {
     let add = |acc: u64, v: u64| {
         let (s, carry) = acc.overflowing_add(v);

@@ -978,6 +978,26 @@ impl<'a> Switch<'a> {
         let mut probes = 0;
         let found = self.table.lookup(&seg.key, &mut probes);
         p.meter.table_probe(probes);
+        // The common case first: an acknowledgment or data segment of an established NAT flow
+        // that was never handed off, on the port its direction uses. Everything the general
+        // path below checks is then settled (no SYN, so no reuse; no RST; no session; not
+        // aborted), so it goes straight to validate, track and rewrite.
+        if let Some((fi, dir)) = found
+            && let Some(flow) = self.table.get(fi)
+            && seg.plain()
+            && flow.kind == FlowKind::Nat
+            && flow.state == TcpState::Established
+            && flow.link == 0
+            && flow.ports[dir.index()] == port
+            && !flow.dirs[dir.index()].has(dirflag::ABORTED)
+        {
+            p.meter.table_entry(1);
+            p.meter.step(Step::Decide);
+            if let Some(r) = flow.validate(dir, &seg) {
+                return Verdict::Drop(r);
+            }
+            return self.nat_plain(fi, dir, port, table::millis(now), &seg, p);
+        }
         let Some(pc) = self.config.ports.get(port as usize) else {
             return Verdict::Drop(DropReason::NoRoute);
         };
@@ -1204,9 +1224,11 @@ impl<'a> Switch<'a> {
         seg: &Seg,
         p: &mut Pkt<'_, S, M>,
     ) -> Verdict {
-        self.track(fi, dir, port, now_ms, seg);
-        // Only the keys and ports are needed here: no copy of the whole record.
-        let Some((keys, ports)) = self.table.get(fi).map(|f| (f.keys, f.ports)) else {
+        // Tracked, then only the keys and ports are needed: no copy of the whole record.
+        let Some((keys, ports)) = self.table.get_mut(fi).map(|f| {
+            f.track(dir, port, now_ms, seg);
+            (f.keys, f.ports)
+        }) else {
             return Verdict::Drop(DropReason::UnknownFlow);
         };
         let f = Keys { keys, ports };
