@@ -201,11 +201,20 @@ impl<'f, M: Meter + ?Sized> Rw<'f, M> {
     /// Decrements the TTL (it shares its 16-bit checksum word with the protocol byte).
     #[inline]
     pub fn ttl_dec(&mut self) {
-        let (ttl, proto) = (self.ip[ipv4::TTL], self.ip[ipv4::PROTOCOL]);
+        let ttl = self.ip[ipv4::TTL];
         self.ip[ipv4::TTL] = ttl.wrapping_sub(1);
-        let old = u16::from_be_bytes([ttl, proto]);
-        let new = u16::from_be_bytes([ttl.wrapping_sub(1), proto]);
-        self.ip_acc += delta16(old, new);
+        // The TTL is the high byte of its word, so `~m + m'` is 0xFFFF - 0x100 whatever the
+        // word was (RFC 1624 section 3's TTL case); only a TTL of 0 wraps (the parser drops
+        // TTL 0 and 1 before a rewrite, but a rewrite stays right for any input).
+        self.ip_acc += if ttl != 0 {
+            0xfeff
+        } else {
+            let proto = self.ip[ipv4::PROTOCOL];
+            delta16(
+                u16::from_be_bytes([0, proto]),
+                u16::from_be_bytes([0xff, proto]),
+            )
+        };
         self.meter.bytes_rewritten(1);
         self.meter.checksum_words(1);
     }
