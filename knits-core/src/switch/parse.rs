@@ -65,11 +65,16 @@ pub(super) fn ipv4(f: &[u8], verify: bool) -> Result<Ip, DropReason> {
     };
     let hl = (h[ipv4::VER_IHL] & 0x0f) as usize * 4;
     let total = be16(h, ipv4::LENGTH.start) as usize;
-    if hl < ipv4::LEN || hl > body || hl > total || body < total || h[ipv4::VER_IHL] >> 4 != 4 {
-        return Err(DropReason::Ipv4Malformed);
-    }
-    if hl != ipv4::LEN {
-        return Err(DropReason::Ipv4Options);
+    // The common header in one test (version 4, no options, the datagram within the frame);
+    // anything else is told apart by the checks after it.
+    let plain = h[ipv4::VER_IHL] == ipv4::VER_IHL_PLAIN && total >= ipv4::LEN && total <= body;
+    if !plain {
+        if hl < ipv4::LEN || hl > body || hl > total || body < total || h[ipv4::VER_IHL] >> 4 != 4 {
+            return Err(DropReason::Ipv4Malformed);
+        }
+        if hl != ipv4::LEN {
+            return Err(DropReason::Ipv4Options);
+        }
     }
     if be16(h, ipv4::FLG_OFF.start) & ipv4::FRAGMENT_MASK != 0 {
         return Err(DropReason::Ipv4Fragment);
@@ -157,10 +162,14 @@ pub(super) fn tcp(f: &[u8], ip: &Ip, verify: bool, seg: &mut Seg) -> Result<(), 
         return Err(DropReason::TcpMalformed);
     }
     let flags = th[tcp::FLAGS.start + 1];
-    let (syn, ackf) = (flags & tcp::SYN != 0, flags & tcp::ACK_FLAG != 0);
-    let (fin, rst) = (flags & tcp::FIN != 0, flags & tcp::RST != 0);
-    if (syn && (fin || rst)) || (!syn && !ackf && !rst) || (fin && !ackf) {
-        return Err(DropReason::TcpBadFlags);
+    // An acknowledgment without SYN, FIN or RST (most segments) is legal as it stands.
+    let control = flags & (tcp::SYN | tcp::ACK_FLAG | tcp::FIN | tcp::RST);
+    if control != tcp::ACK_FLAG {
+        let (syn, ackf) = (flags & tcp::SYN != 0, flags & tcp::ACK_FLAG != 0);
+        let (fin, rst) = (flags & tcp::FIN != 0, flags & tcp::RST != 0);
+        if (syn && (fin || rst)) || (!syn && !ackf && !rst) || (fin && !ackf) {
+            return Err(DropReason::TcpBadFlags);
+        }
     }
     if verify && !checksum::transport_ok(ip.src, ip.dst, ipv4::PROTO_TCP, s) {
         return Err(DropReason::TcpBadChecksum);
@@ -174,7 +183,7 @@ pub(super) fn tcp(f: &[u8], ip: &Ip, verify: bool, seg: &mut Seg) -> Result<(), 
     };
     seg.seq = SeqNumber(be32(th, tcp::SEQ.start));
     seg.ack = SeqNumber(be32(th, tcp::ACK.start));
-    seg.flags = flags & (tcp::SYN | tcp::ACK_FLAG | tcp::FIN | tcp::RST);
+    seg.flags = control;
     seg.len = (s.len() - hdr_len) as u32;
     seg.win = be16(th, tcp::WINDOW.start);
     if hdr_len > tcp::LEN {

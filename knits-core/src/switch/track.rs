@@ -25,11 +25,18 @@ impl FlowSlot {
     /// RFC 5961 and window sanity for a segment of this flow: a RST must be in the window
     /// (only an exact match changes state, see [`FlowSlot::track`]), data far outside it is
     /// dropped. A bare ACK is never refused here.
-    #[inline]
+    #[inline(always)]
     pub(super) fn validate(&self, dir: Dir, seg: &Seg) -> Option<DropReason> {
         if seg.len == 0 && !seg.rst() {
             return None;
         }
+        self.validate_in_window(dir, seg)
+    }
+
+    /// [`FlowSlot::validate`] for a RST or a segment with data: out of line, so that a bare
+    /// ACK's check is two tests in the caller.
+    #[inline(never)]
+    fn validate_in_window(&self, dir: Dir, seg: &Seg) -> Option<DropReason> {
         let rcv = &self.dirs[dir.other().index()];
         if !rcv.has(dirflag::ACKED) || seg.syn() {
             return None;
