@@ -20,7 +20,7 @@ use crate::seq::SeqNumber;
 use crate::time::Instant;
 
 /// A flow direction's 4-tuple as it appears on the wire at the switch's ingress (TCP only).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, Eq, Default)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct FlowKey {
     /// Source address.
@@ -33,7 +33,37 @@ pub struct FlowKey {
     pub dport: u16,
 }
 
+/// Field by field, as two words: the addresses as one 64-bit word and the ports as one 32-bit
+/// word, compared without a branch per field (the lookup compares one key per probe).
+impl PartialEq for FlowKey {
+    #[inline]
+    fn eq(&self, other: &Self) -> bool {
+        let (a, b) = (self.words(), other.words());
+        ((a.0 ^ b.0) | ((a.1 ^ b.1) as u64)) == 0
+    }
+}
+
+/// The same two words as [`PartialEq`] compares, so that equal keys hash alike.
+impl core::hash::Hash for FlowKey {
+    fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
+        let (addrs, ports) = self.words();
+        state.write_u64(addrs);
+        state.write_u32(ports);
+    }
+}
+
 impl FlowKey {
+    /// The addresses and the ports as two words (native byte order: only for comparing and
+    /// hashing).
+    #[inline(always)]
+    fn words(&self) -> (u64, u32) {
+        let [a, b, c, d] = self.src;
+        let [e, f, g, h] = self.dst;
+        (
+            u64::from_ne_bytes([a, b, c, d, e, f, g, h]),
+            (self.sport as u32) << 16 | self.dport as u32,
+        )
+    }
     /// The key of the opposite direction.
     pub const fn reversed(&self) -> FlowKey {
         FlowKey {
@@ -343,9 +373,8 @@ impl<'a> FlowTable<'a> {
     /// finaliser so the low bits that pick the bucket depend on every input bit.
     #[inline]
     pub fn hash(&self, key: &FlowKey) -> u32 {
-        let w0 = u32::from_be_bytes(key.src);
-        let w1 = u32::from_be_bytes(key.dst);
-        let w2 = ((key.sport as u32) << 16) | key.dport as u32;
+        let (addrs, w2) = key.words();
+        let (w0, w1) = (addrs as u32, (addrs >> 32) as u32);
         let k = &self.key;
         let nh = (w0.wrapping_add(k[0]) as u64)
             .wrapping_mul(w1.wrapping_add(k[1]) as u64)
