@@ -174,10 +174,14 @@ impl<'a> Switch<'a> {
         seg: &Seg,
         p: &mut Pkt<'_, S, M>,
     ) -> Verdict {
-        let Some(c1) = self.table.get(anchor).copied() else {
+        // What is needed of the client connection, not a copy of its record.
+        let Some((in_port, vip_port, c1_shift)) = self
+            .table
+            .get(anchor)
+            .map(|c1| (c1.ports[0], c1.keys[0].dport, c1.shift(Dir::Orig)))
+        else {
             return Verdict::Drop(DropReason::UnknownFlow);
         };
-        let in_port = c1.ports[0];
         self.track(anchor, Dir::Orig, in_port, now_ms, seg);
         let Some(sess) = self.sessions.get_mut(s) else {
             return Verdict::Drop(DropReason::Internal);
@@ -214,7 +218,7 @@ impl<'a> Switch<'a> {
         if b.leg as usize == anchor {
             // Binding 0: the plain DNAT of the sprayed connection.
             let x = Xlate {
-                dst: Some((b.server, c1.keys[0].dport)),
+                dst: Some((b.server, vip_port)),
                 sack_keep: Some((None, next_start)),
                 ..Xlate::default()
             };
@@ -222,16 +226,17 @@ impl<'a> Switch<'a> {
                 return Verdict::Drop(DropReason::Internal);
             }
         } else {
-            let Some(leg) = self.table.get(b.leg as usize).copied() else {
+            let Some(leg) = self.table.get(b.leg as usize) else {
                 return Verdict::Drop(DropReason::StaleLeg);
             };
+            let leg_port = leg.ports[0];
             let x = Mirror {
                 to: leg.keys[1].reversed(),
                 seq_off: b.c_off,
                 back_off: b.s_off,
                 ts_off: b.ts_c_off,
                 echo_off: b.ts_s_off,
-                shifts: (c1.shift(Dir::Orig), leg.shift(Dir::Orig)),
+                shifts: (c1_shift, leg.shift(Dir::Orig)),
                 freeze_ts: false,
                 sack_keep: Some((Some(b.s_start), next_start)),
                 strip: (!leg.ts_enabled(), !leg.sack_enabled()),
@@ -242,7 +247,7 @@ impl<'a> Switch<'a> {
             }
             self.count_strips(&x);
             let t = translated(seg, &x);
-            self.track(b.leg as usize, Dir::Orig, leg.ports[0], now_ms, &t);
+            self.track(b.leg as usize, Dir::Orig, leg_port, now_ms, &t);
         }
         if !self.set_macs(p.frame, &out, p.sink) {
             return Verdict::Drop(DropReason::NeighborUnknown);
@@ -335,8 +340,7 @@ impl<'a> Switch<'a> {
         let (Some(anchor), Some(b)) = (self.anchor_of(s), self.binding(s, k)) else {
             return Verdict::Drop(DropReason::Internal);
         };
-        let (Some(c1), Some(leg)) = (self.table.get(anchor).copied(), self.table.get(fi).copied())
-        else {
+        let (Some(c1), Some(leg)) = (self.table.get(anchor), self.table.get(fi)) else {
             return Verdict::Drop(DropReason::StaleLeg);
         };
         p.meter.step(Step::Rewrite);
@@ -361,14 +365,15 @@ impl<'a> Switch<'a> {
         // if it is rolled back, the bytes that only the target acknowledged would be lost (the
         // client would never send them again). The old node's own acknowledgment (in client
         // space) is the limit; what the client was already told stays (never backwards).
+        let (c1_ports, seen) = (c1.ports, c1.dirs[1]);
         let mut x = x;
         if b.phase == Phase::Pending
             && let (Some(ack), Some(prev)) =
                 (x.ack, k.checked_sub(1).and_then(|j| self.binding(s, j)))
         {
             let mut limit = prev.srv_ack.sub(prev.c_off);
-            if c1.dirs[1].has(dirflag::ACKED) {
-                limit = limit.max(c1.dirs[1].ack);
+            if seen.has(dirflag::ACKED) {
+                limit = limit.max(seen.ack);
             }
             if ack.gt(limit) {
                 x.ack = Some(limit);
@@ -383,9 +388,9 @@ impl<'a> Switch<'a> {
         }
         self.count_strips(&x);
         let t = translated(seg, &x);
-        self.track(anchor, Dir::Reply, c1.ports[1], now_ms, &t);
+        self.track(anchor, Dir::Reply, c1_ports[1], now_ms, &t);
         let out = Out {
-            port: c1.ports[0],
+            port: c1_ports[0],
             next_hop: Ipv4Address::from_octets(vip.src),
         };
         if !self.set_macs(p.frame, &out, p.sink) {
