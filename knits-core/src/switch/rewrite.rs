@@ -30,7 +30,9 @@ pub(super) struct Rw<'f, M: Meter + ?Sized> {
     rest: &'f mut [u8],
     kind: Kind,
     /// The checksums as found, and the one's complement sum of every edit since (`~m + m'`
-    /// per 16-bit word, RFC 1624 equation 3): folded once, in [`Rw::finish`].
+    /// per 16-bit word, RFC 1624 equation 3): folded once, in [`Rw::finish`]. All of them in
+    /// native byte order: one's complement sums do not depend on it (RFC 1071 2(B)), so a
+    /// field is read and its delta taken without swapping its bytes.
     ip_c: u16,
     tcp_c: u16,
     ip_acc: u64,
@@ -47,8 +49,8 @@ impl<'f, M: Meter + ?Sized> Rw<'f, M> {
         let (_, l3) = f.split_at_mut_checked(ethernet::LEN)?;
         let (ip, l4) = l3.split_first_chunk_mut::<{ ipv4::LEN }>()?;
         let (th, rest) = l4.split_first_chunk_mut::<{ tcp::LEN }>()?;
-        let ip_c = get16(ip, ipv4::CHECKSUM.start);
-        let tcp_c = get16(th, tcp::CHECKSUM.start);
+        let ip_c = ne16(ip, ipv4::CHECKSUM.start);
+        let tcp_c = ne16(th, tcp::CHECKSUM.start);
         Some(Rw {
             ip,
             th,
@@ -73,10 +75,10 @@ impl<'f, M: Meter + ?Sized> Rw<'f, M> {
     }
     #[inline]
     fn addr(&mut self, at: usize, new: [u8; 4]) {
-        let old = get32(self.ip, at);
-        let new = u32::from_be_bytes(new);
+        let old = ne32(self.ip, at);
+        let new = u32::from_ne_bytes(new);
         if old != new {
-            put32(self.ip, at, new);
+            put_ne32(self.ip, at, new);
             // In the pseudo-header too, so a partial checksum changes as well.
             let d = delta32(old, new);
             self.ip_acc += d;
@@ -88,9 +90,9 @@ impl<'f, M: Meter + ?Sized> Rw<'f, M> {
     /// A 16-bit field of the fixed TCP header at byte offset `at`.
     #[inline]
     fn tcp16(&mut self, at: usize, v: u16) {
-        let old = get16(self.th, at);
+        let (old, v) = (ne16(self.th, at), u16::from_ne_bytes(v.to_be_bytes()));
         if old != v {
-            put16(self.th, at, v);
+            put_ne16(self.th, at, v);
             self.segment_edit(delta16(old, v));
             self.meter.bytes_rewritten(2);
             self.meter.checksum_words(1);
@@ -99,9 +101,9 @@ impl<'f, M: Meter + ?Sized> Rw<'f, M> {
     /// A 32-bit field of the fixed TCP header at byte offset `at`.
     #[inline]
     fn tcp32(&mut self, at: usize, v: u32) {
-        let old = get32(self.th, at);
+        let (old, v) = (ne32(self.th, at), u32::from_ne_bytes(v.to_be_bytes()));
         if old != v {
-            put32(self.th, at, v);
+            put_ne32(self.th, at, v);
             self.segment_edit(delta32(old, v));
             self.meter.bytes_rewritten(4);
             self.meter.checksum_words(2);
@@ -141,10 +143,11 @@ impl<'f, M: Meter + ?Sized> Rw<'f, M> {
     }
     /// Clears FIN in the flags word (data offset, reserved bits and flags).
     pub fn clear_fin(&mut self) {
-        let old = get16(self.th, tcp::FLAGS.start);
-        let new = old & !(tcp::FIN as u16);
+        let old = ne16(self.th, tcp::FLAGS.start);
+        // FIN is in the second byte of the word, in either byte order's terms.
+        let new = old & !u16::from_ne_bytes([0, tcp::FIN]);
         if old != new {
-            put16(self.th, tcp::FLAGS.start, new);
+            put_ne16(self.th, tcp::FLAGS.start, new);
             self.segment_edit(delta16(old, new));
         }
     }
@@ -157,12 +160,14 @@ impl<'f, M: Meter + ?Sized> Rw<'f, M> {
         let Some(f) = self.rest.get_mut(at..at + 4) else {
             return;
         };
-        let old = u32::from_be_bytes([f[0], f[1], f[2], f[3]]);
+        let old = u32::from_ne_bytes([f[0], f[1], f[2], f[3]]);
+        let v = u32::from_ne_bytes(v.to_be_bytes());
         if old == v {
             return;
         }
-        f.copy_from_slice(&v.to_be_bytes());
-        // At an odd offset the value straddles 16-bit words: its bytes count rotated by 8.
+        f.copy_from_slice(&v.to_ne_bytes());
+        // At an odd offset the value straddles 16-bit words: its bytes count rotated by 8 (in
+        // either byte order, the first byte moves to the other half of its word).
         let d = if at.is_multiple_of(2) {
             delta32(old, v)
         } else {
@@ -180,12 +185,12 @@ impl<'f, M: Meter + ?Sized> Rw<'f, M> {
         let old = *b;
         if old != v {
             *b = v;
-            // A byte at an even offset is the high half of its 16-bit word.
+            // A byte at an even offset is the first of its 16-bit word.
             let word = |x: u8| {
                 if at.is_multiple_of(2) {
-                    (x as u16) << 8
+                    u16::from_ne_bytes([x, 0])
                 } else {
-                    x as u16
+                    u16::from_ne_bytes([0, x])
                 }
             };
             self.segment_edit(delta16(word(old), word(v)));
@@ -203,16 +208,16 @@ impl<'f, M: Meter + ?Sized> Rw<'f, M> {
     pub fn ttl_dec(&mut self) {
         let ttl = self.ip[ipv4::TTL];
         self.ip[ipv4::TTL] = ttl.wrapping_sub(1);
-        // The TTL is the high byte of its word, so `~m + m'` is 0xFFFF - 0x100 whatever the
-        // word was (RFC 1624 section 3's TTL case); only a TTL of 0 wraps (the parser drops
-        // TTL 0 and 1 before a rewrite, but a rewrite stays right for any input).
+        // The TTL is the first byte of its word, so `~m + m'` is 0xFFFF less the TTL's unit
+        // whatever the word was (RFC 1624 section 3's TTL case); only a TTL of 0 wraps (the
+        // parser drops TTL 0 and 1 before a rewrite, but a rewrite stays right for any input).
         self.ip_acc += if ttl != 0 {
-            0xfeff
+            u16::from_ne_bytes([0xfe, 0xff]) as u64
         } else {
             let proto = self.ip[ipv4::PROTOCOL];
             delta16(
-                u16::from_be_bytes([0, proto]),
-                u16::from_be_bytes([0xff, proto]),
+                u16::from_ne_bytes([0, proto]),
+                u16::from_ne_bytes([0xff, proto]),
             )
         };
         self.meter.bytes_rewritten(1);
@@ -226,8 +231,8 @@ impl<'f, M: Meter + ?Sized> Rw<'f, M> {
             Kind::Full => !checksum::fold64(!self.tcp_c as u64 + self.tcp_acc),
             Kind::Partial => checksum::fold64(self.tcp_c as u64 + self.tcp_acc),
         };
-        put16(self.ip, ipv4::CHECKSUM.start, ip_c);
-        put16(self.th, tcp::CHECKSUM.start, tcp_c);
+        put_ne16(self.ip, ipv4::CHECKSUM.start, ip_c);
+        put_ne16(self.th, tcp::CHECKSUM.start, tcp_c);
         // The two checksum fields themselves.
         self.meter.bytes_rewritten(4);
     }
@@ -245,33 +250,35 @@ const fn delta32(old: u32, new: u32) -> u64 {
     delta16((old >> 16) as u16, (new >> 16) as u16) + delta16(old as u16, new as u16)
 }
 
+/// A 16-bit field in native byte order (for checksum arithmetic only).
 #[inline]
-fn get16<const N: usize>(h: &[u8; N], at: usize) -> u16 {
+fn ne16<const N: usize>(h: &[u8; N], at: usize) -> u16 {
     match h.get(at..at + 2) {
-        Some(&[a, b]) => u16::from_be_bytes([a, b]),
+        Some(&[a, b]) => u16::from_ne_bytes([a, b]),
         _ => 0,
     }
 }
 
+/// A 32-bit field in native byte order (for checksum arithmetic only).
 #[inline]
-fn get32<const N: usize>(h: &[u8; N], at: usize) -> u32 {
+fn ne32<const N: usize>(h: &[u8; N], at: usize) -> u32 {
     match h.get(at..at + 4) {
-        Some(&[a, b, c, d]) => u32::from_be_bytes([a, b, c, d]),
+        Some(&[a, b, c, d]) => u32::from_ne_bytes([a, b, c, d]),
         _ => 0,
     }
 }
 
 #[inline]
-fn put16<const N: usize>(h: &mut [u8; N], at: usize, v: u16) {
+fn put_ne16<const N: usize>(h: &mut [u8; N], at: usize, v: u16) {
     if let Some(f) = h.get_mut(at..at + 2) {
-        f.copy_from_slice(&v.to_be_bytes());
+        f.copy_from_slice(&v.to_ne_bytes());
     }
 }
 
 #[inline]
-fn put32<const N: usize>(h: &mut [u8; N], at: usize, v: u32) {
+fn put_ne32<const N: usize>(h: &mut [u8; N], at: usize, v: u32) {
     if let Some(f) = h.get_mut(at..at + 4) {
-        f.copy_from_slice(&v.to_be_bytes());
+        f.copy_from_slice(&v.to_ne_bytes());
     }
 }
 
@@ -417,4 +424,86 @@ pub(super) fn translated(seg: &Seg, x: &Xlate) -> Seg {
         t.opts.sack_blocks = 0;
     }
     t
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use crate::meter::NoMeter;
+    use proptest::prelude::*;
+
+    /// An Ethernet/IPv4/TCP frame with 20 bytes of options and `payload`, both checksums right.
+    fn frame(bytes: &[u8; 40], payload: &[u8]) -> std::vec::Vec<u8> {
+        let mut f = std::vec![0u8; ethernet::LEN];
+        let ip_start = f.len();
+        f.extend_from_slice(bytes);
+        f.extend_from_slice(&[0u8; 20]);
+        f.extend_from_slice(payload);
+        let total = (f.len() - ip_start) as u16;
+        let ip = &mut f[ip_start..ip_start + 20];
+        ip[0] = 0x45;
+        ip[2..4].copy_from_slice(&total.to_be_bytes());
+        ip[8] = ip[8].max(2);
+        ip[9] = 6;
+        ip[10..12].fill(0);
+        let c = checksum::checksum(ip);
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+        let th = ip_start + 20;
+        // Data offset 10 words: 20 bytes of options.
+        f[th + 12] = 0xa0;
+        f[th + 16..th + 18].fill(0);
+        let ip = &f[ip_start..ip_start + 20];
+        let (src, dst) = (
+            [ip[12], ip[13], ip[14], ip[15]],
+            [ip[16], ip[17], ip[18], ip[19]],
+        );
+        let pseudo = checksum::pseudo_header_sum(src, dst, 6, (f.len() - th) as u16);
+        let c = !checksum::fold(checksum::sum(&f[th..], pseudo));
+        f[th + 16..th + 18].copy_from_slice(&c.to_be_bytes());
+        f
+    }
+
+    fn checksums_ok(f: &[u8]) -> bool {
+        let ip = &f[ethernet::LEN..ethernet::LEN + 20];
+        let (src, dst) = (
+            [ip[12], ip[13], ip[14], ip[15]],
+            [ip[16], ip[17], ip[18], ip[19]],
+        );
+        checksum::ipv4_header_ok(ip)
+            && checksum::transport_ok(src, dst, 6, &f[ethernet::LEN + 20..])
+    }
+
+    proptest! {
+        /// Every edit of the rewriter, at even and odd offsets, leaves both checksums equal to
+        /// a full recomputation (the edits are summed in native byte order).
+        #[test]
+        fn edits_keep_checksums(hdr in any::<[u8; 40]>(),
+                                payload in proptest::collection::vec(any::<u8>(), 0..40),
+                                addr in any::<[u8; 4]>(), port in any::<u16>(), v in any::<u32>(),
+                                w in any::<u16>(), at32 in 20usize..36, at8 in 20usize..40,
+                                b in any::<u8>(), which in 0u8..8) {
+            let mut f = frame(&hdr, &payload);
+            prop_assert!(checksums_ok(&f));
+            let mut m = NoMeter;
+            let mut rw = Rw::new(&mut f, Kind::Full, &mut m).unwrap();
+            match which {
+                0 => { rw.src(Ipv4Address::from_octets(addr)); rw.sport(port); }
+                1 => { rw.dst(Ipv4Address::from_octets(addr)); rw.dport(port); }
+                2 => { rw.seq(SeqNumber(v)); rw.ack(SeqNumber(v ^ 0x5a5a)); }
+                3 => rw.win(w),
+                4 => rw.opt32(at32, v),
+                5 => rw.opt8(at8, b),
+                6 => rw.clear_fin(),
+                _ => {
+                    rw.src(Ipv4Address::from_octets(addr));
+                    rw.opt32(at32, v);
+                    rw.opt8(at8, b);
+                    rw.ttl_dec();
+                }
+            }
+            rw.finish();
+            prop_assert!(checksums_ok(&f));
+        }
+    }
 }
