@@ -31,7 +31,7 @@ impl Switch<'_> {
             return Verdict::Drop(DropReason::ControlMalformed);
         };
         let repr = RequestRepr::parse(&req);
-        meter.mac_bytes(56);
+        meter.mac_bytes(control::REQUEST_TAGGED as u32);
         let key_id = repr.key_id;
         let (code, hops) = 'decide: {
             let Some(key) = self.config.key(key_id).copied() else {
@@ -53,7 +53,7 @@ impl Switch<'_> {
                 Some(Replay::Fresh) => {}
                 None => break 'decide (ReplyCode::NotOwner, 0),
             }
-            let (code, hops) = self.handoff(bi, port, now_ms, &repr, sink);
+            let (code, hops) = self.handoff(bi, port, now_ms, &repr, &mut Metered { sink, meter });
             if let Some(r) = self.replay.get_mut(bi) {
                 r.record(repr.counter, code, hops);
             }
@@ -110,6 +110,7 @@ impl Switch<'_> {
         udp[4..6].copy_from_slice(&udp_len.to_be_bytes());
         udp[6..8].copy_from_slice(&[0, 0]);
         let _ = reply.emit(&mut udp[8..], &key);
+        meter.mac_bytes(control::REPLY_TAGGED as u32);
         let pseudo = checksum::pseudo_header_sum(
             pc.gateway.octets(),
             src.octets(),

@@ -92,6 +92,7 @@ impl<'a> Switch<'a> {
         seg: &Seg,
         p: &mut Pkt<'_, S, M>,
     ) -> Verdict {
+        // The session record; the flow records each path reads are counted where it reads them.
         p.meter.table_entry(1);
         let Some(sess) = self.sessions.get(s).filter(|x| x.in_use) else {
             return Verdict::Drop(DropReason::StaleLeg);
@@ -110,7 +111,7 @@ impl<'a> Switch<'a> {
                     .table
                     .get(fi)
                     .map_or((0, false), |f| (f.ports[1], f.ts_enabled()));
-                self.answer_late_fin(port, seg, ts, p.sink);
+                self.answer_late_fin(port, seg, ts, metered!(p));
                 return Verdict::Local(LocalKind::TeardownAbsorbed);
             }
             return Verdict::Drop(DropReason::StaleLeg);
@@ -182,6 +183,7 @@ impl<'a> Switch<'a> {
         else {
             return Verdict::Drop(DropReason::UnknownFlow);
         };
+        p.meter.table_entry(1);
         self.track(anchor, Dir::Orig, in_port, now_ms, seg);
         let Some(sess) = self.sessions.get_mut(s) else {
             return Verdict::Drop(DropReason::Internal);
@@ -229,6 +231,7 @@ impl<'a> Switch<'a> {
             let Some(leg) = self.table.get(b.leg as usize) else {
                 return Verdict::Drop(DropReason::StaleLeg);
             };
+            p.meter.table_entry(1);
             let leg_port = leg.ports[0];
             let x = Mirror {
                 to: leg.keys[1].reversed(),
@@ -249,7 +252,7 @@ impl<'a> Switch<'a> {
             let t = translated(seg, &x);
             self.track(b.leg as usize, Dir::Orig, leg_port, now_ms, &t);
         }
-        if !self.set_macs(p.frame, &out, p.sink) {
+        if !self.set_macs(p.frame, &out, metered!(p)) {
             return Verdict::Drop(DropReason::NeighborUnknown);
         }
         Verdict::Forward(out.port)
@@ -309,18 +312,18 @@ impl<'a> Switch<'a> {
         let sent_data = b.srv_nxt.gt(b.s_start.sub(b.s_off).add(1)) && on_leg;
         if seg.rst() && b.phase == Phase::Pending && !sent_data {
             // The target reset the new leg before answering: roll back (docs/protocol.md).
-            self.rollback(s, p.sink);
+            self.rollback(s, metered!(p));
             return Verdict::Local(LocalKind::TeardownAbsorbed);
         }
         if on_leg {
-            self.tell_old_node(s, k, seg, p.sink);
+            self.tell_old_node(s, k, seg, metered!(p));
             if b.phase == Phase::Pending {
                 let Some(prev) = k.checked_sub(1).and_then(|j| self.binding(s, j)) else {
                     return Verdict::Drop(DropReason::Internal);
                 };
                 let need = prev.c_hi.max(b.c_start).add(b.c_off);
                 if (seg.ackf() && seg.ack.ge(need)) || seg.len > 0 {
-                    self.confirm(s, k, now_ms, p.sink);
+                    self.confirm(s, k, now_ms, metered!(p));
                 }
             }
         }
@@ -343,6 +346,7 @@ impl<'a> Switch<'a> {
         let (Some(c1), Some(leg)) = (self.table.get(anchor), self.table.get(fi)) else {
             return Verdict::Drop(DropReason::StaleLeg);
         };
+        p.meter.table_entry(if fi == anchor { 1 } else { 2 });
         p.meter.step(Step::Rewrite);
         let vip = c1.keys[0];
         // The mirror image of the client-to-server translation. A retiring server's late packets
@@ -393,7 +397,7 @@ impl<'a> Switch<'a> {
             port: c1_ports[0],
             next_hop: Ipv4Address::from_octets(vip.src),
         };
-        if !self.set_macs(p.frame, &out, p.sink) {
+        if !self.set_macs(p.frame, &out, metered!(p)) {
             return Verdict::Drop(DropReason::NeighborUnknown);
         }
         Verdict::Forward(out.port)
@@ -684,7 +688,7 @@ impl<'a> Switch<'a> {
                 win,
                 ts,
             };
-            self.gen_tcp(b.server_port, g, Generated::FakeClientFinalAck, p.sink);
+            self.gen_tcp(b.server_port, g, Generated::FakeClientFinalAck, metered!(p));
             if self
                 .binding_mut(s, k)
                 .is_some_and(|x| x.teardown(TeardownEvent::OldFinAbsorbed))
@@ -751,7 +755,7 @@ impl<'a> Switch<'a> {
             }
             if b.phase == Phase::Pending {
                 // The old node gave up on the hand-off (it saw no answer): roll back.
-                self.rollback(s, p.sink);
+                self.rollback(s, metered!(p));
             } else {
                 // The old node closed the leg it opened with a reset (its proxy does, once its
                 // FIN is acknowledged, to keep no TIME-WAIT): the leg is closed. The target
@@ -791,7 +795,7 @@ impl<'a> Switch<'a> {
             }
             let acked = if pass_fin { fin_seq.add(1) } else { fin_seq };
             if b.srv_ack.ge(acked) {
-                self.fake_target_fin_ack(s, k, p.sink);
+                self.fake_target_fin_ack(s, k, metered!(p));
                 if pass_fin {
                     // A retransmission of a FIN the target already has.
                     return Verdict::Local(LocalKind::TeardownAbsorbed);
@@ -807,7 +811,7 @@ impl<'a> Switch<'a> {
         // late) and retransmits. The target may have closed the leg by now and would answer
         // with a reset, so answer the old node again instead of passing the bytes on.
         if !seg.fin() && seg.seq.add(seg.len).le(b.srv_ack) {
-            self.reack_old_node(s, k, p.sink);
+            self.reack_old_node(s, k, metered!(p));
             return Verdict::Local(LocalKind::TeardownAbsorbed);
         }
         // Forwarded request bytes: merge into the stream the target sees (ack, window and
@@ -842,7 +846,7 @@ impl<'a> Switch<'a> {
             port: leg.ports[1],
             next_hop: Ipv4Address::from_octets(leg.keys[0].dst),
         };
-        if !self.set_macs(p.frame, &out, p.sink) {
+        if !self.set_macs(p.frame, &out, metered!(p)) {
             return Verdict::Drop(DropReason::NeighborUnknown);
         }
         Verdict::Forward(out.port)

@@ -42,6 +42,8 @@ use rewrite::Rw;
 use track::Reuse;
 
 const ETH_LEN: usize = ethernet::LEN;
+/// An Ethernet/IPv4 ARP packet (RFC 826): the only kind the parser accepts.
+const ARP_IPV4_LEN: usize = 28;
 const IP_LEN: usize = ipv4::LEN;
 const TCP_AT: usize = field::frame::L4;
 /// Largest frame the switch generates.
@@ -114,6 +116,33 @@ struct Pkt<'p, S: ?Sized, M: ?Sized> {
     sink: &'p mut S,
     meter: &'p mut M,
 }
+
+/// The sink of one frame's processing, telling the meter of every frame the switch generates
+/// on the way (faked ACKs and FINs, resets, ARP requests): a generated frame costs the engine
+/// that made it, and the simulator charges it there.
+struct Metered<'x, S: ?Sized, M: ?Sized> {
+    sink: &'x mut S,
+    meter: &'x mut M,
+}
+
+impl<S: Sink + ?Sized, M: Meter + ?Sized> Sink for Metered<'_, S, M> {
+    #[inline]
+    fn emit(&mut self, port: PortId, frame: &[u8]) -> bool {
+        self.meter.generated(frame.len() as u32);
+        self.sink.emit(port, frame)
+    }
+}
+
+/// `p`'s sink, metered (a macro, so that `p.frame` can be borrowed beside it).
+macro_rules! metered {
+    ($p:expr) => {
+        &mut Metered {
+            sink: &mut *$p.sink,
+            meter: &mut *$p.meter,
+        }
+    };
+}
+pub(super) use metered;
 
 /// Most frames [`Switch::process_burst`] takes at once.
 pub const BURST: usize = 32;
@@ -621,7 +650,7 @@ impl<'a> Switch<'a> {
         else {
             return Verdict::Drop(DropReason::ArpMalformed);
         };
-        meter.bytes_read(28);
+        meter.bytes_read(ARP_IPV4_LEN as u32);
         let Some(pc) = self.config.ports.get(port as usize).copied() else {
             return Verdict::Drop(DropReason::NoRoute);
         };
@@ -874,7 +903,7 @@ impl<'a> Switch<'a> {
         ip.set_checksum(c);
         meter.bytes_rewritten(3);
         meter.checksum_words(1);
-        if !self.set_macs(frame, &out, sink) {
+        if !self.set_macs(frame, &out, &mut Metered { sink, meter }) {
             return Verdict::Drop(DropReason::NeighborUnknown);
         }
         Verdict::Forward(out.port)
@@ -1020,7 +1049,7 @@ impl<'a> Switch<'a> {
             {
                 // No entry is left to say whether the connection had timestamps: a node puts one
                 // on its FIN only if it negotiated them.
-                self.answer_late_fin(port, &seg, true, p.sink);
+                self.answer_late_fin(port, &seg, true, metered!(p));
                 return Verdict::Local(LocalKind::TeardownAbsorbed);
             }
             return self.new_flow(port, role, now_ms, &seg, p);
@@ -1071,7 +1100,7 @@ impl<'a> Switch<'a> {
             Reuse::Open => {}
             Reuse::Refuse => return Verdict::Drop(DropReason::ReuseRefused),
             Reuse::Reopen => {
-                self.remove_closed(fi, p.sink);
+                self.remove_closed(fi, metered!(p));
                 self.event(FlowEvent::Reopened);
                 return self.new_flow(port, role, now_ms, &seg, p);
             }
@@ -1082,7 +1111,7 @@ impl<'a> Switch<'a> {
         if session.is_none() && aborted {
             self.track(fi, dir, port, now_ms, &seg);
             if !seg.rst() {
-                self.answer_aborted(port, &seg, p.sink);
+                self.answer_aborted(port, &seg, metered!(p));
             }
             return Verdict::Local(LocalKind::TeardownAbsorbed);
         }
@@ -1144,7 +1173,8 @@ impl<'a> Switch<'a> {
                 if self.table.lookup(&reply, &mut probes).is_some() {
                     return Verdict::Drop(DropReason::FlowConflict);
                 }
-                let Some(fi) = self.insert_or_reclaim(FlowKind::Nat, orig, reply, now_ms, p.sink)
+                let Some(fi) =
+                    self.insert_or_reclaim(FlowKind::Nat, orig, reply, now_ms, metered!(p))
                 else {
                     return Verdict::Drop(DropReason::TableFull);
                 };
@@ -1183,7 +1213,7 @@ impl<'a> Switch<'a> {
                     seg.key,
                     seg.key.reversed(),
                     now_ms,
-                    p.sink,
+                    metered!(p),
                 ) else {
                     return Verdict::Drop(DropReason::TableFull);
                 };
@@ -1255,7 +1285,7 @@ impl<'a> Switch<'a> {
         };
         rw.ttl_dec();
         rw.finish();
-        if !self.set_macs(p.frame, &out, p.sink) {
+        if !self.set_macs(p.frame, &out, metered!(p)) {
             return Verdict::Drop(DropReason::NeighborUnknown);
         }
         Verdict::Forward(out.port)
@@ -1295,7 +1325,7 @@ impl<'a> Switch<'a> {
             self.event(FlowEvent::RoutedReset);
             self.table.remove(fi);
         }
-        if !self.set_macs(p.frame, &out, p.sink) {
+        if !self.set_macs(p.frame, &out, metered!(p)) {
             return Verdict::Drop(DropReason::NeighborUnknown);
         }
         Verdict::Forward(out.port)

@@ -43,6 +43,10 @@ pub const REQUEST_LEN: usize = 64;
 pub const REPLY_LEN: usize = 32;
 /// Length of the MAC tag.
 pub const TAG_LEN: usize = 8;
+/// Bytes of a request its tag covers (all before the tag).
+pub const REQUEST_TAGGED: usize = REQUEST_LEN - TAG_LEN;
+/// Bytes of a reply its tag covers (all before the tag).
+pub const REPLY_TAGGED: usize = REPLY_LEN - TAG_LEN;
 
 /// A 128-bit control key.
 pub type Key = [u8; 16];
@@ -453,6 +457,12 @@ impl ReplyRepr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tagged_lengths_end_where_the_tags_start() {
+        assert_eq!(REQUEST_TAGGED, field::REQ_TAG.start);
+        assert_eq!(REPLY_TAGGED, field::REPLY_TAG.start);
+    }
 
     const KEY: Key = *b"0123456789abcdef";
 
