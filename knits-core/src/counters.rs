@@ -215,6 +215,49 @@ impl Default for Counters {
     }
 }
 
+/// Adds another switch's counters, every field: a host running several shards, each with a
+/// switch of its own, reports their sum.
+impl core::ops::AddAssign<&Counters> for Counters {
+    fn add_assign(&mut self, o: &Counters) {
+        fn add(a: &mut [u64], b: &[u64]) {
+            a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+        }
+        // Destructured, so that a new field cannot be left out of the sum.
+        let Counters {
+            rx_frames,
+            tx_frames,
+            drops,
+            local,
+            generated,
+            handoffs,
+            handoffs_completed,
+            handoffs_rolled_back,
+            sprayed,
+            sprayed_by_service,
+            handoffs_by_service,
+            tracked_routed,
+            expired,
+            closed,
+            events,
+        } = self;
+        add(rx_frames, &o.rx_frames);
+        add(tx_frames, &o.tx_frames);
+        add(drops, &o.drops);
+        add(local, &o.local);
+        add(generated, &o.generated);
+        add(handoffs, &o.handoffs);
+        add(sprayed, &o.sprayed);
+        add(sprayed_by_service, &o.sprayed_by_service);
+        add(handoffs_by_service, &o.handoffs_by_service);
+        add(events, &o.events);
+        *handoffs_completed += o.handoffs_completed;
+        *handoffs_rolled_back += o.handoffs_rolled_back;
+        *tracked_routed += o.tracked_routed;
+        *expired += o.expired;
+        *closed += o.closed;
+    }
+}
+
 impl Counters {
     /// Total drops over all reasons.
     pub fn total_drops(&self) -> u64 {
@@ -234,5 +277,89 @@ impl Counters {
     /// The count for one kind of generated frame.
     pub fn generated_count(&self, g: Generated) -> u64 {
         self.generated[g.index()]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `+=` adds every field: each field of `a` gets a distinct value, and the sum of `a` and
+    /// `a` must be twice `a` everywhere (a field left out of the sum stays single).
+    #[test]
+    fn add_assign_adds_every_field() {
+        let mut a = Counters::default();
+        let mut n = 0u64;
+        let mut next = || {
+            n += 1;
+            n
+        };
+        for arr in [
+            &mut a.rx_frames[..],
+            &mut a.tx_frames[..],
+            &mut a.drops[..],
+            &mut a.local[..],
+            &mut a.generated[..],
+            &mut a.handoffs[..],
+            &mut a.sprayed[..],
+            &mut a.sprayed_by_service[..],
+            &mut a.handoffs_by_service[..],
+            &mut a.events[..],
+        ] {
+            arr.iter_mut().for_each(|x| *x = next());
+        }
+        a.handoffs_completed = next();
+        a.handoffs_rolled_back = next();
+        a.tracked_routed = next();
+        a.expired = next();
+        a.closed = next();
+        let mut sum = a.clone();
+        sum += &a;
+        let Counters {
+            rx_frames,
+            tx_frames,
+            drops,
+            local,
+            generated,
+            handoffs,
+            handoffs_completed,
+            handoffs_rolled_back,
+            sprayed,
+            sprayed_by_service,
+            handoffs_by_service,
+            tracked_routed,
+            expired,
+            closed,
+            events,
+        } = &sum;
+        let twice = |got: &[u64], one: &[u64]| {
+            assert!(got.iter().zip(one).all(|(g, o)| *g == 2 * o && *o != 0));
+        };
+        twice(rx_frames, &a.rx_frames);
+        twice(tx_frames, &a.tx_frames);
+        twice(drops, &a.drops);
+        twice(local, &a.local);
+        twice(generated, &a.generated);
+        twice(handoffs, &a.handoffs);
+        twice(sprayed, &a.sprayed);
+        twice(sprayed_by_service, &a.sprayed_by_service);
+        twice(handoffs_by_service, &a.handoffs_by_service);
+        twice(events, &a.events);
+        twice(
+            &[
+                *handoffs_completed,
+                *handoffs_rolled_back,
+                *tracked_routed,
+                *expired,
+                *closed,
+            ],
+            &[
+                a.handoffs_completed,
+                a.handoffs_rolled_back,
+                a.tracked_routed,
+                a.expired,
+                a.closed,
+            ],
+        );
     }
 }
