@@ -7,7 +7,7 @@ use knits_core::meter::NoMeter;
 use knits_core::switch::{BURST, FrameMeta, Sink, Verdict};
 use knits_core::time::Instant;
 
-use crate::checks::{Harness, SYN_OPTS, Script, Stage, handoff_on};
+use crate::checks::warm_harness;
 
 #[derive(Default, PartialEq, Debug)]
 struct Record(Vec<(PortId, Vec<u8>)>);
@@ -26,21 +26,7 @@ pub fn check_burst(data: &[u8]) {
     let Some((&sel, mut rest)) = data.split_first() else {
         return;
     };
-    let warm = |sel: u8| -> Harness {
-        match sel & 3 {
-            0 => Harness::new(0, true),
-            n => {
-                let stage = [
-                    Stage::Established,
-                    Stage::Established,
-                    Stage::Accepted,
-                    Stage::Confirmed,
-                ][n as usize];
-                handoff_on(Script::with_verify(0, true), SYN_OPTS, stage).h
-            }
-        }
-    };
-    let (mut a, mut b) = (warm(sel), warm(sel));
+    let (mut a, mut b) = (warm_harness(sel, true), warm_harness(sel, true));
     let meta = FrameMeta {
         csum: if sel & 4 != 0 {
             knits_core::checksum::Kind::Partial

@@ -454,18 +454,7 @@ impl NodeApp {
                 St::Connecting { c2, target, since } => {
                     let s2 = host.sockets.get_mut::<tcp::Socket>(c2);
                     match s2.state() {
-                        tcp::State::Established => {
-                            self.counter += 1;
-                            let counter = self.counter;
-                            self.send_request(c, c2, target, counter, host);
-                            c.st = St::Requesting {
-                                c2,
-                                target,
-                                counter,
-                                last_tx: now,
-                                busy: 0,
-                            };
-                        }
+                        tcp::State::Established => self.ask(c, c2, target, 0, now, host),
                         tcp::State::Closed => {
                             c.force_local = true;
                             c.st = St::Serve;
@@ -496,16 +485,7 @@ impl NodeApp {
                         }
                         Some(ReplyCode::Busy) if busy < 100 => {
                             self.codes.push(ReplyCode::Busy);
-                            self.counter += 1;
-                            let counter = self.counter;
-                            self.send_request(c, c2, target, counter, host);
-                            c.st = St::Requesting {
-                                c2,
-                                target,
-                                counter,
-                                last_tx: now,
-                                busy: busy + 1,
-                            };
+                            self.ask(c, c2, target, busy + 1, now, host);
                         }
                         Some(code) => {
                             self.codes.push(code);
@@ -525,14 +505,7 @@ impl NodeApp {
                             continue;
                         }
                         None if now - last_tx >= 50 => {
-                            self.send_request(c, c2, target, counter, host);
-                            c.st = St::Requesting {
-                                c2,
-                                target,
-                                counter,
-                                last_tx: now,
-                                busy,
-                            };
+                            self.request(c, c2, target, counter, busy, now, host);
                         }
                         None => {}
                     }
@@ -567,6 +540,45 @@ impl NodeApp {
                 St::Done => return,
             }
         }
+    }
+
+    /// Asks the switch, under a new counter, to hand `c` off to `target` on the new leg `c2`;
+    /// `busy` is how many `busy` replies came before.
+    fn ask(
+        &mut self,
+        c: &mut Conn,
+        c2: SocketHandle,
+        target: u8,
+        busy: u32,
+        now: u64,
+        host: &mut Host,
+    ) {
+        self.counter += 1;
+        let counter = self.counter;
+        self.request(c, c2, target, counter, busy, now, host);
+    }
+
+    /// Sends the request `counter` (again, when it is the one `c` waits on) and waits for its
+    /// reply.
+    #[allow(clippy::too_many_arguments)]
+    fn request(
+        &mut self,
+        c: &mut Conn,
+        c2: SocketHandle,
+        target: u8,
+        counter: u64,
+        busy: u32,
+        now: u64,
+        host: &mut Host,
+    ) {
+        self.send_request(c, c2, target, counter, host);
+        c.st = St::Requesting {
+            c2,
+            target,
+            counter,
+            last_tx: now,
+            busy,
+        };
     }
 
     fn send_request(

@@ -81,6 +81,14 @@ pub(crate) struct Params {
 }
 
 impl Params {
+    /// Which node each request names, by connection.
+    pub(crate) fn targets(&self) -> Vec<Vec<u8>> {
+        self.conns
+            .iter()
+            .map(|c| c.reqs.iter().map(|r| r.target).collect())
+            .collect()
+    }
+
     pub(crate) fn new(seed: u64, conns: Vec<ConnSpec>) -> Params {
         Params {
             seed,

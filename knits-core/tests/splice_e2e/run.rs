@@ -275,11 +275,7 @@ pub(crate) fn run(p: Params) -> Outcome {
 /// Runs a scenario without faults and checks that every request was served by the node it named
 /// and that the expected number of hand-offs happened and completed.
 pub(crate) fn run_exact(p: Params, handoffs: u64) -> Outcome {
-    let want: Vec<Vec<u8>> = p
-        .conns
-        .iter()
-        .map(|c| c.reqs.iter().map(|r| r.target).collect())
-        .collect();
+    let want = p.targets();
     let o = run(p);
     assert_eq!(o.served_by, want, "served by the wrong node\n{}", o.summary);
     assert_eq!(

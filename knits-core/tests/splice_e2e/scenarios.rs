@@ -274,14 +274,6 @@ fn closing(mut reqs: Vec<Req>) -> Vec<Req> {
     reqs
 }
 
-/// Which node each request names.
-fn targets(p: &Params) -> Vec<Vec<u8>> {
-    p.conns
-        .iter()
-        .map(|c| c.reqs.iter().map(|r| r.target).collect())
-        .collect()
-}
-
 /// Every hand-off asked for was accepted (and answered busy at most), and each one
 /// completed.
 fn assert_all_accepted(o: &Outcome) {
@@ -336,7 +328,7 @@ fn reuse_after_handoffs() -> Vec<ConnSpec> {
 #[test]
 fn tuple_reuse_after_a_handoff() {
     let p = Params::new(60, reuse_after_handoffs());
-    let want = targets(&p);
+    let want = p.targets();
     let o = run(p);
     let c = &o.counters;
     assert_eq!(o.served_by, want, "served by the wrong node\n{}", o.summary);
@@ -376,7 +368,7 @@ fn tuple_reuse_after_a_plain_connection() {
         handed(Some(2), &[(3, 5), (2, 20_000), (1, 1)]),
     ];
     let p = Params::new(61, conns);
-    let want = targets(&p);
+    let want = p.targets();
     let o = run(p);
     let c = &o.counters;
     for i in [1, 3] {
@@ -466,7 +458,7 @@ fn thousand_handoffs(seed: u64, ack_delay_ms: Option<u64>) {
     p.ack_delay_ms = ack_delay_ms;
     p.reap = true;
     p.deadline_ms = 600_000;
-    let want = targets(&p);
+    let want = p.targets();
     let t0 = std::time::Instant::now();
     let o = run(p);
     eprintln!(
@@ -693,7 +685,7 @@ fn half_closed_client() {
         },
     ];
     let p = Params::new(90, conns);
-    let want = targets(&p);
+    let want = p.targets();
     let o = run(p);
     assert_eq!(o.served_by, want, "served by the wrong node\n{}", o.summary);
     assert_all_accepted(&o);

@@ -117,11 +117,7 @@ proptest! {
 
 fn check_schedule(p: Params) -> Result<(), TestCaseError> {
     let clean = !p.faults.any() && p.modes.iter().all(|m| *m == Mode::Normal);
-    let want: Vec<Vec<u8>> = p
-        .conns
-        .iter()
-        .map(|c| c.reqs.iter().map(|r| r.target).collect())
-        .collect();
+    let want = p.targets();
     let o = run(p);
     prop_assert!(o.completed + o.rolled_back <= o.accepted, "{}", o.summary);
     if clean {

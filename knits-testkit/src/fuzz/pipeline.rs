@@ -2,10 +2,8 @@
 
 use knits_core::checksum::Kind;
 
-use super::harness::Harness;
-use super::ops::SYN_OPTS;
 use super::reader::Reader;
-use super::script::{Script, Stage, handoff_on};
+use super::script::warm_harness;
 
 /// Pipeline target. Byte 0: bits 0-1 warm state (fresh, established, hand-off accepted, hand-off
 /// confirmed), bit 2 partial checksum, bit 3 verify checksums, bits 4-7 seconds to wait first.
@@ -15,18 +13,7 @@ pub fn check_pipeline(data: &[u8]) {
     let sel = r.u8();
     let port = r.u8();
     let mut frame = r.rest().to_vec();
-    let mut h = match sel & 3 {
-        0 => Harness::new(0, sel & 8 != 0),
-        n => {
-            let stage = [
-                Stage::Established,
-                Stage::Established,
-                Stage::Accepted,
-                Stage::Confirmed,
-            ][n as usize];
-            handoff_on(Script::with_verify(0, sel & 8 != 0), SYN_OPTS, stage).h
-        }
-    };
+    let mut h = warm_harness(sel, sel & 8 != 0);
     if sel >> 4 != 0 {
         h.tick((sel >> 4) as u64 * 1000, h.sw.flow_capacity());
     }

@@ -334,3 +334,20 @@ pub fn macro_scenarios() -> Vec<(&'static str, Script)> {
     }
     out
 }
+
+/// A harness in the warm state `sel & 3` selects: fresh, established, hand-off accepted,
+/// hand-off confirmed (the pipeline and burst targets' first byte).
+pub fn warm_harness(sel: u8, verify: bool) -> Harness {
+    match sel & 3 {
+        0 => Harness::new(0, verify),
+        n => {
+            let stage = [
+                Stage::Established,
+                Stage::Established,
+                Stage::Accepted,
+                Stage::Confirmed,
+            ][n as usize];
+            handoff_on(Script::with_verify(0, verify), SYN_OPTS, stage).h
+        }
+    }
+}
