@@ -20,7 +20,6 @@ mod raw;
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -31,26 +30,18 @@ use knits_host::faults::FaultConfig;
 use knits_host::stats::Snapshot;
 use socket2::{Domain, Protocol, Socket, Type};
 
+use common::up;
 use raw::{PacketSocket, in_netns};
 
 fn config(stem: &str) -> ClusterConfig {
     ClusterConfig {
-        nodes: 3,
-        prefix: Some(knits_host::netns::unique_prefix(stem)),
         // Long enough that a reused port meets its old connection still in TIME-WAIT.
         timeouts: TimeoutsMs {
             time_wait_ms: Some(60_000),
             ..Default::default()
         },
-        ..ClusterConfig::default()
+        ..common::config(stem)
     }
-}
-
-fn up(cfg: ClusterConfig) -> Cluster {
-    let mut c = Cluster::up(cfg, Path::new(env!("CARGO_BIN_EXE_knits-host"))).expect("cluster up");
-    c.start_switch().expect("switch");
-    c.wait_ready(Duration::from_secs(30)).expect("ready");
-    c
 }
 
 /// Runs `f` in the client namespace; when it fails, the switch's counters are printed with
