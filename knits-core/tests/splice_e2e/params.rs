@@ -114,24 +114,21 @@ impl Params {
 }
 
 pub(crate) fn script(targets: &[(u8, u32)]) -> Vec<Req> {
-    targets
-        .iter()
-        .map(|&(target, size)| Req {
-            target,
-            size,
-            wait: true,
-            ..Req::default()
-        })
-        .collect()
+    requests(targets, true)
 }
 
 pub(crate) fn pipelined(targets: &[(u8, u32)]) -> Vec<Req> {
+    requests(targets, false)
+}
+
+/// Requests of (target, size), each sent once the one before was answered (`wait`) or at once.
+fn requests(targets: &[(u8, u32)], wait: bool) -> Vec<Req> {
     targets
         .iter()
         .map(|&(target, size)| Req {
             target,
             size,
-            wait: false,
+            wait,
             ..Req::default()
         })
         .collect()
