@@ -8,25 +8,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{assert_handoffs_clean, config, handoff_scripts, run, up};
+use common::{assert_handoffs_clean, assert_no_failures, config, handoff_scripts, run, up};
 use knits_core::counters::DropReason;
 use knits_core::wire::control::ReplyCode;
 use knits_host::cluster::Cluster;
 use knits_host::faults::FaultConfig;
-use knits_host::load::{self, Request};
+use knits_host::load::Request;
 use knits_host::stats::Snapshot;
-
-fn assert_no_failures(r: &load::Report, snap: &Snapshot) {
-    let f = r.failures();
-    assert!(
-        f.is_empty(),
-        "{} connections failed, first: {:?}\n{}\n{}",
-        f.len(),
-        f.first(),
-        r.table(),
-        snap.table()
-    );
-}
 
 /// The counters once the switch has published after the run (every 100 ms).
 fn settled(c: &Cluster) -> Snapshot {

@@ -12,7 +12,7 @@ use knits_core::counters::{DropReason, FlowEvent};
 use knits_host::cluster::{Cluster, ClusterConfig};
 use knits_host::stats::Snapshot;
 
-use common::{assert_handoffs_clean, handoff_scripts, run};
+use common::{assert_handoffs_clean, assert_no_failures, handoff_scripts, run};
 
 const MIB: u64 = 1 << 20;
 
@@ -37,15 +37,7 @@ fn two_shards_pipelined_handoffs() {
     let took = t.elapsed();
     std::thread::sleep(Duration::from_millis(300));
     let snap = c.snapshot();
-    let f = r.failures();
-    assert!(
-        f.is_empty(),
-        "{} connections failed, first: {:?}\n{}\n{}",
-        f.len(),
-        f.first(),
-        r.table(),
-        snap.table()
-    );
+    assert_no_failures(&r, &snap);
     assert_eq!(r.requests(), 2000);
     assert_eq!(
         r.handoff_histogram(),

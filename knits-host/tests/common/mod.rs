@@ -144,3 +144,16 @@ pub fn assert_handoffs_clean(c: &Cluster, handoffs: u64) -> Snapshot {
     );
     snap
 }
+
+/// Every connection of the run succeeded (else the load report and the switch's counters).
+pub fn assert_no_failures(r: &load::Report, snap: &Snapshot) {
+    let f = r.failures();
+    assert!(
+        f.is_empty(),
+        "{} connections failed, first: {:?}\n{}\n{}",
+        f.len(),
+        f.first(),
+        r.table(),
+        snap.table()
+    );
+}
