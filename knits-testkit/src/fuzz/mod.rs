@@ -9,12 +9,13 @@
 //! Every `check_*` function takes the raw input bytes, never fails on any input by itself, and
 //! panics (an `assert!`) when knits-core breaks an invariant. See docs/fuzzing.md.
 //!
-//! One module per target (`pipeline`, `stateful`, `control`, `tcp_options`, `flow_table`,
-//! `checksum`) over what they share: the input `reader`, the fuzzed `cluster`, its `frame`s, the
-//! stateful target's `ops`, the `harness` that runs them and its `script`ed scenarios; and the
-//! committed `seeds`. Everything public is re-exported here, so a target names
+//! One module per target (`pipeline`, `burst`, `stateful`, `control`, `tcp_options`,
+//! `flow_table`, `checksum`) over what they share: the input `reader`, the fuzzed `cluster`, its
+//! `frame`s, the stateful target's `ops`, the `harness` that runs them and its `script`ed
+//! scenarios; and the committed `seeds`. Everything public is re-exported here, so a target names
 //! `knits_fuzz::checks::X` whatever module `X` lives in.
 
+mod burst;
 mod checksum;
 mod cluster;
 mod control;
@@ -30,6 +31,7 @@ mod stateful;
 mod tcp_options;
 
 pub use crate::frames::{F_ACK, F_FIN, F_PSH, F_RST, F_SYN};
+pub use burst::*;
 pub use checksum::*;
 pub use cluster::*;
 pub use control::*;
