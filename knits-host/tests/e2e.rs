@@ -8,7 +8,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{assert_handoffs_clean, assert_no_failures, config, handoff_scripts, run, up};
+use common::{
+    assert_handoffs_clean, assert_no_drops, assert_no_failures, config, handoff_scripts, run, up,
+};
 use knits_core::counters::DropReason;
 use knits_core::wire::control::ReplyCode;
 use knits_host::cluster::Cluster;
@@ -114,20 +116,15 @@ fn handoffs_pipelined_0_to_16_mib() {
     let accepted = snap.core.handoffs[ReplyCode::Accepted.index()];
     assert!(accepted >= 150, "\n{}", snap.table());
     let snap = assert_handoffs_clean(&c, 150);
-    for reason in [
-        DropReason::TcpBadChecksum,
-        DropReason::Ipv4BadChecksum,
-        DropReason::UnknownFlow,
-        DropReason::StaleLeg,
-    ] {
-        assert_eq!(
-            snap.core.drop_count(reason),
-            0,
-            "{} drops\n{}",
-            reason.name(),
-            snap.table()
-        );
-    }
+    assert_no_drops(
+        &snap,
+        &[
+            DropReason::TcpBadChecksum,
+            DropReason::Ipv4BadChecksum,
+            DropReason::UnknownFlow,
+            DropReason::StaleLeg,
+        ],
+    );
 }
 
 /// The same 2,000-request workload with 1% loss, 5% reordering and 1% duplication on every port

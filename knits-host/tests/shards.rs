@@ -12,7 +12,7 @@ use knits_core::counters::{DropReason, FlowEvent};
 use knits_host::cluster::{Cluster, ClusterConfig};
 use knits_host::stats::Snapshot;
 
-use common::{assert_handoffs_clean, assert_no_failures, handoff_scripts, run};
+use common::{assert_handoffs_clean, assert_no_drops, assert_no_failures, handoff_scripts, run};
 
 const MIB: u64 = 1 << 20;
 
@@ -56,19 +56,14 @@ fn two_shards_pipelined_handoffs() {
         "unknown_flow drops beyond the reset legs' late segments\n{}",
         snap.table()
     );
-    for reason in [
-        DropReason::TcpBadChecksum,
-        DropReason::Ipv4BadChecksum,
-        DropReason::StaleLeg,
-    ] {
-        assert_eq!(
-            snap.core.drop_count(reason),
-            0,
-            "{} drops\n{}",
-            reason.name(),
-            snap.table()
-        );
-    }
+    assert_no_drops(
+        &snap,
+        &[
+            DropReason::TcpBadChecksum,
+            DropReason::Ipv4BadChecksum,
+            DropReason::StaleLeg,
+        ],
+    );
     let shards = c.shard_counts().expect("a sharded switch");
     assert_eq!(shards.len(), 2);
     for (i, s) in shards.iter().enumerate() {

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use knits_core::counters::Generated;
+use knits_core::counters::{DropReason, Generated};
 use knits_host::cluster::{Cluster, ClusterConfig, TimeoutsMs};
 use knits_host::load::{self, Progress, Request, Spec};
 use knits_host::stats::Snapshot;
@@ -156,4 +156,17 @@ pub fn assert_no_failures(r: &load::Report, snap: &Snapshot) {
         r.table(),
         snap.table()
     );
+}
+
+/// No frame was dropped for any of `reasons`.
+pub fn assert_no_drops(snap: &Snapshot, reasons: &[DropReason]) {
+    for &reason in reasons {
+        assert_eq!(
+            snap.core.drop_count(reason),
+            0,
+            "{} drops\n{}",
+            reason.name(),
+            snap.table()
+        );
+    }
 }
