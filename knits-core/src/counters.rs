@@ -215,6 +215,49 @@ impl Default for Counters {
     }
 }
 
+/// Adds another switch's counters, every field: a host running several shards, each with a
+/// switch of its own, reports their sum.
+impl core::ops::AddAssign<&Counters> for Counters {
+    fn add_assign(&mut self, o: &Counters) {
+        fn add(a: &mut [u64], b: &[u64]) {
+            a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+        }
+        // Destructured, so that a new field cannot be left out of the sum.
+        let Counters {
+            rx_frames,
+            tx_frames,
+            drops,
+            local,
+            generated,
+            handoffs,
+            handoffs_completed,
+            handoffs_rolled_back,
+            sprayed,
+            sprayed_by_service,
+            handoffs_by_service,
+            tracked_routed,
+            expired,
+            closed,
+            events,
+        } = self;
+        add(rx_frames, &o.rx_frames);
+        add(tx_frames, &o.tx_frames);
+        add(drops, &o.drops);
+        add(local, &o.local);
+        add(generated, &o.generated);
+        add(handoffs, &o.handoffs);
+        add(sprayed, &o.sprayed);
+        add(sprayed_by_service, &o.sprayed_by_service);
+        add(handoffs_by_service, &o.handoffs_by_service);
+        add(events, &o.events);
+        *handoffs_completed += o.handoffs_completed;
+        *handoffs_rolled_back += o.handoffs_rolled_back;
+        *tracked_routed += o.tracked_routed;
+        *expired += o.expired;
+        *closed += o.closed;
+    }
+}
+
 impl Counters {
     /// Total drops over all reasons.
     pub fn total_drops(&self) -> u64 {
@@ -234,5 +277,64 @@ impl Counters {
     /// The count for one kind of generated frame.
     pub fn generated_count(&self, g: Generated) -> u64 {
         self.generated[g.index()]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use super::*;
+    use std::vec::Vec;
+
+    /// Every value `Debug` prints, in order: every field's every entry (no field name holds a
+    /// digit).
+    fn values(c: &Counters) -> Vec<u64> {
+        std::format!("{c:?}")
+            .split(|ch: char| !ch.is_ascii_digit())
+            .filter(|w| !w.is_empty())
+            .map(|w| w.parse().unwrap())
+            .collect()
+    }
+
+    /// `+=` adds every field into itself: with every entry of `a` distinct and not zero, every
+    /// entry of `a + a` is twice `a`'s (a field summed into another, or not at all, is not).
+    #[test]
+    fn add_assign_adds_every_field() {
+        let mut a = Counters::default();
+        let mut n = 0u64;
+        let mut next = || {
+            n += 1;
+            n
+        };
+        for arr in [
+            &mut a.rx_frames[..],
+            &mut a.tx_frames[..],
+            &mut a.drops[..],
+            &mut a.local[..],
+            &mut a.generated[..],
+            &mut a.handoffs[..],
+            &mut a.sprayed[..],
+            &mut a.sprayed_by_service[..],
+            &mut a.handoffs_by_service[..],
+            &mut a.events[..],
+        ] {
+            arr.iter_mut().for_each(|x| *x = next());
+        }
+        for x in [
+            &mut a.handoffs_completed,
+            &mut a.handoffs_rolled_back,
+            &mut a.tracked_routed,
+            &mut a.expired,
+            &mut a.closed,
+        ] {
+            *x = next();
+        }
+        let one = values(&a);
+        assert!(one.iter().all(|&v| v != 0), "a field the test does not set");
+        let mut sum = a.clone();
+        sum += &a;
+        let two: Vec<u64> = one.iter().map(|v| 2 * v).collect();
+        assert_eq!(values(&sum), two);
     }
 }

@@ -6,8 +6,6 @@
 //! To rewrite the seed files after changing the seed generator:
 //! `cargo test -p knits-core --test fuzz_corpus -- --ignored write_seeds`.
 
-#[path = "../../fuzz/src/burst.rs"]
-mod burst;
 use knits_testkit::fuzz as checks;
 
 use std::fs;
@@ -52,7 +50,7 @@ fn run_corpus(target: &str, min: usize, check: fn(&[u8])) {
 /// port and starting state).
 #[test]
 fn corpus_burst() {
-    run_corpus("burst", 8, burst::check_burst);
+    run_corpus("burst", 8, checks::check_burst);
 }
 
 #[test]

@@ -33,7 +33,9 @@ use serde::Deserialize;
 use crate::faults::FaultConfig;
 use crate::http::{ResponseParser, Step};
 use crate::netns::{self, Guard};
-use crate::runtime::{Options, Runtime, ShardCounts, ShardSet, ShardStats};
+use crate::runtime::{Options, Runtime};
+use crate::shard::{MAX_SHARDS, ShardCounts, ShardStats};
+use crate::shard_set::ShardSet;
 use crate::stats::{self, Snapshot};
 use crate::switch::SwitchCore;
 use crate::tap::{Tap, TapOptions};
@@ -241,11 +243,10 @@ impl ClusterConfig {
             return Err("flow_capacity must be >= 16 and session_capacity >= 1".into());
         }
         self.faults.validate()?;
-        if !(1..=crate::runtime::MAX_SHARDS).contains(&self.shards) {
+        if !(1..=MAX_SHARDS).contains(&self.shards) {
             return Err(format!(
                 "shards = {} must be 1..={} (one switch thread each)",
-                self.shards,
-                crate::runtime::MAX_SHARDS
+                self.shards, MAX_SHARDS
             ));
         }
         if !matches!(self.proxy.policy.as_str(), "prefix" | "hash" | "local") {

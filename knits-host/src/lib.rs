@@ -11,7 +11,12 @@
 //! - [`stats`]: counter snapshots, the human table, Prometheus text and the server for both.
 //! - [`netns`]: namespaces, processes started in them, and the guard that removes them.
 //! - [`http`], [`load`]: the client side of HTTP/1.1 and the verifying load client.
-//! - [`runtime`], [`switch`]: the event loop and the knits-core switch it drives.
+//! - [`datapath`]: what the event loop drives (the [`datapath::Core`] trait, its outcome and
+//!   frame sink); [`switch`] the knits-core switch behind it, [`bridge`] a plain two-port wire.
+//! - [`runtime`]: the event loop over the TAP ports; `held` the frames its delay fault holds
+//!   back, `capture` its pcapng recording.
+//! - [`steer`], [`shard`], [`shard_set`]: N loops on N threads, which shard owns a frame, and
+//!   the rings, wake-ups and sums that link the shards.
 //! - [`cluster`]: the namespace cluster (client, back-ends running origin and proxy).
 //! - [`https`]: the services on the VIP, the per-node certificates and the nodes' TLS server.
 //!
@@ -20,8 +25,12 @@
 //! drop or an error that says what to fix.
 #![deny(missing_docs)]
 
+pub mod bridge;
+mod capture;
 pub mod cluster;
+pub mod datapath;
 pub mod faults;
+mod held;
 pub mod http;
 pub mod https;
 pub mod load;
@@ -29,7 +38,10 @@ pub mod netns;
 pub mod pcap;
 pub mod runtime;
 pub mod services;
+pub mod shard;
+pub mod shard_set;
 pub mod stats;
+pub mod steer;
 pub mod switch;
 pub mod tap;
 pub mod vnet;

@@ -6,47 +6,37 @@
 //! virtio-net header. Every [`POLL_INTERVAL`] the core's timers run; every 100 ms a [`Snapshot`]
 //! is published for the stats server.
 //!
-//! The loop drives anything that implements [`Core`]: the knits-core switch (see
-//! [`crate::switch`]) or [`Bridge`], a two-port wire used to test the host plumbing alone.
+//! The loop drives anything that implements [`Core`] ([`crate::datapath`]): the knits-core switch
+//! ([`crate::switch`]) or [`crate::bridge::Bridge`].
 //!
 //! Fault injection and capture sit at the link: frames read from a port pass its ingress
 //! injector, then are recorded as "in" and processed; frames the core sends out are recorded as
 //! "out", then pass the egress injector of their port. So the pcap holds exactly the core's
-//! input and output, which the simulator can replay.
+//! input and output, which the simulator can replay. Frames the delay fault holds back wait in
+//! [`crate::held`]; the capture is [`crate::capture`].
 //!
-//! # Shards (opt-in, [`ShardSet`])
-//!
-//! With N > 1 shards every port is a multi-queue TAP with one queue per shard, and each shard is
-//! one such loop on a thread of its own with its own core (flow table, sessions, counters,
-//! timers). A frame read by one shard may belong to another: [`steer`] names the owner from the
-//! connection's ephemeral endpoint (docs/architecture.md, "Using both cores"), and frames for
-//! another shard go through a bounded channel per shard pair (dropped and counted when full),
-//! with an eventfd to wake the owner. Each shard writes to its own queue of the egress port.
-//! ARP goes to shard 0, and a copy turned into a reply to every other shard, so that each
-//! learns the neighbors without answering twice (and without counting or capturing the copy).
-//! Capture is one writer behind a mutex; the snapshot is the sum of the shards', with each
-//! shard's own figures beside it ([`Snapshot::shards`]).
+//! One loop runs the whole switch, or one of N shards ([`crate::shard_set`]): then it also
+//! takes frames from, and hands frames to, the other shards through its `ShardCtx`
+//! ([`crate::shard`]), and defers hand-off requests to the end of each round.
 
-use std::collections::BinaryHeap;
-use std::fs::File;
-use std::io::{self, BufWriter};
+use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use knits_core::checksum;
-use knits_core::config::{Config, PortId, PortRole};
-use knits_core::spray::shard_of;
+use knits_core::config::PortId;
 use knits_core::switch::BURST;
 use knits_core::time::Instant;
-use knits_core::wire::control;
 
+use crate::capture::{self, Capture};
+use crate::datapath::{Core, FrameSink, GENERATED_MAX, Outcome};
 use crate::faults::{FaultConfig, Injector};
-use crate::pcap::{self, Direction};
-use crate::stats::{PortStats, ShardSnapshot, Snapshot};
+use crate::held::{Held, HeldFrames};
+use crate::pcap::Direction;
+use crate::shard::ShardCtx;
+use crate::stats::{PortStats, Snapshot};
 use crate::tap::{self, Tap};
 use crate::vnet::{self, VnetHdr};
 
@@ -54,127 +44,8 @@ use crate::vnet::{self, VnetHdr};
 pub const BATCH: usize = 64;
 /// How often the core's timers run.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(10);
-/// Table entries the core may examine per timer run.
-pub const POLL_BUDGET: usize = 1024;
-/// Longest frame the core generates.
-pub const GENERATED_MAX: usize = 128;
-/// Generated frames buffered between two drains.
-pub const SINK_CAPACITY: usize = 64;
-
-/// What the core decided for one frame (the host's view of the core's verdict).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Send the (rewritten) frame on this port.
-    Forward(PortId),
-    /// The core consumed it (its replies, if any, are in the sink).
-    Local,
-    /// The core dropped it (and counted why).
-    Drop,
-}
-
-/// Frames the core generates, kept until the loop writes them.
-#[derive(Debug)]
-pub struct FrameSink {
-    frames: Vec<(PortId, usize, [u8; GENERATED_MAX])>,
-}
-
-impl Default for FrameSink {
-    fn default() -> Self {
-        FrameSink {
-            frames: Vec::with_capacity(SINK_CAPACITY),
-        }
-    }
-}
-
-impl FrameSink {
-    /// Queues a frame; false when full or longer than [`GENERATED_MAX`].
-    pub fn push(&mut self, port: PortId, frame: &[u8]) -> bool {
-        if self.frames.len() >= SINK_CAPACITY || frame.len() > GENERATED_MAX {
-            return false;
-        }
-        let mut b = [0u8; GENERATED_MAX];
-        b[..frame.len()].copy_from_slice(frame);
-        self.frames.push((port, frame.len(), b));
-        true
-    }
-
-    /// Frames queued.
-    pub fn len(&self) -> usize {
-        self.frames.len()
-    }
-
-    /// True when nothing is queued.
-    pub fn is_empty(&self) -> bool {
-        self.frames.is_empty()
-    }
-}
-
-/// The packet logic the loop drives.
-pub trait Core {
-    /// Handles one frame received on `port`; may rewrite it in place and queue generated frames.
-    fn process(
-        &mut self,
-        port: PortId,
-        now: Instant,
-        frame: &mut [u8],
-        csum: checksum::Kind,
-        sink: &mut FrameSink,
-    ) -> Outcome;
-    /// Handles a copy of a frame that another core handles and counts (a shard's copy of an ARP
-    /// frame, turned into a reply so that it only teaches the neighbour): the core may learn
-    /// from it, but its counters must not show it. The default counts it like any frame.
-    fn teach(
-        &mut self,
-        port: PortId,
-        now: Instant,
-        frame: &mut [u8],
-        csum: checksum::Kind,
-        sink: &mut FrameSink,
-    ) -> Outcome {
-        self.process(port, now, frame, csum, sink)
-    }
-    /// Touches what handling `frame` will read (see `Switch::prefetch`), before a burst is
-    /// handled frame by frame. The default does nothing.
-    fn prefetch(&self, _frame: &[u8]) -> u32 {
-        0
-    }
-    /// Runs timers.
-    fn poll(&mut self, now: Instant, sink: &mut FrameSink);
-    /// The link behind `port` went down (writes fail, or the device is gone) or came back.
-    fn set_port_up(&mut self, _port: PortId, _up: bool, _sink: &mut FrameSink) {}
-    /// Copies counters and occupancy into `snap` (ports and host figures are filled by the loop).
-    fn snapshot(&self, snap: &mut Snapshot);
-}
-
-/// A two-port wire: every frame from port 0 goes out of port 1 and back. It tests TAPs, offloads,
-/// faults and capture without the switch.
-#[derive(Debug, Default)]
-pub struct Bridge {
-    /// Frames moved.
-    pub frames: u64,
-}
-
-impl Core for Bridge {
-    fn process(
-        &mut self,
-        port: PortId,
-        _now: Instant,
-        _frame: &mut [u8],
-        _csum: checksum::Kind,
-        _sink: &mut FrameSink,
-    ) -> Outcome {
-        self.frames += 1;
-        match port {
-            0 => Outcome::Forward(1),
-            1 => Outcome::Forward(0),
-            _ => Outcome::Drop,
-        }
-    }
-    fn poll(&mut self, _now: Instant, _sink: &mut FrameSink) {}
-    fn snapshot(&self, snap: &mut Snapshot) {
-        snap.core.rx_frames[0] = self.frames;
-    }
-}
+/// The epoll token of a shard's wake-up eventfd.
+const WAKE_TOKEN: u64 = u64::MAX;
 
 /// Options of the loop.
 #[derive(Debug, Clone, Default)]
@@ -196,41 +67,13 @@ struct Port {
     fault_out: Option<Injector>,
 }
 
-/// A frame held back by the reorder fault.
-struct Held {
-    due: std::time::Instant,
-    seq: u64,
-    port: PortId,
-    ingress: bool,
-    data: Vec<u8>,
-}
-
-impl PartialEq for Held {
-    fn eq(&self, o: &Self) -> bool {
-        self.due == o.due && self.seq == o.seq
-    }
-}
-impl Eq for Held {}
-impl PartialOrd for Held {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Held {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        // Earliest first in a max-heap.
-        o.due.cmp(&self.due).then(o.seq.cmp(&self.seq))
-    }
-}
-
 /// The running loop: ports, core, capture, held frames.
 pub struct Runtime<C: Core> {
     core: C,
     ports: Vec<Port>,
     epoll: OwnedFd,
     pcap: Option<Capture>,
-    held: BinaryHeap<Held>,
-    held_seq: u64,
+    held: HeldFrames,
     sink: FrameSink,
     start: std::time::Instant,
     offloads: bool,
@@ -240,59 +83,6 @@ pub struct Runtime<C: Core> {
     dup: Vec<u8>,
     snapshot: Arc<Mutex<Snapshot>>,
     shard: Option<ShardCtx>,
-}
-
-type PcapWriter = pcap::Writer<BufWriter<File>>;
-
-/// The capture: the loop's own writer, or one shared by the shards.
-enum Capture {
-    Own(PcapWriter),
-    Shared(Arc<Mutex<PcapWriter>>),
-}
-
-impl Capture {
-    fn write(&mut self, port: PortId, dir: Direction, frame: &[u8]) {
-        match self {
-            Capture::Own(w) => {
-                let _ = w.write(port as u32, now_us(), dir, frame);
-            }
-            Capture::Shared(m) => {
-                if let Ok(mut w) = m.lock() {
-                    let _ = w.write(port as u32, now_us(), dir, frame);
-                }
-            }
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Capture::Own(w) => w.flush(),
-            Capture::Shared(m) => match m.lock() {
-                Ok(mut w) => w.flush(),
-                Err(_) => Ok(()),
-            },
-        }
-    }
-
-    fn frames(&self) -> u64 {
-        match self {
-            Capture::Own(w) => w.frames,
-            Capture::Shared(m) => m.lock().map(|w| w.frames).unwrap_or(0),
-        }
-    }
-}
-
-fn open_capture(path: &std::path::Path, names: &[String]) -> io::Result<PcapWriter> {
-    let f = File::create(path)
-        .map_err(|e| io::Error::new(e.kind(), format!("pcap file {}: {e}", path.display())))?;
-    pcap::Writer::new(BufWriter::with_capacity(1 << 20, f), names)
-}
-
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
 }
 
 impl<C: Core> Runtime<C> {
@@ -306,7 +96,7 @@ impl<C: Core> Runtime<C> {
         let pcap = match &opts.pcap {
             Some(path) => {
                 let names: Vec<String> = taps.iter().map(|t| t.name().to_string()).collect();
-                Some(Capture::Own(open_capture(path, &names)?))
+                Some(Capture::Own(capture::open(path, &names)?))
             }
             None => None,
         };
@@ -321,7 +111,8 @@ impl<C: Core> Runtime<C> {
         )
     }
 
-    fn build(
+    /// The loop; with `shard`, one of a [`crate::shard_set::ShardSet`].
+    pub(crate) fn build(
         core: C,
         taps: Vec<Tap>,
         opts: &Options,
@@ -331,7 +122,7 @@ impl<C: Core> Runtime<C> {
         start: std::time::Instant,
     ) -> io::Result<Runtime<C>> {
         // Fault streams: shard k uses its own (shard 0 the same as a single loop).
-        let stream0 = shard.as_ref().map_or(0, |s| 2 * 64 * s.id as u64);
+        let stream0 = shard.as_ref().map_or(0, |s| 2 * 64 * s.id() as u64);
         // SAFETY: epoll_create1 returns a new fd or -1.
         let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if fd < 0 {
@@ -385,7 +176,7 @@ impl<C: Core> Runtime<C> {
                 libc::epoll_ctl(
                     epoll.as_raw_fd(),
                     libc::EPOLL_CTL_ADD,
-                    sh.wakes[sh.id].as_raw_fd(),
+                    sh.wake_fd().as_raw_fd(),
                     &mut ev,
                 )
             };
@@ -398,8 +189,7 @@ impl<C: Core> Runtime<C> {
             ports,
             epoll,
             pcap,
-            held: BinaryHeap::new(),
-            held_seq: 0,
+            held: HeldFrames::default(),
             sink: FrameSink::default(),
             start,
             offloads,
@@ -428,11 +218,11 @@ impl<C: Core> Runtime<C> {
         while !stop.load(Ordering::Relaxed) {
             let wall = std::time::Instant::now();
             let mut wake = next_poll;
-            if let Some(h) = self.held.peek() {
-                wake = wake.min(h.due);
+            if let Some(due) = self.held.next_due() {
+                wake = wake.min(due);
             }
             let mut timeout = wake.saturating_duration_since(wall);
-            if self.shard.as_ref().is_some_and(|s| !s.deferred.is_empty()) {
+            if self.shard.as_ref().is_some_and(ShardCtx::has_deferred) {
                 timeout = Duration::ZERO;
             }
             let ms = timeout
@@ -472,10 +262,8 @@ impl<C: Core> Runtime<C> {
                 self.sync_links();
             }
             let wall = std::time::Instant::now();
-            while self.held.peek().is_some_and(|h| h.due <= wall) {
-                if let Some(h) = self.held.pop() {
-                    self.release(h);
-                }
+            while let Some(h) = self.held.pop_due(wall) {
+                self.release(h);
             }
             if wall >= next_poll {
                 let now = self.now();
@@ -525,27 +313,7 @@ impl<C: Core> Runtime<C> {
                     *g = s;
                 }
             }
-            Some(sh) => {
-                if let Some(slot) = sh.slots.get(sh.id)
-                    && let Ok(mut g) = slot.lock()
-                {
-                    *g = s;
-                }
-                // Sum every shard's latest into the shared snapshot, holding its lock so that
-                // the last merge sees every shard's last publication.
-                if let Ok(mut g) = self.snapshot.lock() {
-                    let parts: Vec<(Snapshot, ShardCounts)> = sh
-                        .slots
-                        .iter()
-                        .zip(sh.stats.iter())
-                        .map(|(slot, st)| {
-                            let part = slot.lock().map(|p| p.clone()).unwrap_or_default();
-                            (part, st.counts())
-                        })
-                        .collect();
-                    *g = merge_shards(&parts);
-                }
-            }
+            Some(sh) => sh.publish(s, &self.snapshot),
         }
     }
 
@@ -676,14 +444,8 @@ impl<C: Core> Runtime<C> {
     }
 
     fn hold(&mut self, port: PortId, ingress: bool, delay: Duration, n: usize) {
-        self.held_seq += 1;
-        self.held.push(Held {
-            due: std::time::Instant::now() + delay,
-            seq: self.held_seq,
-            port,
-            ingress,
-            data: self.buf[..n].to_vec(),
-        });
+        let due = std::time::Instant::now() + delay;
+        self.held.hold(due, port, ingress, self.buf[..n].to_vec());
     }
 
     fn release(&mut self, mut h: Held) {
@@ -697,49 +459,25 @@ impl<C: Core> Runtime<C> {
     /// Runs the core on one frame (`b` = virtio-net header + frame) and sends what comes out.
     /// A shard first hands frames of another shard over.
     fn process(&mut self, port: PortId, b: &mut [u8]) {
-        let mut copy = false;
-        if let Some(sh) = &mut self.shard {
-            let Some(frame) = b.get(vnet::HDR_LEN..) else {
-                return;
-            };
-            match steer(&sh.config, port, frame, sh.shards() as u32) {
-                Steer::Shard(s) | Steer::Control(s) if s as usize != sh.id => {
-                    sh.hand_over(s as usize, port, b.to_vec());
-                    return;
-                }
-                Steer::Shard(_) => {}
-                Steer::Control(_) => {
-                    // After what is queued before it (see `run_deferred`).
-                    sh.deferred.push((port, b.to_vec()));
-                    return;
-                }
-                Steer::Arp => {
-                    let me = sh.id;
-                    for s in (0..sh.shards()).filter(|&s| s != me) {
-                        let mut copy = b.to_vec();
-                        if s != 0 {
-                            arp_as_reply(&mut copy[vnet::HDR_LEN..]);
-                        }
-                        sh.hand_over(s, port, copy);
-                    }
-                    if sh.id != 0 {
-                        arp_as_reply(&mut b[vnet::HDR_LEN..]);
-                        copy = true;
-                    }
-                }
-            }
-        }
+        let copy = match &mut self.shard {
+            Some(sh) => match sh.take(port, b) {
+                Some(copy) => copy,
+                None => return,
+            },
+            None => false,
+        };
         self.process_here(port, b, copy);
     }
 
     /// Runs this loop's core on one frame. A `copy` (an ARP copy of a shard other than 0, see
-    /// [`is_arp_copy`]) is neither captured nor counted: shard 0 does both for the original.
+    /// [`crate::steer::is_arp_copy`]) is neither captured nor counted: shard 0 does both for the
+    /// original.
     fn process_here(&mut self, port: PortId, b: &mut [u8], copy: bool) {
         let Some(hdr) = VnetHdr::parse(b) else { return };
         if let Some(sh) = &self.shard
             && !copy
         {
-            sh.stats[sh.id].processed.fetch_add(1, Ordering::Relaxed);
+            sh.count_processed();
         }
         if !copy && let Some(w) = &mut self.pcap {
             w.write(port, Direction::In, &b[vnet::HDR_LEN..]);
@@ -795,25 +533,11 @@ impl<C: Core> Runtime<C> {
             }
             if let Some(delay) = d.delay {
                 let data = b.to_vec();
-                self.held_seq += 1;
                 let due = std::time::Instant::now() + delay;
                 if d.duplicate {
-                    self.held.push(Held {
-                        due,
-                        seq: self.held_seq,
-                        port,
-                        ingress: false,
-                        data: data.clone(),
-                    });
-                    self.held_seq += 1;
+                    self.held.hold(due, port, false, data.clone());
                 }
-                self.held.push(Held {
-                    due,
-                    seq: self.held_seq,
-                    port,
-                    ingress: false,
-                    data,
-                });
+                self.held.hold(due, port, false, data);
                 return;
             }
             if d.duplicate {
@@ -851,42 +575,10 @@ impl<C: Core> Runtime<C> {
         }
     }
 
-    /// Shards: processes what the other shards handed over (the wake-up is reset first, so a
-    /// frame handed over after the drain wakes the loop again).
+    /// Shards: processes what the other shards handed over ([`ShardCtx::receive`]).
     fn drain_rings(&mut self) {
         let Some(sh) = &mut self.shard else { return };
-        let mut v = [0u8; 8];
-        // SAFETY: reading 8 bytes into a valid buffer from an eventfd we hold.
-        unsafe {
-            libc::read(sh.wakes[sh.id].as_raw_fd(), v.as_mut_ptr().cast(), 8);
-        }
-        let mut frames = Vec::new();
-        let mut more = false;
-        for rx in sh.rx.iter().flatten() {
-            for _ in 0..RING_DRAIN {
-                match rx.try_recv() {
-                    Ok(f) => frames.push(f),
-                    Err(_) => break,
-                }
-            }
-            more |= frames.len() >= RING_DRAIN;
-        }
-        if more {
-            // Not all taken: come back after the ports had their turn.
-            sh.pending_wake[sh.id] = true;
-        }
-        for (port, mut data) in frames {
-            let mut copy = false;
-            if let Some(sh) = &mut self.shard
-                && let Some(f) = data.get(vnet::HDR_LEN..)
-            {
-                let st = steer(&sh.config, port, f, sh.shards() as u32);
-                if matches!(st, Steer::Control(_)) {
-                    sh.deferred.push((port, data));
-                    continue;
-                }
-                copy = is_arp_copy(sh.id, st);
-            }
+        for (port, mut data, copy) in sh.receive() {
             self.process_here(port, &mut data, copy);
         }
     }
@@ -897,10 +589,10 @@ impl<C: Core> Runtime<C> {
     /// come from another shard (the proxy retries when it still does, see knits-proxy).
     fn run_deferred(&mut self) {
         let Some(sh) = &mut self.shard else { return };
-        if sh.deferred.is_empty() {
+        if !sh.has_deferred() {
             return;
         }
-        let reqs = std::mem::take(&mut sh.deferred);
+        let reqs = sh.take_deferred();
         let mut ports: Vec<PortId> = reqs.iter().map(|r| r.0).collect();
         ports.dedup();
         for p in ports {
@@ -918,10 +610,7 @@ impl<C: Core> Runtime<C> {
         let Some(sh) = &self.shard else { return };
         let mut changed = Vec::new();
         for (i, p) in self.ports.iter_mut().enumerate() {
-            let down = sh
-                .links
-                .get(i)
-                .is_some_and(|l| l.load(Ordering::Relaxed) != 0);
+            let down = sh.link_down(i);
             if down != p.down && !p.gone {
                 p.down = down;
                 changed.push((i as PortId, !down));
@@ -958,347 +647,6 @@ impl<C: Core> Runtime<C> {
     }
 }
 
-/// Most shards.
-pub const MAX_SHARDS: usize = 4;
-/// Frames one shard may have queued for another (each holds up to 64 KiB only while queued).
-pub const RING: usize = 1024;
-/// Frames taken from one ring per wake-up.
-const RING_DRAIN: usize = 256;
-/// The epoll token of a shard's wake-up eventfd.
-const WAKE_TOKEN: u64 = u64::MAX;
-
-/// Which shard owns a frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Steer {
-    /// This shard's core handles it.
-    Shard(u32),
-    /// A hand-off request, for this shard.
-    Control(u32),
-    /// ARP: shard 0 answers; the others learn from a copy.
-    Arp,
-}
-
-/// The owner shard of `frame` received on `port` (docs/architecture.md, "Using both cores").
-/// TCP: the client's endpoint for traffic of the VIP (the source on the client port, the
-/// destination when a node sends to the client side), the endpoint with the higher port (the
-/// initiator's ephemeral one; ties: the higher address) between nodes. A hand-off request: the
-/// held connection's peer it names, which is that connection's key. ARP: [`Steer::Arp`].
-/// Everything else: shard 0.
-pub fn steer(cfg: &Config, port: PortId, frame: &[u8], shards: u32) -> Steer {
-    let zero = Steer::Shard(0);
-    if shards <= 1 || frame.len() < 14 {
-        return zero;
-    }
-    match [frame[12], frame[13]] {
-        [0x08, 0x06] => return Steer::Arp,
-        [0x08, 0x00] => {}
-        _ => return zero,
-    }
-    let ip = &frame[14..];
-    if ip.len() < 20 || ip[0] >> 4 != 4 {
-        return zero;
-    }
-    let ihl = (ip[0] & 0x0f) as usize * 4;
-    let Some(l4) = ip.get(ihl..).filter(|_| ihl >= 20) else {
-        return zero;
-    };
-    // Fragments (the core drops them) carry no ports after the first.
-    if u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0 || l4.len() < 4 {
-        return zero;
-    }
-    let src = [ip[12], ip[13], ip[14], ip[15]];
-    let dst = [ip[16], ip[17], ip[18], ip[19]];
-    let sport = u16::from_be_bytes([l4[0], l4[1]]);
-    let dport = u16::from_be_bytes([l4[2], l4[3]]);
-    let role = |p: Option<PortId>| p.and_then(|p| cfg.ports.get(p as usize)).map(|pc| pc.role);
-    let from_client = role(Some(port)) == Some(PortRole::Client);
-    match ip[9] {
-        6 => {
-            let (addr, p) = if from_client {
-                (src, sport)
-            } else if role(cfg.route(dst.into())) == Some(PortRole::Client) {
-                (dst, dport)
-            } else if (sport, src) > (dport, dst) {
-                (src, sport)
-            } else {
-                (dst, dport)
-            };
-            Steer::Shard(shard_of(addr, p, shards))
-        }
-        17 if !from_client && dport == cfg.control_port => {
-            match l4.get(8..).map(control::Request::new_checked) {
-                Some(Ok(r)) => {
-                    let e = r.held_peer();
-                    Steer::Control(shard_of(e.addr, e.port, shards))
-                }
-                _ => zero,
-            }
-        }
-        _ => zero,
-    }
-}
-
-/// True when shard `id` handles a frame steered `st` as a copy: every ARP frame goes to shard 0,
-/// which answers, captures and counts it, and a copy to every other shard, which only learns
-/// from it. So a malformed ARP frame is one drop, not one per shard.
-fn is_arp_copy(id: usize, st: Steer) -> bool {
-    id != 0 && st == Steer::Arp
-}
-
-/// Turns an ARP request into a reply in place, so a shard that gets a copy learns the sender
-/// without answering (shard 0 answers).
-fn arp_as_reply(frame: &mut [u8]) {
-    if let Some(op) = frame.get_mut(20..22) {
-        op.copy_from_slice(&[0, 2]);
-    }
-}
-
-/// The switch's snapshot from every shard's own (by shard id) and its loop's frame counts:
-/// the sum of the shards, with each shard's figures in [`Snapshot::shards`].
-fn merge_shards(parts: &[(Snapshot, ShardCounts)]) -> Snapshot {
-    let mut sum = Snapshot::default();
-    for (part, _) in parts {
-        sum += part;
-    }
-    if let Some((first, _)) = parts.first() {
-        sum.pcap_frames = first.pcap_frames;
-        sum.offloads = first.offloads;
-        sum.services = first.services.clone();
-    }
-    sum.shards = parts
-        .iter()
-        .map(|(part, n)| ShardSnapshot::of(part, n.processed, n.handed_over, n.ring_full))
-        .collect();
-    sum
-}
-
-/// Figures of one shard, readable while it runs.
-#[derive(Debug, Default)]
-pub struct ShardStats {
-    /// Frames this shard's core was given (its own and handed-over ones).
-    pub processed: AtomicU64,
-    /// Frames handed to another shard.
-    pub handed_over: AtomicU64,
-    /// Frames dropped because the other shard's ring was full.
-    pub ring_full: AtomicU64,
-}
-
-/// A copy of [`ShardStats`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ShardCounts {
-    /// Frames this shard's core was given.
-    pub processed: u64,
-    /// Frames handed to another shard.
-    pub handed_over: u64,
-    /// Frames dropped because a ring was full.
-    pub ring_full: u64,
-}
-
-impl ShardStats {
-    /// The figures now.
-    pub fn counts(&self) -> ShardCounts {
-        ShardCounts {
-            processed: self.processed.load(Ordering::Relaxed),
-            handed_over: self.handed_over.load(Ordering::Relaxed),
-            ring_full: self.ring_full.load(Ordering::Relaxed),
-        }
-    }
-}
-
-type Moved = (PortId, Vec<u8>);
-
-/// A shard's view of the others.
-struct ShardCtx {
-    id: usize,
-    config: Arc<Config>,
-    /// To shard i (`None` for this one).
-    tx: Vec<Option<SyncSender<Moved>>>,
-    /// From shard i (`None` for this one).
-    rx: Vec<Option<Receiver<Moved>>>,
-    /// Every shard's wake-up eventfd.
-    wakes: Arc<Vec<OwnedFd>>,
-    pending_wake: Vec<bool>,
-    /// Hand-off requests waiting for the end of the round.
-    deferred: Vec<Moved>,
-    stats: Arc<Vec<ShardStats>>,
-    /// Per port: 1 when a shard found the link down.
-    links: Arc<Vec<AtomicU8>>,
-    /// Every shard's latest snapshot.
-    slots: Arc<Vec<Mutex<Snapshot>>>,
-}
-
-impl ShardCtx {
-    fn shards(&self) -> usize {
-        self.tx.len()
-    }
-
-    fn hand_over(&mut self, to: usize, port: PortId, data: Vec<u8>) {
-        let st = &self.stats[self.id];
-        match self.tx.get(to).and_then(Option::as_ref) {
-            Some(tx) => match tx.try_send((port, data)) {
-                Ok(()) => {
-                    st.handed_over.fetch_add(1, Ordering::Relaxed);
-                    self.pending_wake[to] = true;
-                }
-                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                    st.ring_full.fetch_add(1, Ordering::Relaxed);
-                }
-            },
-            None => {
-                st.ring_full.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    }
-
-    fn flush_wakes(&mut self) {
-        for (i, w) in self.pending_wake.iter_mut().enumerate() {
-            if *w {
-                *w = false;
-                let one = 1u64.to_ne_bytes();
-                // SAFETY: writing 8 bytes from a valid buffer to an eventfd we hold.
-                unsafe {
-                    libc::write(self.wakes[i].as_raw_fd(), one.as_ptr().cast(), 8);
-                }
-            }
-        }
-    }
-
-    fn set_link(&self, port: usize, up: bool) {
-        if let Some(l) = self.links.get(port) {
-            l.store(u8::from(!up), Ordering::Relaxed);
-        }
-    }
-}
-
-/// N shards, each a loop on its own thread (module docs).
-pub struct ShardSet {
-    threads: Vec<std::thread::JoinHandle<io::Result<()>>>,
-    stats: Arc<Vec<ShardStats>>,
-}
-
-impl std::fmt::Debug for ShardSet {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ShardSet")
-            .field("shards", &self.threads.len())
-            .finish()
-    }
-}
-
-impl ShardSet {
-    /// Starts one loop per core: `queues[k]` are shard k's queues of every port (port id =
-    /// index), `config` is the switch configuration the steering follows. Runs until `stop`.
-    pub fn start<C: Core + Send + 'static>(
-        cores: Vec<C>,
-        queues: Vec<Vec<Tap>>,
-        config: Config,
-        opts: &Options,
-        snapshot: Arc<Mutex<Snapshot>>,
-        stop: Arc<AtomicBool>,
-    ) -> io::Result<ShardSet> {
-        let n = cores.len();
-        if n == 0 || n > MAX_SHARDS || queues.len() != n {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("shards must be 1..={MAX_SHARDS}, with one queue set each"),
-            ));
-        }
-        let ports = queues[0].len();
-        let mut wakes = Vec::new();
-        for _ in 0..n {
-            // SAFETY: eventfd returns a new fd or -1.
-            let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-            if fd < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // SAFETY: fd is a fresh, owned descriptor.
-            wakes.push(unsafe { OwnedFd::from_raw_fd(fd) });
-        }
-        let wakes = Arc::new(wakes);
-        let mut tx: Vec<Vec<Option<SyncSender<Moved>>>> =
-            (0..n).map(|_| (0..n).map(|_| None).collect()).collect();
-        let mut rx: Vec<Vec<Option<Receiver<Moved>>>> =
-            (0..n).map(|_| (0..n).map(|_| None).collect()).collect();
-        for from in 0..n {
-            for to in (0..n).filter(|&t| t != from) {
-                let (t, r) = std::sync::mpsc::sync_channel(RING);
-                tx[from][to] = Some(t);
-                rx[to][from] = Some(r);
-            }
-        }
-        let stats: Arc<Vec<ShardStats>> = Arc::new((0..n).map(|_| ShardStats::default()).collect());
-        let links: Arc<Vec<AtomicU8>> = Arc::new((0..ports).map(|_| AtomicU8::new(0)).collect());
-        let slots: Arc<Vec<Mutex<Snapshot>>> =
-            Arc::new((0..n).map(|_| Mutex::new(Snapshot::default())).collect());
-        let pcap = match &opts.pcap {
-            Some(path) => {
-                let names: Vec<String> = queues[0].iter().map(|t| t.name().to_string()).collect();
-                Some(Arc::new(Mutex::new(open_capture(path, &names)?)))
-            }
-            None => None,
-        };
-        let config = Arc::new(config);
-        let start = std::time::Instant::now();
-        let mut runtimes = Vec::new();
-        for (id, ((core, taps), (tx, rx))) in cores
-            .into_iter()
-            .zip(queues)
-            .zip(tx.into_iter().zip(rx))
-            .enumerate()
-        {
-            let ctx = ShardCtx {
-                id,
-                config: config.clone(),
-                tx,
-                rx,
-                wakes: wakes.clone(),
-                pending_wake: vec![false; n],
-                deferred: Vec::new(),
-                stats: stats.clone(),
-                links: links.clone(),
-                slots: slots.clone(),
-            };
-            runtimes.push(Runtime::build(
-                core,
-                taps,
-                opts,
-                snapshot.clone(),
-                pcap.clone().map(Capture::Shared),
-                Some(ctx),
-                start,
-            )?);
-        }
-        let mut threads = Vec::new();
-        for (id, mut rt) in runtimes.into_iter().enumerate() {
-            let stop = stop.clone();
-            let t = std::thread::Builder::new()
-                .name(format!("knits-shard{id}"))
-                .spawn(move || rt.run(&stop))?;
-            threads.push(t);
-        }
-        Ok(ShardSet { threads, stats })
-    }
-
-    /// Every shard's figures.
-    pub fn stats(&self) -> Arc<Vec<ShardStats>> {
-        self.stats.clone()
-    }
-
-    /// Waits for every shard to stop (after `stop` was set); the first error wins.
-    pub fn join(self) -> io::Result<()> {
-        let mut r = Ok(());
-        for t in self.threads {
-            let e = match t.join() {
-                Ok(x) => x,
-                Err(_) => Err(io::Error::other("a shard thread panicked")),
-            };
-            if r.is_ok() {
-                r = e;
-            }
-        }
-        r
-    }
-}
-
 /// True for an Ethernet/IPv4/TCP frame with the RST flag.
 pub fn is_tcp_rst(f: &[u8]) -> bool {
     if f.len() < 14 + 20 || f[12..14] != [0x08, 0x00] || f[14 + 9] != 6 {
@@ -1306,190 +654,4 @@ pub fn is_tcp_rst(f: &[u8]) -> bool {
     }
     let ihl = (f[14] & 0x0f) as usize * 4;
     f.get(14 + ihl + 13).is_some_and(|flags| flags & 0x04 != 0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sink_is_bounded() {
-        let mut s = FrameSink::default();
-        assert!(!s.push(0, &[0; GENERATED_MAX + 1]));
-        for _ in 0..SINK_CAPACITY {
-            assert!(s.push(1, &[1; 60]));
-        }
-        assert!(!s.push(1, &[1; 60]));
-        assert_eq!(s.len(), SINK_CAPACITY);
-    }
-
-    #[test]
-    fn held_frames_come_out_earliest_first() {
-        let t = std::time::Instant::now();
-        let mut h = BinaryHeap::new();
-        for (i, ms) in [5u64, 1, 3].iter().enumerate() {
-            h.push(Held {
-                due: t + Duration::from_millis(*ms),
-                seq: i as u64,
-                port: 0,
-                ingress: true,
-                data: vec![],
-            });
-        }
-        let order: Vec<u64> = std::iter::from_fn(|| h.pop().map(|x| x.seq)).collect();
-        assert_eq!(order, vec![1, 2, 0]);
-    }
-    /// An Ethernet/IPv4 frame with `proto` and the first bytes of its payload.
-    fn ipv4(src: [u8; 4], dst: [u8; 4], proto: u8, l4: &[u8]) -> Vec<u8> {
-        let mut f = vec![0u8; 14 + 20];
-        f[12..14].copy_from_slice(&[0x08, 0x00]);
-        f[14] = 0x45;
-        f[14 + 9] = proto;
-        f[14 + 12..14 + 16].copy_from_slice(&src);
-        f[14 + 16..14 + 20].copy_from_slice(&dst);
-        f.extend_from_slice(l4);
-        f
-    }
-
-    fn tcp(src: ([u8; 4], u16), dst: ([u8; 4], u16)) -> Vec<u8> {
-        let mut l4 = vec![0u8; 20];
-        l4[..2].copy_from_slice(&src.1.to_be_bytes());
-        l4[2..4].copy_from_slice(&dst.1.to_be_bytes());
-        ipv4(src.0, dst.0, 6, &l4)
-    }
-
-    #[test]
-    fn steering_keeps_a_connection_and_its_splice_in_one_shard() {
-        let cfg = Config::cluster(3, [0; 16]);
-        let client = ([198, 18, 0, 2], 40_001);
-        let vip = ([198, 18, 0, 10], 80);
-        let n1 = ([198, 19, 1, 2], 80);
-        let n2 = ([198, 19, 2, 2], 80);
-        for shards in 2..=4u32 {
-            let want = Steer::Shard(shard_of(client.0, client.1, shards));
-            // VIP traffic: from the client, to the node (NAT'ed), back from the node.
-            assert_eq!(steer(&cfg, 0, &tcp(client, vip), shards), want);
-            assert_eq!(steer(&cfg, 1, &tcp(n1, client), shards), want);
-            // The old node's new leg from a port in the client's shard, both directions.
-            let port = (32768..)
-                .find(|&p| shard_of(n1.0, p, shards) == shard_of(client.0, client.1, shards))
-                .unwrap();
-            let leg = ([198, 19, 1, 2], port);
-            assert_eq!(steer(&cfg, 1, &tcp(leg, n2), shards), want);
-            assert_eq!(steer(&cfg, 2, &tcp(n2, leg), shards), want);
-            // The hand-off request names the held connection's peer: the client.
-            let repr = control::RequestRepr {
-                key_id: 1,
-                counter: 7,
-                held_peer: control::Endpoint::new(client.0, client.1),
-                held_local: control::Endpoint::new(n1.0, 80),
-                new_local: control::Endpoint::new(leg.0, leg.1),
-                new_remote: control::Endpoint::new(n2.0, 80),
-                consumed: 0,
-                sent: 0,
-            };
-            let mut udp = vec![0u8; 8 + control::REQUEST_LEN];
-            udp[2..4].copy_from_slice(&control::DEFAULT_PORT.to_be_bytes());
-            repr.emit(&mut udp[8..], &[0; 16]).unwrap();
-            let req = ipv4(n1.0, [198, 19, 1, 1], 17, &udp);
-            assert_eq!(
-                steer(&cfg, 1, &req, shards),
-                Steer::Control(shard_of(client.0, client.1, shards))
-            );
-            // ARP everywhere, anything else to shard 0.
-            let mut arp = vec![0u8; 42];
-            arp[12..14].copy_from_slice(&[0x08, 0x06]);
-            assert_eq!(steer(&cfg, 2, &arp, shards), Steer::Arp);
-            assert_eq!(
-                steer(&cfg, 1, &ipv4(n1.0, n2.0, 1, &[0; 8]), shards),
-                Steer::Shard(0)
-            );
-            assert_eq!(steer(&cfg, 0, &[0u8; 10], shards), Steer::Shard(0));
-        }
-        // One shard: everything is shard 0.
-        assert_eq!(steer(&cfg, 0, &tcp(client, vip), 1), Steer::Shard(0));
-    }
-
-    #[test]
-    fn arp_copies_only_teach() {
-        let mut f = vec![0u8; 42];
-        f[20..22].copy_from_slice(&[0, 1]);
-        arp_as_reply(&mut f);
-        assert_eq!(&f[20..22], &[0, 2]);
-        // Shard 0 handles and counts ARP; the others only learn from their copies.
-        assert!(!is_arp_copy(0, Steer::Arp));
-        assert!(is_arp_copy(1, Steer::Arp));
-        assert!(!is_arp_copy(1, Steer::Shard(1)));
-    }
-
-    #[test]
-    fn shard_snapshots_add_up() {
-        let mut a = Snapshot::default();
-        a.core.rx_frames[1] = 3;
-        a.core.handoffs_completed = 2;
-        a.flows = 5;
-        a.flow_capacity = 8;
-        a.ports = vec![PortStats {
-            name: "p0".into(),
-            rx_frames: 4,
-            ..Default::default()
-        }];
-        let mut sum = Snapshot::default();
-        sum += &a;
-        sum += &a;
-        assert_eq!(sum.core.rx_frames[1], 6);
-        assert_eq!(sum.core.handoffs_completed, 4);
-        assert_eq!((sum.flows, sum.flow_capacity), (10, 16));
-        assert_eq!(sum.ports[0].name, "p0");
-        assert_eq!(sum.ports[0].rx_frames, 8);
-    }
-
-    /// The switch's snapshot is the sum of the shards', and each shard's own figures (table,
-    /// drops by reason, its loop's frame counts) are kept beside it, in shard order.
-    #[test]
-    fn merged_snapshot_keeps_each_shard() {
-        use knits_core::counters::DropReason;
-        let part = |flows: usize, drops: u64| {
-            let mut s = Snapshot {
-                flows,
-                flow_capacity: 8192,
-                sessions: flows / 2,
-                session_capacity: 2048,
-                ..Default::default()
-            };
-            s.core.drops[DropReason::TcpBadChecksum.index()] = drops;
-            s.core.drops[DropReason::OutOfWindow.index()] = 1;
-            s
-        };
-        let counts = |processed, handed_over, ring_full| ShardCounts {
-            processed,
-            handed_over,
-            ring_full,
-        };
-        let sum = merge_shards(&[
-            (part(6, 3), counts(100, 7, 0)),
-            (part(4, 5), counts(90, 11, 2)),
-        ]);
-        assert_eq!((sum.flows, sum.flow_capacity), (10, 16384));
-        assert_eq!(sum.sessions, 5);
-        assert_eq!(sum.core.drop_count(DropReason::TcpBadChecksum), 8);
-        assert_eq!(sum.shards.len(), 2);
-        let (a, b) = (&sum.shards[0], &sum.shards[1]);
-        assert_eq!(
-            (a.processed, a.handed_over, a.lost, a.flows, a.sessions),
-            (100, 7, 0, 6, 3)
-        );
-        assert_eq!(
-            (b.processed, b.handed_over, b.lost, b.flows, b.sessions),
-            (90, 11, 2, 4, 2)
-        );
-        assert_eq!((a.flow_capacity, b.session_capacity), (8192, 2048));
-        assert_eq!(
-            (a.total_drops(), b.total_drops()),
-            (4, 6),
-            "each shard's own drops"
-        );
-        assert_eq!(a.total_drops() + b.total_drops(), sum.core.total_drops());
-        assert_eq!(b.drops[DropReason::TcpBadChecksum.index()], 5);
-    }
 }

@@ -13,8 +13,11 @@ use knits_core::switch::{FrameMeta, Sink, Storage, Switch, Verdict};
 use knits_core::table::{FlowSlot, IndexSlot};
 use knits_core::time::Instant;
 
-use crate::runtime::{Core, FrameSink, Outcome, POLL_BUDGET};
+use crate::datapath::{Core, FrameSink, Outcome};
 use crate::stats::Snapshot;
+
+/// Table entries the switch may examine per timer run.
+pub const POLL_BUDGET: usize = 1024;
 
 impl Sink for FrameSink {
     fn emit(&mut self, port: PortId, frame: &[u8]) -> bool {

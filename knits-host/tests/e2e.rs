@@ -6,72 +6,17 @@
 
 mod common;
 
-use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use knits_core::counters::{DropReason, Generated};
+use common::{
+    assert_handoffs_clean, assert_no_drops, assert_no_failures, config, handoff_scripts, run, up,
+};
+use knits_core::counters::DropReason;
 use knits_core::wire::control::ReplyCode;
-use knits_host::cluster::{Cluster, ClusterConfig, TimeoutsMs};
+use knits_host::cluster::Cluster;
 use knits_host::faults::FaultConfig;
-use knits_host::load::{self, Progress, Request, Spec};
+use knits_host::load::Request;
 use knits_host::stats::Snapshot;
-
-const MIB: u64 = 1 << 20;
-
-fn config(stem: &str) -> ClusterConfig {
-    ClusterConfig {
-        nodes: 3,
-        prefix: Some(knits_host::netns::unique_prefix(stem)),
-        timeouts: TimeoutsMs {
-            time_wait_ms: Some(500),
-            ..Default::default()
-        },
-        ..ClusterConfig::default()
-    }
-}
-
-fn up(mut cfg: ClusterConfig) -> Cluster {
-    // KNITS_E2E_PCAP_DIR=dir captures every test's frames there (for post-mortems).
-    if let (Ok(dir), None) = (std::env::var("KNITS_E2E_PCAP_DIR"), &cfg.pcap) {
-        cfg.pcap = Some(
-            Path::new(&dir).join(format!("{}.pcapng", cfg.prefix.as_deref().unwrap_or("run"))),
-        );
-    }
-    let mut c = Cluster::up(cfg, Path::new(env!("CARGO_BIN_EXE_knits-host"))).expect("cluster up");
-    c.start_switch().expect("switch");
-    c.wait_ready(Duration::from_secs(30)).expect("ready");
-    c
-}
-
-fn run(
-    c: &Cluster,
-    scripts: Vec<Vec<Request>>,
-    pipeline: usize,
-    concurrency: usize,
-) -> load::Report {
-    let spec = Spec {
-        target: c.vip(),
-        netns: Some(c.client_ns.clone()),
-        scripts,
-        pipeline,
-        concurrency,
-        timeout: Duration::from_secs(20),
-    };
-    load::run(&spec, Arc::new(Progress::default()))
-}
-
-fn assert_no_failures(r: &load::Report, snap: &Snapshot) {
-    let f = r.failures();
-    assert!(
-        f.is_empty(),
-        "{} connections failed, first: {:?}\n{}\n{}",
-        f.len(),
-        f.first(),
-        r.table(),
-        snap.table()
-    );
-}
 
 /// The counters once the switch has published after the run (every 100 ms).
 fn settled(c: &Cluster) -> Snapshot {
@@ -96,36 +41,6 @@ fn wait_table_empty(c: &Cluster, limit: Duration) -> Snapshot {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-/// Connection `c` of `n` plans `hops(c)` hand-offs; `per` requests per connection; sizes
-/// from 0 B up, with a few 16 MiB responses.
-fn handoff_scripts(
-    conns: usize,
-    per: usize,
-    hops: impl Fn(usize) -> usize,
-    big: bool,
-) -> Vec<Vec<Request>> {
-    const SIZES: [u64; 8] = [0, 1, 100, 1460, 4096, 65536, 200_000, MIB];
-    (0..conns)
-        .map(|c| {
-            let h = hops(c);
-            (0..per)
-                .map(|r| {
-                    let seg = r * (h + 1) / per;
-                    let mut size = SIZES[(c * 3 + r) % SIZES.len()];
-                    if big && (c * per + r) % 500 == 7 {
-                        size = 16 * MIB;
-                    }
-                    if seg == 0 {
-                        Request::object(&format!("any/c{c}r{r}"), size)
-                    } else {
-                        Request::relative(seg, 3, &format!("c{c}r{r}"), size)
-                    }
-                })
-                .collect()
-        })
-        .collect()
 }
 
 #[test]
@@ -200,30 +115,16 @@ fn handoffs_pipelined_0_to_16_mib() {
     // Retransmitted requests are answered (and counted) again: at least one per hand-off.
     let accepted = snap.core.handoffs[ReplyCode::Accepted.index()];
     assert!(accepted >= 150, "\n{}", snap.table());
-    let snap = wait_table_empty(&c, Duration::from_secs(10));
-    assert_eq!(snap.core.handoffs_completed, 150, "\n{}", snap.table());
-    assert_eq!(snap.core.handoffs_rolled_back, 0, "\n{}", snap.table());
-    assert_eq!(snap.core.generated_count(Generated::AbortReset), 0);
-    assert_eq!(
-        snap.ports[0].tx_rst,
-        0,
-        "the client saw RSTs:\n{}",
-        snap.table()
+    let snap = assert_handoffs_clean(&c, 150);
+    assert_no_drops(
+        &snap,
+        &[
+            DropReason::TcpBadChecksum,
+            DropReason::Ipv4BadChecksum,
+            DropReason::UnknownFlow,
+            DropReason::StaleLeg,
+        ],
     );
-    for reason in [
-        DropReason::TcpBadChecksum,
-        DropReason::Ipv4BadChecksum,
-        DropReason::UnknownFlow,
-        DropReason::StaleLeg,
-    ] {
-        assert_eq!(
-            snap.core.drop_count(reason),
-            0,
-            "{} drops\n{}",
-            reason.name(),
-            snap.table()
-        );
-    }
 }
 
 /// The same 2,000-request workload with 1% loss, 5% reordering and 1% duplication on every port

@@ -17,15 +17,15 @@ mod raw;
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use knits_core::counters::DropReason;
 use knits_core::wire::control::{self, Endpoint, ReplyCode, RequestRepr};
-use knits_host::cluster::{Cluster, ClusterConfig, TimeoutsMs};
+use knits_host::cluster::{Cluster, ClusterConfig};
 use knits_host::stats::Snapshot;
 use knits_proxy::handoff::{ShardBind, connect_leg};
 
+use common::{config, up};
 use conn::{Conn, Event, Req, Spec};
 use raw::{Macs, Tcp, flag};
 
@@ -33,30 +33,6 @@ const MIB: u64 = 1 << 20;
 const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 const GATEWAY: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
-
-fn config(stem: &str) -> ClusterConfig {
-    ClusterConfig {
-        nodes: 3,
-        prefix: Some(knits_host::netns::unique_prefix(stem)),
-        timeouts: TimeoutsMs {
-            time_wait_ms: Some(500),
-            ..Default::default()
-        },
-        ..ClusterConfig::default()
-    }
-}
-
-fn up(mut cfg: ClusterConfig) -> Cluster {
-    if let (Ok(dir), None) = (std::env::var("KNITS_E2E_PCAP_DIR"), &cfg.pcap) {
-        cfg.pcap = Some(
-            Path::new(&dir).join(format!("{}.pcapng", cfg.prefix.as_deref().unwrap_or("run"))),
-        );
-    }
-    let mut c = Cluster::up(cfg, Path::new(env!("CARGO_BIN_EXE_knits-host"))).expect("cluster up");
-    c.start_switch().expect("switch");
-    c.wait_ready(Duration::from_secs(30)).expect("ready");
-    c
-}
 
 /// The counters after the switch has published twice more (every 100 ms).
 fn settled(c: &Cluster) -> Snapshot {

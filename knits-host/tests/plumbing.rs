@@ -10,9 +10,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use knits_host::bridge::Bridge;
 use knits_host::faults::FaultConfig;
 use knits_host::netns::{self, Guard};
-use knits_host::runtime::{Bridge, Options, Runtime};
+use knits_host::runtime::{Options, Runtime};
 use knits_host::stats::Snapshot;
 use knits_host::tap::TapOptions;
 use rand_xoshiro::SplitMix64;

@@ -6,70 +6,21 @@
 
 mod common;
 
-use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use knits_core::counters::{DropReason, FlowEvent, Generated};
-use knits_host::cluster::{Cluster, ClusterConfig, TimeoutsMs};
-use knits_host::load::{self, Progress, Request, Spec};
+use knits_core::counters::{DropReason, FlowEvent};
+use knits_host::cluster::{Cluster, ClusterConfig};
 use knits_host::stats::Snapshot;
 
-use common::wait_table_empty;
+use common::{assert_handoffs_clean, assert_no_drops, assert_no_failures, handoff_scripts, run};
 
 const MIB: u64 = 1 << 20;
 
 fn up(stem: &str, shards: usize) -> Cluster {
-    let cfg = ClusterConfig {
-        nodes: 3,
-        prefix: Some(knits_host::netns::unique_prefix(stem)),
-        timeouts: TimeoutsMs {
-            time_wait_ms: Some(500),
-            ..Default::default()
-        },
+    common::up(ClusterConfig {
         shards,
-        ..ClusterConfig::default()
-    };
-    let mut c = Cluster::up(cfg, Path::new(env!("CARGO_BIN_EXE_knits-host"))).expect("cluster up");
-    c.start_switch().expect("switch");
-    c.wait_ready(Duration::from_secs(30)).expect("ready");
-    c
-}
-
-fn run(c: &Cluster, scripts: Vec<Vec<Request>>, pipeline: usize, conc: usize) -> load::Report {
-    let spec = Spec {
-        target: c.vip(),
-        netns: Some(c.client_ns.clone()),
-        scripts,
-        pipeline,
-        concurrency: conc,
-        timeout: Duration::from_secs(20),
-    };
-    load::run(&spec, Arc::new(Progress::default()))
-}
-
-/// The scripts of e2e.rs's `handoff_scripts`: connection `c` plans `c % 4` hand-offs.
-fn handoff_scripts(conns: usize, per: usize) -> Vec<Vec<Request>> {
-    const SIZES: [u64; 8] = [0, 1, 100, 1460, 4096, 65536, 200_000, MIB];
-    (0..conns)
-        .map(|c| {
-            let h = c % 4;
-            (0..per)
-                .map(|r| {
-                    let seg = r * (h + 1) / per;
-                    let mut size = SIZES[(c * 3 + r) % SIZES.len()];
-                    if (c * per + r) % 500 == 7 {
-                        size = 16 * MIB;
-                    }
-                    if seg == 0 {
-                        Request::object(&format!("any/c{c}r{r}"), size)
-                    } else {
-                        Request::relative(seg, 3, &format!("c{c}r{r}"), size)
-                    }
-                })
-                .collect()
-        })
-        .collect()
+        ..common::config(stem)
+    })
 }
 
 /// 2,000 pipelined requests on 100 persistent connections with 0..=3 hand-offs each through two
@@ -82,19 +33,11 @@ fn two_shards_pipelined_handoffs() {
     }
     let mut c = up("tsh", 2);
     let t = Instant::now();
-    let r = run(&c, handoff_scripts(100, 20), 4, 50);
+    let r = run(&c, handoff_scripts(100, 20, |c| c % 4, true), 4, 50);
     let took = t.elapsed();
     std::thread::sleep(Duration::from_millis(300));
     let snap = c.snapshot();
-    let f = r.failures();
-    assert!(
-        f.is_empty(),
-        "{} connections failed, first: {:?}\n{}\n{}",
-        f.len(),
-        f.first(),
-        r.table(),
-        snap.table()
-    );
+    assert_no_failures(&r, &snap);
     assert_eq!(r.requests(), 2000);
     assert_eq!(
         r.handoff_histogram(),
@@ -102,16 +45,7 @@ fn two_shards_pipelined_handoffs() {
         "connections by hand-offs seen\n{}",
         r.table()
     );
-    let snap = wait_table_empty(&c, Duration::from_secs(10));
-    assert_eq!(snap.core.handoffs_completed, 150, "\n{}", snap.table());
-    assert_eq!(snap.core.handoffs_rolled_back, 0, "\n{}", snap.table());
-    assert_eq!(snap.core.generated_count(Generated::AbortReset), 0);
-    assert_eq!(
-        snap.ports[0].tx_rst,
-        0,
-        "the client saw RSTs:\n{}",
-        snap.table()
-    );
+    let snap = assert_handoffs_clean(&c, 150);
     // A new leg that the proxy resets (a hand-off refused `not_established` because, across
     // shards, the control request overtook the leg's ACK) leaves the table at once
     // (`routed_reset`, docs/architecture.md); a segment the target had in flight on it is then
@@ -122,19 +56,14 @@ fn two_shards_pipelined_handoffs() {
         "unknown_flow drops beyond the reset legs' late segments\n{}",
         snap.table()
     );
-    for reason in [
-        DropReason::TcpBadChecksum,
-        DropReason::Ipv4BadChecksum,
-        DropReason::StaleLeg,
-    ] {
-        assert_eq!(
-            snap.core.drop_count(reason),
-            0,
-            "{} drops\n{}",
-            reason.name(),
-            snap.table()
-        );
-    }
+    assert_no_drops(
+        &snap,
+        &[
+            DropReason::TcpBadChecksum,
+            DropReason::Ipv4BadChecksum,
+            DropReason::StaleLeg,
+        ],
+    );
     let shards = c.shard_counts().expect("a sharded switch");
     assert_eq!(shards.len(), 2);
     for (i, s) in shards.iter().enumerate() {

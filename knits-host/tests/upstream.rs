@@ -16,7 +16,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use knits_core::counters::Generated;
-use knits_host::cluster::{Cluster, ClusterConfig, TimeoutsMs};
+use knits_host::cluster::ClusterConfig;
 use knits_host::netns;
 use rand_xoshiro::SplitMix64;
 use rand_xoshiro::rand_core::{Rng, SeedableRng};
@@ -319,13 +319,8 @@ fn nginx_upstream_through_handoffs() {
     let t0 = Instant::now();
     let cfg = ClusterConfig {
         nodes: NODES,
-        prefix: Some(knits_host::netns::unique_prefix("tup")),
         upstream: Some(UPSTREAM.parse::<SocketAddr>().unwrap()),
-        timeouts: TimeoutsMs {
-            time_wait_ms: Some(500),
-            ..Default::default()
-        },
-        ..ClusterConfig::default()
+        ..common::config("tup")
     };
     let prefix = cfg.prefix.clone().unwrap();
     let tmp = TempDir(std::env::temp_dir().join(format!("knits-upstream-{prefix}")));
@@ -339,9 +334,7 @@ fn nginx_upstream_through_handoffs() {
     }
 
     // Readiness needs only the proxies: the web servers start after it.
-    let mut c = Cluster::up(cfg, Path::new(env!("CARGO_BIN_EXE_knits-host"))).expect("cluster up");
-    c.start_switch().expect("switch");
-    c.wait_ready(Duration::from_secs(30)).expect("ready");
+    let mut c = common::up(cfg);
     let after_probe = c.snapshot();
 
     // Every node's root holds the same tree: /obj/n1/, /obj/n2/, /obj/n3/ (hard links).

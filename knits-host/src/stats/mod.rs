@@ -160,24 +160,7 @@ impl std::ops::AddAssign<&PortStats> for PortStats {
 /// `shards`) is left alone: the caller takes it from one shard.
 impl std::ops::AddAssign<&Snapshot> for Snapshot {
     fn add_assign(&mut self, o: &Snapshot) {
-        // knits_core::counters::Counters has no `+=` of its own: its fields, one by one.
-        let (c, d) = (&mut self.core, &o.core);
-        let add = |a: &mut [u64], b: &[u64]| a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
-        add(&mut c.rx_frames, &d.rx_frames);
-        add(&mut c.tx_frames, &d.tx_frames);
-        add(&mut c.drops, &d.drops);
-        add(&mut c.local, &d.local);
-        add(&mut c.generated, &d.generated);
-        add(&mut c.handoffs, &d.handoffs);
-        add(&mut c.sprayed, &d.sprayed);
-        add(&mut c.sprayed_by_service, &d.sprayed_by_service);
-        add(&mut c.handoffs_by_service, &d.handoffs_by_service);
-        add(&mut c.events, &d.events);
-        c.handoffs_completed += d.handoffs_completed;
-        c.handoffs_rolled_back += d.handoffs_rolled_back;
-        c.tracked_routed += d.tracked_routed;
-        c.expired += d.expired;
-        c.closed += d.closed;
+        self.core += &o.core;
         self.flows += o.flows;
         self.flow_capacity += o.flow_capacity;
         self.sessions += o.sessions;
@@ -493,6 +476,29 @@ mod tests {
         ];
         s.ports[1].faults_out.dropped = 7;
         s
+    }
+
+    /// A shard's snapshot adds into the switch's: counters, table figures and ports.
+    #[test]
+    fn shard_snapshots_add_up() {
+        let mut a = Snapshot::default();
+        a.core.rx_frames[1] = 3;
+        a.core.handoffs_completed = 2;
+        a.flows = 5;
+        a.flow_capacity = 8;
+        a.ports = vec![PortStats {
+            name: "p0".into(),
+            rx_frames: 4,
+            ..Default::default()
+        }];
+        let mut sum = Snapshot::default();
+        sum += &a;
+        sum += &a;
+        assert_eq!(sum.core.rx_frames[1], 6);
+        assert_eq!(sum.core.handoffs_completed, 4);
+        assert_eq!((sum.flows, sum.flow_capacity), (10, 16));
+        assert_eq!(sum.ports[0].name, "p0");
+        assert_eq!(sum.ports[0].rx_frames, 8);
     }
 
     #[test]

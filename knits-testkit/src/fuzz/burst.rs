@@ -1,23 +1,13 @@
-//! Burst target: `Switch::process_burst` must give exactly what `Switch::process` gives frame by
-//! frame (verdicts, rewritten bytes, generated frames, counters) from the same state, for any
-//! frames. See docs/fuzzing.md.
+//! The burst target: `Switch::process_burst` must give exactly what `Switch::process` gives
+//! frame by frame (verdicts, rewritten bytes, generated frames, counters) from the same state,
+//! for any frames. See docs/fuzzing.md.
 
-use knits_core::config::PortId;
 use knits_core::meter::NoMeter;
-use knits_core::switch::{BURST, FrameMeta, Sink, Verdict};
+use knits_core::switch::{BURST, FrameMeta, Verdict};
 use knits_core::time::Instant;
 
-use crate::checks::{Harness, SYN_OPTS, Script, Stage, handoff_on};
-
-#[derive(Default, PartialEq, Debug)]
-struct Record(Vec<(PortId, Vec<u8>)>);
-
-impl Sink for Record {
-    fn emit(&mut self, port: PortId, frame: &[u8]) -> bool {
-        self.0.push((port, frame.to_vec()));
-        true
-    }
-}
+use super::script::warm_harness;
+use crate::sink::VecSink;
 
 /// Byte 0: bits 0-1 the starting state (fresh, established, hand-off accepted, confirmed), bit 2
 /// partial checksums, bits 3-4 the port the burst arrives on. Then frames, each a length byte
@@ -26,21 +16,7 @@ pub fn check_burst(data: &[u8]) {
     let Some((&sel, mut rest)) = data.split_first() else {
         return;
     };
-    let warm = |sel: u8| -> Harness {
-        match sel & 3 {
-            0 => Harness::new(0, true),
-            n => {
-                let stage = [
-                    Stage::Established,
-                    Stage::Established,
-                    Stage::Accepted,
-                    Stage::Confirmed,
-                ][n as usize];
-                handoff_on(Script::with_verify(0, true), SYN_OPTS, stage).h
-            }
-        }
-    };
-    let (mut a, mut b) = (warm(sel), warm(sel));
+    let (mut a, mut b) = (warm_harness(sel, true), warm_harness(sel, true));
     let meta = FrameMeta {
         csum: if sel & 4 != 0 {
             knits_core::checksum::Kind::Partial
@@ -63,7 +39,7 @@ pub fn check_burst(data: &[u8]) {
     let mut refs: Vec<&mut [u8]> = burst.iter_mut().map(|f| f.as_mut_slice()).collect();
     let metas = vec![meta; refs.len()];
     let mut verdicts = vec![Verdict::Drop(knits_core::counters::DropReason::Internal); refs.len()];
-    let (mut sa, mut sb) = (Record::default(), Record::default());
+    let (mut sa, mut sb) = (VecSink::default(), VecSink::default());
     let n = a.sw.process_burst(
         port,
         now,
@@ -79,7 +55,7 @@ pub fn check_burst(data: &[u8]) {
         assert_eq!(v, verdicts[i], "verdict of frame {i}");
         assert_eq!(*f, burst[i], "bytes of frame {i}");
     }
-    assert_eq!(sa, sb, "generated frames");
+    assert_eq!(sa.frames, sb.frames, "generated frames");
     assert_eq!(
         format!("{:?}", a.sw.counters()),
         format!("{:?}", b.sw.counters()),
