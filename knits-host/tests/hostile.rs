@@ -934,11 +934,16 @@ fn forged_handoff_requests(cfg: ClusterConfig) {
     let cap = raw::PacketSocket::open(&c.node_ns[a - 1], &c.node_ns[a - 1]).expect("capture");
     x.go();
     let mut legit = raw::sniff_udp_on(&cap, control::DEFAULT_PORT, limit).expect("A's request");
+    let counter_of =
+        |b: &[u8]| RequestRepr::parse(&control::Request::new_checked(b).unwrap()).counter;
     // With shards the first request can overtake the new leg's handshake ACK and be answered
     // `not_established`; the proxy then asks again (a fresh counter, 1-4 ms later). The request
-    // that was accepted is the last one A sent.
+    // that was accepted is the last one A sent; the switch remembers its answer to each of
+    // them, so the forged counters below start under the first.
+    let mut first_counter = counter_of(&legit);
     while let Ok(next) = raw::sniff_udp_on(&cap, control::DEFAULT_PORT, Duration::from_millis(300))
     {
+        first_counter = first_counter.min(counter_of(&next));
         legit = next;
     }
     drop(cap);
@@ -960,11 +965,12 @@ fn forged_handoff_requests(cfg: ClusterConfig) {
         "repeat of the accepted request"
     );
     // A, no longer the owner, and C forge requests for the connection, 8 of them with A's
-    // counters just below its proxy's (fresh, within the window): they push the accepted
-    // request out of the answers the switch remembers.
+    // counters just below its proxy's (fresh, within the window, and none a request A really
+    // sent, whose remembered answer the switch would repeat): they push the accepted request
+    // out of the answers the switch remembers.
     for i in 1..=8 {
         let r = RequestRepr {
-            counter: legit_req.counter - i,
+            counter: first_counter - i,
             new_local: ep(ia, 50_000 + i as u16),
             ..held(ia)
         };
