@@ -244,10 +244,14 @@ const fn delta16(old: u16, new: u16) -> u64 {
     !old as u64 + new as u64
 }
 
-/// [`delta16`] for both halves of a 32-bit value.
+/// [`delta16`] for both halves of a 32-bit value, as one 32-bit sum: modulo 2^16 - 1 a 32-bit
+/// value is the sum of its halves (2^16 = 1), and `!old` (2^32 - 1 - old) is `-old` as the two
+/// halves' complements are, since 2^32 - 1 = 65537 x 65535. The sum is zero exactly when the
+/// two-halves form is (old all ones, new zero), so the folded checksums are bit for bit the
+/// same.
 #[inline]
 const fn delta32(old: u32, new: u32) -> u64 {
-    delta16((old >> 16) as u16, (new >> 16) as u16) + delta16(old as u16, new as u16)
+    !old as u64 + new as u64
 }
 
 /// A 16-bit field in native byte order (for checksum arithmetic only).
@@ -474,7 +478,40 @@ mod tests {
             && checksum::transport_ok(src, dst, 6, &f[ethernet::LEN + 20..])
     }
 
+    /// The edges of one's complement zero: both forms agree there too.
+    #[test]
+    fn delta32_edges() {
+        for hc in [0u16, 1, 0xfffe, 0xffff] {
+            for (old, new) in [
+                (u32::MAX, 0),
+                (0, u32::MAX),
+                (0, 0),
+                (u32::MAX, u32::MAX),
+                (0xffff, 0),
+            ] {
+                let halves = delta16((old >> 16) as u16, (new >> 16) as u16)
+                    + delta16(old as u16, new as u16);
+                assert_eq!(
+                    !checksum::fold64(!hc as u64 + delta32(old, new)),
+                    !checksum::fold64(!hc as u64 + halves),
+                    "hc {hc:#x} old {old:#x} new {new:#x}"
+                );
+            }
+        }
+    }
+
     proptest! {
+        /// The one-sum `delta32` folds, with any checksum, to exactly what the two-halves form
+        /// of RFC 1624 equation 3 gives.
+        #[test]
+        fn delta32_folds_like_two_halves(hc in any::<u16>(), old in any::<u32>(), new in any::<u32>()) {
+            let halves = delta16((old >> 16) as u16, (new >> 16) as u16) + delta16(old as u16, new as u16);
+            prop_assert_eq!(
+                !checksum::fold64(!hc as u64 + delta32(old, new)),
+                !checksum::fold64(!hc as u64 + halves)
+            );
+        }
+
         /// Every edit of the rewriter, at even and odd offsets, leaves both checksums equal to
         /// a full recomputation (the edits are summed in native byte order).
         #[test]
