@@ -1007,25 +1007,32 @@ impl<'a> Switch<'a> {
         let mut probes = 0;
         let found = self.table.lookup(&seg.key, &mut probes);
         p.meter.table_probe(probes);
-        // The common case first: an acknowledgment or data segment of an established NAT flow
-        // that was never handed off, on the port its direction uses. Everything the general
-        // path below checks is then settled (no SYN, so no reuse; no RST; no session; not
-        // aborted), so it goes straight to validate, track and rewrite.
+        // The common cases first: an acknowledgment or data segment, on the port its
+        // direction uses, of an established NAT flow that was never handed off or of a
+        // spliced flow. Everything the general path below checks is then settled (no SYN, so
+        // no reuse; no RST; an abort matters only outside a session), so it goes straight to
+        // validate and the flow's own path.
         if let Some((fi, dir)) = found
             && let Some(flow) = self.table.get(fi)
             && seg.plain()
-            && flow.kind == FlowKind::Nat
-            && flow.state == TcpState::Established
-            && flow.link == 0
             && flow.ports[dir.index()] == port
-            && !flow.dirs[dir.index()].has(dirflag::ABORTED)
         {
-            p.meter.table_entry(1);
-            p.meter.step(Step::Decide);
-            if let Some(r) = flow.validate(dir, &seg) {
-                return Verdict::Drop(r);
+            let nat = flow.link == 0
+                && flow.kind == FlowKind::Nat
+                && flow.state == TcpState::Established
+                && !flow.dirs[dir.index()].has(dirflag::ABORTED);
+            if nat || flow.link != 0 {
+                p.meter.table_entry(1);
+                p.meter.step(Step::Decide);
+                if let Some(r) = flow.validate(dir, &seg) {
+                    return Verdict::Drop(r);
+                }
+                let now_ms = table::millis(now);
+                return match flow.session() {
+                    None => self.nat_plain(fi, dir, port, now_ms, &seg, p),
+                    Some(s) => self.spliced(s, fi, dir, now_ms, &seg, p),
+                };
             }
-            return self.nat_plain(fi, dir, port, table::millis(now), &seg, p);
         }
         let Some(pc) = self.config.ports.get(port as usize) else {
             return Verdict::Drop(DropReason::NoRoute);
