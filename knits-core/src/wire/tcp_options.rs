@@ -81,17 +81,34 @@ pub fn parse(header: &[u8]) -> Result<TcpOptions, OptionError> {
 #[inline]
 pub fn parse_into(header: &[u8], o: &mut TcpOptions) -> Result<(), OptionError> {
     // Header prediction (RFC 7323 appendix A's layout, which Linux, BSD and Windows put on every
-    // segment once timestamps are on): NOP, NOP, timestamps and nothing else. The same result
-    // as the walk below, read at fixed offsets.
+    // segment once timestamps are on): NOP, NOP, timestamps, then nothing else or (during loss
+    // recovery, as Linux sends it) NOP, NOP and SACK blocks up to the end of the header. The
+    // same result as the walk below, read at fixed offsets.
     if let Some(h) = header.first_chunk::<{ BASE_HEADER_LEN + 12 }>()
-        && header.len() == BASE_HEADER_LEN + 12
         && h[20..24] == [kind::NOP, kind::NOP, kind::TIMESTAMP, 10]
     {
-        o.ts_at = Some(24);
-        o.tsval = u32::from_be_bytes([h[24], h[25], h[26], h[27]]);
-        o.tsecr = u32::from_be_bytes([h[28], h[29], h[30], h[31]]);
-        o.walked = 12;
-        return Ok(());
+        let len = header.len().min(60);
+        let sack = match header.get(32..36) {
+            None => Some(0),
+            Some(&[kind::NOP, kind::NOP, kind::SACK, n]) => {
+                let n = n as usize;
+                (n >= 10 && (n - 2).is_multiple_of(8) && 36 + n - 2 == len).then_some((n - 2) / 8)
+            }
+            Some(_) => None,
+        };
+        if let Some(blocks) = sack
+            && header.len() == len
+        {
+            o.ts_at = Some(24);
+            o.tsval = u32::from_be_bytes([h[24], h[25], h[26], h[27]]);
+            o.tsecr = u32::from_be_bytes([h[28], h[29], h[30], h[31]]);
+            if blocks > 0 {
+                o.sack_at = 36;
+                o.sack_blocks = blocks as u8;
+            }
+            o.walked = (len - BASE_HEADER_LEN) as u8;
+            return Ok(());
+        }
     }
     walk_into(header, o)
 }
@@ -279,15 +296,22 @@ mod tests {
         /// so does any other 12-byte options area.
         #[test]
         fn prediction_matches_walk(tsval in any::<u32>(), tsecr in any::<u32>(),
-                                   other in any::<[u8; 12]>(), predicted in any::<bool>()) {
-            let mut h = [0u8; 32];
-            h[12] = 0x80;
+                                   other in any::<[u8; 40]>(), predicted in any::<bool>(),
+                                   blocks in 0usize..4, sack_len_byte in any::<u8>(),
+                                   odd in any::<bool>(), len in 20usize..=60) {
+            // The predicted layouts (timestamps alone, or with 1-3 SACK blocks), sometimes with
+            // a wrong SACK length byte; otherwise any bytes of any header length.
+            let mut h = std::vec![0u8; if predicted { 32 + if blocks > 0 { 4 + 8 * blocks } else { 0 } } else { len }];
+            let n = h.len() - 20;
+            h[20..].copy_from_slice(&other[..n]);
             if predicted {
                 h[20..24].copy_from_slice(&[1, 1, 8, 10]);
                 h[24..28].copy_from_slice(&tsval.to_be_bytes());
                 h[28..32].copy_from_slice(&tsecr.to_be_bytes());
-            } else {
-                h[20..].copy_from_slice(&other);
+                if blocks > 0 {
+                    let n = if odd { sack_len_byte } else { (2 + 8 * blocks) as u8 };
+                    h[32..36].copy_from_slice(&[1, 1, 5, n]);
+                }
             }
             let (mut fast, mut slow) = (TcpOptions::default(), TcpOptions::default());
             let r = parse_into(&h, &mut fast);
