@@ -89,12 +89,12 @@ pub fn parse_into(header: &[u8], o: &mut TcpOptions) -> Result<(), OptionError> 
     {
         let len = header.len().min(60);
         let sack = match header.get(32..36) {
-            None => Some(0),
+            None if len == 32 => Some(0),
             Some(&[kind::NOP, kind::NOP, kind::SACK, n]) => {
                 let n = n as usize;
-                (n >= 10 && (n - 2).is_multiple_of(8) && 36 + n - 2 == len).then_some((n - 2) / 8)
+                (n >= 10 && (n - 2).is_multiple_of(8) && 34 + n == len).then(|| (n - 2) / 8)
             }
-            Some(_) => None,
+            _ => None,
         };
         if let Some(blocks) = sack
             && header.len() == len
