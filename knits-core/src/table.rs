@@ -43,6 +43,21 @@ impl PartialEq for FlowKey {
     }
 }
 
+/// A key with its hash under one table's seed ([`FlowTable::hashed`]): a new connection's tuple
+/// is hashed once for the lookup that misses and for the insert that follows.
+#[derive(Debug, Clone, Copy)]
+pub struct Hashed {
+    key: FlowKey,
+    h: u32,
+}
+
+impl Hashed {
+    /// The key.
+    pub const fn key(&self) -> &FlowKey {
+        &self.key
+    }
+}
+
 /// The same two words as [`PartialEq`] compares, so that equal keys hash alike.
 impl core::hash::Hash for FlowKey {
     fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
@@ -387,7 +402,22 @@ impl<'a> FlowTable<'a> {
     /// into the caller (across crates too): the call itself cost a fifth of the lookup.
     #[inline]
     pub fn lookup(&self, key: &FlowKey, probes: &mut u32) -> Option<(usize, Dir)> {
-        let h = self.hash(key);
+        self.lookup_hashed(&self.hashed(key), probes)
+    }
+
+    /// `key` with its hash, for a lookup that may be followed by an insert of the same key.
+    #[inline]
+    pub fn hashed(&self, key: &FlowKey) -> Hashed {
+        Hashed {
+            key: *key,
+            h: self.hash(key),
+        }
+    }
+
+    /// [`FlowTable::lookup`] of a key hashed before.
+    #[inline]
+    pub fn lookup_hashed(&self, hk: &Hashed, probes: &mut u32) -> Option<(usize, Dir)> {
+        let (key, h) = (&hk.key, hk.h);
         let mut i = h & self.mask;
         let mut n = 0u32;
         loop {
@@ -442,6 +472,20 @@ impl<'a> FlowTable<'a> {
         reply: FlowKey,
         now_ms: u32,
     ) -> Result<usize, TableFull> {
+        let (orig, reply) = (self.hashed(&orig), self.hashed(&reply));
+        self.insert_hashed(kind, orig, reply, now_ms)
+    }
+
+    /// [`FlowTable::insert`] of keys hashed before (by [`FlowTable::hashed`] of this table), so
+    /// that a new connection's tuples are hashed once for the lookups that precede the insert
+    /// and the insert itself.
+    pub fn insert_hashed(
+        &mut self,
+        kind: FlowKind,
+        orig: Hashed,
+        reply: Hashed,
+        now_ms: u32,
+    ) -> Result<usize, TableFull> {
         if self.free_head == 0 {
             return Err(TableFull);
         }
@@ -451,19 +495,18 @@ impl<'a> FlowTable<'a> {
         };
         self.free_head = slot.link;
         *slot = FlowSlot {
-            keys: [orig, reply],
+            keys: [orig.key, reply.key],
             kind,
             last_ms: now_ms,
             ..FlowSlot::default()
         };
         self.used += 1;
-        self.index_insert(&orig, ((idx as u32) << 1) + 1);
-        self.index_insert(&reply, ((idx as u32) << 1 | 1) + 1);
+        self.index_insert(orig.h, ((idx as u32) << 1) + 1);
+        self.index_insert(reply.h, ((idx as u32) << 1 | 1) + 1);
         Ok(idx)
     }
 
-    fn index_insert(&mut self, key: &FlowKey, entry: u32) {
-        let h = self.hash(key);
+    fn index_insert(&mut self, h: u32, entry: u32) {
         let mut i = h & self.mask;
         // At most half full by construction, so an empty slot exists.
         for _ in 0..=self.mask {

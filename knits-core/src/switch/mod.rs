@@ -22,7 +22,7 @@ use crate::splice::{
 };
 use crate::spray::Spray;
 use crate::table::{
-    self, Dir, FlowKey, FlowKind, FlowSlot, FlowTable, IndexSlot, TcpState, dirflag,
+    self, Dir, FlowKey, FlowKind, FlowSlot, FlowTable, Hashed, IndexSlot, TcpState, dirflag,
 };
 use crate::time::Instant;
 use crate::wire::control::{self, ReplyCode, ReplyRepr, RequestRepr};
@@ -1005,7 +1005,8 @@ impl<'a> Switch<'a> {
         }
         p.meter.step(Step::Lookup);
         let mut probes = 0;
-        let found = self.table.lookup(&seg.key, &mut probes);
+        let hk = self.table.hashed(&seg.key);
+        let found = self.table.lookup_hashed(&hk, &mut probes);
         p.meter.table_probe(probes);
         // The common cases first: an acknowledgment or data segment, on the port its
         // direction uses, of an established NAT flow that was never handed off or of a
@@ -1059,7 +1060,7 @@ impl<'a> Switch<'a> {
                 self.answer_late_fin(port, &seg, true, metered!(p));
                 return Verdict::Local(LocalKind::TeardownAbsorbed);
             }
-            return self.new_flow(port, role, now_ms, &seg, p);
+            return self.new_flow(port, role, now_ms, &seg, hk, p);
         };
         p.meter.table_entry(1);
         let (reuse, verdict, session, kind, aborted) = {
@@ -1109,7 +1110,7 @@ impl<'a> Switch<'a> {
             Reuse::Reopen => {
                 self.remove_closed(fi, metered!(p));
                 self.event(FlowEvent::Reopened);
-                return self.new_flow(port, role, now_ms, &seg, p);
+                return self.new_flow(port, role, now_ms, &seg, hk, p);
             }
         }
         if let Some(r) = verdict {
@@ -1158,6 +1159,7 @@ impl<'a> Switch<'a> {
         role: PortRole,
         now_ms: u32,
         seg: &Seg,
+        orig: Hashed,
         p: &mut Pkt<'_, S, M>,
     ) -> Verdict {
         if !seg.syn() || seg.ackf() {
@@ -1169,15 +1171,14 @@ impl<'a> Switch<'a> {
                     return Verdict::Drop(DropReason::NoBackend);
                 };
                 let be = self.config.backends[bi];
-                let orig = seg.key;
-                let reply = FlowKey {
+                let reply = self.table.hashed(&FlowKey {
                     src: be.addr.octets(),
                     dst: seg.key.src,
                     sport: seg.key.dport,
                     dport: seg.key.sport,
-                };
+                });
                 let mut probes = 0;
-                if self.table.lookup(&reply, &mut probes).is_some() {
+                if self.table.lookup_hashed(&reply, &mut probes).is_some() {
                     return Verdict::Drop(DropReason::FlowConflict);
                 }
                 let Some(fi) =
@@ -1208,20 +1209,13 @@ impl<'a> Switch<'a> {
                     return Verdict::Drop(DropReason::NoRoute);
                 };
                 let mut probes = 0;
-                if self
-                    .table
-                    .lookup(&seg.key.reversed(), &mut probes)
-                    .is_some()
-                {
+                let reply = self.table.hashed(&seg.key.reversed());
+                if self.table.lookup_hashed(&reply, &mut probes).is_some() {
                     return Verdict::Drop(DropReason::FlowConflict);
                 }
-                let Some(fi) = self.insert_or_reclaim(
-                    FlowKind::Routed,
-                    seg.key,
-                    seg.key.reversed(),
-                    now_ms,
-                    metered!(p),
-                ) else {
+                let Some(fi) =
+                    self.insert_or_reclaim(FlowKind::Routed, orig, reply, now_ms, metered!(p))
+                else {
                     return Verdict::Drop(DropReason::TableFull);
                 };
                 p.meter.table_entry(1);
@@ -1238,14 +1232,16 @@ impl<'a> Switch<'a> {
     fn insert_or_reclaim<S: Sink + ?Sized>(
         &mut self,
         kind: FlowKind,
-        orig: FlowKey,
-        reply: FlowKey,
+        orig: Hashed,
+        reply: Hashed,
         now_ms: u32,
         sink: &mut S,
     ) -> Option<usize> {
-        match self.table.insert(kind, orig, reply, now_ms) {
+        match self.table.insert_hashed(kind, orig, reply, now_ms) {
             Ok(fi) => Some(fi),
-            Err(_) if self.reclaim_flow(sink) => self.table.insert(kind, orig, reply, now_ms).ok(),
+            Err(_) if self.reclaim_flow(sink) => {
+                self.table.insert_hashed(kind, orig, reply, now_ms).ok()
+            }
             Err(_) => None,
         }
     }
