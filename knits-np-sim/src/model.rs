@@ -20,6 +20,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 
 use knits_core::meter::Step;
+use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 use crate::calibration::{self, Calibration, STAGES};
@@ -618,7 +619,8 @@ struct Sim<'p> {
     server_base: Vec<u32>,
     visits: Vec<u64>,
     queued: Vec<u64>,
-    flows: HashMap<u64, FlowOrder, BuildFx>,
+    /// Keyed by global flow; only looked up, never iterated, so the hasher cannot change a figure.
+    flows: FxHashMap<u64, FlowOrder>,
     work_h: Vec<Hist>,
     lat_h: Vec<Hist>,
     total_work: Hist,
@@ -630,39 +632,6 @@ struct Sim<'p> {
     warm_time: Option<u64>,
     departures: Vec<(u64, u32)>,
     ready_buf: Vec<(u32, u64)>,
-}
-
-/// A small multiplicative hasher for the u64 flow keys.
-#[derive(Default, Clone, Copy)]
-struct BuildFx;
-#[derive(Default)]
-struct Fx(u64);
-impl std::hash::Hasher for Fx {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0.rotate_left(5) ^ *b as u64).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-}
-impl std::hash::BuildHasher for BuildFx {
-    type Hasher = Fx;
-    fn build_hasher(&self) -> Fx {
-        Fx(0)
-    }
-}
-
-#[inline]
-fn mix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
 }
 
 /// Most intervals a calendar keeps apart; past that the two closest are merged (the gap
@@ -829,7 +798,7 @@ impl<'p> Sim<'p> {
             },
             visits: vec![0; p.units.len()],
             queued: vec![0; p.units.len()],
-            flows: HashMap::with_hasher(BuildFx),
+            flows: FxHashMap::default(),
             work_h: vec![Hist::default(); ROWS],
             lat_h: vec![Hist::default(); ROWS],
             total_work: Hist::default(),
@@ -1039,7 +1008,8 @@ impl<'p> Sim<'p> {
             let base = self.server_base[u as usize * engines + engine as usize];
             let bank = if spec.banks > 1 {
                 // Multiply-shift: a uniform bank from the hashed address without a division.
-                ((mix(salt ^ ((k as u64) << 56)) as u128 * spec.banks as u128) >> 64) as u32
+                ((crate::rng::mix(salt ^ ((k as u64) << 56)) as u128 * spec.banks as u128) >> 64)
+                    as u32
             } else {
                 0
             };
