@@ -8,9 +8,10 @@ use knits_core::config::{Config, PortId};
 use knits_core::switch::{FrameMeta, Switch, Verdict};
 use knits_core::time::Instant;
 use knits_core::wire::control::ReplyCode;
+use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, IpAddress,
-    IpProtocol, Ipv4Address, Ipv4Packet, Ipv4Repr, TcpPacket, TcpRepr, UdpPacket,
+    IpProtocol, Ipv4Address, Ipv4Packet, TcpPacket, TcpRepr, UdpPacket,
 };
 
 use crate::rng::Rng;
@@ -230,7 +231,7 @@ impl Driver {
                             &tcp,
                             &IpAddress::Ipv4(src),
                             &IpAddress::Ipv4(dst),
-                            &caps(),
+                            &ChecksumCapabilities::default(),
                         ) {
                             Ok(repr) => {
                                 let payload_len = repr.payload.len();
@@ -386,25 +387,13 @@ impl Driver {
         for i in 0..self.spec.connections as usize {
             let (a, b) = (1 + i % n, 1 + (i + 1) % n);
             let (src, dst) = (self.hosts[a].ip, self.hosts[b].ip);
-            let mut f = eth_frame(
-                self.hosts[a].mac,
-                self.hosts[a].gw_mac,
-                EthernetProtocol::Ipv4,
-                46,
-            );
-            let ip = Ipv4Repr {
-                src_addr: src,
-                dst_addr: dst,
-                next_header: IpProtocol::Icmp,
-                payload_len: 26,
-                hop_limit: 64,
-            };
-            ip.emit(&mut Ipv4Packet::new_unchecked(&mut f[14..]), &caps());
             // An echo request: type 8, code 0, the checksum of the 26 bytes, id and sequence.
-            f[34] = 8;
-            f[38..40].copy_from_slice(&(i as u16).to_be_bytes());
-            let c = checksum::checksum(&f[34..60]);
-            f[36..38].copy_from_slice(&c.to_be_bytes());
+            let mut m = [0u8; 26];
+            m[0] = 8;
+            m[4..6].copy_from_slice(&(i as u16).to_be_bytes());
+            let c = checksum::checksum(&m);
+            m[2..4].copy_from_slice(&c.to_be_bytes());
+            let f = icmp_frame(l3(self.hosts[a].mac, self.hosts[a].gw_mac, src, dst), &m);
             self.send(a, f);
             self.pump_wire();
         }

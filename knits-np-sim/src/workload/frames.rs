@@ -1,32 +1,37 @@
-//! Frames the hosts send, built with smoltcp's `Repr::emit`.
+//! The hosts' frames: the test kit's builders (smoltcp's `Repr::emit`), padded with zeros to
+//! Ethernet's 60-byte minimum as a sending NIC would.
 
+use knits_testkit::frames::{Ipv4Frame, arp};
 use smoltcp::phy::ChecksumCapabilities;
-use smoltcp::wire::{
-    ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, IpAddress,
-    IpProtocol, Ipv4Address, Ipv4Packet, Ipv4Repr, TcpPacket, TcpRepr, UdpPacket, UdpRepr,
-};
+use smoltcp::wire::{ArpRepr, EthernetAddress, IpProtocol, Ipv4Address, TcpPacket, TcpRepr};
 
-pub(super) fn caps() -> ChecksumCapabilities {
-    ChecksumCapabilities::default()
-}
+/// Ethernet's minimum frame, FCS excluded.
+const MIN_FRAME: usize = 60;
 
-pub(super) fn eth_frame(
-    src: EthernetAddress,
-    dst: EthernetAddress,
-    ethertype: EthernetProtocol,
-    body_len: usize,
-) -> Vec<u8> {
-    let mut buf = vec![0u8; (14 + body_len).max(60)];
-    let mut eth = EthernetFrame::new_unchecked(&mut buf[..]);
-    EthernetRepr {
-        src_addr: src,
-        dst_addr: dst,
-        ethertype,
+fn padded(mut f: Vec<u8>) -> Vec<u8> {
+    if f.len() < MIN_FRAME {
+        f.resize(MIN_FRAME, 0);
     }
-    .emit(&mut eth);
-    buf
+    f
 }
 
+/// Ethernet and IPv4 headers with the TTL every host here sends with.
+pub(super) fn l3(
+    src_mac: EthernetAddress,
+    dst_mac: EthernetAddress,
+    src: Ipv4Address,
+    dst: Ipv4Address,
+) -> Ipv4Frame {
+    Ipv4Frame {
+        src_mac,
+        dst_mac,
+        src,
+        dst,
+        ttl: 64,
+    }
+}
+
+/// A TCP segment, checksums filled.
 pub(super) fn tcp_frame(
     src_mac: EthernetAddress,
     dst_mac: EthernetAddress,
@@ -34,27 +39,17 @@ pub(super) fn tcp_frame(
     dst: Ipv4Address,
     repr: &TcpRepr,
 ) -> Vec<u8> {
-    let tcp_len = repr.buffer_len();
-    let mut buf = eth_frame(src_mac, dst_mac, EthernetProtocol::Ipv4, 20 + tcp_len);
-    let ip = Ipv4Repr {
-        src_addr: src,
-        dst_addr: dst,
-        next_header: IpProtocol::Tcp,
-        payload_len: tcp_len,
-        hop_limit: 64,
-    };
-    let mut ipp = Ipv4Packet::new_unchecked(&mut buf[14..]);
-    ip.emit(&mut ipp, &caps());
-    let mut tcp = TcpPacket::new_unchecked(ipp.payload_mut());
+    let mut f = l3(src_mac, dst_mac, src, dst).header(IpProtocol::Tcp, repr.buffer_len(), 0);
     repr.emit(
-        &mut tcp,
-        &IpAddress::Ipv4(src),
-        &IpAddress::Ipv4(dst),
-        &caps(),
+        &mut TcpPacket::new_unchecked(&mut f[34..]),
+        &src.into(),
+        &dst.into(),
+        &ChecksumCapabilities::default(),
     );
-    buf
+    padded(f)
 }
 
+/// A UDP datagram, checksums filled.
 pub(super) fn udp_frame(
     src_mac: EthernetAddress,
     dst_mac: EthernetAddress,
@@ -62,40 +57,35 @@ pub(super) fn udp_frame(
     dst: (Ipv4Address, u16),
     payload: &[u8],
 ) -> Vec<u8> {
-    let udp_len = 8 + payload.len();
-    let mut buf = eth_frame(src_mac, dst_mac, EthernetProtocol::Ipv4, 20 + udp_len);
-    let ip = Ipv4Repr {
-        src_addr: src.0,
-        dst_addr: dst.0,
-        next_header: IpProtocol::Udp,
-        payload_len: udp_len,
-        hop_limit: 64,
-    };
-    let mut ipp = Ipv4Packet::new_unchecked(&mut buf[14..]);
-    ip.emit(&mut ipp, &caps());
-    let mut udp = UdpPacket::new_unchecked(ipp.payload_mut());
-    UdpRepr {
-        src_port: src.1,
-        dst_port: dst.1,
-    }
-    .emit(
-        &mut udp,
-        &IpAddress::Ipv4(src.0),
-        &IpAddress::Ipv4(dst.0),
-        payload.len(),
-        |b| b.copy_from_slice(payload),
-        &caps(),
-    );
-    buf
+    padded(l3(src_mac, dst_mac, src.0, dst.0).udp((src.1, dst.1), payload))
 }
 
+/// An ICMP packet whose 26-byte message is `message` as it is.
+pub(super) fn icmp_frame(l3: Ipv4Frame, message: &[u8; 26]) -> Vec<u8> {
+    padded(l3.other(IpProtocol::Icmp, message))
+}
+
+/// An ARP packet to `dst_mac`.
 pub(super) fn arp_frame(
     src_mac: EthernetAddress,
     dst_mac: EthernetAddress,
     repr: ArpRepr,
 ) -> Vec<u8> {
-    let mut buf = eth_frame(src_mac, dst_mac, EthernetProtocol::Arp, repr.buffer_len());
-    let mut arp = ArpPacket::new_unchecked(&mut buf[14..14 + repr.buffer_len()]);
-    repr.emit(&mut arp);
-    buf
+    let ArpRepr::EthernetIpv4 {
+        operation,
+        source_hardware_addr,
+        source_protocol_addr,
+        target_hardware_addr,
+        target_protocol_addr,
+    } = repr
+    else {
+        unreachable!("smoltcp's ArpRepr has one variant")
+    };
+    debug_assert_eq!(src_mac, source_hardware_addr);
+    padded(arp(
+        operation,
+        (src_mac, source_protocol_addr),
+        dst_mac,
+        (target_hardware_addr, target_protocol_addr),
+    ))
 }
