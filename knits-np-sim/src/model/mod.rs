@@ -302,6 +302,23 @@ switch = [ {{ units = ["mem"], cell_bytes = 64.0, wait = false }} ]
             "{} vs {want}",
             r.total.work.mean
         );
+        // The checksum stage at its own CPI, and the class's cache misses at the miss costs.
+        m.offload.clear();
+        m.checksum_cpi = 3.0;
+        (m.l1_miss_cycles, m.l2_miss_cycles) = (20.0, 300.0);
+        let mut with_misses = cal.clone();
+        let h = with_misses.classes.get_mut("data").unwrap();
+        (h.l1_misses, h.l2_misses) = (4.0, 0.5);
+        let r = Program::with_calibration(&m, &one, &with_misses).run(100, &RunOptions::default());
+        let want = 2.0 * (k.instructions - k.stages["checksum"])
+            + 3.0 * k.stages["checksum"]
+            + 4.0 * 20.0
+            + 0.5 * 300.0;
+        assert!(
+            (r.total.work.mean - want).abs() <= 2.0 + want / 32.0,
+            "{} vs {want}",
+            r.total.work.mean
+        );
     }
 
     #[test]

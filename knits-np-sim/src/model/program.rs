@@ -156,8 +156,10 @@ fn ticks(cycles: f64) -> u64 {
 }
 
 /// Engine cycles per step that a packet class costs on a machine: its calibrated instructions
-/// per stage x cpi x isa_expansion, offloaded stages left out, the checksum stage kept apart
-/// so that it can be scaled by the packet's own checksum words.
+/// per stage x cpi x isa_expansion (the checksum stage at `checksum_cpi` where measured),
+/// offloaded stages left out, the checksum stage kept apart so that it can be scaled by the
+/// packet's own checksum words, plus the class's calibrated cache misses at the machine's
+/// miss costs.
 #[derive(Debug, Clone)]
 struct ClassCycles {
     /// Per class: cycles per meter step (checksum excluded), checksum cycles, and the checksum
@@ -172,6 +174,11 @@ impl ClassCycles {
         }
         let words = class_checksum_words();
         let f = m.cpi * m.isa_expansion;
+        let f_csum = if m.checksum_cpi > 0.0 {
+            m.checksum_cpi
+        } else {
+            m.cpi
+        } * m.isa_expansion;
         let classes = calibration::CLASSES
             .iter()
             .enumerate()
@@ -184,11 +191,16 @@ impl ClassCycles {
                             continue;
                         }
                         if *s == "checksum" {
-                            csum = v[k] * f;
+                            csum = v[k] * f_csum;
                         } else {
                             steps[calibration::step_of_stage(s)] += v[k] * f;
                         }
                     }
+                }
+                // The class's data-cache misses (calibration), charged in `lookup`: most are
+                // the flow table's (callgrind puts them in FlowTable::lookup and ::insert).
+                if let Some(k) = cal.classes.get(*class) {
+                    steps[2] += k.l1_misses * m.l1_miss_cycles + k.l2_misses * m.l2_miss_cycles;
                 }
                 (steps, csum, words.get(i).copied().unwrap_or(0.0))
             })
