@@ -306,4 +306,42 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn tshark_reads_what_we_write_where_it_is_installed() {
+        let Ok(o) = std::process::Command::new("tshark")
+            .arg("--version")
+            .output()
+        else {
+            eprintln!("tshark not installed: only the pcap-file read-back above ran");
+            return;
+        };
+        assert!(o.status.success());
+        let path =
+            std::env::temp_dir().join(format!("knits-np-sim-pcap-{}.pcapng", std::process::id()));
+        std::fs::write(&path, sample()).unwrap();
+        let o = std::process::Command::new("tshark")
+            .arg("-r")
+            .arg(&path)
+            .args([
+                "-T",
+                "fields",
+                "-e",
+                "frame.interface_id",
+                "-e",
+                "frame.time_epoch",
+                "-e",
+                "frame.len",
+            ])
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_file(&path);
+        let out = String::from_utf8_lossy(&o.stdout);
+        let rows: Vec<Vec<&str>> = out.lines().map(|l| l.split('\t').collect()).collect();
+        assert_eq!(rows.len(), 2, "{out}");
+        assert_eq!((rows[0][0], rows[0][2]), ("0", "60"));
+        assert!(rows[0][1].starts_with("1.000001"), "{out}");
+        assert_eq!((rows[1][0], rows[1][2]), ("2", "61"));
+        assert!(rows[1][1].starts_with("5000.000000"), "{out}");
+    }
 }
