@@ -97,6 +97,13 @@ pub struct ClassCost {
     /// knits-core files that no stage lists (their instructions are under `other`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unknown_files: Vec<String>,
+    /// Data-cache misses per packet that hit the L2 (callgrind's cache simulator, geometry in
+    /// [`Calibration::cache`]): loads and stores the meter does not see.
+    #[serde(default)]
+    pub l1_misses: f64,
+    /// Data-cache misses per packet that also miss the L2.
+    #[serde(default)]
+    pub l2_misses: f64,
 }
 
 /// The calibration file.
@@ -114,6 +121,10 @@ pub struct Calibration {
     /// Largest change, as a share of a class's instructions, that the CI check accepts
     /// between this file and a fresh count (per class total and per stage).
     pub tolerance: f64,
+    /// The caches callgrind simulated for the miss counts: callgrind's `--D1` and `--LL`
+    /// (size, ways, line bytes), this machine's L1d and L2 as sysfs describes them.
+    #[serde(default)]
+    pub cache: String,
     /// Per class.
     pub classes: BTreeMap<String, ClassCost>,
 }
@@ -186,8 +197,11 @@ impl Calibration {
             .copied()
             .filter(|s| self.classes.values().any(|k| k.stages.contains_key(*s)))
             .collect();
-        let mut t = format!("| class | total | {} |\n", used.join(" | "));
-        t += &format!("|---|---:|{}\n", "---:|".repeat(used.len()));
+        let mut t = format!(
+            "| class | total | {} | L1d misses | L2 misses |\n",
+            used.join(" | ")
+        );
+        t += &format!("|---|---:|{}---:|---:|\n", "---:|".repeat(used.len()));
         for class in CLASSES {
             let Some(k) = self.classes.get(class) else {
                 continue;
@@ -202,9 +216,11 @@ impl Calibration {
                 })
                 .collect();
             t += &format!(
-                "| {class} | {:.0} | {} |\n",
+                "| {class} | {:.0} | {} | {:.2} | {:.2} |\n",
                 k.instructions,
-                cells.join(" | ")
+                cells.join(" | "),
+                k.l1_misses,
+                k.l2_misses
             );
         }
         t
@@ -231,6 +247,19 @@ pub fn stale(old: &Calibration, new: &Calibration) -> Vec<String> {
                 (n.instructions / o.instructions - 1.0) * 100.0,
                 tol * 100.0
             ));
+        }
+        // Misses: the same share, but never less than half a miss a packet (a class with
+        // almost none must not fail on a stray one).
+        for (what, a, b) in [
+            ("L1d misses", o.l1_misses, n.l1_misses),
+            ("L2 misses", o.l2_misses, n.l2_misses),
+        ] {
+            if (b - a).abs() > (tol * a).max(0.5) {
+                out.push(format!(
+                    "class {name}: {b:.2} {what} per packet, the file says {a:.2} (tolerance {:.0} % or 0.5)",
+                    tol * 100.0
+                ));
+            }
         }
         for s in STAGES {
             let (a, b) = (
@@ -447,7 +476,86 @@ pub fn class_cost(
             .map(|(s, v)| (s, per(v)))
             .collect(),
         unknown_files: unknown.into_iter().collect(),
+        l1_misses: 0.0,
+        l2_misses: 0.0,
     })
+}
+
+/// Data-cache misses of a callgrind output made with `--cache-sim=yes`, from its `summary:`
+/// (or `totals:`) line: (misses that hit the last level, misses of the last level), reads and
+/// writes together. `None` when the file has no cache events.
+pub fn cache_misses(text: &str) -> Option<(u64, u64)> {
+    let mut events: Vec<&str> = Vec::new();
+    let mut totals: Option<Vec<u64>> = None;
+    for line in text.lines() {
+        if let Some(v) = line.strip_prefix("events:") {
+            events = v.split_whitespace().collect();
+        } else if let Some(v) = line
+            .strip_prefix("summary:")
+            .or_else(|| line.strip_prefix("totals:"))
+        {
+            totals = Some(
+                v.split_whitespace()
+                    .filter_map(|x| x.parse().ok())
+                    .collect(),
+            );
+        }
+    }
+    let totals = totals?;
+    // Callgrind leaves out trailing zero columns.
+    let get = |e: &str| {
+        let i = events.iter().position(|x| *x == e)?;
+        Some(totals.get(i).copied().unwrap_or(0))
+    };
+    let d1 = get("D1mr")? + get("D1mw")?;
+    let ll = get("DLmr")? + get("DLmw")?;
+    Some((d1.saturating_sub(ll), ll))
+}
+
+/// One data or unified cache level of cpu0 from sysfs: (size, ways, line bytes), the size
+/// rounded down so the sets are a power of two (callgrind's simulator needs that).
+fn sysfs_cache(level: u32, instruction: bool) -> Option<(u64, u64, u64)> {
+    for i in 0..8 {
+        let base = format!("/sys/devices/system/cpu/cpu0/cache/index{i}");
+        let rd = |f: &str| std::fs::read_to_string(format!("{base}/{f}")).ok();
+        let lv = rd("level")?;
+        let ty = rd("type").unwrap_or_default();
+        if lv.trim() != level.to_string() || (ty.trim() == "Instruction") != instruction {
+            continue;
+        }
+        let size = rd("size")?;
+        let size = size.trim();
+        let bytes = match size.strip_suffix('K') {
+            Some(n) => n.parse::<u64>().ok()? << 10,
+            None => match size.strip_suffix('M') {
+                Some(n) => n.parse::<u64>().ok()? << 20,
+                None => size.parse().ok()?,
+            },
+        };
+        let ways: u64 = rd("ways_of_associativity")?.trim().parse().ok()?;
+        let line: u64 = rd("coherency_line_size")?.trim().parse().ok()?;
+        let sets = (bytes / ways.max(1) / line.max(1)).max(1);
+        let sets = 1u64 << (63 - sets.leading_zeros());
+        return Some((sets * ways * line, ways, line));
+    }
+    None
+}
+
+/// callgrind's cache-simulator options for this machine's L1i, L1d and L2 (the L2 as
+/// callgrind's last level), where sysfs describes them; else callgrind's own detection.
+pub fn cache_sim_args() -> Vec<String> {
+    let mut a = vec!["--cache-sim=yes".to_string()];
+    let fmt = |(s, w, l): (u64, u64, u64)| format!("{s},{w},{l}");
+    if let (Some(i1), Some(d1), Some(l2)) = (
+        sysfs_cache(1, true),
+        sysfs_cache(1, false),
+        sysfs_cache(2, false),
+    ) {
+        a.push(format!("--I1={}", fmt(i1)));
+        a.push(format!("--D1={}", fmt(d1)));
+        a.push(format!("--LL={}", fmt(l2)));
+    }
+    a
 }
 
 /// The workspace root (this crate's parent).
@@ -514,6 +622,7 @@ pub fn count_class(bin: &Path, class: &str, n: u64) -> Result<ClassCost, String>
         .arg("--tool=callgrind")
         .arg(format!("--callgrind-out-file={}", out.display()))
         .arg("--toggle-collect=per_packet::measured")
+        .args(cache_sim_args())
         .arg(bin)
         .arg(n.to_string())
         .arg(class)
@@ -528,7 +637,12 @@ pub fn count_class(bin: &Path, class: &str, n: u64) -> Result<ClassCost, String>
     let text = std::fs::read_to_string(&out).map_err(|e| format!("{}: {e}", out.display()))?;
     let _ = std::fs::remove_file(&out);
     let counts = parse_callgrind(&text).map_err(|e| format!("{class}: {e}"))?;
-    class_cost(class, &counts, n)
+    let mut k = class_cost(class, &counts, n)?;
+    let (l1, l2) = cache_misses(&text)
+        .ok_or_else(|| format!("{class}: callgrind's output has no cache events"))?;
+    let per = |v: u64| (v as f64 / n as f64 * 1000.0).round() / 1000.0;
+    (k.l1_misses, k.l2_misses) = (per(l1), per(l2));
+    Ok(k)
 }
 
 /// Frames counted for `class` when `n` are asked for.
@@ -536,6 +650,8 @@ pub fn packets_for(class: &str, n: u64) -> u64 {
     match class {
         "handoff" | "fakefin" => n.min(crate::classes::HANDOFFS as u64),
         "ack-cold" => n.min(65_536),
+        // The classes benchmark's chunk: the same table, so the same cache working set.
+        "syn" => 50_000,
         _ => n,
     }
     .max(1)
@@ -575,6 +691,7 @@ pub fn calibrate(n: u64, log: &mut dyn FnMut(&str)) -> Result<Calibration, Strin
             commit
         },
         rustc: output(Command::new("rustc").arg("-V")).unwrap_or_else(|_| "unknown".into()),
+        cache: cache_sim_args()[1..].join(" "),
         packets: n,
         tolerance: 0.10,
         classes,
@@ -817,12 +934,15 @@ fn=(6) core::ptr::drop_in_place
                 instructions: ack,
                 stages,
                 unknown_files: vec![],
+                l1_misses: 8.0,
+                l2_misses: 0.0,
             },
         );
         Calibration {
             command: String::new(),
             commit: "x".into(),
             rustc: "r".into(),
+            cache: String::new(),
             packets: 10,
             tolerance: 0.10,
             classes,
@@ -838,9 +958,35 @@ fn=(6) core::ptr::drop_in_place
         // The total unchanged, but 150 instructions moved between stages: stale too.
         let s = stale(&old, &cal(1000.0, 350.0));
         assert!(s.iter().any(|m| m.contains("stage parse")), "{s:?}");
+        // Misses: 10 % of 8 is less than the floor of half a miss a packet.
+        let mut m = cal(1000.0, 200.0);
+        m.classes.get_mut("ack").unwrap().l1_misses = 8.4;
+        m.classes.get_mut("ack").unwrap().l2_misses = 0.4;
+        assert!(stale(&old, &m).is_empty(), "{:?}", stale(&old, &m));
+        m.classes.get_mut("ack").unwrap().l2_misses = 0.6;
+        assert!(
+            stale(&old, &m)[0].contains("L2 misses"),
+            "{:?}",
+            stale(&old, &m)
+        );
+        m.classes.get_mut("ack").unwrap().l1_misses = 6.0;
+        assert!(stale(&old, &m).iter().any(|x| x.contains("L1d misses")));
         let mut gone = cal(1000.0, 200.0);
         gone.classes.clear();
         assert!(stale(&old, &gone)[0].contains("no longer counted"));
+    }
+
+    #[test]
+    fn cache_misses_are_read_from_the_summary() {
+        let text = "events: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw\nfl=a.rs\nfn=f\n1 10 0 0 0 0 0 0 0 0\n\
+                    summary: 2131056 454676 282000 79 5828 3642 77 1 12\n";
+        // D1 misses 9470, of which 13 also missed the last level.
+        assert_eq!(cache_misses(text), Some((9457, 13)));
+        assert_eq!(cache_misses("events: Ir\nsummary: 5\n"), None);
+        // Trailing zero columns left out (a class that misses nothing).
+        let none =
+            "events: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw\nsummary: 1580000 360000 340000 1\n";
+        assert_eq!(cache_misses(none), Some((0, 0)));
     }
 
     #[test]

@@ -9,10 +9,13 @@
 //! - [`machine`]: machine descriptions (TOML): engines, threads, clock, shared units, and the
 //!   cost of each operation the knits-core [`Meter`](knits_core::meter::Meter) records.
 //! - [`trace`]: a meter that records what the real code path did for each packet.
-//! - [`model`]: the timing model, a discrete-event simulation that replays traces on a machine.
-//! - [`hist`]: histograms for means and percentiles.
-//! - [`workload`]: synthetic workloads, real TCP exchanges through the real switch;
-//!   [`replay`] and [`pcap`]: the same from a pcapng capture; [`rng`]: the seeded PRNG.
+//! - [`model`]: the timing model, a discrete-event simulation that replays traces on a machine
+//!   (the program builder, the event loop, the unit calendars and the results, one module each).
+//! - [`hist`]: histograms for means and percentiles (`hdrhistogram` plus an exact sum).
+//! - [`workload`]: synthetic workloads, real TCP exchanges through the real switch (the driver
+//!   and wire, the hosts' small TCP, the requests and hand-offs, the frame builders);
+//!   [`replay`] and [`pcap`]: the same from a pcapng capture (`pcap-file`); [`rng`]: how the
+//!   seeded streams draw from `rand_xoshiro`'s SplitMix64.
 //! - [`probe`]: clock, memory latencies and CPI of this machine, for the `cpu` preset;
 //!   [`validate`]: the `cpu` preset's predictions beside criterion's measurements.
 //! - [`report`], [`sweep`]: text/JSON reports, sweeps over engines or threads (CSV, SVG).

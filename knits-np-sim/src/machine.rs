@@ -188,6 +188,17 @@ pub struct Machine {
     /// (docs/np-sim.md, sensitivity table).
     #[serde(default = "one_f")]
     pub isa_expansion: f64,
+    /// Cycles per instruction of the `checksum` stage where it was measured apart (a chain of
+    /// dependent adds runs at a lower IPC than the rest of the core); 0 = `cpi`.
+    #[serde(default)]
+    pub checksum_cpi: f64,
+    /// Cycles charged for each data-cache miss of the calibration that hits the L2 (a CPU
+    /// preset: the probed L2 latency). 0 on a network processor, whose memory is its units.
+    #[serde(default)]
+    pub l1_miss_cycles: f64,
+    /// Cycles charged for each data-cache miss of the calibration that also misses the L2.
+    #[serde(default)]
+    pub l2_miss_cycles: f64,
     /// Calibration stages the engine does not execute because a coprocessor does them (the
     /// meter's records of that work still visit the coprocessor's unit).
     #[serde(default)]
@@ -320,6 +331,14 @@ impl Machine {
                 self.cpi
             ));
         }
+        if !(self.checksum_cpi.is_finite() && (0.0..=100.0).contains(&self.checksum_cpi)) {
+            return Err(format!(
+                "checksum_cpi = {} must be in 0..=100 (0 = cpi)",
+                self.checksum_cpi
+            ));
+        }
+        check_cycles("l1_miss_cycles", self.l1_miss_cycles)?;
+        check_cycles("l2_miss_cycles", self.l2_miss_cycles)?;
         if !(self.isa_expansion.is_finite() && (0.1..=10.0).contains(&self.isa_expansion)) {
             return Err(format!(
                 "isa_expansion = {} must be in 0.1..=10",

@@ -1,21 +1,35 @@
-//! A pcapng reader and writer: one interface per switch port, interface index = port id.
+//! pcapng read and write through the `pcap-file` crate: one interface per switch port,
+//! interface index = port id (the layout knits-host's captures have).
 //!
-//! The reader takes Section Header, Interface Description and Enhanced / Simple Packet blocks in
-//! either byte order and skips every other block type. A packet whose `epb_flags` mark it as
-//! outbound is reported as such, so a capture of both directions can be replayed from the ingress
-//! side only. Malformed input is an error with the byte offset and what is wrong, never a panic.
+//! The reader takes any section byte order, honours each interface's `if_tsresol`, reads
+//! Enhanced and Simple Packet blocks and skips every other block type. A
+//! packet whose `epb_flags` mark it as outbound is reported as such, so a capture of both
+//! directions can be replayed from the ingress side only. Malformed input is an error with the
+//! byte offset and what is wrong, never a panic.
+//!
+//! pcap-file 2 hands an EPB's timestamp field over as a count of nanoseconds whatever the
+//! interface's `if_tsresol` says (knits-host/src/pcap.rs notes the same). Both directions here
+//! therefore treat that count as the raw field: the writer declares the default resolution
+//! (microseconds) and passes the microsecond count; the reader scales the raw count by the
+//! interface's resolution.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::io::Write;
+use std::time::Duration;
 
-const SHB: u32 = 0x0A0D_0D0A;
-const IDB: u32 = 1;
-const SPB: u32 = 3;
-const EPB: u32 = 6;
-const BYTE_ORDER_MAGIC: u32 = 0x1A2B_3C4D;
-const LINKTYPE_ETHERNET: u16 = 1;
-/// Largest block accepted (64 MiB), so a corrupt length cannot make us allocate gigabytes.
-const MAX_BLOCK: usize = 64 << 20;
+use pcap_file::pcapng::blocks::enhanced_packet::{EnhancedPacketBlock, EnhancedPacketOption};
+use pcap_file::pcapng::blocks::interface_description::{
+    InterfaceDescriptionBlock, InterfaceDescriptionOption,
+};
+use pcap_file::pcapng::blocks::section_header::SectionHeaderBlock;
+use pcap_file::pcapng::{Block, PcapNgParser, PcapNgWriter};
+use pcap_file::{DataLink, Endianness};
+
+/// `epb_flags` direction bits: inbound.
+const FLAGS_IN: u32 = 1;
+/// `epb_flags` direction bits: outbound.
+const FLAGS_OUT: u32 = 2;
 
 /// One captured frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,29 +61,20 @@ impl fmt::Display for PcapError {
 
 impl std::error::Error for PcapError {}
 
-#[derive(Clone, Copy)]
-struct Iface {
-    link: u16,
-    /// Timestamp units per second.
-    units_per_s: u64,
-}
-
-fn rd_u16(b: &[u8], at: usize, le: bool) -> Option<u16> {
-    let s: [u8; 2] = b.get(at..at + 2)?.try_into().ok()?;
-    Some(if le {
-        u16::from_le_bytes(s)
-    } else {
-        u16::from_be_bytes(s)
-    })
-}
-
-fn rd_u32(b: &[u8], at: usize, le: bool) -> Option<u32> {
-    let s: [u8; 4] = b.get(at..at + 4)?.try_into().ok()?;
-    Some(if le {
-        u32::from_le_bytes(s)
-    } else {
-        u32::from_be_bytes(s)
-    })
+/// Timestamp units per second of an interface (`if_tsresol`, default 10^6).
+fn units_per_s(idb: &InterfaceDescriptionBlock) -> Option<u64> {
+    let mut units = 1_000_000u64;
+    for o in &idb.options {
+        if let InterfaceDescriptionOption::IfTsResol(v) = o {
+            let exp = (v & 0x7f) as u32;
+            units = if v & 0x80 == 0 {
+                10u64.checked_pow(exp)
+            } else {
+                2u64.checked_pow(exp)
+            }?;
+        }
+    }
+    Some(units.max(1))
 }
 
 /// Reads every packet of a pcapng capture.
@@ -87,207 +92,115 @@ pub fn read(bytes: &[u8]) -> Result<Vec<Packet>, PcapError> {
                  apart; write pcapng with one interface per port (knits-host --pcap does)",
             ));
         }
-    }
-    let mut out = Vec::new();
-    let mut at = 0usize;
-    let mut le = true;
-    let mut ifaces: Vec<Iface> = Vec::new();
-    let mut seen_shb = false;
-    while at < bytes.len() {
-        if bytes.len() - at < 12 {
-            return Err(err(at, "truncated block header (fewer than 12 bytes left)"));
-        }
-        let raw_type = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap_or([0; 4]));
-        if raw_type == SHB {
-            let bom = rd_u32(bytes, at + 8, true).ok_or_else(|| err(at, "truncated header"))?;
-            le = match bom {
-                BYTE_ORDER_MAGIC => true,
-                0x4D3C_2B1A => false,
-                _ => return Err(err(at, "section header with a bad byte-order magic")),
-            };
-            seen_shb = true;
-            ifaces.clear();
-        } else if !seen_shb {
+        if m != 0x0A0D_0D0A {
             return Err(err(
                 0,
                 "not a pcapng file: it must start with a Section Header Block (0x0A0D0D0A)",
             ));
         }
-        let btype = rd_u32(bytes, at, le).unwrap_or(0);
-        let blen = rd_u32(bytes, at + 4, le).unwrap_or(0) as usize;
-        if blen < 12 || !blen.is_multiple_of(4) || blen > MAX_BLOCK {
-            return Err(err(
-                at,
-                &format!("bad block length {blen} (must be >= 12, a multiple of 4)"),
-            ));
-        }
-        let end = at
-            .checked_add(blen)
-            .filter(|e| *e <= bytes.len())
-            .ok_or_else(|| {
-                err(
-                    at,
-                    &format!("block of {blen} bytes runs past the end of the file (truncated?)"),
-                )
-            })?;
-        if rd_u32(bytes, end - 4, le) != Some(blen as u32) {
-            return Err(err(
-                at,
-                "trailing block length does not match the leading one",
-            ));
-        }
-        let body = &bytes[at + 8..end - 4];
-        match btype {
-            IDB => {
-                let link =
-                    rd_u16(body, 0, le).ok_or_else(|| err(at, "truncated interface block"))?;
-                let mut units_per_s = 1_000_000u64;
-                // Options start after linktype(2) reserved(2) snaplen(4).
-                let mut o = 8;
-                while let (Some(code), Some(len)) = (rd_u16(body, o, le), rd_u16(body, o + 2, le)) {
-                    if code == 0 {
-                        break;
-                    }
-                    let len = len as usize;
-                    if code == 9 && len >= 1 {
-                        let v = *body
-                            .get(o + 4)
-                            .ok_or_else(|| err(at, "truncated if_tsresol"))?;
-                        let exp = (v & 0x7f) as u32;
-                        units_per_s = if v & 0x80 == 0 {
-                            10u64.checked_pow(exp)
-                        } else {
-                            2u64.checked_pow(exp)
-                        }
-                        .ok_or_else(|| err(at, "if_tsresol beyond 64-bit timestamps"))?;
-                    }
-                    o += 4 + len.div_ceil(4) * 4;
-                }
-                ifaces.push(Iface {
-                    link,
-                    units_per_s: units_per_s.max(1),
-                });
-            }
-            EPB => {
-                let h = |i| rd_u32(body, i, le).ok_or_else(|| err(at, "truncated packet block"));
-                let ifid = h(0)? as usize;
-                let ts = ((h(4)? as u64) << 32) | h(8)? as u64;
-                let cap = h(12)? as usize;
-                let data = body
-                    .get(20..20 + cap)
-                    .ok_or_else(|| err(at, "captured length runs past the block"))?;
-                let iface = *ifaces.get(ifid).ok_or_else(|| {
-                    err(
-                        at,
-                        &format!("packet names interface {ifid}, which was not described"),
-                    )
-                })?;
-                if iface.link != LINKTYPE_ETHERNET {
-                    return Err(err(
-                        at,
-                        &format!(
-                            "interface {ifid} has link type {}, only Ethernet (1) is replayed",
-                            iface.link
-                        ),
-                    ));
-                }
-                let mut inbound = None;
-                let mut o = 20 + cap.div_ceil(4) * 4;
-                while let (Some(code), Some(len)) = (rd_u16(body, o, le), rd_u16(body, o + 2, le)) {
-                    if code == 0 {
-                        break;
-                    }
-                    if code == 2 && len == 4 {
-                        let flags = rd_u32(body, o + 4, le).unwrap_or(0);
-                        inbound = match flags & 3 {
-                            1 => Some(true),
-                            2 => Some(false),
-                            _ => None,
-                        };
-                    }
-                    o += 4 + (len as usize).div_ceil(4) * 4;
-                }
-                let ts_us = (ts as u128 * 1_000_000 / iface.units_per_s as u128) as u64;
-                let port = u16::try_from(ifid).map_err(|_| err(at, "interface index too large"))?;
-                out.push(Packet {
-                    port,
-                    ts_us,
-                    data: data.to_vec(),
-                    inbound,
-                });
-            }
-            SPB => {
-                let iface = *ifaces
-                    .first()
-                    .ok_or_else(|| err(at, "simple packet block before any interface"))?;
-                if iface.link != LINKTYPE_ETHERNET {
-                    return Err(err(at, "interface 0 is not Ethernet"));
-                }
-                let orig = rd_u32(body, 0, le)
-                    .ok_or_else(|| err(at, "truncated simple packet block"))?
-                    as usize;
-                let cap = orig.min(body.len().saturating_sub(4));
-                out.push(Packet {
-                    port: 0,
-                    ts_us: 0,
-                    data: body[4..4 + cap].to_vec(),
-                    inbound: None,
-                });
-            }
-            _ => {}
-        }
-        at = end;
     }
-    if !seen_shb {
+    if bytes.is_empty() {
         return Err(err(0, "empty file: no Section Header Block"));
+    }
+    let (mut rest, mut parser) = PcapNgParser::new(bytes).map_err(|e| {
+        err(
+            0,
+            &format!("{e} (truncated or corrupt section header block)"),
+        )
+    })?;
+    let mut out = Vec::new();
+    while !rest.is_empty() {
+        let at = bytes.len() - rest.len();
+        let (next, block) = parser
+            .next_block(rest)
+            .map_err(|e| err(at, &format!("{e} (truncated or corrupt block)")))?;
+        rest = next;
+        let (port, ts, data, inbound) = match block {
+            Block::EnhancedPacket(epb) => {
+                let inbound = epb.options.iter().find_map(|o| match o {
+                    EnhancedPacketOption::Flags(f) => Some(match f & 3 {
+                        FLAGS_IN => Some(true),
+                        FLAGS_OUT => Some(false),
+                        _ => None,
+                    }),
+                    _ => None,
+                });
+                let ts = epb.timestamp.as_nanos();
+                (epb.interface_id, Some(ts), epb.data, inbound.flatten())
+            }
+            Block::SimplePacket(spb) => (0, None, spb.data, None),
+            _ => continue,
+        };
+        let idb = parser.interfaces().get(port as usize).ok_or_else(|| {
+            err(
+                at,
+                &if ts.is_some() {
+                    format!("packet names interface {port}, which was not described")
+                } else {
+                    "simple packet block before any interface".to_string()
+                },
+            )
+        })?;
+        if idb.linktype != DataLink::ETHERNET {
+            return Err(err(
+                at,
+                &format!(
+                    "interface {port} has link type {:?}, only Ethernet (1) is replayed",
+                    idb.linktype
+                ),
+            ));
+        }
+        let units =
+            units_per_s(idb).ok_or_else(|| err(at, "if_tsresol beyond 64-bit timestamps"))?;
+        let ts_us = ts.map_or(0, |t| (t * 1_000_000 / units as u128) as u64);
+        let port = u16::try_from(port).map_err(|_| err(at, "interface index too large"))?;
+        out.push(Packet {
+            port,
+            ts_us,
+            data: data.into_owned(),
+            inbound,
+        });
     }
     Ok(out)
 }
 
 /// Writes a pcapng capture (little endian, microsecond timestamps) with `ports` Ethernet
-/// interfaces; each packet is `(port, ts_us, frame)`.
+/// interfaces; each packet is `(port, ts_us, frame)`, marked inbound.
 pub fn write<W: Write>(
     w: &mut W,
     ports: u16,
     packets: &[(u16, u64, &[u8])],
 ) -> std::io::Result<()> {
-    let mut block = |btype: u32, body: &[u8]| -> std::io::Result<()> {
-        let pad = (4 - body.len() % 4) % 4;
-        let len = (12 + body.len() + pad) as u32;
-        w.write_all(&btype.to_le_bytes())?;
-        w.write_all(&len.to_le_bytes())?;
-        w.write_all(body)?;
-        w.write_all(&[0u8; 3][..pad])?;
-        w.write_all(&len.to_le_bytes())
+    let io = |e: pcap_file::PcapError| match e {
+        pcap_file::PcapError::IoError(e) => e,
+        e => std::io::Error::new(std::io::ErrorKind::InvalidData, format!("pcapng: {e}")),
     };
-    let mut shb = Vec::new();
-    shb.extend_from_slice(&BYTE_ORDER_MAGIC.to_le_bytes());
-    shb.extend_from_slice(&1u16.to_le_bytes());
-    shb.extend_from_slice(&0u16.to_le_bytes());
-    shb.extend_from_slice(&u64::MAX.to_le_bytes()); // section length unknown
-    block(SHB, &shb)?;
+    let section = SectionHeaderBlock {
+        endianness: Endianness::Little,
+        major_version: 1,
+        minor_version: 0,
+        section_length: -1,
+        options: vec![],
+    };
+    let mut w = PcapNgWriter::with_section_header(w, section).map_err(io)?;
     for _ in 0..ports {
-        let mut idb = Vec::new();
-        idb.extend_from_slice(&LINKTYPE_ETHERNET.to_le_bytes());
-        idb.extend_from_slice(&0u16.to_le_bytes());
-        idb.extend_from_slice(&0u32.to_le_bytes());
-        block(IDB, &idb)?;
+        w.write_pcapng_block(InterfaceDescriptionBlock {
+            linktype: DataLink::ETHERNET,
+            snaplen: 0,
+            options: vec![],
+        })
+        .map_err(io)?;
     }
-    for (port, ts, data) in packets {
-        let mut epb = Vec::with_capacity(24 + data.len());
-        epb.extend_from_slice(&(*port as u32).to_le_bytes());
-        epb.extend_from_slice(&((ts >> 32) as u32).to_le_bytes());
-        epb.extend_from_slice(&(*ts as u32).to_le_bytes());
-        epb.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        epb.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        epb.extend_from_slice(data);
-        epb.resize(epb.len().div_ceil(4) * 4, 0);
-        // epb_flags: inbound.
-        epb.extend_from_slice(&2u16.to_le_bytes());
-        epb.extend_from_slice(&4u16.to_le_bytes());
-        epb.extend_from_slice(&1u32.to_le_bytes());
-        epb.extend_from_slice(&[0u8; 4]); // opt_endofopt
-        block(EPB, &epb)?;
+    for (port, ts_us, data) in packets {
+        w.write_pcapng_block(EnhancedPacketBlock {
+            interface_id: *port as u32,
+            // The raw field is the microsecond count (see the module doc).
+            timestamp: Duration::from_nanos(*ts_us),
+            original_len: data.len() as u32,
+            data: Cow::Borrowed(data),
+            options: vec![EnhancedPacketOption::Flags(FLAGS_IN)],
+        })
+        .map_err(io)?;
     }
     Ok(())
 }
@@ -344,5 +257,91 @@ mod tests {
     fn classic_pcap_is_refused_with_advice() {
         let e = read(&[0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0]).unwrap_err();
         assert!(e.message.contains("pcapng"), "{e}");
+    }
+
+    #[test]
+    fn big_endian_nanosecond_outbound_capture_reads_back() {
+        // A capture unlike ours: big endian, nanosecond interfaces, a name block to skip, an
+        // outbound packet (knits-host marks the frames it wrote so).
+        let mut v = Vec::new();
+        let section = SectionHeaderBlock {
+            endianness: Endianness::Big,
+            ..Default::default()
+        };
+        let mut w = PcapNgWriter::with_section_header(&mut v, section).unwrap();
+        for _ in 0..2 {
+            w.write_pcapng_block(InterfaceDescriptionBlock {
+                linktype: DataLink::ETHERNET,
+                snaplen: 0,
+                options: vec![InterfaceDescriptionOption::IfTsResol(9)],
+            })
+            .unwrap();
+        }
+        let frame = [0x11u8; 64];
+        w.write_pcapng_block(EnhancedPacketBlock {
+            interface_id: 1,
+            timestamp: Duration::from_nanos(7_000_123_456),
+            original_len: 64,
+            data: Cow::Borrowed(&frame[..]),
+            options: vec![EnhancedPacketOption::Flags(FLAGS_OUT)],
+        })
+        .unwrap();
+        let p = read(&v).unwrap();
+        assert_eq!(p.len(), 1);
+        assert_eq!(
+            (p[0].port, p[0].ts_us, p[0].inbound),
+            (1, 7_000_123, Some(false))
+        );
+        assert_eq!(p[0].data, frame);
+    }
+
+    #[test]
+    fn every_single_byte_corruption_is_an_error_or_a_read_never_a_panic() {
+        let v = sample();
+        for i in 0..v.len() {
+            for x in [0x01u8, 0x80, 0xff] {
+                let mut bad = v.clone();
+                bad[i] ^= x;
+                let _ = read(&bad);
+            }
+        }
+    }
+
+    #[test]
+    fn tshark_reads_what_we_write_where_it_is_installed() {
+        let Ok(o) = std::process::Command::new("tshark")
+            .arg("--version")
+            .output()
+        else {
+            eprintln!("tshark not installed: only the pcap-file read-back above ran");
+            return;
+        };
+        assert!(o.status.success());
+        let path =
+            std::env::temp_dir().join(format!("knits-np-sim-pcap-{}.pcapng", std::process::id()));
+        std::fs::write(&path, sample()).unwrap();
+        let o = std::process::Command::new("tshark")
+            .arg("-r")
+            .arg(&path)
+            .args([
+                "-T",
+                "fields",
+                "-e",
+                "frame.interface_id",
+                "-e",
+                "frame.time_epoch",
+                "-e",
+                "frame.len",
+            ])
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_file(&path);
+        let out = String::from_utf8_lossy(&o.stdout);
+        let rows: Vec<Vec<&str>> = out.lines().map(|l| l.split('\t').collect()).collect();
+        assert_eq!(rows.len(), 2, "{out}");
+        assert_eq!((rows[0][0], rows[0][2]), ("0", "60"));
+        assert!(rows[0][1].starts_with("1.000001"), "{out}");
+        assert_eq!((rows[1][0], rows[1][2]), ("2", "61"));
+        assert!(rows[1][1].starts_with("5000.000000"), "{out}");
     }
 }

@@ -11,6 +11,12 @@
 //!   one, so nothing overlaps; nanoseconds per hop. Sizes: half of L1d, half of L2, a quarter
 //!   of the L3 (from `/sys/devices/system/cpu/cpu0/cache`), the size of a 1M-flow table's
 //!   flow and index slots, and 1 GiB.
+//! - **Checksum CPI.** knits-core's `checksum::transport_ok` over a 1468-byte and a 20-byte
+//!   segment; the difference in time over the difference in calibrated instructions (`data`'s
+//!   checksum stage less `ack`'s): the checksum loop's own CPI, a chain of dependent adds.
+//! - **Miss costs.** An L1d miss that hits the L2 costs the L2's latency less the L1's; one
+//!   past the L2 the latency over four times the L2 less the L1's. The calibration counts the
+//!   misses (callgrind's cache simulator); the model charges them one after another.
 //! - **CPI.** The `ack` class run through `Switch::process` (the loop of `per_packet`), timed
 //!   by the thread's time on the CPU (`/proc/thread-self/schedstat`), less the time the loop
 //!   spends copying the frame ([`harness_ns`]);
@@ -41,6 +47,16 @@ pub struct Probe {
     pub table_1m_ns: f64,
     /// Nanoseconds per dependent load over 1 GiB.
     pub dram_ns: f64,
+    /// Bytes of the buffer for a load past the L2 (four times the L2).
+    pub past_l2_bytes: usize,
+    /// Nanoseconds per dependent load over it.
+    pub past_l2_ns: f64,
+    /// Nanoseconds of the core's TCP checksum check over 1448 more payload bytes.
+    pub checksum_1448_ns: f64,
+    /// The calibration's instructions for those bytes (`data`'s checksum stage less `ack`'s).
+    pub checksum_1448_instructions: f64,
+    /// Cycles per instruction of the checksum stage.
+    pub checksum_cpi: f64,
     /// `ack` class: nanoseconds per packet through `Switch::process`, frame copy included.
     pub ack_ns: f64,
     /// Of which copying the frame into the buffer (the harness).
@@ -95,6 +111,27 @@ fn clock_add(n: u64) -> f64 {
             2.0 * n as f64 / ns * 1e3
         })
         .fold(0.0f64, f64::max)
+}
+
+/// Nanoseconds per call of knits-core's TCP checksum check (`checksum::transport_ok`, the
+/// function the switch verifies a segment with) over a `len`-byte segment, best of three.
+pub fn checksum_ns(len: usize) -> f64 {
+    let seg = vec![0x5au8; len];
+    let n = (400_000_000 / len.max(20)).max(100_000);
+    (0..3)
+        .map(|_| {
+            timed_ns(|| {
+                for _ in 0..n {
+                    black_box(knits_core::checksum::transport_ok(
+                        black_box([198, 18, 0, 2]),
+                        [198, 18, 0, 10],
+                        6,
+                        black_box(&seg[..]),
+                    ));
+                }
+            }) / n as f64
+        })
+        .fold(f64::INFINITY, f64::min)
 }
 
 /// Nanoseconds per dependent load over `bytes` of cache lines in a random cycle: each timed
@@ -249,7 +286,31 @@ pub fn run(log: &mut dyn FnMut(&str)) -> Result<Probe, String> {
     ));
     let dram_ns = chase_ns(1 << 30);
     log(&format!("1 GiB -> {dram_ns:.1} ns"));
+    let past_l2_bytes = 4 * cache_bytes(2).unwrap_or(1 << 20);
+    let past_l2_ns = chase_ns(past_l2_bytes);
+    log(&format!(
+        "past the L2, {} MiB -> {past_l2_ns:.1} ns",
+        past_l2_bytes >> 20
+    ));
     let cal = crate::calibration::Calibration::checked_in();
+    let stage = |class: &str, s: &str| {
+        cal.classes
+            .get(class)
+            .and_then(|k| k.stages.get(s))
+            .copied()
+            .unwrap_or(0.0)
+    };
+    let checksum_1448_instructions = stage("data", "checksum") - stage("ack", "checksum");
+    let checksum_1448_ns = checksum_ns(20 + 1448) - checksum_ns(20);
+    let checksum_cpi = if checksum_1448_instructions > 0.0 {
+        checksum_1448_ns * clock_mhz / 1e3 / checksum_1448_instructions
+    } else {
+        0.0
+    };
+    log(&format!(
+        "checksum: 1448 bytes in {checksum_1448_ns:.1} ns, {checksum_1448_instructions:.0} \
+         instructions -> CPI {checksum_cpi:.3}"
+    ));
     let ack_instructions = cal
         .classes
         .get("ack")
@@ -269,6 +330,11 @@ pub fn run(log: &mut dyn FnMut(&str)) -> Result<Probe, String> {
         table_1m_bytes,
         table_1m_ns,
         dram_ns,
+        past_l2_bytes,
+        past_l2_ns,
+        checksum_1448_ns,
+        checksum_1448_instructions,
+        checksum_cpi,
         ack_ns,
         ack_harness_ns: harness,
         ack_instructions,
@@ -283,6 +349,8 @@ impl Probe {
     /// The `cpu` preset for this machine.
     pub fn machine_toml(&self) -> String {
         let cyc = |ns: f64| ns * self.clock_mhz / 1e3;
+        let level = |i: usize| self.latencies.get(i).map_or(0.0, |l| l.1);
+        let (l1, l2) = (level(0), level(1));
         let levels: String = self
             .latencies
             .iter()
@@ -303,6 +371,8 @@ impl Probe {
 #   pointer chasing (ns per dependent load):
 {levels}
 #   1M-flow table ({tb} MiB): {t1:.1} ns = {t1c:.1} cycles; 1 GiB: {dr:.1} ns = {drc:.1} cycles
+#   past the L2 ({pb} MiB): {pl:.1} ns = {plc:.1} cycles
+#   checksum check over 1448 more bytes: {cns:.1} ns for {cins:.0} instructions: CPI {ccpi:.3}
 #   ack class: {ackns:.1} ns a packet on the CPU, {harn:.1} ns of it copying the frame;
 #   {acki:.0} instructions: CPI {cpi:.3} (the one figure fitted on the core)
 #   load average while probing: {load}
@@ -316,6 +386,11 @@ passes = "one"
 completion = "order"
 cpi = {cpi:.4}
 isa_expansion = 1.0
+checksum_cpi = {ccpi:.4}
+# A data-cache miss of the calibration costs the load's latency less an L1 hit's (that one is
+# inside the CPI): an L1 miss that hits the L2, and one past the L2.
+l1_miss_cycles = {l1m:.1}
+l2_miss_cycles = {l2m:.1}
 
 [units.table]
 description = "flow table in the caches: its loads are inside the CPI measured on ack"
@@ -362,6 +437,14 @@ mac_bytes       = {{}}
             acki = self.ack_instructions,
             cpi = self.cpi,
             load = self.loadavg,
+            pb = self.past_l2_bytes >> 20,
+            pl = self.past_l2_ns,
+            plc = cyc(self.past_l2_ns),
+            cns = self.checksum_1448_ns,
+            cins = self.checksum_1448_instructions,
+            ccpi = self.checksum_cpi,
+            l1m = (cyc(l2) - cyc(l1)).max(0.0),
+            l2m = (cyc(self.past_l2_ns) - cyc(l1)).max(0.0),
         )
     }
 }

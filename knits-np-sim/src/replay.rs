@@ -12,7 +12,9 @@ use smoltcp::wire::{EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, Tcp
 
 use crate::pcap;
 use crate::trace::{Outcome, TraceMeter, TraceSet};
-use crate::workload::{Report, VecSink, WorkloadError, build_switch};
+use knits_testkit::sink::VecSink;
+
+use crate::workload::{Report, WorkloadError, build_switch};
 
 /// How to replay.
 #[derive(Debug, Clone)]
@@ -74,8 +76,8 @@ pub fn replay(bytes: &[u8], spec: &ReplaySpec) -> Result<(TraceSet, Report), Wor
             &mut sink,
             &mut meter,
         );
-        let generated = sink.0.len();
-        sink.0.clear();
+        let generated = sink.frames.len();
+        sink.frames.clear();
         let class = crate::calibration::class_of(&frame, v, generated, &meter.recs);
         let (outcome, name) = match v {
             Verdict::Forward(_) => (Outcome::Forward, "forward".to_string()),

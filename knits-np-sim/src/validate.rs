@@ -21,6 +21,9 @@ pub struct Row {
     pub instructions: f64,
     /// The model's time per packet, ns.
     pub predicted_ns: f64,
+    /// The same with the calibrated cache misses left free (the lower end of the bracket the
+    /// misses span: charged one after another they are its upper end).
+    pub without_misses_ns: f64,
     /// Criterion's median, ns (None when the benchmark has not been run).
     pub measured_ns: Option<f64>,
     /// Where the measurement comes from.
@@ -79,6 +82,8 @@ pub fn rows(
 ) -> Result<Vec<Row>, String> {
     let mut rows = Vec::new();
     let traces = calibration::class_traces(&CLASSES)?;
+    let mut free = m.clone();
+    (free.l1_miss_cycles, free.l2_miss_cycles) = (0.0, 0.0);
     // The benchmark copies each frame before processing it: measured here and added, as the
     // probe took it out of the CPI.
     let harness: Vec<f64> = CLASSES
@@ -103,6 +108,7 @@ pub fn rows(
                 .map(|k| k.instructions)
                 .unwrap_or(0.0),
             predicted_ns: predict_ns(m, &t, cal) + harness[i],
+            without_misses_ns: predict_ns(&free, &t, cal) + harness[i],
             measured_ns: criterion_median(criterion, &format!("{group}/{class}")),
             bench: format!("knits-np-sim classes: {group}/{class}"),
             target: 0.20,
@@ -121,9 +127,25 @@ pub fn rows(
             ..p
         });
         t.flows = 1;
-        let cold_ns = predict_ns(&with_table_unit(m, "table_1m"), &t, cal) + harness[cold];
+        // Its misses past the L2 go to the 1M-flow table, not to a buffer of four L2s: charged
+        // at the table's probed latency. Where the calibration has no miss counts (an old
+        // file), the table's two loads are charged as visits instead.
+        let has_misses = cal
+            .classes
+            .get("ack-cold")
+            .is_some_and(|k| k.l2_misses > 0.0);
+        let cold_m = if has_misses && m.l2_miss_cycles > 0.0 {
+            let mut c = m.clone();
+            c.l2_miss_cycles = m.units["table_1m"].latency;
+            c
+        } else {
+            with_table_unit(m, "table_1m")
+        };
+        let cold_ns = predict_ns(&cold_m, &t, cal) + harness[cold];
+        let cold_free = predict_ns(&free, &t, cal) + harness[cold];
         if let Some(r) = rows.iter_mut().find(|r| r.name == "ack-cold") {
             r.predicted_ns = cold_ns;
+            r.without_misses_ns = cold_free;
             r.target = 0.25;
         }
         rows.push(Row {
@@ -134,6 +156,7 @@ pub fn rows(
                 .map(|k| k.instructions)
                 .unwrap_or(0.0),
             predicted_ns: cold_ns,
+            without_misses_ns: cold_free,
             measured_ns: criterion_median(criterion, "burst32/process_one_by_one_1000000")
                 .map(|v| v / 32.0),
             bench: "knits-core pipeline: burst32/process_one_by_one/1000000 / 32 (wall)".into(),
@@ -152,6 +175,7 @@ pub fn rows(
             name: "lookup at 1M flows".into(),
             instructions: lookup,
             predicted_ns: (lookup * m.cpi + 2.0 * lat) / m.clock_mhz * 1e3,
+            without_misses_ns: lookup * m.cpi / m.clock_mhz * 1e3,
             measured_ns: criterion_median(criterion, "lookup/1000000"),
             bench: "knits-core pipeline: lookup/1000000 (wall)".into(),
             target: 0.25,
@@ -163,7 +187,7 @@ pub fn rows(
 /// The table as markdown.
 pub fn table(rows: &[Row]) -> String {
     let mut s = String::from(
-        "| class | instructions | predicted ns | measured ns (criterion median) | error | target | benchmark |\n|---|---:|---:|---:|---:|---:|---|\n",
+        "| class | instructions | predicted ns | without misses ns | measured ns (criterion median) | error | target | benchmark |\n|---|---:|---:|---:|---:|---:|---:|---|\n",
     );
     for r in rows {
         let (m, e) = match (r.measured_ns, r.error()) {
@@ -178,10 +202,11 @@ pub fn table(rows: &[Row]) -> String {
             _ => ("not run".into(), String::new()),
         };
         s += &format!(
-            "| {} | {:.0} | {:.1} | {m} | {e} | {:.0} % | {} |\n",
+            "| {} | {:.0} | {:.1} | {:.1} | {m} | {e} | {:.0} % | {} |\n",
             r.name,
             r.instructions,
             r.predicted_ns,
+            r.without_misses_ns,
             r.target * 100.0,
             r.bench
         );
