@@ -329,7 +329,7 @@ async fn a_hand_off_refused_once_succeeds_at_the_second_attempt() {
     let r = s.switch.recv().await;
     assert_eq!((r.repr.consumed, r.repr.sent), (0, 0));
     // The first attempt's leg was reset; the second's is the one the request names.
-    let leg = loop {
+    let mut leg = loop {
         let (leg, from) = s.peer.accept().await.unwrap();
         if sockopt::endpoint(from) == Some(r.repr.new_local) {
             break leg;
@@ -339,7 +339,6 @@ async fn a_hand_off_refused_once_succeeds_at_the_second_attempt() {
         .reply(r.from, r.repr.counter, ReplyCode::Accepted)
         .await;
     c.shutdown().await.unwrap();
-    let mut leg = leg;
     let (got, clean) = read_all(&mut leg).await;
     assert!(clean);
     assert_eq!(got, wire);
