@@ -332,10 +332,7 @@ mod tests {
         let k = parse_only("knits-all").unwrap();
         assert!(k.iter().all(|s| s.topology.is_knits()));
         assert_eq!(k.len(), 7);
-        assert_eq!(
-            names(&parse_only("l4").unwrap()),
-            ["netfilter", "knits-l4"]
-        );
+        assert_eq!(names(&parse_only("l4").unwrap()), ["netfilter", "knits-l4"]);
         assert_eq!(names(&parse_only("knits").unwrap()), ["knits"]);
     }
 

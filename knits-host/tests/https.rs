@@ -491,12 +491,18 @@ fn a_failed_hand_off_never_shows_another_nodes_certificate() {
         } else {
             // curl: (35) ... tlsv1 alert internal error
             assert_eq!(out.status.code(), Some(35), "connection {i}: {err}");
-            assert!(err.contains("alert internal error"), "connection {i}: {err}");
+            assert!(
+                err.contains("alert internal error"),
+                "connection {i}: {err}"
+            );
             alerts += 1;
         }
     }
     // Round robin over three nodes: two of six connections land on n2.
-    assert!(served >= 1 && alerts >= 1, "{served} served, {alerts} alerts");
+    assert!(
+        served >= 1 && alerts >= 1,
+        "{served} served, {alerts} alerts"
+    );
     assert_eq!(
         proxies_counter(&c, "knits_proxy_tls_refused_after_handoff_total") - refused_before,
         alerts

@@ -279,7 +279,12 @@ async fn a_refused_hand_off_is_retried_then_refused_with_an_alert() {
     assert_eq!(t.fallback_local.load(Relaxed), 0);
     assert_eq!(t.local.load(Relaxed), 0);
     // No third request, and nothing reached the local TLS server.
-    assert!(s.switch.try_recv(Duration::from_millis(100)).await.is_none());
+    assert!(
+        s.switch
+            .try_recv(Duration::from_millis(100))
+            .await
+            .is_none()
+    );
     assert!(s.local.try_recv().is_err());
     assert!(
         s.metrics

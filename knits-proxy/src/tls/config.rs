@@ -426,7 +426,10 @@ mod tests {
             sni: vec![("*.n2.example".into(), "n2".into())],
             ..TlsArgs::default()
         };
-        let c = a.merge(Some(file), "n1", 1, &peers(), true).unwrap().unwrap();
+        let c = a
+            .merge(Some(file), "n1", 1, &peers(), true)
+            .unwrap()
+            .unwrap();
         assert_eq!(c.handoff_attempts, 3);
         assert!(c.serves_locally(Some("n1.example")));
         assert!(c.serves_locally(Some("www.n1.example")));

@@ -172,7 +172,11 @@ pub async fn serve_tls_connection(shared: &Shared, stream: TcpStream) {
         // a TLS alert instead, as from a server that cannot serve it now.
         if !tls.serves_locally(sni.as_deref()) {
             tm.refused_after_handoff.fetch_add(1, Relaxed);
-            tracing::debug!(?sni, owner = id, "hand-off failed; the name is not served here: alert and close");
+            tracing::debug!(
+                ?sni,
+                owner = id,
+                "hand-off failed; the name is not served here: alert and close"
+            );
             let _ = c1.get_mut().write_all(&ALERT_INTERNAL_ERROR).await;
             let _ = c1.get_mut().shutdown().await;
             return;

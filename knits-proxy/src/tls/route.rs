@@ -135,7 +135,10 @@ impl TlsRoutes {
             if let Ok(i) = self.exact.binary_search_by(|(n, _)| n.as_str().cmp(name)) {
                 return &self.exact[i].1;
             }
-            if let Some((_, node)) = self.wildcards.iter().find(|(suffix, _)| under(suffix, name))
+            if let Some((_, node)) = self
+                .wildcards
+                .iter()
+                .find(|(suffix, _)| under(suffix, name))
             {
                 return node;
             }
