@@ -36,10 +36,11 @@ const TLS_PORT: u16 = 443;
 const L4_PORT: u16 = 5201;
 const SIZES: [usize; 6] = [0, 1, 1000, 64 << 10, 1 << 20, 16 << 20];
 const EXE: &str = env!("CARGO_BIN_EXE_knits-host");
-/// The proxies' hello time-out. A hello sent a byte at a time with 2 ms pauses takes 1.2 s on
-/// an idle machine and more under load: it was 1.5 s, and the slow-hello step failed when two
-/// suites ran at once (the proxy closed the connection at the time-out while the hello was
-/// still arriving). The silent client's wait runs beside the other steps instead.
+/// The proxies' hello time-out. The 567-byte hello sent a byte at a time with 2 ms pauses
+/// takes 1.25 s (python3's sleeps, measured at load average 8) and more when the CPUs are
+/// busy: with 1.5 s the slow-hello step failed when two suites ran at once (the proxy closed
+/// the connection at the time-out while the hello was still arriving; 3 of 3 with four busy
+/// loops beside it). The silent client's wait runs beside the other steps instead.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(8);
 /// The proxies' Prometheus address in each node namespace.
 const PROXY_METRICS: &str = "127.0.0.1:9100";
