@@ -168,7 +168,7 @@ pub fn plan(o: &Options) -> Vec<Step> {
 pub fn step_ms(s: &Step, seconds: u64) -> u64 {
     let wrk = seconds * 1000 + 250;
     match s {
-        Step::Build(Topology::Knits { .. }) => 4000 + wrk,
+        Step::Build(t) if t.is_knits() => 4000 + wrk,
         Step::Build(_) => 1500 + wrk,
         Step::Wrk { .. } => wrk,
         Step::Handoff { .. } => 2 * wrk + 100,
@@ -216,7 +216,7 @@ pub fn expected_handoffs(
     connections: f64,
     seq_requests: usize,
 ) -> Option<(f64, f64)> {
-    if !matches!(s.topology, Topology::Knits { .. }) {
+    if !s.topology.is_knits() {
         return None;
     }
     let per_connection = match (s.moves, measure) {
@@ -400,7 +400,7 @@ impl Ctx<'_> {
                 let b = self.built.as_ref().ok_or("no topology is up")?;
                 let (ns, host, spaces) =
                     (b.client_ns.clone(), b.host.clone(), b.namespaces.clone());
-                let knits = matches!(b.topology, Topology::Knits { .. });
+                let knits = b.topology.is_knits();
                 let mns = b.metrics_ns.clone();
                 let inv = self.invocation(scenario, *measure, *size, &host)?;
                 // The proxies' hand-off phases, scraped around the run (KNITS clusters only:

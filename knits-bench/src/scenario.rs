@@ -28,7 +28,14 @@ pub enum Topology {
     },
     /// nftables DNAT in the router, knits-proxy (policy local) in front of nginx on node 1.
     ProxyAlone,
+    /// knits-host's cluster with a plain L4 service on the VIP's port [`L4_PORT`]: the switch
+    /// sprays each connection with NAT to nginx on node 1 (weights 1,0,0), no proxy in the
+    /// path, as Netfilter's DNAT does with the same nginx.
+    KnitsL4,
 }
+
+/// The VIP port of the L4 service (iperf3's port; nginx listens there on every node).
+pub const L4_PORT: u16 = 5201;
 
 impl Topology {
     /// A short label for logs and the progress bar.
@@ -48,7 +55,13 @@ impl Topology {
                 if *shards == 1 { "" } else { "s" }
             ),
             Topology::ProxyAlone => "router, nftables DNAT, knits-proxy".into(),
+            Topology::KnitsL4 => format!("knits cluster, L4 service on port {L4_PORT}"),
         }
+    }
+
+    /// Whether the switch is in the path (a knits-host cluster).
+    pub fn is_knits(&self) -> bool {
+        matches!(self, Topology::Knits { .. } | Topology::KnitsL4)
     }
 }
 
@@ -162,6 +175,12 @@ pub const ALL: &[Scenario] = &[
         moves: Moves::One,
         what: "KNITS-Handoff-1 with 2 pre-connected new legs per peer in every proxy (--c2-pool 2)",
     },
+    Scenario {
+        name: "knits-l4",
+        topology: Topology::KnitsL4,
+        moves: Moves::None,
+        what: "the switch's L4 service (VIP:5201 sprayed with NAT to nginx on node 1, no proxy): compare with netfilter's DNAT to the same nginx",
+    },
 ];
 
 impl fmt::Display for Scenario {
@@ -176,7 +195,8 @@ pub fn by_name(name: &str) -> Option<&'static Scenario> {
 }
 
 /// Parses `--only`: comma-separated scenario names, or groups: `kernel` (direct, forward,
-/// netfilter), `paper` (the paper's six), `knits-all` (every KNITS scenario), `all`. Keeps the
+/// netfilter), `paper` (the paper's six), `knits-all` (every KNITS scenario), `l4` (netfilter
+/// and knits-l4: the L4 service against kernel NAT), `all`. Keeps the
 /// report's order and drops repeats. An unknown name is an error that lists the known ones.
 pub fn parse_only(spec: &str) -> Result<Vec<&'static Scenario>, String> {
     let mut want = vec![false; ALL.len()];
@@ -195,14 +215,15 @@ pub fn parse_only(spec: &str) -> Result<Vec<&'static Scenario>, String> {
                 "knits-h2",
             ]),
             "knits-all" => (0..ALL.len())
-                .filter(|&i| matches!(ALL[i].topology, Topology::Knits { .. }))
+                .filter(|&i| ALL[i].topology.is_knits())
                 .collect(),
+            "l4" => idx(&["netfilter", "knits-l4"]),
             name => match ALL.iter().position(|s| s.name == name) {
                 Some(i) => vec![i],
                 None => {
                     let names: Vec<&str> = ALL.iter().map(|s| s.name).collect();
                     return Err(format!(
-                        "unknown scenario {name:?}; known: {} (groups: all, kernel, paper, knits-all)",
+                        "unknown scenario {name:?}; known: {} (groups: all, kernel, paper, knits-all, l4)",
                         names.join(", ")
                     ));
                 }
@@ -309,11 +330,9 @@ mod tests {
             ]
         );
         let k = parse_only("knits-all").unwrap();
-        assert!(
-            k.iter()
-                .all(|s| matches!(s.topology, Topology::Knits { .. }))
-        );
-        assert_eq!(k.len(), 6);
+        assert!(k.iter().all(|s| s.topology.is_knits()));
+        assert_eq!(k.len(), 7);
+        assert_eq!(names(&parse_only("l4").unwrap()), ["netfilter", "knits-l4"]);
         assert_eq!(names(&parse_only("knits").unwrap()), ["knits"]);
     }
 

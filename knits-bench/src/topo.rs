@@ -13,6 +13,8 @@
 //!   HAProxy:    HAProxy on VIP:80 in r, `path_beg /obj/nK/` to nK (nginx :80), 3 nodes
 //!   ProxyAlone: as Netfilter, n1 runs knits-proxy (policy local) on :80, nginx on 127.0.0.1:8081
 //! KNITS       knits-host cluster (3 nodes, spray weights 1,0,0), nginx on 127.0.0.1:8081 per node
+//!   KnitsL4:    the same cluster with `--service 5201:l4`; nginx also on 0.0.0.0:5201 per node,
+//!               the client asks VIP:5201 (sprayed with NAT to n1, no proxy in the path)
 //! ```
 
 use std::fs::File;
@@ -25,7 +27,7 @@ use std::time::{Duration, Instant};
 use knits_host::cluster::{Cluster, ClusterConfig, ProxySetup};
 use knits_host::netns::{self, Guard};
 
-use crate::scenario::Topology;
+use crate::scenario::{L4_PORT, Topology};
 
 /// The nginx binary (Debian's nginx-light).
 pub const NGINX: &str = "/usr/sbin/nginx";
@@ -182,10 +184,15 @@ pub fn write_objects(www: &Path, sizes: &[u64]) -> Result<(), String> {
 }
 
 /// nginx's configuration: one process (no master), sendfile, long keep-alive, no access log;
-/// `/obj/nK/<file>` serves `www/<file>` for every K, so every node holds every object.
-pub fn nginx_conf(dir: &Path, www: &Path, listen: &str) -> String {
+/// `/obj/nK/<file>` serves `www/<file>` for every K, so every node holds every object. One
+/// server on every address of `listens`.
+pub fn nginx_conf(dir: &Path, www: &Path, listens: &[&str]) -> String {
     let d = dir.display();
     let w = www.display();
+    let listen: String = listens
+        .iter()
+        .map(|l| format!("        listen {l} reuseport backlog=4096;\n"))
+        .collect();
     format!(
         "daemon off;\n\
          master_process off;\n\
@@ -207,7 +214,7 @@ pub fn nginx_conf(dir: &Path, www: &Path, listen: &str) -> String {
          \x20   keepalive_timeout 120s;\n\
          \x20   keepalive_requests 100000000;\n\
          \x20   server {{\n\
-         \x20       listen {listen} reuseport backlog=4096;\n\
+         {listen}\
          \x20       root {w};\n\
          \x20       location /obj/ {{ rewrite ^/obj/n[0-9]+/(.*)$ /$1 break; }}\n\
          \x20   }}\n\
@@ -260,11 +267,11 @@ fn spawn_nginx(
     ns: &str,
     dir: &Path,
     www: &Path,
-    listen: &str,
+    listens: &[&str],
 ) -> Result<(), String> {
     std::fs::create_dir_all(dir.join("tmp")).map_err(|e| e.to_string())?;
     let conf = dir.join("nginx.conf");
-    std::fs::write(&conf, nginx_conf(dir, www, listen)).map_err(|e| e.to_string())?;
+    std::fs::write(&conf, nginx_conf(dir, www, listens)).map_err(|e| e.to_string())?;
     let log = File::create(dir.join("nginx.out")).ok();
     g.spawn_in(
         ns,
@@ -287,6 +294,7 @@ pub fn build(t: Topology, prefix: &str, s: &Setup) -> Result<Built, String> {
             shards,
             pool,
         } => build_knits(t, prefix, s, &dir, offloads, shards, pool)?,
+        Topology::KnitsL4 => build_knits(t, prefix, s, &dir, true, 1, 0)?,
         _ => build_kernel(t, prefix, s, &dir)?,
     };
     let probe_path = "/obj/n1/s1024";
@@ -312,7 +320,13 @@ fn build_kernel(t: Topology, prefix: &str, s: &Setup, dir: &Path) -> Result<Buil
             (&c, "eth0", "198.18.0.2/24"),
             (&srv, "eth0", "198.18.0.10/24"),
         )?;
-        spawn_nginx(&mut procs, &srv, &dir.join("nginx-s"), &s.www, "0.0.0.0:80")?;
+        spawn_nginx(
+            &mut procs,
+            &srv,
+            &dir.join("nginx-s"),
+            &s.www,
+            &["0.0.0.0:80"],
+        )?;
         namespaces.push(srv);
         (VIP.to_string(), Vec::new())
     } else {
@@ -341,7 +355,7 @@ fn build_kernel(t: Topology, prefix: &str, s: &Setup, dir: &Path) -> Result<Buil
                 &n,
                 &dir.join(format!("nginx-n{k}")),
                 &s.www,
-                listen,
+                &[listen],
             )?;
             if k == 1 {
                 n1 = n.clone();
@@ -430,8 +444,20 @@ fn build_knits(
     if pool > 0 {
         extra.extend(["--c2-pool".to_string(), pool.to_string()]);
     }
+    let l4 = t == Topology::KnitsL4;
+    let l4_listen = format!("0.0.0.0:{L4_PORT}");
+    let listens: Vec<&str> = if l4 {
+        vec![UPSTREAM, &l4_listen]
+    } else {
+        vec![UPSTREAM]
+    };
     let cfg = ClusterConfig {
         nodes: 3,
+        services: if l4 {
+            vec![format!("{L4_PORT}:l4")]
+        } else {
+            Vec::new()
+        },
         prefix: Some(prefix.to_string()),
         offloads,
         shards,
@@ -459,7 +485,7 @@ fn build_knits(
             ns,
             &dir.join(format!("nginx-n{}", k + 1)),
             &s.www,
-            UPSTREAM,
+            &listens,
         )?;
     }
     let client = cluster.client_ns.clone();
@@ -467,7 +493,11 @@ fn build_knits(
     Ok(Built {
         topology: t,
         client_ns: client,
-        host: VIP.to_string(),
+        host: if l4 {
+            format!("{VIP}:{L4_PORT}")
+        } else {
+            VIP.to_string()
+        },
         metrics_ns: nodes.clone(),
         namespaces: nodes,
         dir: dir.to_path_buf(),
@@ -506,11 +536,15 @@ fn http_get(addr: SocketAddr, host: &str, path: &str) -> Result<Vec<u8>, String>
     Ok(v)
 }
 
-/// Waits until `GET path` from the client namespace is answered 200.
+/// Waits until `GET path` from the client namespace is answered 200; `host` is an address with
+/// or without a port (80).
 pub fn wait_http(ns: &str, host: &str, path: &str, timeout: Duration) -> Result<(), String> {
-    let addr: SocketAddr = format!("{host}:80")
-        .parse()
-        .map_err(|e| format!("{host}: {e}"))?;
+    let with_port = if host.contains(':') {
+        host.to_string()
+    } else {
+        format!("{host}:80")
+    };
+    let addr: SocketAddr = with_port.parse().map_err(|e| format!("{host}: {e}"))?;
     let (host, path) = (host.to_string(), path.to_string());
     in_namespace(ns, move || {
         let deadline = Instant::now() + timeout;
@@ -559,8 +593,13 @@ mod tests {
 
     #[test]
     fn configurations() {
-        let n = nginx_conf(Path::new("/w/n1"), Path::new("/w/www"), "127.0.0.1:8081");
-        assert!(n.contains("listen 127.0.0.1:8081 reuseport"));
+        let n = nginx_conf(
+            Path::new("/w/n1"),
+            Path::new("/w/www"),
+            &["127.0.0.1:8081", "0.0.0.0:5201"],
+        );
+        assert!(n.contains("        listen 127.0.0.1:8081 reuseport backlog=4096;\n"));
+        assert!(n.contains("        listen 0.0.0.0:5201 reuseport"));
         assert!(n.contains("root /w/www;"));
         assert!(n.contains("keepalive_requests 100000000;"));
         assert_eq!(n.matches('{').count(), n.matches('}').count());

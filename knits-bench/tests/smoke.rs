@@ -1,5 +1,6 @@
 //! The whole command once, as small as it gets: the Direct topology (two namespaces, nginx, wrk),
-//! one run of 1 s at 1 KiB serialized and the connections/s runs, then the files it writes.
+//! one run of 1 s at 1 KiB serialized and the connections/s runs, then the files it writes; and
+//! the same for the knits-l4 scenario (the switch's L4 service).
 //! Needs root, wrk and nginx; prints a visible skip without them (and fails when
 //! KNITS_REQUIRE_ROOT=1, as CI sets it). About 10 s.
 
@@ -62,5 +63,48 @@ fn quick_direct_run_writes_csv_markdown_and_plots() {
         assert!(out.join("fig6-throughput.svg").exists());
         assert!(out.join("fig8-connections.png").exists());
     }
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+/// The L4 scenario (issue 17): a cluster with `--service 5201:l4`, nginx on every node's port
+/// 5201, wrk to VIP:5201 through the switch's NAT spray with no proxy: every run is answered,
+/// without an error, and the switch accepts no hand-off. About 20 s.
+#[test]
+fn quick_knits_l4_run_is_answered_through_the_switch() {
+    let test = "quick_knits_l4_run_is_answered_through_the_switch";
+    if !knits_host::netns::have_net_admin() {
+        skip(test, "needs root (CAP_NET_ADMIN)");
+        return;
+    }
+    for (p, pkg) in [("/usr/bin/wrk", "wrk"), ("/usr/sbin/nginx", "nginx-light")] {
+        if !Path::new(p).exists() {
+            skip(test, &format!("{p} is missing (apt-get install {pkg})"));
+            return;
+        }
+    }
+    let out = std::env::temp_dir().join(format!("knits-bench-smoke-l4-{}", std::process::id()));
+    let st = Command::new(env!("CARGO_BIN_EXE_knits-bench"))
+        .args([
+            "run", "--quick", "--only", "knits-l4", "--sizes", "1k", "--runs", "1",
+        ])
+        .args(["--seconds", "1", "--no-concurrent", "--out"])
+        .arg(&out)
+        .status()
+        .expect("start knits-bench");
+    assert!(st.success(), "knits-bench run failed: {st}");
+    let runs = std::fs::read_to_string(out.join("runs.csv")).expect("runs.csv");
+    let lines: Vec<&str> = runs.lines().collect();
+    // Header, serialized, request sequence, connections/s at 1 KiB and 64 KiB.
+    assert_eq!(lines.len(), 5, "{runs}");
+    for l in &lines[1..] {
+        let f: Vec<&str> = l.split(',').collect();
+        assert_eq!(f[0], "knits-l4");
+        let requests: u64 = f[4].parse().unwrap();
+        assert!(requests > 0, "a run without a single response: {l}");
+        assert_eq!((f[11], f[12]), ("0", "0"), "errors in {l}");
+        assert_eq!(f[19], "0", "hand-offs on the L4 service: {l}");
+    }
+    let md = std::fs::read_to_string(out.join("results.md")).expect("results.md");
+    assert!(md.contains("| knits-l4 | 0 |"), "{md}");
     let _ = std::fs::remove_dir_all(&out);
 }

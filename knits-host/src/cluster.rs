@@ -654,6 +654,12 @@ impl Cluster {
                         args.push(format!("{name}=n{k}"));
                     }
                 }
+                // What this node's certificate holds: a failed hand-off is served here only
+                // for these names, any other gets an alert (not this node's certificate).
+                for name in crate::https::cert_names(&config.tls_domain, n) {
+                    args.push("--tls-local-name".into());
+                    args.push(name);
+                }
             }
             args.extend(config.proxy.extra_args.iter().cloned());
             guard

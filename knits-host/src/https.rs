@@ -84,6 +84,15 @@ pub fn node_names(domain: &str, n: usize) -> [String; 2] {
     [format!("n{n}.{domain}"), format!("*.n{n}.{domain}")]
 }
 
+/// Every name node `n`'s certificate holds: its own names, then the shared `<domain>` and
+/// `www.<domain>`.
+pub fn cert_names(domain: &str, n: usize) -> Vec<String> {
+    let mut names = node_names(domain, n).to_vec();
+    names.push(domain.to_string());
+    names.push(format!("www.{domain}"));
+    names
+}
+
 /// The TLS files of a cluster, in `dir`.
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
@@ -122,9 +131,7 @@ impl TlsFiles {
         let ca = ca.self_signed(&ca_key).map_err(e("CA certificate"))?;
         write(&files.ca(), &ca.pem())?;
         for n in 1..=nodes {
-            let mut names = node_names(domain, n).to_vec();
-            names.push(domain.to_string());
-            names.push(format!("www.{domain}"));
+            let names = cert_names(domain, n);
             let key = KeyPair::generate().map_err(e("node key"))?;
             let mut p = CertificateParams::new(names.clone()).map_err(e("node names"))?;
             p.distinguished_name

@@ -3,7 +3,9 @@
 //! TLS server (a TCP listener that echoes). It checks that a hello is read across segments and
 //! records without any byte sent to the client, that the hand-off request anchors are 0/0, that
 //! the new leg carries exactly the client's bytes from the first, that a local name is relayed,
-//! and that silence, garbage, SSLv2 and oversized hellos are closed and counted by reason.
+//! that silence, garbage, SSLv2 and oversized hellos are closed and counted by reason, and that a
+//! hand-off the switch refuses is tried again and then ends in an alert, unless the local TLS
+//! server holds a certificate for the name.
 
 mod common;
 
@@ -36,6 +38,11 @@ struct Setup {
 
 /// Proxy n1 with a TLS listener: `*.n2.example` belongs to n2, the rest to n1.
 async fn setup(on_error: OnError, hello_timeout_ms: u64) -> Setup {
+    setup_with(on_error, hello_timeout_ms, &[]).await
+}
+
+/// As [`setup`], with `local_names` the names n1's TLS server holds a certificate for.
+async fn setup_with(on_error: OnError, hello_timeout_ms: u64, local_names: &[&str]) -> Setup {
     let switch = StandIn::bind().await;
     // The peer's TLS listener and ours share the port, on two loopback addresses.
     let peer = TcpListener::bind("127.0.0.2:0").await.unwrap();
@@ -86,6 +93,7 @@ async fn setup(on_error: OnError, hello_timeout_ms: u64) -> Setup {
         sni: vec![("*.n2.example".into(), "n2".into())],
         tls_on_error: Some(on_error),
         tls_hello_timeout_ms: Some(hello_timeout_ms),
+        tls_local_name: local_names.iter().map(|n| n.to_string()).collect(),
         ..TlsArgs::default()
     };
     cfg.tls = args.merge(None, "n1", 1, &cfg.peers, true).unwrap();
@@ -247,4 +255,100 @@ async fn with_on_error_default_garbage_goes_to_the_default_node() {
     let (back, _) = read_all(&mut c).await;
     assert_eq!(back, b"LOCAL:GET / HTTP/1.1\r\n\r\n");
     assert_eq!(s.metrics.tls.sent_to_default.load(Relaxed), 1);
+}
+
+/// The switch refuses the hand-off of `a.n2.example` at every attempt: the proxy asks twice,
+/// then answers the client with a fatal alert and a FIN, and the local TLS server (which would
+/// present n1's certificate for n2's name) never sees the connection.
+#[tokio::test]
+async fn a_refused_hand_off_is_retried_then_refused_with_an_alert() {
+    let mut s = setup(OnError::Close, 10_000).await;
+    let wire = into_records(&build_hello_message(Some("a.n2.example"), &[], 300), 16_384);
+    let mut c = TcpStream::connect(s.tls).await.unwrap();
+    c.write_all(&wire).await.unwrap();
+    for code in [ReplyCode::AnchorsOutOfRange, ReplyCode::UnknownConnection] {
+        let r = s.switch.recv().await;
+        s.switch.reply(r.from, r.repr.counter, code).await;
+    }
+    let (back, clean) = read_all(&mut c).await;
+    assert!(clean, "the connection ends with a FIN");
+    assert_eq!(back, knits_proxy::tls::listener::ALERT_INTERNAL_ERROR);
+    let t = &s.metrics.tls;
+    assert_eq!(t.handoff_retries.load(Relaxed), 1);
+    assert_eq!(t.refused_after_handoff.load(Relaxed), 1);
+    assert_eq!(t.fallback_local.load(Relaxed), 0);
+    assert_eq!(t.local.load(Relaxed), 0);
+    // No third request, and nothing reached the local TLS server.
+    assert!(
+        s.switch
+            .try_recv(Duration::from_millis(100))
+            .await
+            .is_none()
+    );
+    assert!(s.local.try_recv().is_err());
+    assert!(
+        s.metrics
+            .render()
+            .contains("knits_proxy_tls_refused_after_handoff_total 1")
+    );
+}
+
+/// The same refusals for a name n1's TLS server holds a certificate for (a shared one): the
+/// connection is served locally, with the hello's bytes from the first.
+#[tokio::test]
+async fn a_refused_hand_off_for_a_name_held_here_is_served_locally() {
+    let mut s = setup_with(OnError::Close, 10_000, &["*.n2.example"]).await;
+    let wire = into_records(&build_hello_message(Some("a.n2.example"), &[], 300), 16_384);
+    let mut c = TcpStream::connect(s.tls).await.unwrap();
+    c.write_all(&wire).await.unwrap();
+    for _ in 0..2 {
+        let r = s.switch.recv().await;
+        s.switch
+            .reply(r.from, r.repr.counter, ReplyCode::AnchorsOutOfRange)
+            .await;
+    }
+    c.shutdown().await.unwrap();
+    let (back, clean) = read_all(&mut c).await;
+    assert!(clean);
+    let mut want = b"LOCAL:".to_vec();
+    want.extend_from_slice(&wire);
+    assert_eq!(back, want);
+    assert_eq!(s.local.recv().await.unwrap(), wire);
+    let t = &s.metrics.tls;
+    assert_eq!(t.fallback_local.load(Relaxed), 1);
+    assert_eq!(t.refused_after_handoff.load(Relaxed), 0);
+}
+
+/// A hand-off refused once and accepted at the second attempt: nothing was written to the
+/// client, and the new leg of the second attempt carries the hello.
+#[tokio::test]
+async fn a_hand_off_refused_once_succeeds_at_the_second_attempt() {
+    let s = setup(OnError::Close, 10_000).await;
+    let wire = into_records(&build_hello_message(Some("b.n2.example"), &[], 300), 16_384);
+    let mut c = TcpStream::connect(s.tls).await.unwrap();
+    c.write_all(&wire).await.unwrap();
+    let r = s.switch.recv().await;
+    s.switch
+        .reply(r.from, r.repr.counter, ReplyCode::UnknownConnection)
+        .await;
+    let r = s.switch.recv().await;
+    assert_eq!((r.repr.consumed, r.repr.sent), (0, 0));
+    // The first attempt's leg was reset; the second's is the one the request names.
+    let mut leg = loop {
+        let (leg, from) = s.peer.accept().await.unwrap();
+        if sockopt::endpoint(from) == Some(r.repr.new_local) {
+            break leg;
+        }
+    };
+    s.switch
+        .reply(r.from, r.repr.counter, ReplyCode::Accepted)
+        .await;
+    c.shutdown().await.unwrap();
+    let (got, clean) = read_all(&mut leg).await;
+    assert!(clean);
+    assert_eq!(got, wire);
+    let (back, _) = read_all(&mut c).await;
+    assert!(back.is_empty(), "{back:?}");
+    assert_eq!(s.metrics.tls.handoff_retries.load(Relaxed), 1);
+    assert_eq!(s.metrics.handoffs_accepted.load(Relaxed), 1);
 }

@@ -35,9 +35,14 @@ wire = b""
 for i in range(0, len(msg), record):
     frag = msg[i:i + record]
     wire += bytes([22, 3, 1]) + len(frag).to_bytes(2, "big") + frag
-for i in range(0, len(wire), piece):
-    sock.sendall(wire[i:i + piece])
-    time.sleep(0.002)
+started = time.monotonic()
+try:
+    for i in range(0, len(wire), piece):
+        sock.sendall(wire[i:i + piece])
+        time.sleep(0.002)
+except OSError as e:
+    sys.exit(f"the server closed after {i} of {len(wire)} hello bytes, "
+             f"{time.monotonic() - started:.2f} s after the first: {e}")
 
 
 def pump():

@@ -10,6 +10,8 @@
 //! on_error = "close"              # close | default: what a bad or missing ClientHello gets
 //! hello_timeout_ms = 10000        # the whole ClientHello must arrive within this
 //! max_hello_bytes = 16384
+//! local_names = ["n1.example", "*.n1.example"]  # names the local TLS server has a certificate for
+//! handoff_attempts = 2            # hand-off requests per connection before giving up
 //!
 //! [[tls.name]]
 //! name = "*.n2.example"
@@ -91,6 +93,14 @@ pub struct TlsArgs {
     /// Largest ClientHello accepted (bytes).
     #[arg(long, value_name = "BYTES")]
     pub tls_max_hello_bytes: Option<usize>,
+    /// A name the local TLS server holds a certificate for, repeated: a host name or
+    /// *.suffix. A connection whose hand-off failed is relayed to the local TLS server only for
+    /// these names (or without a name); any other is refused with a TLS alert.
+    #[arg(long = "tls-local-name", value_name = "NAME")]
+    pub tls_local_name: Vec<String>,
+    /// Hand-off attempts per TLS connection before it is refused or served locally (1-8).
+    #[arg(long, value_name = "N")]
+    pub tls_handoff_attempts: Option<u32>,
 }
 
 fn parse_rule(s: &str) -> Result<(String, String), String> {
@@ -115,6 +125,11 @@ pub struct FileTls {
     pub hello_timeout_ms: Option<u64>,
     /// [`TlsArgs::tls_max_hello_bytes`].
     pub max_hello_bytes: Option<usize>,
+    /// [`TlsArgs::tls_local_name`].
+    #[serde(default)]
+    pub local_names: Vec<String>,
+    /// [`TlsArgs::tls_handoff_attempts`].
+    pub handoff_attempts: Option<u32>,
     /// Server-name rules.
     #[serde(default)]
     pub name: Vec<FileName>,
@@ -158,9 +173,27 @@ pub struct TlsConfig {
     pub hello_timeout: Duration,
     /// Limits on the ClientHello.
     pub limits: HelloLimits,
+    /// The names the local TLS server holds a certificate for.
+    pub local_names: Vec<NamePattern>,
+    /// Hand-off attempts per connection (at least 1).
+    pub handoff_attempts: u32,
 }
 
+/// Default hand-off attempts per TLS connection: one more after a refusal or a lost answer
+/// (most refusals are transient: the switch is busy, the new leg's handshake was not seen yet).
+pub const DEFAULT_HANDOFF_ATTEMPTS: u32 = 2;
+
 impl TlsConfig {
+    /// Whether a connection for `sni` may be served by the local TLS server when its hand-off
+    /// failed: the server holds a certificate for the name, or the hello named none (then no
+    /// name can be wrong; the server presents its default certificate).
+    pub fn serves_locally(&self, sni: Option<&str>) -> bool {
+        let Some(name) = sni else {
+            return true;
+        };
+        self.local_names.iter().any(|p| p.matches(name))
+    }
+
     /// A peer's TLS listener: its address with this listener's port.
     pub fn peer_addr(&self, peer: &Peer) -> SocketAddr {
         SocketAddr::new(peer.addr.ip(), self.listen.port())
@@ -294,6 +327,19 @@ impl TlsArgs {
             // Room for the hello in records of 512 bytes and more.
             limits.max_records = limits.max_records.max(b.div_ceil(512));
         }
+        let mut local_names = Vec::new();
+        for n in file.local_names.iter().chain(&self.tls_local_name) {
+            local_names.push(NamePattern::parse(n).map_err(ConfigError)?);
+        }
+        let handoff_attempts = self
+            .tls_handoff_attempts
+            .or(file.handoff_attempts)
+            .unwrap_or(DEFAULT_HANDOFF_ATTEMPTS);
+        if !(1..=8).contains(&handoff_attempts) {
+            return err(format!(
+                "TLS hand-off attempts {handoff_attempts} is out of range; use 1 to 8"
+            ));
+        }
         Ok(Some(TlsConfig {
             listen,
             upstream,
@@ -310,6 +356,8 @@ impl TlsArgs {
                 .unwrap_or(OnError::Close),
             hello_timeout,
             limits,
+            local_names,
+            handoff_attempts,
         }))
     }
 }
@@ -364,5 +412,43 @@ mod tests {
         };
         let e = no_listen.merge(None, "n1", 1, &peers(), true).unwrap_err();
         assert!(e.0.contains("--tls-listen"), "{e}");
+    }
+
+    #[test]
+    fn local_names_decide_the_fallback() {
+        let file: FileTls = toml::from_str(
+            "listen = \"198.19.1.2:443\"\nupstream = \"127.0.0.1:8443\"\n\
+             local_names = [\"n1.example\"]\nhandoff_attempts = 3\n",
+        )
+        .unwrap();
+        let a = TlsArgs {
+            tls_local_name: vec!["*.n1.example".into()],
+            sni: vec![("*.n2.example".into(), "n2".into())],
+            ..TlsArgs::default()
+        };
+        let c = a
+            .merge(Some(file), "n1", 1, &peers(), true)
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.handoff_attempts, 3);
+        assert!(c.serves_locally(Some("n1.example")));
+        assert!(c.serves_locally(Some("www.n1.example")));
+        assert!(c.serves_locally(None));
+        assert!(!c.serves_locally(Some("a.n2.example")));
+        assert!(!c.serves_locally(Some("example")));
+        let bad = TlsArgs {
+            tls_listen: Some("198.19.1.2:443".parse().unwrap()),
+            tls_upstream: Some("127.0.0.1:8443".parse().unwrap()),
+            tls_handoff_attempts: Some(0),
+            ..TlsArgs::default()
+        };
+        let e = bad.merge(None, "n1", 1, &peers(), true).unwrap_err();
+        assert!(e.0.contains("1 to 8"), "{e}");
+        let bad = TlsArgs {
+            tls_handoff_attempts: None,
+            tls_local_name: vec!["a b".into()],
+            ..bad
+        };
+        assert!(bad.merge(None, "n1", 1, &peers(), true).is_err());
     }
 }

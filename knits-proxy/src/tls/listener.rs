@@ -7,6 +7,13 @@
 //! hand-off forwards every byte read so far (the hello, and whatever followed it) on the new
 //! leg, and the target's TLS server sees the stream from its first byte.
 //!
+//! A hand-off that the switch refuses, or does not answer, is tried again
+//! (`handoff_attempts`, 2 by default). If it still fails, the connection is relayed to the local
+//! TLS server only when that server holds a certificate for the name (`local_names`) or the
+//! hello named none; otherwise the client gets a fatal `internal_error` alert and a FIN, and
+//! the connection is counted (`refused_after_handoff`). A client is never shown a certificate
+//! for a name other than the one it asked for.
+//!
 //! A connection whose first bytes are no ClientHello, or which sends nothing for the hello
 //! time-out, is counted by reason and closed (or, with `on_error = "default"`, a bad hello is
 //! sent to the default node as it is). Each connection has its own task and its own time-out:
@@ -110,6 +117,7 @@ pub async fn serve_tls_connection(shared: &Shared, stream: TcpStream) {
     tm.connections.fetch_add(1, Relaxed);
     let _ = stream.set_nodelay(true);
     let mut c1 = Conn::new(stream);
+    let mut sni = None;
     let owner = match read_hello(&mut c1, tls).await {
         Ok(h) => {
             tm.hellos.fetch_add(1, Relaxed);
@@ -118,6 +126,7 @@ pub async fn serve_tls_connection(shared: &Shared, stream: TcpStream) {
             }
             let owner = tls.routes.owner(h.sni.as_deref(), &h.alpn);
             tracing::trace!(sni = ?h.sni, alpn = ?h.alpn, records = h.records, owner, "ClientHello");
+            sni = h.sni;
             owner
         }
         Err(r) => {
@@ -145,16 +154,45 @@ pub async fn serve_tls_connection(shared: &Shared, stream: TcpStream) {
                     addr: tls.peer_addr(p),
                     weight: p.weight,
                 };
-                if hand_off(ctx, &mut c1, &target).await == Outcome::HandedOff {
-                    return;
+                for attempt in 0..tls.handoff_attempts {
+                    if attempt > 0 {
+                        tm.handoff_retries.fetch_add(1, Relaxed);
+                        tokio::time::sleep(RETRY_PAUSE * attempt).await;
+                    }
+                    if hand_off(ctx, &mut c1, &target).await == Outcome::HandedOff {
+                        return;
+                    }
                 }
             }
             None => m.failed(FailReason::UnknownPeer),
         }
+        // The owner could not take the connection. The local TLS server would present its own
+        // certificate, which is right only for a name it holds (or when the hello named none);
+        // for any other name the client would see a certificate for the wrong name, so it gets
+        // a TLS alert instead, as from a server that cannot serve it now.
+        if !tls.serves_locally(sni.as_deref()) {
+            tm.refused_after_handoff.fetch_add(1, Relaxed);
+            tracing::debug!(
+                ?sni,
+                owner = id,
+                "hand-off failed; the name is not served here: alert and close"
+            );
+            let _ = c1.get_mut().write_all(&ALERT_INTERNAL_ERROR).await;
+            let _ = c1.get_mut().shutdown().await;
+            return;
+        }
+        tm.fallback_local.fetch_add(1, Relaxed);
     }
     tm.local.fetch_add(1, Relaxed);
     relay(c1, tls.upstream, shared).await;
 }
+
+/// Pause before hand-off attempt k+1, times k.
+pub const RETRY_PAUSE: Duration = Duration::from_millis(5);
+
+/// A fatal `internal_error` alert (RFC 8446 6, RFC 5246 7.2) in a plaintext record: what a
+/// server that cannot complete the handshake sends before any handshake message of its own.
+pub const ALERT_INTERNAL_ERROR: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x50];
 
 /// Reads until the buffer holds a complete ClientHello, within the hello time-out as a whole
 /// (a client that trickles bytes gets no more time than one that sends nothing).

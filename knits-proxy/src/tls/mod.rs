@@ -89,6 +89,14 @@ pub struct TlsMetrics {
     pub sent_to_default: AtomicU64,
     /// Relays to the local TLS server that could not connect.
     pub upstream_errors: AtomicU64,
+    /// Further hand-off attempts after a failed one.
+    pub handoff_retries: AtomicU64,
+    /// Connections for a peer relayed to the local TLS server after every hand-off attempt
+    /// failed (the local server holds a certificate for the name).
+    pub fallback_local: AtomicU64,
+    /// Connections for a peer closed with an alert after every hand-off attempt failed (the
+    /// local server holds no certificate for the name).
+    pub refused_after_handoff: AtomicU64,
 }
 
 impl TlsMetrics {
@@ -163,6 +171,24 @@ impl TlsMetrics {
             "upstream_errors_total",
             "Relays to the local TLS server that could not connect.",
             &self.upstream_errors,
+        );
+        c(
+            o,
+            "handoff_retries_total",
+            "Further TLS hand-off attempts after a failed one.",
+            &self.handoff_retries,
+        );
+        c(
+            o,
+            "fallback_local_total",
+            "TLS connections for a peer served locally after the hand-off failed (local certificate for the name).",
+            &self.fallback_local,
+        );
+        c(
+            o,
+            "refused_after_handoff_total",
+            "TLS connections for a peer closed with an alert after the hand-off failed (no local certificate for the name).",
+            &self.refused_after_handoff,
         );
     }
 }

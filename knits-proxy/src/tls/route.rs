@@ -59,6 +59,20 @@ impl NamePattern {
             NamePattern::Exact(name.to_string())
         })
     }
+
+    /// Whether `name` (lower case, as the hello reader gives it) matches: the same rule as the
+    /// routing table's (a wildcard matches any depth, not the bare suffix).
+    pub fn matches(&self, name: &str) -> bool {
+        match self {
+            NamePattern::Exact(n) => n == name,
+            NamePattern::Wildcard(suffix) => under(suffix, name),
+        }
+    }
+}
+
+/// `name` lies under `suffix` (`.example.com`): at any depth, not the bare suffix.
+fn under(suffix: &str, name: &str) -> bool {
+    name.len() > suffix.len() && name.ends_with(suffix)
 }
 
 /// The TLS routing table of one node.
@@ -124,7 +138,7 @@ impl TlsRoutes {
             if let Some((_, node)) = self
                 .wildcards
                 .iter()
-                .find(|(suffix, _)| name.len() > suffix.len() && name.ends_with(suffix.as_str()))
+                .find(|(suffix, _)| under(suffix, name))
             {
                 return node;
             }
