@@ -185,6 +185,13 @@ impl<'a> Switch<'a> {
         };
         p.meter.table_entry(1);
         self.track(anchor, Dir::Orig, in_port, now_ms, seg);
+        // The client's RST closed its own connection (exact at its next sequence number, see
+        // `FlowSlot::track`): the leg it is forwarded on closes with it, below.
+        let client_reset = seg.rst()
+            && self
+                .table
+                .get(anchor)
+                .is_some_and(|c1| c1.state == TcpState::TimeWait);
         let Some(sess) = self.sessions.get_mut(s) else {
             return Verdict::Drop(DropReason::Internal);
         };
@@ -251,6 +258,9 @@ impl<'a> Switch<'a> {
             self.count_strips(&x);
             let t = translated(seg, &x);
             self.track(b.leg as usize, Dir::Orig, leg_port, now_ms, &t);
+            if client_reset && let Some(leg) = self.table.get_mut(b.leg as usize) {
+                leg.reset_with_client();
+            }
         }
         if !self.set_macs(p.frame, &out, metered!(p)) {
             return Verdict::Drop(DropReason::NeighborUnknown);

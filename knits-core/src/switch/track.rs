@@ -106,6 +106,20 @@ impl FlowSlot {
         self.track_slow(dir, port, now_ms, seg);
     }
 
+    /// A leg closes with its client's connection: the client's RST that closed its own
+    /// connection (exact at the client's next sequence number) goes on to the target on this
+    /// leg and resets the target's socket. On the leg the RST's number cannot tell it from the
+    /// old node's bytes ([`FlowSlot::track`] applies the own-next rule to client connections
+    /// only) and the target may not have acknowledged the client's last bytes yet (a TLS
+    /// close_notify right before the RST), so the splice stage, which knows whose RST it
+    /// forwards, closes the leg: TIME-WAIT, then it goes with its session.
+    pub(super) fn reset_with_client(&mut self) {
+        if self.state != TcpState::TimeWait {
+            knits_trace!("leg {} -> time_wait (client reset)", self.state.name());
+            self.state = TcpState::TimeWait;
+        }
+    }
+
     fn track_slow(&mut self, dir: Dir, port: PortId, now_ms: u32, seg: &Seg) {
         // The sender's direction and the other one, by destructuring (no slice indexing).
         let [o, r] = &mut self.dirs;

@@ -25,6 +25,8 @@ pub(crate) struct ClientConn {
     pub(crate) served_by: Vec<u8>,
     /// The client's FIN is queued (half-close, before the responses are in).
     pub(crate) fin_sent: bool,
+    /// The client reset the connection after its last record (`ConnSpec::notify_then_reset`).
+    pub(crate) reset: bool,
     pub(crate) closed: bool,
     pub(crate) done: bool,
     pub(crate) done_at: Option<u64>,
@@ -63,6 +65,15 @@ impl ClientApp {
             let s = host.sockets.get_mut::<tcp::Socket>(h);
             let st = s.state();
             if c.closed {
+                // The step after the last record: it has gone out with the last poll, and the
+                // RST follows it before the server's acknowledgment can have come back.
+                if c.spec.notify_then_reset && !c.reset && st != tcp::State::Closed {
+                    s.abort();
+                    c.reset = true;
+                    c.done = true;
+                    c.done_at = Some(now);
+                    continue;
+                }
                 if matches!(st, tcp::State::TimeWait | tcp::State::Closed) {
                     c.done = true;
                     c.done_at = Some(now);
@@ -123,8 +134,13 @@ impl ClientApp {
                     c.closed = true;
                 }
             } else if all_in && all_out && (!server_closes || eof) {
-                // With `close`, the server closes first (the client answers its FIN).
-                s.close();
+                if c.spec.notify_then_reset {
+                    // A TLS close_notify's size; the server, closed, reads no more.
+                    s.send_slice(&[0x15; 24]).unwrap();
+                } else {
+                    // With `close`, the server closes first (the client answers its FIN).
+                    s.close();
+                }
                 c.closed = true;
             } else if eof {
                 self.errors.push(format!(

@@ -180,6 +180,7 @@ impl Fabric {
                     got: 0,
                     served_by: vec![],
                     fin_sent: false,
+                    reset: false,
                     closed: false,
                     done: false,
                     done_at: None,

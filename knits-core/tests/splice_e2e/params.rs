@@ -45,6 +45,11 @@ pub(crate) struct ConnSpec {
     /// The client closes its write side (FIN) right after its last request is out, and reads
     /// the responses half-closed.
     pub(crate) half_close: bool,
+    /// Once every response is in (the last one with `close`: the server closes first), the
+    /// client sends a last small record and resets at once, without a FIN, before the server
+    /// can acknowledge the record: how wrk ends a TLS connection (its close_notify, then RST
+    /// at its own next sequence number).
+    pub(crate) notify_then_reset: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -320,6 +320,7 @@ fn regression_upload_tail_lost_at_the_old_node() {
             lport: None,
             after: None,
             half_close: true,
+            notify_then_reset: false,
         }],
         [1137656696, 1795110129, 3696644080, 2023203993],
         [3201721333, 1278148474, 196441879, 922755113],

@@ -751,3 +751,39 @@ fn half_closed_client_with_faults() {
         assert!(o.completed + o.rolled_back <= o.accepted, "{}", o.summary);
     }
 }
+
+/// Clients that end as wrk ends a TLS connection: the server closes first (`Connection:
+/// close`), then the client sends its close_notify and resets at once, before the server has
+/// acknowledged it. Handed-off and plain connections alike leave the switch's table within
+/// TIME-WAIT: the RST closes the client's connection and the leg it is forwarded on. (Before,
+/// a handed-off connection's leg stayed in FIN-WAIT for its four-minute time-out: on the leg
+/// the RST was neither at the target's last acknowledgment nor, on a node-to-node flow, taken
+/// as the sender's own next sequence number.)
+#[test]
+fn client_resets_after_its_close_notify() {
+    let conns = (0..4)
+        .map(|i| ConnSpec {
+            start_ms: 1 + 2 * i as u64,
+            // Two handed off (one of them twice), one served where it landed, one pipelined.
+            reqs: closing(match i {
+                0 => script(&[(2, 30_000)]),
+                1 => script(&[(2, 500), (3, 20_000)]),
+                2 => script(&[(1, 1000)]),
+                _ => pipelined(&[(1, 100), (3, 5000)]),
+            }),
+            notify_then_reset: true,
+            ..ConnSpec::default()
+        })
+        .collect();
+    let p = Params::new(95, conns);
+    let want = p.targets();
+    let o = run(p);
+    assert_eq!(o.served_by, want, "served by the wrong node\n{}", o.summary);
+    assert_all_accepted(&o);
+    assert!(o.accepted >= 3, "{}", o.summary);
+    assert_eq!(
+        o.open_at_quiet, 0,
+        "flows left open when every socket had closed\n{}",
+        o.summary
+    );
+}
