@@ -494,11 +494,17 @@ impl<'a> FlowTable<'a> {
             return Err(TableFull);
         };
         self.free_head = slot.link;
+        // Every field named (a new one will not compile until it is set here): with
+        // `..FlowSlot::default()` the record was built on the stack and copied.
         *slot = FlowSlot {
             keys: [orig.key, reply.key],
             kind,
+            state: TcpState::SynSent,
+            ports: [0; 2],
+            backend: 0,
+            link: 0,
             last_ms: now_ms,
-            ..FlowSlot::default()
+            dirs: [DirState::default(); 2],
         };
         self.used += 1;
         self.index_insert(orig.h, ((idx as u32) << 1) + 1);
