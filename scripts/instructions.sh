@@ -3,7 +3,7 @@
 # counted with callgrind (deterministic: the same binary and input give the same count on any
 # load). Prints a markdown table; docs/performance.md and docs/np-sim.md quote it. Needs valgrind.
 #   scripts/instructions.sh [N]      (N packets per class, default 20000; hand-offs at most 1000)
-# The classes are knits-core/benches/common/classes.rs; the stages are source files, grouped by
+# The classes are knits_testkit::classes (knits-testkit/src/classes.rs); the stages are source files, grouped by
 # the table in knits-np-sim/src/calibration.rs (STAGE_FILES). The same counts, written to
 # knits-np-sim/calibration.toml, are what the simulator charges: `knits-np-sim calibrate`.
 set -euo pipefail

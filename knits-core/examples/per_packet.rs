@@ -10,7 +10,7 @@
 //! measured `process` calls (and the few of the call itself), not the set-up's, which also
 //! calls `process` (a class such as `handoff` sets up one connection per measured frame).
 //! `knits-np-sim calibrate` and `scripts/instructions.sh` do this for every class. The classes
-//! (`benches/common/classes.rs`, shared with the benchmarks and knits-np-sim):
+//! (`knits_testkit::classes`, shared with the benchmarks and knits-np-sim):
 //!
 //! - `ack` (default): an established NATed flow's bare ACK, no options;
 //! - `data`: the same flow's 1448-byte data segment (full checksum verified);
@@ -25,16 +25,11 @@
 //! `handoff` and `fakefin` set up one hand-off per measured frame: N at most 1,000, in a
 //! switch of 1,024 session slots.
 
-#[path = "../benches/common/frames.rs"]
-mod frames;
-
-#[path = "../benches/common/classes.rs"]
-mod classes;
-
-use frames::Discard;
 use knits_core::meter::NoMeter;
 use knits_core::switch::{FrameMeta, Switch, Verdict};
 use knits_core::time::Instant;
+use knits_testkit::classes;
+use knits_testkit::sink::Discard;
 
 /// The measured call: callgrind's `--toggle-collect` counts only inside it.
 #[inline(never)]

@@ -1,5 +1,5 @@
 //! Time per packet of every packet class through `Switch::process`, the frames that
-//! `knits-np-sim calibrate` counts under callgrind (knits-core/benches/common/classes.rs).
+//! `knits-np-sim calibrate` counts under callgrind (knits_testkit::classes).
 //!
 //! `cargo bench -p knits-np-sim --bench classes`; `knits-np-sim validate` puts the medians
 //! beside the `cpu` preset's predictions (docs/np-sim.md, "Validation on this machine").
@@ -19,11 +19,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use knits_core::meter::NoMeter;
 use knits_core::switch::FrameMeta;
 
-#[path = "../../knits-core/benches/common/frames.rs"]
-mod frames;
-
-#[path = "../../knits-core/benches/common/classes.rs"]
-mod classes;
+use knits_testkit::{classes, sink as frames};
 
 /// Nanoseconds of CPU time of this thread.
 fn thread_cpu_ns() -> u64 {

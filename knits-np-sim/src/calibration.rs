@@ -3,7 +3,7 @@
 //!
 //! `knits-np-sim calibrate` builds `knits-core/examples/per_packet.rs` in release (with
 //! `debug = 1`, so line tables survive inlining), runs each class of
-//! `knits-core/benches/common/classes.rs` under `valgrind --tool=callgrind --toggle-collect`
+//! `knits_testkit::classes` (knits-testkit/src/classes.rs) under `valgrind --tool=callgrind --toggle-collect`
 //! (only the measured `Switch::process` calls are counted), reads the callgrind output and
 //! groups the instructions by the source file callgrind attributes each one to: a stage is a
 //! set of source files ([`STAGE_FILES`]). Code from outside knits-core (std, smoltcp,
@@ -79,7 +79,7 @@ pub fn step_of_stage(stage: &str) -> usize {
     }
 }
 
-/// The packet classes (the same list as `knits-core/benches/common/classes.rs`).
+/// The packet classes (the same list as `knits_testkit::classes`).
 pub use crate::classes::CLASSES;
 
 /// One class's instructions per packet.
@@ -418,7 +418,7 @@ fn file_of_function(func: &str) -> Option<&'static str> {
 /// The stage of an instruction from `file` inside `func`: `None` for the measuring harness
 /// (the example's own code and the test sink), which is not counted.
 pub fn stage_of(file: &str, func: &str) -> Option<&'static str> {
-    if file.contains("/examples/") || file.contains("benches/common/") {
+    if file.contains("/examples/") || file.contains("knits-testkit/") {
         return None;
     }
     if let Some(f) = core_file(file) {
@@ -430,7 +430,7 @@ pub fn stage_of(file: &str, func: &str) -> Option<&'static str> {
                 .unwrap_or("other"),
         );
     }
-    if func.starts_with("per_packet::") || func.contains("frames::Discard") {
+    if func.starts_with("per_packet::") || func.contains("sink::Discard") {
         return None;
     }
     let stage = file_of_function(func)

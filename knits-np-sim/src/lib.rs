@@ -31,10 +31,7 @@
 
 // The packet classes and frame builders of knits-core's benchmarks and instruction counts: one
 // set, so the model replays the frames that callgrind counted and criterion timed.
-#[path = "../../knits-core/benches/common/classes.rs"]
-mod classes;
-#[path = "../../knits-core/benches/common/frames.rs"]
-mod frames;
+use knits_testkit::classes;
 
 pub mod calibration;
 pub mod hist;

@@ -225,7 +225,7 @@ pub fn time_class_ns(class: &str, n: usize) -> Result<f64, String> {
                 run.now,
                 black_box(frame),
                 FrameMeta::FULL,
-                &mut crate::frames::Discard,
+                &mut knits_testkit::sink::Discard,
                 &mut knits_core::meter::NoMeter,
             ));
         }

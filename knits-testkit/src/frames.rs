@@ -336,3 +336,22 @@ pub fn udp(
     };
     l3.udp((src.1, dst.1), payload)
 }
+
+/// An IPv4 packet of another protocol (ICMP, ...) from a node, its body `payload` as it is
+/// (IPv4 checksum filled, TTL 64).
+pub fn ipv4(
+    dst_mac: EthernetAddress,
+    src: Ipv4Address,
+    dst: Ipv4Address,
+    proto: smoltcp::wire::IpProtocol,
+    payload: &[u8],
+) -> Vec<u8> {
+    Ipv4Frame {
+        src_mac: NODE_MAC,
+        dst_mac,
+        src,
+        dst,
+        ttl: 64,
+    }
+    .other(proto, payload)
+}

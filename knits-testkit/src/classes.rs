@@ -1,16 +1,17 @@
 //! Packet classes: a switch brought into the state a class needs, and the frames of that class.
 //!
-//! One set, shared by `#[path]` with the instruction-count example (`examples/per_packet.rs`),
-//! knits-np-sim's calibration and its criterion benchmark of the classes, so that the frames
-//! counted under callgrind, timed by criterion and replayed by the model are the same.
+//! One set, used by knits-core's instruction-count example (`examples/per_packet.rs`) and
+//! benchmarks, and by knits-np-sim's calibration, its model's replays and its criterion
+//! benchmark of the classes, so that the frames counted under callgrind, timed by criterion
+//! and replayed by the model are the same.
 //!
 //! A class's measured frames are fed in order, once each (`Run::frame(i)`): classes whose
 //! frame changes the switch for good (a new SYN, an accepted hand-off, a confirming ACK) set up
 //! one instance per frame before the first one is fed, so that every measured frame meets the
 //! same state.
-#![allow(dead_code)]
 
-use crate::frames::{self, CLIENT_MAC, Discard, NODE_MAC, Opts, arp, tcp, tcp_opts, udp};
+use crate::frames::{self, CLIENT_MAC, NODE_MAC, Opts, arp_request as arp, tcp, tcp_opts, udp};
+use crate::sink::Discard;
 use knits_core::config::Config;
 use knits_core::meter::NoMeter;
 use knits_core::splice::SessionSlot;
