@@ -170,6 +170,10 @@ pub async fn relay(
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // `src` is empty and the sender may be holding its last, partial segment
+                // until what it sent is acknowledged (Nagle): acknowledge now rather than
+                // after the delayed-ACK timer (`sockopt::quickack`).
+                let _ = crate::sockopt::quickack(src);
                 match tokio::time::timeout(idle, src.readable()).await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => return Err(SpliceError::Read(e)),
