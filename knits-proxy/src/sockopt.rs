@@ -203,6 +203,7 @@ mod tests {
         // The client's kernel acknowledges without the application reading.
         assert!(wait_acked(&s, Duration::from_secs(5)).await.unwrap());
         assert_eq!(unacked_bytes(&s).unwrap(), 0);
+        c.readable().await.unwrap();
         assert!(
             !idle_alive(&c),
             "unread data means the idle connection is not clean"
