@@ -11,24 +11,9 @@ use tokio::net::TcpListener;
 
 use crate::conn::{Conn, ReadHead};
 use crate::framing::{Limits, parse_request};
+use crate::named::named_enum;
 
-macro_rules! reasons {
-    ($(#[$m:meta])* pub enum $name:ident { $($(#[$vm:meta])* $v:ident = $s:literal,)+ }) => {
-        $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum $name { $($(#[$vm])* $v,)+ }
-        impl $name {
-            /// Every value, in index order.
-            pub const ALL: &'static [$name] = &[$($name::$v,)+];
-            /// Number of values.
-            pub const COUNT: usize = Self::ALL.len();
-            /// Stable snake_case name (the metric label).
-            pub const fn name(self) -> &'static str { match self { $($name::$v => $s,)+ } }
-        }
-    };
-}
-
-reasons! {
+named_enum! {
     /// Why a hand-off did not happen although the switch did not refuse it.
     pub enum FailReason {
         /// The switch did not answer within the total time allowed.
@@ -116,35 +101,17 @@ impl Histogram {
     }
 }
 
-/// The phases of a hand-off on the node that gives the connection away, in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HandoffPhase {
-    /// Waiting until the client has acknowledged everything this node sent on c1.
-    Unacked,
-    /// Opening the new leg c2 (or taking it from the pool).
-    Leg,
-    /// The control round trip to the switch (with any retries) until its acceptance.
-    Control,
-    /// Writing the request bytes already read from c1 onto c2, after the acceptance.
-    Forward,
-}
-
-impl HandoffPhase {
-    /// Every phase, in order.
-    pub const ALL: [HandoffPhase; 4] = [
-        HandoffPhase::Unacked,
-        HandoffPhase::Leg,
-        HandoffPhase::Control,
-        HandoffPhase::Forward,
-    ];
-    /// The `phase` label.
-    pub const fn name(self) -> &'static str {
-        match self {
-            HandoffPhase::Unacked => "unacked",
-            HandoffPhase::Leg => "leg",
-            HandoffPhase::Control => "control",
-            HandoffPhase::Forward => "forward",
-        }
+named_enum! {
+    /// The phases of a hand-off on the node that gives the connection away, in order.
+    pub enum HandoffPhase {
+        /// Waiting until the client has acknowledged everything this node sent on c1.
+        Unacked = "unacked",
+        /// Opening the new leg c2 (or taking it from the pool).
+        Leg = "leg",
+        /// The control round trip to the switch (with any retries) until its acceptance.
+        Control = "control",
+        /// Writing the request bytes already read from c1 onto c2, after the acceptance.
+        Forward = "forward",
     }
 }
 
@@ -179,7 +146,7 @@ pub struct Metrics {
     /// Time from the decision to the switch's acceptance.
     pub handoff_latency: Histogram,
     /// The hand-off's phases, indexed by [`HandoffPhase`]: where its latency goes.
-    pub handoff_phases: [Histogram; HandoffPhase::ALL.len()],
+    pub handoff_phases: [Histogram; HandoffPhase::COUNT],
     /// Control requests sent again because no reply came in time.
     pub control_retransmits: AtomicU64,
     /// Control datagrams ignored (wrong source, malformed, bad tag, unknown counter).
@@ -207,7 +174,7 @@ impl Metrics {
 
     /// Counts a local hand-off failure.
     pub fn failed(&self, reason: FailReason) {
-        self.handoffs_failed[reason as usize].fetch_add(1, Relaxed);
+        self.handoffs_failed[reason.index()].fetch_add(1, Relaxed);
     }
 
     /// Refusals with `code` so far.
@@ -217,7 +184,7 @@ impl Metrics {
 
     /// Failures for `reason` so far.
     pub fn failed_count(&self, reason: FailReason) -> u64 {
-        self.handoffs_failed[reason as usize].load(Relaxed)
+        self.handoffs_failed[reason.index()].load(Relaxed)
     }
 
     /// The Prometheus text exposition of every metric.
@@ -313,7 +280,7 @@ impl Metrics {
                 o,
                 "knits_proxy_handoffs_failed_total{{reason=\"{}\"}} {}",
                 r.name(),
-                self.failed_count(*r)
+                self.failed_count(r)
             );
         }
         let _ = writeln!(
