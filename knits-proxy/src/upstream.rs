@@ -60,6 +60,12 @@ pub struct Upstream {
     metrics: Arc<Metrics>,
 }
 
+/// Whether the proxy answers the request's `Expect: 100-continue` itself (it reads the body
+/// before the response).
+fn answers_continue(req: &RequestHead) -> bool {
+    req.expect_continue && req.body != BodyFraming::Empty
+}
+
 /// The upstream connection a client connection keeps between its requests, so that a
 /// keep-alive client's requests go over one upstream connection without passing through the
 /// shared idle list (and its lock) and without the churn of a list smaller than the number of
@@ -176,7 +182,7 @@ impl Upstream {
         held: &mut Held<'_>,
     ) -> Served {
         client.consume(req.head_len);
-        let own_continue = req.expect_continue && req.body != BodyFraming::Empty;
+        let own_continue = answers_continue(req);
         if own_continue
             && client
                 .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -202,10 +208,7 @@ impl Upstream {
                     }
                 },
             };
-            match self
-                .attempt(client, req, &head, up, reused, own_continue, held)
-                .await
-            {
+            match self.attempt(client, req, &head, up, reused, held).await {
                 Attempt::Done(s) => return s,
                 Attempt::Retry => fresh_only = true,
             }
@@ -219,9 +222,9 @@ impl Upstream {
         head: &[u8],
         mut up: Conn<TcpStream>,
         reused: bool,
-        own_continue: bool,
         held: &mut Held<'_>,
     ) -> Attempt {
+        let own_continue = answers_continue(req);
         let can_retry = reused && req.body == BodyFraming::Empty;
         if let Err(e) = up.write_all(head).await {
             if can_retry {
