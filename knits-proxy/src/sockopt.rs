@@ -133,8 +133,9 @@ pub async fn connect_with_mss(
 ///
 /// Linux does not keep the option: the connection drops back into delayed-ACK ("ping-pong")
 /// mode as soon as it sends data soon after receiving, and setting it sends the pending ACK
-/// only when the receive queue is empty. So the splice relay sets it each time it has read
-/// everything the source sent and must wait for more ([`crate::splice::relay`]): a web server
+/// only when the receive queue is empty. So the splice relay sets it when it has read
+/// everything the source sent and nothing more came for [`crate::splice::ACK_GRACE`]
+/// ([`crate::splice::relay`]): a web server
 /// that sends a response's last, partial segment under Nagle's rule (nginx with
 /// `tcp_nopush on` leaves `TCP_NODELAY` off) holds it until everything before it is
 /// acknowledged, and on loopback, where one segment carries 64 KiB, a delayed ACK holds it
