@@ -525,8 +525,65 @@ impl RunArgs {
     }
 
     /// Merges the flags over a parsed file and validates. `base` resolves relative key paths.
+    ///
+    /// Each part has its own function below, in the order the parts depend on each other: who
+    /// this node is, its peers and weights, the policy (which needs the nodes), the switch
+    /// (which only a policy that hands off requires), limits, timeouts, the rest, then TLS.
     pub fn merge(&self, file: FileConfig, base: Option<&Path>) -> Result<ProxyConfig, ConfigError> {
-        let node_id = match self.node_id.clone().or(file.node_id) {
+        let (node_id, listen, upstream) = self.merge_identity(&file)?;
+        let mut peers = self.merge_peers(&file, &node_id, listen)?;
+        let weight = self.merge_weights(&file, &node_id, &mut peers)?;
+        let (kind, policy) = self.merge_policy(&file, &node_id, weight, &peers)?;
+        let switch = self.merge_switch(&file, kind, base)?;
+        let limits = self.merge_limits(&file)?;
+        let timeouts = self.merge_timeouts(&file)?;
+        let c2_pool = self.c2_pool.or(file.c2_pool).unwrap_or(DEFAULT_C2_POOL);
+        if c2_pool > 64 {
+            return err(format!(
+                "c2_pool {c2_pool} is too large; use 0 (off) to 64 per peer"
+            ));
+        }
+        let shards = self.shards.or(file.shards).unwrap_or(1);
+        if !(1..=MAX_SHARDS).contains(&shards) {
+            return err(format!(
+                "shards {shards} must be 1..={MAX_SHARDS} (the switch's --shards)"
+            ));
+        }
+        let metrics = self.metrics.or(file.metrics);
+        let upstream_idle = self.upstream_idle.or(file.upstream_idle).unwrap_or(32);
+        let tls = self
+            .tls
+            .merge(file.tls, &node_id, weight, &peers, switch.is_some())?;
+        if let Some(t) = tls.as_ref().filter(|t| t.listen == listen) {
+            return err(format!(
+                "--tls-listen {} is the HTTP --listen address; give TLS its own port (e.g. 443)",
+                t.listen
+            ));
+        }
+        Ok(ProxyConfig {
+            node_id,
+            listen,
+            upstream,
+            peers,
+            weight,
+            policy,
+            switch,
+            metrics,
+            c2_pool,
+            shards,
+            upstream_idle,
+            limits,
+            timeouts,
+            tls,
+        })
+    }
+
+    /// This node's id, its service address and its web server.
+    fn merge_identity(
+        &self,
+        file: &FileConfig,
+    ) -> Result<(String, SocketAddr, SocketAddr), ConfigError> {
+        let node_id = match self.node_id.clone().or(file.node_id.clone()) {
             Some(id) if valid_id(&id) => id,
             Some(id) => {
                 return err(format!(
@@ -554,8 +611,16 @@ impl RunArgs {
                 "--upstream {upstream} is the proxy's own --listen address; point it at the local web server"
             ));
         }
+        Ok((node_id, listen, upstream))
+    }
 
-        // Peers: the file's, then the flags' (a flag replaces a file peer with the same id).
+    /// The peers: the file's, then the flags' (a flag replaces a file peer with the same id).
+    fn merge_peers(
+        &self,
+        file: &FileConfig,
+        node_id: &str,
+        listen: SocketAddr,
+    ) -> Result<Vec<Peer>, ConfigError> {
         let mut peers: Vec<Peer> = Vec::new();
         for p in &file.peer {
             if peers.iter().any(|q| q.id == p.id) {
@@ -605,6 +670,16 @@ impl RunArgs {
                 ));
             }
         }
+        Ok(peers)
+    }
+
+    /// This node's weight (returned) and the `--weight` flags applied to `peers`.
+    fn merge_weights(
+        &self,
+        file: &FileConfig,
+        node_id: &str,
+        peers: &mut [Peer],
+    ) -> Result<u32, ConfigError> {
         let mut weight = file.weight.unwrap_or(1);
         for (id, w) in &self.weights {
             if *id == node_id {
@@ -617,48 +692,24 @@ impl RunArgs {
                 ));
             }
         }
+        Ok(weight)
+    }
 
-        let known = |id: &str| id == node_id || peers.iter().any(|p| p.id == id);
+    /// The dispatch policy over this node and `peers`.
+    fn merge_policy(
+        &self,
+        file: &FileConfig,
+        node_id: &str,
+        weight: u32,
+        peers: &[Peer],
+    ) -> Result<(PolicyKind, Policy), ConfigError> {
         let kind = self.policy.or(file.policy).unwrap_or(PolicyKind::Local);
         let policy = match kind {
             PolicyKind::Local => Policy::Local,
-            PolicyKind::Prefix => {
-                let mut rules: BTreeMap<String, String> = BTreeMap::new();
-                for r in &file.prefix {
-                    rules.insert(r.prefix.clone(), r.node.clone());
-                }
-                for (p, id) in &self.prefixes {
-                    rules.insert(p.clone(), id.clone());
-                }
-                if rules.is_empty() {
-                    return err(
-                        "policy prefix has no rules: add --prefix PREFIX=ID (e.g. --prefix /img/=n2) or [[prefix]] entries",
-                    );
-                }
-                for (p, id) in &rules {
-                    if !p.starts_with('/') {
-                        return err(format!("prefix {p:?} must start with '/' (e.g. /img/)"));
-                    }
-                    if !known(id) {
-                        return err(format!(
-                            "prefix {p} names node {id}, which is neither this node ({node_id}) nor a peer; add --peer {id}=ADDR:PORT"
-                        ));
-                    }
-                }
-                let default = self.default_node.clone().or(file.default_node);
-                if let Some(d) = default.as_deref().filter(|d| !known(d)) {
-                    return err(format!(
-                        "--default-node {d} is neither this node ({node_id}) nor a peer"
-                    ));
-                }
-                Policy::Prefix {
-                    rules: rules.into_iter().collect(),
-                    default,
-                }
-            }
+            PolicyKind::Prefix => self.merge_prefix_rules(file, node_id, peers)?,
             PolicyKind::Hash => {
                 let mut nodes = vec![WeightedNode {
-                    id: node_id.clone(),
+                    id: node_id.to_string(),
                     weight,
                 }];
                 nodes.extend(peers.iter().map(|p| WeightedNode {
@@ -679,22 +730,71 @@ impl RunArgs {
             )
             .to_lowercase());
         }
+        Ok((kind, policy))
+    }
 
-        let switch = match (
+    /// The prefix policy: the file's rules, then the flags' (a flag replaces the same prefix),
+    /// each naming a known node, and the default node.
+    fn merge_prefix_rules(
+        &self,
+        file: &FileConfig,
+        node_id: &str,
+        peers: &[Peer],
+    ) -> Result<Policy, ConfigError> {
+        let known = |id: &str| id == node_id || peers.iter().any(|p| p.id == id);
+        let mut rules: BTreeMap<String, String> = BTreeMap::new();
+        for r in &file.prefix {
+            rules.insert(r.prefix.clone(), r.node.clone());
+        }
+        for (p, id) in &self.prefixes {
+            rules.insert(p.clone(), id.clone());
+        }
+        if rules.is_empty() {
+            return err(
+                "policy prefix has no rules: add --prefix PREFIX=ID (e.g. --prefix /img/=n2) or [[prefix]] entries",
+            );
+        }
+        for (p, id) in &rules {
+            if !p.starts_with('/') {
+                return err(format!("prefix {p:?} must start with '/' (e.g. /img/)"));
+            }
+            if !known(id) {
+                return err(format!(
+                    "prefix {p} names node {id}, which is neither this node ({node_id}) nor a peer; add --peer {id}=ADDR:PORT"
+                ));
+            }
+        }
+        let default = self.default_node.clone().or(file.default_node.clone());
+        if let Some(d) = default.as_deref().filter(|d| !known(d)) {
+            return err(format!(
+                "--default-node {d} is neither this node ({node_id}) nor a peer"
+            ));
+        }
+        Ok(Policy::Prefix {
+            rules: rules.into_iter().collect(),
+            default,
+        })
+    }
+
+    /// The switch's control channel: required by a policy that hands off, and then complete
+    /// (address and key).
+    fn merge_switch(
+        &self,
+        file: &FileConfig,
+        kind: PolicyKind,
+        base: Option<&Path>,
+    ) -> Result<Option<SwitchConfig>, ConfigError> {
+        match (
             self.switch.or(file.switch),
-            self.key_file.clone().or(file.key_file),
+            self.key_file.clone().or(file.key_file.clone()),
         ) {
-            (None, None) if kind == PolicyKind::Local => None,
-            (None, _) => {
-                return err(
-                    "hand-off needs the switch: pass --switch ADDR:PORT (the node's gateway and control port, e.g. 198.19.1.1:7100)",
-                );
-            }
-            (Some(_), None) => {
-                return err(
-                    "hand-off needs the control key: pass --key-file FILE (32 hex digits, the key configured on the switch)",
-                );
-            }
+            (None, None) if kind == PolicyKind::Local => Ok(None),
+            (None, _) => err(
+                "hand-off needs the switch: pass --switch ADDR:PORT (the node's gateway and control port, e.g. 198.19.1.1:7100)",
+            ),
+            (Some(_), None) => err(
+                "hand-off needs the control key: pass --key-file FILE (32 hex digits, the key configured on the switch)",
+            ),
             (Some(control), Some(key_path)) => {
                 let path = match base {
                     Some(b) if key_path.is_relative() => b.join(key_path),
@@ -713,15 +813,18 @@ impl RunArgs {
                         "--switch {control}: the control protocol is IPv4 only"
                     ));
                 }
-                Some(SwitchConfig {
+                Ok(Some(SwitchConfig {
                     control,
                     bind,
                     key,
                     key_id: self.key_id.or(file.key_id).unwrap_or(1),
-                })
+                }))
             }
-        };
+        }
+    }
 
+    /// The request head limits, within their ranges.
+    fn merge_limits(&self, file: &FileConfig) -> Result<Limits, ConfigError> {
         let limits = Limits {
             max_header_bytes: self
                 .max_header_bytes
@@ -744,7 +847,11 @@ impl RunArgs {
                 limits.max_headers
             ));
         }
+        Ok(limits)
+    }
 
+    /// Every timeout (none may be 0), the control retry within the control timeout.
+    fn merge_timeouts(&self, file: &FileConfig) -> Result<Timeouts, ConfigError> {
         let d = Timeouts::default();
         let t = &file.timeouts;
         let timeouts = Timeouts {
@@ -811,43 +918,7 @@ impl RunArgs {
                 timeouts.control_total.as_millis()
             ));
         }
-        let c2_pool = self.c2_pool.or(file.c2_pool).unwrap_or(DEFAULT_C2_POOL);
-        if c2_pool > 64 {
-            return err(format!(
-                "c2_pool {c2_pool} is too large; use 0 (off) to 64 per peer"
-            ));
-        }
-        let shards = self.shards.or(file.shards).unwrap_or(1);
-        if !(1..=MAX_SHARDS).contains(&shards) {
-            return err(format!(
-                "shards {shards} must be 1..={MAX_SHARDS} (the switch's --shards)"
-            ));
-        }
-        let tls = self
-            .tls
-            .merge(file.tls, &node_id, weight, &peers, switch.is_some())?;
-        if let Some(t) = tls.as_ref().filter(|t| t.listen == listen) {
-            return err(format!(
-                "--tls-listen {} is the HTTP --listen address; give TLS its own port (e.g. 443)",
-                t.listen
-            ));
-        }
-        Ok(ProxyConfig {
-            node_id,
-            listen,
-            upstream,
-            peers,
-            weight,
-            policy,
-            switch,
-            metrics: self.metrics.or(file.metrics),
-            c2_pool,
-            shards,
-            upstream_idle: self.upstream_idle.or(file.upstream_idle).unwrap_or(32),
-            limits,
-            timeouts,
-            tls,
-        })
+        Ok(timeouts)
     }
 }
 

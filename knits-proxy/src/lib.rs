@@ -10,9 +10,11 @@
 //!   (pure, no I/O).
 //! - [`conn`]: a connection with its read buffer and the byte counts the hand-off anchors need.
 //! - [`policy`]: which node serves a path (prefix map, weighted consistent hash, local only).
-//! - [`upstream`]: serving a request through the local web server over pooled connections.
-//! - [`handoff`], [`control`], [`pool`], [`sockopt`]: the hand-off itself, the signed UDP control
-//!   channel to the switch, pre-connected new legs, and the socket facts (SIOCOUTQ, TCP_MAXSEG).
+//! - [`upstream`], [`splice`]: serving a request through the local web server over kept-alive
+//!   connections, response bodies spliced (socket to pipe to socket).
+//! - [`handoff`], [`control`], [`leg`], [`pool`], [`sockopt`]: the hand-off itself, the signed
+//!   UDP control channel to the switch, opening a new leg (in the right shard), pre-connected new
+//!   legs, and the socket facts (SIOCOUTQ, TCP_MAXSEG, TCP_QUICKACK).
 //! - [`proxy`]: the accept loop and the per-connection request loop.
 //! - [`metrics`]: counters and the hand-off latency histogram, in Prometheus text format.
 //! - [`config`]: TOML file and flags, validated.
@@ -33,7 +35,9 @@ pub mod content;
 pub mod control;
 pub mod framing;
 pub mod handoff;
+pub mod leg;
 pub mod metrics;
+mod named;
 pub mod origin;
 pub mod policy;
 pub mod pool;

@@ -1,34 +1,34 @@
-//! Proxy metrics: counters and the hand-off latency histogram, rendered in the Prometheus text
-//! exposition format (version 0.0.4) and served on a local address when asked.
+//! Proxy metrics: counters and the hand-off latency histograms, encoded by `prometheus-client`
+//! (OpenMetrics text) and served on a local address when asked.
+//!
+//! The counters are plain atomics, bumped on the request path without a lock; at a scrape they
+//! are read into constant metrics ([`Family`]) that a `prometheus-client` collector encodes. The
+//! families, their names and their labels are this module's; the text format is the crate's.
+//! A counter family is declared without `_total` and its samples carry it
+//! (`knits_proxy_connections_accepted_total`, as before the crate was used). The histogram
+//! keeps its own fixed buckets (atomics, no lock), and is encoded through the crate's histogram
+//! encoder. The responder is the proxy's own HTTP framing: the crate has no server, and the
+//! proxy needs no second HTTP stack for one `GET`.
 
-use std::fmt::Write as _;
+use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use knits_core::wire::control::ReplyCode;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
 use crate::conn::{Conn, ReadHead};
 use crate::framing::{Limits, parse_request};
+use crate::named::named_enum;
 
-macro_rules! reasons {
-    ($(#[$m:meta])* pub enum $name:ident { $($(#[$vm:meta])* $v:ident = $s:literal,)+ }) => {
-        $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum $name { $($(#[$vm])* $v,)+ }
-        impl $name {
-            /// Every value, in index order.
-            pub const ALL: &'static [$name] = &[$($name::$v,)+];
-            /// Number of values.
-            pub const COUNT: usize = Self::ALL.len();
-            /// Stable snake_case name (the metric label).
-            pub const fn name(self) -> &'static str { match self { $($name::$v => $s,)+ } }
-        }
-    };
-}
-
-reasons! {
+named_enum! {
     /// Why a hand-off did not happen although the switch did not refuse it.
     pub enum FailReason {
         /// The switch did not answer within the total time allowed.
@@ -102,6 +102,23 @@ impl Histogram {
             .collect()
     }
 
+    /// The counts now, for encoding.
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        let mut buckets: Vec<(f64, u64)> = LATENCY_BUCKETS_US
+            .iter()
+            .zip(&self.buckets)
+            .map(|(&b, c)| (b as f64 / 1e6, c.load(Relaxed)))
+            .collect();
+        let count = self.count();
+        let inside: u64 = buckets.iter().map(|(_, n)| n).sum();
+        buckets.push((f64::INFINITY, count.saturating_sub(inside)));
+        HistogramSnapshot {
+            buckets,
+            count,
+            sum: self.sum().as_secs_f64(),
+        }
+    }
+
     /// The smallest bucket bound that holds at least `q` (0..=1) of the observations.
     pub fn quantile_bound_us(&self, q: f64) -> Option<u64> {
         let n = self.count();
@@ -116,35 +133,36 @@ impl Histogram {
     }
 }
 
-/// The phases of a hand-off on the node that gives the connection away, in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HandoffPhase {
-    /// Waiting until the client has acknowledged everything this node sent on c1.
-    Unacked,
-    /// Opening the new leg c2 (or taking it from the pool).
-    Leg,
-    /// The control round trip to the switch (with any retries) until its acceptance.
-    Control,
-    /// Writing the request bytes already read from c1 onto c2, after the acceptance.
-    Forward,
+/// One histogram's counts at a scrape: per bucket (upper bound in seconds, the last `+Inf`;
+/// not cumulative), count and sum in seconds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistogramSnapshot {
+    buckets: Vec<(f64, u64)>,
+    count: u64,
+    sum: f64,
 }
 
-impl HandoffPhase {
-    /// Every phase, in order.
-    pub const ALL: [HandoffPhase; 4] = [
-        HandoffPhase::Unacked,
-        HandoffPhase::Leg,
-        HandoffPhase::Control,
-        HandoffPhase::Forward,
-    ];
-    /// The `phase` label.
-    pub const fn name(self) -> &'static str {
-        match self {
-            HandoffPhase::Unacked => "unacked",
-            HandoffPhase::Leg => "leg",
-            HandoffPhase::Control => "control",
-            HandoffPhase::Forward => "forward",
-        }
+impl EncodeMetric for HistogramSnapshot {
+    fn encode(&self, mut e: MetricEncoder) -> fmt::Result {
+        e.encode_histogram::<NoLabelSet>(self.sum, self.count, &self.buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+named_enum! {
+    /// The phases of a hand-off on the node that gives the connection away, in order.
+    pub enum HandoffPhase {
+        /// Waiting until the client has acknowledged everything this node sent on c1.
+        Unacked = "unacked",
+        /// Opening the new leg c2 (or taking it from the pool).
+        Leg = "leg",
+        /// The control round trip to the switch (with any retries) until its acceptance.
+        Control = "control",
+        /// Writing the request bytes already read from c1 onto c2, after the acceptance.
+        Forward = "forward",
     }
 }
 
@@ -179,7 +197,7 @@ pub struct Metrics {
     /// Time from the decision to the switch's acceptance.
     pub handoff_latency: Histogram,
     /// The hand-off's phases, indexed by [`HandoffPhase`]: where its latency goes.
-    pub handoff_phases: [Histogram; HandoffPhase::ALL.len()],
+    pub handoff_phases: [Histogram; HandoffPhase::COUNT],
     /// Control requests sent again because no reply came in time.
     pub control_retransmits: AtomicU64,
     /// Control datagrams ignored (wrong source, malformed, bad tag, unknown counter).
@@ -207,7 +225,7 @@ impl Metrics {
 
     /// Counts a local hand-off failure.
     pub fn failed(&self, reason: FailReason) {
-        self.handoffs_failed[reason as usize].fetch_add(1, Relaxed);
+        self.handoffs_failed[reason.index()].fetch_add(1, Relaxed);
     }
 
     /// Refusals with `code` so far.
@@ -217,157 +235,232 @@ impl Metrics {
 
     /// Failures for `reason` so far.
     pub fn failed_count(&self, reason: FailReason) -> u64 {
-        self.handoffs_failed[reason as usize].load(Relaxed)
+        self.handoffs_failed[reason.index()].load(Relaxed)
     }
 
-    /// The Prometheus text exposition of every metric.
+    /// The OpenMetrics text exposition of every metric (see [`CONTENT_TYPE`]).
     pub fn render(&self) -> String {
-        let mut o = String::with_capacity(4096);
-        let c = |o: &mut String, name: &str, help: &str, v: &AtomicU64| {
-            let _ = writeln!(o, "# HELP knits_proxy_{name} {help}");
-            let _ = writeln!(o, "# TYPE knits_proxy_{name} counter");
-            let _ = writeln!(o, "knits_proxy_{name} {}", v.load(Relaxed));
-        };
-        c(
-            &mut o,
-            "connections_accepted_total",
-            "Client connections accepted.",
-            &self.connections_accepted,
-        );
-        let _ = writeln!(
-            o,
-            "# HELP knits_proxy_connections_open Client connections open now."
-        );
-        let _ = writeln!(o, "# TYPE knits_proxy_connections_open gauge");
-        let _ = writeln!(
-            o,
-            "knits_proxy_connections_open {}",
-            self.connections_open.load(Relaxed)
-        );
-        c(
-            &mut o,
-            "requests_local_total",
-            "Requests served by the local upstream.",
-            &self.requests_local,
-        );
-        let _ = writeln!(
-            o,
-            "# HELP knits_proxy_requests_rejected_total Requests answered with an error by the proxy."
-        );
-        let _ = writeln!(o, "# TYPE knits_proxy_requests_rejected_total counter");
-        for (status, v) in [
-            ("400", &self.requests_bad),
-            ("431", &self.requests_too_large),
-            ("501", &self.requests_unsupported),
-        ] {
-            let _ = writeln!(
-                o,
-                "knits_proxy_requests_rejected_total{{status=\"{status}\"}} {}",
-                v.load(Relaxed)
-            );
+        let mut registry = Registry::with_prefix("knits_proxy");
+        registry.register_collector(Box::new(Families(self.families())));
+        let mut s = String::with_capacity(8192);
+        prometheus_client::encoding::text::encode(&mut s, &registry)
+            .expect("encoding into a String does not fail");
+        s
+    }
+
+    /// Every family, in the order they are written.
+    fn families(&self) -> Vec<Family> {
+        let v = |a: &AtomicU64| a.load(Relaxed);
+        let mut f = vec![
+            Family::counter(
+                "connections_accepted",
+                "Client connections accepted.",
+                one(v(&self.connections_accepted)),
+            ),
+            Family::gauge(
+                "connections_open",
+                "Client connections open now.",
+                one(v(&self.connections_open)),
+            ),
+            Family::counter(
+                "requests_local",
+                "Requests served by the local upstream.",
+                one(v(&self.requests_local)),
+            ),
+            Family::counter(
+                "requests_rejected",
+                "Requests answered with an error by the proxy.",
+                [
+                    ("400", &self.requests_bad),
+                    ("431", &self.requests_too_large),
+                    ("501", &self.requests_unsupported),
+                ]
+                .into_iter()
+                .map(|(status, n)| (vec![("status", status.to_string())], v(n)))
+                .collect(),
+            ),
+            Family::counter(
+                "upstream_errors",
+                "Requests that failed on the upstream side.",
+                one(v(&self.upstream_errors)),
+            ),
+            Family::counter(
+                "upstream_connects",
+                "Upstream connections opened.",
+                one(v(&self.upstream_connects)),
+            ),
+            Family::counter(
+                "handoffs_initiated",
+                "Hand-offs started.",
+                one(v(&self.handoffs_initiated)),
+            ),
+            Family::counter(
+                "handoffs_accepted",
+                "Hand-offs the switch accepted.",
+                one(v(&self.handoffs_accepted)),
+            ),
+            Family::counter(
+                "handoffs_refused",
+                "Hand-offs the switch refused, by reply code.",
+                ReplyCode::ALL
+                    .iter()
+                    .filter(|c| **c != ReplyCode::Accepted)
+                    .map(|c| (reason(c.name()), self.refused_count(*c)))
+                    .collect(),
+            ),
+            Family::counter(
+                "handoffs_failed",
+                "Hand-offs that failed on this node, by reason.",
+                FailReason::ALL
+                    .iter()
+                    .map(|r| (reason(r.name()), self.failed_count(*r)))
+                    .collect(),
+            ),
+            Family::histogram(
+                "handoff_latency_seconds",
+                "Time from the hand-off decision to the switch's acceptance.",
+                vec![(Vec::new(), self.handoff_latency.snapshot())],
+            ),
+            Family::histogram(
+                "handoff_phase_seconds",
+                "Time a hand-off spends in each phase: unacked (the client acknowledging this node's bytes), leg (opening or taking c2), control (the switch's answer), forward (the read request bytes onto c2).",
+                HandoffPhase::ALL
+                    .iter()
+                    .zip(&self.handoff_phases)
+                    .map(|(p, h)| (vec![("phase", p.name().to_string())], h.snapshot()))
+                    .collect(),
+            ),
+            Family::counter(
+                "control_retransmits",
+                "Control requests sent again.",
+                one(v(&self.control_retransmits)),
+            ),
+            Family::counter(
+                "control_ignored",
+                "Control datagrams ignored.",
+                one(v(&self.control_ignored)),
+            ),
+            Family::counter(
+                "c2_pool_hits",
+                "New legs taken from the pre-connected pool.",
+                one(v(&self.c2_pool_hits)),
+            ),
+            Family::counter(
+                "c2_pool_misses",
+                "New legs connected at hand-off time.",
+                one(v(&self.c2_pool_misses)),
+            ),
+            Family::counter(
+                "c2_pool_returned",
+                "New legs of refused hand-offs given back to the pool unused.",
+                one(v(&self.c2_pool_returned)),
+            ),
+        ];
+        self.tls.families(&mut f);
+        f
+    }
+}
+
+/// The content type of [`Metrics::render`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Label name and value pairs, in the order they are written.
+pub type Labels = Vec<(&'static str, String)>;
+
+/// One sample's value, read at the scrape.
+#[derive(Debug)]
+enum Value {
+    Counter(u64),
+    Gauge(u64),
+    Histogram(HistogramSnapshot),
+}
+
+/// One metric family: its name after `knits_proxy_` (a counter's without `_total`), help, type
+/// and samples.
+#[derive(Debug)]
+pub struct Family {
+    name: &'static str,
+    help: &'static str,
+    kind: MetricType,
+    samples: Vec<(Labels, Value)>,
+}
+
+impl Family {
+    /// A counter family (the samples' names end in `_total`).
+    pub fn counter(name: &'static str, help: &'static str, samples: Vec<(Labels, u64)>) -> Self {
+        let samples = samples
+            .into_iter()
+            .map(|(l, n)| (l, Value::Counter(n)))
+            .collect();
+        Family {
+            name,
+            help,
+            kind: MetricType::Counter,
+            samples,
         }
-        c(
-            &mut o,
-            "upstream_errors_total",
-            "Requests that failed on the upstream side.",
-            &self.upstream_errors,
-        );
-        c(
-            &mut o,
-            "upstream_connects_total",
-            "Upstream connections opened.",
-            &self.upstream_connects,
-        );
-        c(
-            &mut o,
-            "handoffs_initiated_total",
-            "Hand-offs started.",
-            &self.handoffs_initiated,
-        );
-        c(
-            &mut o,
-            "handoffs_accepted_total",
-            "Hand-offs the switch accepted.",
-            &self.handoffs_accepted,
-        );
-        let _ = writeln!(
-            o,
-            "# HELP knits_proxy_handoffs_refused_total Hand-offs the switch refused, by reply code."
-        );
-        let _ = writeln!(o, "# TYPE knits_proxy_handoffs_refused_total counter");
-        for code in ReplyCode::ALL.iter().filter(|c| **c != ReplyCode::Accepted) {
-            let _ = writeln!(
-                o,
-                "knits_proxy_handoffs_refused_total{{reason=\"{}\"}} {}",
-                code.name(),
-                self.refused_count(*code)
-            );
+    }
+
+    /// A gauge family.
+    pub fn gauge(name: &'static str, help: &'static str, samples: Vec<(Labels, u64)>) -> Self {
+        let samples = samples
+            .into_iter()
+            .map(|(l, n)| (l, Value::Gauge(n)))
+            .collect();
+        Family {
+            name,
+            help,
+            kind: MetricType::Gauge,
+            samples,
         }
-        let _ = writeln!(
-            o,
-            "# HELP knits_proxy_handoffs_failed_total Hand-offs that failed on this node, by reason."
-        );
-        let _ = writeln!(o, "# TYPE knits_proxy_handoffs_failed_total counter");
-        for r in FailReason::ALL {
-            let _ = writeln!(
-                o,
-                "knits_proxy_handoffs_failed_total{{reason=\"{}\"}} {}",
-                r.name(),
-                self.failed_count(*r)
-            );
+    }
+
+    /// A histogram family.
+    pub fn histogram(
+        name: &'static str,
+        help: &'static str,
+        samples: Vec<(Labels, HistogramSnapshot)>,
+    ) -> Self {
+        let samples = samples
+            .into_iter()
+            .map(|(l, h)| (l, Value::Histogram(h)))
+            .collect();
+        Family {
+            name,
+            help,
+            kind: MetricType::Histogram,
+            samples,
         }
-        let _ = writeln!(
-            o,
-            "# HELP knits_proxy_handoff_latency_seconds Time from the hand-off decision to the switch's acceptance."
-        );
-        let _ = writeln!(o, "# TYPE knits_proxy_handoff_latency_seconds histogram");
-        histogram(
-            &mut o,
-            "knits_proxy_handoff_latency_seconds",
-            "",
-            &self.handoff_latency,
-        );
-        let _ = writeln!(
-            o,
-            "# HELP knits_proxy_handoff_phase_seconds Time a hand-off spends in each phase: unacked (the client acknowledging this node's bytes), leg (opening or taking c2), control (the switch's answer), forward (the read request bytes onto c2)."
-        );
-        let _ = writeln!(o, "# TYPE knits_proxy_handoff_phase_seconds histogram");
-        for (p, h) in HandoffPhase::ALL.iter().zip(&self.handoff_phases) {
-            let label = format!("phase=\"{}\",", p.name());
-            histogram(&mut o, "knits_proxy_handoff_phase_seconds", &label, h);
+    }
+}
+
+/// An unlabelled sample.
+pub fn one(v: u64) -> Vec<(Labels, u64)> {
+    vec![(Vec::new(), v)]
+}
+
+/// A `reason` label.
+fn reason(name: &str) -> Labels {
+    vec![("reason", name.to_string())]
+}
+
+/// The families of one scrape, as a collector of constant metrics.
+#[derive(Debug)]
+struct Families(Vec<Family>);
+
+impl Collector for Families {
+    fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+        for f in &self.0 {
+            let mut m = enc.encode_descriptor(f.name, f.help, None, f.kind)?;
+            for (labels, v) in &f.samples {
+                let e = m.encode_family(labels)?;
+                match v {
+                    Value::Counter(n) => ConstCounter::new(*n).encode(e)?,
+                    Value::Gauge(n) => ConstGauge::new(*n).encode(e)?,
+                    Value::Histogram(h) => h.encode(e)?,
+                }
+            }
         }
-        c(
-            &mut o,
-            "control_retransmits_total",
-            "Control requests sent again.",
-            &self.control_retransmits,
-        );
-        c(
-            &mut o,
-            "control_ignored_total",
-            "Control datagrams ignored.",
-            &self.control_ignored,
-        );
-        c(
-            &mut o,
-            "c2_pool_hits_total",
-            "New legs taken from the pre-connected pool.",
-            &self.c2_pool_hits,
-        );
-        c(
-            &mut o,
-            "c2_pool_misses_total",
-            "New legs connected at hand-off time.",
-            &self.c2_pool_misses,
-        );
-        c(
-            &mut o,
-            "c2_pool_returned_total",
-            "New legs of refused hand-offs given back to the pool unused.",
-            &self.c2_pool_returned,
-        );
-        self.tls.render(&mut o);
-        o
+        Ok(())
     }
 }
 
@@ -390,30 +483,13 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
             }
             let body = m.render();
             let resp = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                "HTTP/1.1 200 OK\r\ncontent-type: {CONTENT_TYPE}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                 body.len()
             );
             let _ = c.write_all(resp.as_bytes()).await;
             let _ = tokio::io::AsyncWriteExt::shutdown(&mut c).await;
         });
     }
-}
-
-/// One histogram's series in Prometheus text; `label` is `name="value",` or empty.
-fn histogram(o: &mut String, name: &str, label: &str, h: &Histogram) {
-    use std::fmt::Write as _;
-    for (b, n) in h.cumulative() {
-        let _ = writeln!(o, "{name}_bucket{{{label}le=\"{}\"}} {n}", b as f64 / 1e6);
-    }
-    let _ = writeln!(o, "{name}_bucket{{{label}le=\"+Inf\"}} {}", h.count());
-    let l = label.trim_end_matches(',');
-    let l = if l.is_empty() {
-        String::new()
-    } else {
-        format!("{{{l}}}")
-    };
-    let _ = writeln!(o, "{name}_sum{l} {}", h.sum().as_secs_f64());
-    let _ = writeln!(o, "{name}_count{l} {}", h.count());
 }
 
 #[cfg(test)]
@@ -452,7 +528,7 @@ mod tests {
         m.handoff_phases[HandoffPhase::Control as usize].observe(Duration::from_micros(40));
         let text = m.render();
         assert!(text.contains(
-            "knits_proxy_handoff_phase_seconds_bucket{phase=\"control\",le=\"0.0001\"} 1"
+            "knits_proxy_handoff_phase_seconds_bucket{le=\"0.0001\",phase=\"control\"} 1"
         ));
         assert!(text.contains("knits_proxy_handoff_phase_seconds_count{phase=\"control\"} 1"));
         assert!(text.contains("knits_proxy_handoff_phase_seconds_count{phase=\"leg\"} 0"));
@@ -460,5 +536,112 @@ mod tests {
             let (_, v) = line.rsplit_once(' ').unwrap();
             assert!(v.parse::<f64>().is_ok(), "{line}");
         }
+    }
+
+    /// The family names, their types and every sample's name and label set are what
+    /// scrapers and knits-bench store: this pins them (the order of labels within a sample and
+    /// the spelling of numbers are the encoder's).
+    #[test]
+    fn families_and_samples_are_pinned() {
+        let text = Metrics::default().render();
+        let families: Vec<(&str, &str)> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_once(' '))
+            .collect();
+        let want = [
+            ("connections_accepted", "counter"),
+            ("connections_open", "gauge"),
+            ("requests_local", "counter"),
+            ("requests_rejected", "counter"),
+            ("upstream_errors", "counter"),
+            ("upstream_connects", "counter"),
+            ("handoffs_initiated", "counter"),
+            ("handoffs_accepted", "counter"),
+            ("handoffs_refused", "counter"),
+            ("handoffs_failed", "counter"),
+            ("handoff_latency_seconds", "histogram"),
+            ("handoff_phase_seconds", "histogram"),
+            ("control_retransmits", "counter"),
+            ("control_ignored", "counter"),
+            ("c2_pool_hits", "counter"),
+            ("c2_pool_misses", "counter"),
+            ("c2_pool_returned", "counter"),
+            ("tls_connections", "counter"),
+            ("tls_hellos", "counter"),
+            ("tls_hellos_without_sni", "counter"),
+            ("tls_local", "counter"),
+            ("tls_to_peer", "counter"),
+            ("tls_rejected", "counter"),
+            ("tls_sent_to_default", "counter"),
+            ("tls_upstream_errors", "counter"),
+            ("tls_handoff_retries", "counter"),
+            ("tls_fallback_local", "counter"),
+            ("tls_refused_after_handoff", "counter"),
+        ];
+        let want: Vec<(String, &str)> = want
+            .iter()
+            .map(|(n, t)| (format!("knits_proxy_{n}"), *t))
+            .collect();
+        let got: Vec<(String, &str)> = families.iter().map(|(n, t)| (n.to_string(), *t)).collect();
+        assert_eq!(got, want);
+        assert!(text.ends_with("# EOF\n"));
+        // Every sample: a family's name (a counter's with `_total`, a histogram's with
+        // `_bucket`, `_sum` or `_count`), the label names it had before, a number.
+        let mut samples = std::collections::BTreeSet::new();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (head, v) = line.rsplit_once(' ').unwrap();
+            assert!(v.parse::<f64>().is_ok(), "{line}");
+            let (name, labels) = head.split_once('{').unwrap_or((head, ""));
+            let mut keys: Vec<&str> = labels
+                .trim_end_matches('}')
+                .split(',')
+                .filter_map(|kv| kv.split_once('=').map(|(k, _)| k))
+                .collect();
+            keys.sort();
+            samples.insert(format!("{name}{{{}}}", keys.join(",")));
+        }
+        let samples: Vec<String> = samples.into_iter().collect();
+        let want_samples = [
+            "knits_proxy_c2_pool_hits_total{}",
+            "knits_proxy_c2_pool_misses_total{}",
+            "knits_proxy_c2_pool_returned_total{}",
+            "knits_proxy_connections_accepted_total{}",
+            "knits_proxy_connections_open{}",
+            "knits_proxy_control_ignored_total{}",
+            "knits_proxy_control_retransmits_total{}",
+            "knits_proxy_handoff_latency_seconds_bucket{le}",
+            "knits_proxy_handoff_latency_seconds_count{}",
+            "knits_proxy_handoff_latency_seconds_sum{}",
+            "knits_proxy_handoff_phase_seconds_bucket{le,phase}",
+            "knits_proxy_handoff_phase_seconds_count{phase}",
+            "knits_proxy_handoff_phase_seconds_sum{phase}",
+            "knits_proxy_handoffs_accepted_total{}",
+            "knits_proxy_handoffs_failed_total{reason}",
+            "knits_proxy_handoffs_initiated_total{}",
+            "knits_proxy_handoffs_refused_total{reason}",
+            "knits_proxy_requests_local_total{}",
+            "knits_proxy_requests_rejected_total{status}",
+            "knits_proxy_tls_connections_total{}",
+            "knits_proxy_tls_fallback_local_total{}",
+            "knits_proxy_tls_handoff_retries_total{}",
+            "knits_proxy_tls_hellos_total{}",
+            "knits_proxy_tls_hellos_without_sni_total{}",
+            "knits_proxy_tls_local_total{}",
+            "knits_proxy_tls_refused_after_handoff_total{}",
+            "knits_proxy_tls_rejected_total{reason}",
+            "knits_proxy_tls_sent_to_default_total{}",
+            "knits_proxy_tls_to_peer_total{}",
+            "knits_proxy_tls_upstream_errors_total{}",
+            "knits_proxy_upstream_connects_total{}",
+            "knits_proxy_upstream_errors_total{}",
+        ];
+        assert_eq!(samples, want_samples);
+        // 16 finite buckets and +Inf per histogram series (the latency and four phases).
+        let buckets = text
+            .lines()
+            .filter(|l| l.contains("_seconds_bucket{"))
+            .count();
+        assert_eq!(buckets, 5 * (LATENCY_BUCKETS_US.len() + 1));
     }
 }

@@ -10,7 +10,7 @@
 //! per peer and MSS.
 //!
 //! With a sharded switch a leg is only usable for held connections of its shard (see
-//! [`crate::handoff`]), so the key also holds the [`ShardBind`]: the pool keeps `size` legs per
+//! [`crate::leg`]), so the key also holds the [`ShardBind`]: the pool keeps `size` legs per
 //! (peer, MSS, shard), each connected from a source port in its shard.
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -22,7 +22,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::handoff::{ShardBind, connect_leg};
+use crate::leg::{ShardBind, connect_leg};
 use crate::metrics::Metrics;
 use crate::sockopt::{idle_alive, reset_close};
 

@@ -184,9 +184,18 @@ impl Proxy {
 /// Serves one client connection (or one connection handed over by a peer) to its end.
 pub async fn serve_connection(shared: &Shared, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
-    let mut c1 = Conn::new(stream);
+    if let Some(c1) = serve_requests(shared, Conn::new(stream)).await {
+        close_gracefully(c1).await;
+    }
+}
+
+/// Serves requests until the connection ends, is handed off, or must be closed (then it is
+/// returned, after the upstream connection it held went back to the idle list: a closing
+/// client does not keep one for its linger).
+async fn serve_requests(shared: &Shared, mut c1: Conn<TcpStream>) -> Option<Conn<TcpStream>> {
     let limits = shared.config.limits;
     let m = &shared.metrics;
+    let mut held = shared.upstream.hold();
     loop {
         let head = c1
             .read_head(shared.config.timeouts.client_idle, |b| {
@@ -195,12 +204,12 @@ pub async fn serve_connection(shared: &Shared, stream: TcpStream) {
             .await;
         let req = match head {
             Ok(ReadHead::Head(r)) => r,
-            Ok(ReadHead::Closed) | Ok(ReadHead::Truncated) | Err(_) => return,
+            Ok(ReadHead::Closed) | Ok(ReadHead::Truncated) | Err(_) => return None,
             Ok(ReadHead::TimedOut) => {
                 if !c1.buffered().is_empty() {
                     let _ = c1.write_all(&simple_response(408, true, &[])).await;
                 }
-                return close_gracefully(c1).await;
+                return Some(c1);
             }
             Ok(ReadHead::Bad(e)) => {
                 match e {
@@ -211,13 +220,13 @@ pub async fn serve_connection(shared: &Shared, stream: TcpStream) {
                 .fetch_add(1, Relaxed);
                 tracing::debug!(error = %e, "bad request");
                 let _ = c1.write_all(&simple_response(e.status(), true, &[])).await;
-                return close_gracefully(c1).await;
+                return Some(c1);
             }
         };
         if req.method.eq_ignore_ascii_case("CONNECT") {
             m.requests_unsupported.fetch_add(1, Relaxed);
             let _ = c1.write_all(&simple_response(501, true, &[])).await;
-            return close_gracefully(c1).await;
+            return Some(c1);
         }
 
         if let (Decision::Peer(id), Some(ctx)) =
@@ -226,7 +235,7 @@ pub async fn serve_connection(shared: &Shared, stream: TcpStream) {
             match shared.config.peer(id) {
                 Some(peer) => {
                     if hand_off(ctx, &mut c1, peer).await == Outcome::HandedOff {
-                        return;
+                        return None;
                     }
                 }
                 None => m.failed(FailReason::UnknownPeer),
@@ -234,9 +243,9 @@ pub async fn serve_connection(shared: &Shared, stream: TcpStream) {
         }
 
         m.requests_local.fetch_add(1, Relaxed);
-        match shared.upstream.serve(&mut c1, &req).await {
+        match shared.upstream.serve(&mut c1, &req, &mut held).await {
             Served::KeepAlive => {}
-            Served::Close => return close_gracefully(c1).await,
+            Served::Close => return Some(c1),
         }
     }
 }

@@ -128,6 +128,30 @@ pub async fn connect_with_mss(
     }
 }
 
+/// Asks the kernel to acknowledge what arrives on `s` at once instead of delaying the ACK
+/// (`TCP_QUICKACK`), and sends an ACK that is already pending.
+///
+/// Linux does not keep the option: the connection drops back into delayed-ACK ("ping-pong")
+/// mode as soon as it sends data soon after receiving, and setting it sends the pending ACK
+/// only when the receive queue is empty. So the splice relay sets it when it has read
+/// everything the source sent and nothing more came for [`crate::splice::ACK_GRACE`]
+/// ([`crate::splice::relay`]): a web server
+/// that sends a response's last, partial segment under Nagle's rule (nginx with
+/// `tcp_nopush on` leaves `TCP_NODELAY` off) holds it until everything before it is
+/// acknowledged, and on loopback, where one segment carries 64 KiB, a delayed ACK holds it
+/// for 40 ms or more (docs/benchmarks.md "The 40 ms stalls").
+pub fn quickack(s: &TcpStream) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        SockRef::from(s).set_quickack(true)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = s;
+        Ok(())
+    }
+}
+
 /// Closes a connection with an RST instead of a FIN (SO_LINGER 0), so this node keeps no
 /// TIME-WAIT for it. Used for new legs only: after a hand-off, once the switch has
 /// acknowledged everything (FIN included) this node sent on the leg, and for a leg that was
@@ -180,6 +204,7 @@ mod tests {
         // The client's kernel acknowledges without the application reading.
         assert!(wait_acked(&s, Duration::from_secs(5)).await.unwrap());
         assert_eq!(unacked_bytes(&s).unwrap(), 0);
+        c.readable().await.unwrap();
         assert!(
             !idle_alive(&c),
             "unread data means the idle connection is not clean"

@@ -25,6 +25,11 @@ use tokio::net::TcpStream;
 /// request is refused.
 pub const PIPE_SIZE: usize = 256 * 1024;
 
+/// How long a relay waits for more of the source's bytes before it acknowledges what it read
+/// at once (`TCP_QUICKACK`) instead of leaving the ACK to the delayed-ACK timer. tokio's timer
+/// rounds it up to its millisecond.
+pub const ACK_GRACE: Duration = Duration::from_micros(500);
+
 /// A pipe used as the kernel buffer of a relay, with the bytes it holds.
 #[derive(Debug)]
 pub struct Pipe {
@@ -170,10 +175,23 @@ pub async fn relay(
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                match tokio::time::timeout(idle, src.readable()).await {
+                // `src` is empty. The sender may be holding its last, partial segment until
+                // what it sent is acknowledged (Nagle), and our ACK may be delayed by 40 ms or
+                // more: if nothing arrives within `ACK_GRACE`, acknowledge at once
+                // (`sockopt::quickack`) and wait on. Acknowledging at every empty read instead
+                // cost 6-13 µs at the median (an extra packet each time the proxy outruns
+                // the server; docs/benchmarks.md, issue 13).
+                match tokio::time::timeout(ACK_GRACE, src.readable()).await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => return Err(SpliceError::Read(e)),
-                    Err(_) => return Err(SpliceError::TimedOut),
+                    Err(_) => {
+                        let _ = crate::sockopt::quickack(src);
+                        match tokio::time::timeout(idle, src.readable()).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => return Err(SpliceError::Read(e)),
+                            Err(_) => return Err(SpliceError::TimedOut),
+                        }
+                    }
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -60,6 +60,48 @@ pub struct Upstream {
     metrics: Arc<Metrics>,
 }
 
+/// Whether the proxy answers the request's `Expect: 100-continue` itself (it reads the body
+/// before the response).
+fn answers_continue(req: &RequestHead) -> bool {
+    req.expect_continue && req.body != BodyFraming::Empty
+}
+
+/// The upstream connection a client connection keeps between its requests, so that a
+/// keep-alive client's requests go over one upstream connection without passing through the
+/// shared idle list (and its lock) and without the churn of a list smaller than the number of
+/// clients. When the client connection ends (or is handed off), the connection goes back to the
+/// idle list.
+#[derive(Debug)]
+pub struct Held<'a> {
+    upstream: &'a Upstream,
+    conn: Option<(Conn<TcpStream>, Instant)>,
+}
+
+impl Held<'_> {
+    /// The held connection if it is young enough and still clean; a stale one is dropped.
+    fn take_usable(&mut self) -> Option<Conn<TcpStream>> {
+        let (c, t) = self.conn.take()?;
+        (t.elapsed() < MAX_IDLE_AGE && idle_alive(c.get_ref())).then_some(c)
+    }
+
+    fn put(&mut self, c: Conn<TcpStream>) {
+        self.conn = Some((c, Instant::now()));
+    }
+
+    /// Whether a connection is held now.
+    pub fn is_holding(&self) -> bool {
+        self.conn.is_some()
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if let Some((c, t)) = self.conn.take() {
+            self.upstream.checkin(c, t);
+        }
+    }
+}
+
 enum Attempt {
     /// Done; the client connection goes on or not.
     Done(Served),
@@ -107,10 +149,18 @@ impl Upstream {
         None
     }
 
-    fn checkin(&self, c: Conn<TcpStream>) {
+    fn checkin(&self, c: Conn<TcpStream>, since: Instant) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() < self.max_idle {
-            idle.push((c, Instant::now()));
+            idle.push((c, since));
+        }
+    }
+
+    /// A holder for the upstream connection of one client connection (see [`Held`]).
+    pub fn hold(&self) -> Held<'_> {
+        Held {
+            upstream: self,
+            conn: None,
         }
     }
 
@@ -122,10 +172,17 @@ impl Upstream {
     }
 
     /// Serves `req` (whose head is still the first thing in `client`'s buffer) through the
-    /// upstream and relays the response.
-    pub async fn serve(&self, client: &mut Conn<TcpStream>, req: &RequestHead) -> Served {
+    /// upstream and relays the response. The upstream connection is the one `held` keeps
+    /// from the client's previous request if it is still usable, else an idle or a new one;
+    /// a connection that stays usable after the response is kept in `held`.
+    pub async fn serve(
+        &self,
+        client: &mut Conn<TcpStream>,
+        req: &RequestHead,
+        held: &mut Held<'_>,
+    ) -> Served {
         client.consume(req.head_len);
-        let own_continue = req.expect_continue && req.body != BodyFraming::Empty;
+        let own_continue = answers_continue(req);
         if own_continue
             && client
                 .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -140,7 +197,7 @@ impl Upstream {
             let (up, reused) = match if fresh_only {
                 None
             } else {
-                self.checkout_idle()
+                held.take_usable().or_else(|| self.checkout_idle())
             } {
                 Some(c) => (c, true),
                 None => match self.connect().await {
@@ -151,10 +208,7 @@ impl Upstream {
                     }
                 },
             };
-            match self
-                .attempt(client, req, &head, up, reused, own_continue)
-                .await
-            {
+            match self.attempt(client, req, &head, up, reused, held).await {
                 Attempt::Done(s) => return s,
                 Attempt::Retry => fresh_only = true,
             }
@@ -168,8 +222,9 @@ impl Upstream {
         head: &[u8],
         mut up: Conn<TcpStream>,
         reused: bool,
-        own_continue: bool,
+        held: &mut Held<'_>,
     ) -> Attempt {
+        let own_continue = answers_continue(req);
         let can_retry = reused && req.body == BodyFraming::Empty;
         if let Err(e) = up.write_all(head).await {
             if can_retry {
@@ -251,7 +306,7 @@ impl Upstream {
             }
         }
         if resp.keep_alive && up.buffered().is_empty() {
-            self.checkin(up);
+            held.put(up);
         }
         Attempt::Done(if relay.close {
             Served::Close

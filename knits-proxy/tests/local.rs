@@ -288,3 +288,47 @@ async fn metrics_are_served_in_prometheus_text() {
     );
     assert!(text.contains("knits_proxy_handoffs_refused_total{reason=\"not_owner\"} 0"));
 }
+
+/// Each keep-alive client connection keeps its upstream connection between its requests, and
+/// gives it to the shared idle list when it ends (bounded by `upstream_idle`). Three clients
+/// taking turns with an idle list of one: three upstream connections, each carrying one
+/// client's requests; after the clients leave, the list holds one.
+#[tokio::test]
+async fn each_client_keeps_its_upstream_connection_until_it_leaves() {
+    let o = origin("n1").await;
+    let mut cfg = local_config(o);
+    cfg.upstream_idle = 1;
+    let (p, m, shared) = proxy(cfg).await;
+    let mut cs = vec![client(p).await, client(p).await, client(p).await];
+    for round in 0..4 {
+        for (i, c) in cs.iter_mut().enumerate() {
+            let name = format!("k{i}-{round}");
+            c.write_all(get(&name, 70_000).as_bytes()).await.unwrap();
+            let r = read_response(c, false).await.expect("response");
+            check_object(&r, &name, 70_000, "n1");
+        }
+        assert_eq!(m.upstream_connects.load(Relaxed), 3, "round {round}");
+        assert_eq!(
+            shared.upstream.idle_count(),
+            0,
+            "each is held by its client"
+        );
+    }
+    drop(cs);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while m.connections_open.load(Relaxed) != 0 {
+        assert!(tokio::time::Instant::now() < deadline, "clients still open");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(shared.upstream.idle_count(), 1);
+    // A new client takes the idle one.
+    let mut c = client(p).await;
+    c.write_all(get("again", 10).as_bytes()).await.unwrap();
+    check_object(
+        &read_response(&mut c, false).await.unwrap(),
+        "again",
+        10,
+        "n1",
+    );
+    assert_eq!(m.upstream_connects.load(Relaxed), 3);
+}

@@ -19,8 +19,9 @@ pub mod hello;
 pub mod listener;
 pub mod route;
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crate::metrics::{Family, one};
 
 pub use config::{TlsArgs, TlsConfig};
 pub use hello::{ClientHello, HelloError, HelloLimits, read_client_hello};
@@ -110,85 +111,73 @@ impl TlsMetrics {
         self.rejected[r.index()].load(Relaxed)
     }
 
-    /// Appends the Prometheus text of these counters to `o`.
-    pub fn render(&self, o: &mut String) {
-        let c = |o: &mut String, name: &str, help: &str, v: &AtomicU64| {
-            let _ = writeln!(o, "# HELP knits_proxy_tls_{name} {help}");
-            let _ = writeln!(o, "# TYPE knits_proxy_tls_{name} counter");
-            let _ = writeln!(o, "knits_proxy_tls_{name} {}", v.load(Relaxed));
-        };
-        c(
-            o,
-            "connections_total",
-            "TLS connections accepted.",
-            &self.connections,
-        );
-        c(
-            o,
-            "hellos_total",
-            "Complete ClientHellos read.",
-            &self.hellos,
-        );
-        c(
-            o,
-            "hellos_without_sni_total",
-            "ClientHellos without a server name.",
-            &self.hellos_without_sni,
-        );
-        c(
-            o,
-            "local_total",
-            "TLS connections relayed to the local TLS server.",
-            &self.local,
-        );
-        c(
-            o,
-            "to_peer_total",
-            "TLS connections decided for a peer (hand-offs count in handoffs_*).",
-            &self.to_peer,
-        );
-        let _ = writeln!(
-            o,
-            "# HELP knits_proxy_tls_rejected_total TLS connections without a usable ClientHello, by reason."
-        );
-        let _ = writeln!(o, "# TYPE knits_proxy_tls_rejected_total counter");
-        for r in Rejected::ALL {
-            let _ = writeln!(
-                o,
-                "knits_proxy_tls_rejected_total{{reason=\"{}\"}} {}",
-                r.name(),
-                self.rejected_count(r)
-            );
-        }
-        c(
-            o,
-            "sent_to_default_total",
-            "Rejected TLS connections sent to the default node.",
-            &self.sent_to_default,
-        );
-        c(
-            o,
-            "upstream_errors_total",
-            "Relays to the local TLS server that could not connect.",
-            &self.upstream_errors,
-        );
-        c(
-            o,
-            "handoff_retries_total",
-            "Further TLS hand-off attempts after a failed one.",
-            &self.handoff_retries,
-        );
-        c(
-            o,
-            "fallback_local_total",
-            "TLS connections for a peer served locally after the hand-off failed (local certificate for the name).",
-            &self.fallback_local,
-        );
-        c(
-            o,
-            "refused_after_handoff_total",
-            "TLS connections for a peer closed with an alert after the hand-off failed (no local certificate for the name).",
-            &self.refused_after_handoff,
-        );
+    /// Appends the families of these counters to `f` (see [`crate::metrics`]).
+    pub fn families(&self, f: &mut Vec<Family>) {
+        let v = |a: &AtomicU64| a.load(Relaxed);
+        f.extend([
+            Family::counter(
+                "tls_connections",
+                "TLS connections accepted.",
+                one(v(&self.connections)),
+            ),
+            Family::counter(
+                "tls_hellos",
+                "Complete ClientHellos read.",
+                one(v(&self.hellos)),
+            ),
+            Family::counter(
+                "tls_hellos_without_sni",
+                "ClientHellos without a server name.",
+                one(v(&self.hellos_without_sni)),
+            ),
+            Family::counter(
+                "tls_local",
+                "TLS connections relayed to the local TLS server.",
+                one(v(&self.local)),
+            ),
+            Family::counter(
+                "tls_to_peer",
+                "TLS connections decided for a peer (hand-offs count in handoffs_*).",
+                one(v(&self.to_peer)),
+            ),
+            Family::counter(
+                "tls_rejected",
+                "TLS connections without a usable ClientHello, by reason.",
+                Rejected::ALL
+                    .into_iter()
+                    .map(|r| {
+                        (
+                            vec![("reason", r.name().to_string())],
+                            self.rejected_count(r),
+                        )
+                    })
+                    .collect(),
+            ),
+            Family::counter(
+                "tls_sent_to_default",
+                "Rejected TLS connections sent to the default node.",
+                one(v(&self.sent_to_default)),
+            ),
+            Family::counter(
+                "tls_upstream_errors",
+                "Relays to the local TLS server that could not connect.",
+                one(v(&self.upstream_errors)),
+            ),
+            Family::counter(
+                "tls_handoff_retries",
+                "Further TLS hand-off attempts after a failed one.",
+                one(v(&self.handoff_retries)),
+            ),
+            Family::counter(
+                "tls_fallback_local",
+                "TLS connections for a peer served locally after the hand-off failed (local certificate for the name).",
+                one(v(&self.fallback_local)),
+            ),
+            Family::counter(
+                "tls_refused_after_handoff",
+                "TLS connections for a peer closed with an alert after the hand-off failed (no local certificate for the name).",
+                one(v(&self.refused_after_handoff)),
+            ),
+        ]);
     }
 }
