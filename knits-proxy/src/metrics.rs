@@ -240,12 +240,7 @@ impl Metrics {
 
     /// The OpenMetrics text exposition of every metric (see [`CONTENT_TYPE`]).
     pub fn render(&self) -> String {
-        let mut registry = Registry::with_prefix("knits_proxy");
-        registry.register_collector(Box::new(Families(self.families())));
-        let mut s = String::with_capacity(8192);
-        prometheus_client::encoding::text::encode(&mut s, &registry)
-            .expect("encoding into a String does not fail");
-        s
+        encode("knits_proxy", self.families())
     }
 
     /// Every family, in the order they are written.
@@ -441,6 +436,17 @@ pub fn one(v: u64) -> Vec<(Labels, u64)> {
 /// A `reason` label.
 fn reason(name: &str) -> Labels {
     vec![("reason", name.to_string())]
+}
+
+/// The OpenMetrics text of `families`, each name after `prefix` and `_`: the encoding of the
+/// proxy's metrics and of knits-host's switch counters alike.
+pub fn encode(prefix: &str, families: Vec<Family>) -> String {
+    let mut registry = Registry::with_prefix(prefix);
+    registry.register_collector(Box::new(Families(families)));
+    let mut s = String::with_capacity(8192);
+    prometheus_client::encoding::text::encode(&mut s, &registry)
+        .expect("encoding into a String does not fail");
+    s
 }
 
 /// The families of one scrape, as a collector of constant metrics.
