@@ -3,9 +3,10 @@
 //! Plain `u64` arrays indexed by small enums: one increment per event, no allocation. The host
 //! prints them and serves them in Prometheus text format; the names come from here.
 
-use crate::macros::named_enum;
+use crate::named_enum;
 
 named_enum! {
+    #[cfg_attr(feature = "defmt", derive(defmt::Format))]
     /// Why the switch dropped a frame.
     pub enum DropReason {
         /// Shorter than an Ethernet header.
@@ -88,6 +89,7 @@ named_enum! {
 }
 
 named_enum! {
+    #[cfg_attr(feature = "defmt", derive(defmt::Format))]
     /// Packets the switch handled itself instead of forwarding.
     pub enum LocalKind {
         /// An ARP request answered, or a reply learned.
@@ -100,6 +102,7 @@ named_enum! {
 }
 
 named_enum! {
+    #[cfg_attr(feature = "defmt", derive(defmt::Format))]
     /// Frames the switch made up itself.
     pub enum Generated {
         /// Answer to an ARP request for a gateway address or the VIP.
@@ -128,6 +131,7 @@ named_enum! {
 }
 
 named_enum! {
+    #[cfg_attr(feature = "defmt", derive(defmt::Format))]
     /// Flow and hand-off life-cycle events beyond the verdicts (docs/protocol.md).
     pub enum FlowEvent {
         /// A SYN on a tuple whose connection was closed (TIME-WAIT) started a new connection:

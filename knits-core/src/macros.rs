@@ -1,18 +1,21 @@
 //! Macros shared by the core's modules. Kept apart so that no module has to import another
 //! only for a macro (counters, control messages and configuration stay free of import cycles).
 
-/// Declares a fieldless enum with a dense index, a stable snake_case name and a `COUNT`.
+/// Declares a fieldless enum with a dense index, a stable snake_case name (for metric labels),
+/// `ALL` (every value, in index order) and `COUNT`. Exported: knits-proxy declares its label
+/// enums with it too. Attributes written before `pub enum` go on the enum (the core's own enums
+/// add `defmt::Format` that way, under its feature).
+#[macro_export]
 macro_rules! named_enum {
     ($(#[$m:meta])* pub enum $name:ident { $($(#[$vm:meta])* $v:ident = $s:literal,)+ }) => {
         $(#[$m])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        #[cfg_attr(feature = "defmt", derive(defmt::Format))]
         #[repr(u8)]
         pub enum $name { $($(#[$vm])* $v,)+ }
 
         impl $name {
             /// Every value, in index order.
-            pub const ALL: &'static [$name] = &[$($name::$v,)+];
+            pub const ALL: [$name; <[&str]>::len(&[$($s,)+])] = [$($name::$v,)+];
             /// Number of values.
             pub const COUNT: usize = Self::ALL.len();
             /// Dense index, `0..COUNT`.
@@ -25,4 +28,3 @@ macro_rules! named_enum {
         }
     };
 }
-pub(crate) use named_enum;

@@ -37,7 +37,6 @@ pub mod framing;
 pub mod handoff;
 pub mod leg;
 pub mod metrics;
-mod named;
 pub mod origin;
 pub mod policy;
 pub mod pool;

@@ -26,7 +26,7 @@ use tokio::net::TcpListener;
 
 use crate::conn::{Conn, ReadHead};
 use crate::framing::{Limits, parse_request};
-use crate::named::named_enum;
+use knits_core::named_enum;
 
 named_enum! {
     /// Why a hand-off did not happen although the switch did not refuse it.

@@ -25,7 +25,7 @@ use byteorder::{ByteOrder, NetworkEndian};
 use core::hash::Hasher;
 use siphasher::sip::SipHasher24;
 
-use crate::macros::named_enum;
+use crate::named_enum;
 
 /// The UDP port the switch listens on for control messages, by default.
 pub const DEFAULT_PORT: u16 = 7100;
@@ -79,6 +79,7 @@ mod field {
 }
 
 named_enum! {
+    #[cfg_attr(feature = "defmt", derive(defmt::Format))]
     /// The switch's answer to a hand-off request.
     pub enum ReplyCode {
         /// The splice is in effect.
@@ -564,7 +565,7 @@ mod tests {
     fn unknown_reply_codes_are_kept() {
         assert_eq!(ReplyCode::from_wire(200), ReplyCode::Unknown);
         for c in ReplyCode::ALL {
-            assert_eq!(ReplyCode::from_wire(c.to_wire()), *c);
+            assert_eq!(ReplyCode::from_wire(c.to_wire()), c);
         }
     }
 }

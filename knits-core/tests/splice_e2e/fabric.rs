@@ -502,13 +502,13 @@ impl Fabric {
             self.lost
         );
         for r in DropReason::ALL {
-            if c.drop_count(*r) > 0 {
-                let _ = write!(s, " drop.{}={}", r.name(), c.drop_count(*r));
+            if c.drop_count(r) > 0 {
+                let _ = write!(s, " drop.{}={}", r.name(), c.drop_count(r));
             }
         }
         for g in Generated::ALL {
-            if c.generated_count(*g) > 0 {
-                let _ = write!(s, " gen.{}={}", g.name(), c.generated_count(*g));
+            if c.generated_count(g) > 0 {
+                let _ = write!(s, " gen.{}={}", g.name(), c.generated_count(g));
             }
         }
         for code in ReplyCode::ALL {
