@@ -11,6 +11,7 @@
 #![deny(missing_docs)]
 
 pub mod cpu;
+pub mod numfmt;
 pub mod paper;
 pub mod plot;
 pub mod prom;

@@ -102,8 +102,8 @@ impl Hist {
         let v = self.quantile_us(q);
         match self.buckets.first() {
             _ if v.is_nan() => "-".into(),
-            Some(&(b, _)) if v <= b * 1e6 => format!("≤ {}", crate::report::num(b * 1e6)),
-            _ => crate::report::num(v),
+            Some(&(b, _)) if v <= b * 1e6 => format!("≤ {}", crate::numfmt::num(b * 1e6)),
+            _ => crate::numfmt::num(v),
         }
     }
 }
