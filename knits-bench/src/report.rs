@@ -6,8 +6,8 @@ use std::fmt::Write as _;
 use knits_proxy::metrics::HandoffPhase;
 
 use crate::cpu::Spent;
-use crate::prom::ProxyMetrics;
 pub use crate::numfmt::num;
+use crate::prom::ProxyMetrics;
 use crate::scenario::size_label;
 use crate::stats::{Trimmed, ratio, trimmed};
 use crate::wrk::WrkResult;
