@@ -9,17 +9,9 @@
 //! Needs root, wrk and nginx; prints a visible skip without them (and fails when
 //! KNITS_REQUIRE_ROOT=1, as CI sets it). About 20 s.
 
-use std::path::Path;
-use std::process::Command;
+mod common;
 
-fn skip(test: &str, why: &str) {
-    if std::env::var("KNITS_REQUIRE_ROOT").as_deref() == Ok("1") {
-        panic!("{test}: {why}, and KNITS_REQUIRE_ROOT=1 is set");
-    }
-    // Straight to fd 2: the test harness captures print!/eprint! of passing tests.
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "SKIPPED: {why}: {test}");
-}
+use common::{bench_run, ready};
 
 /// runs.csv as (scenario, measure, size, connections, switch hand-offs, requests) per run.
 fn runs(csv: &str) -> Vec<(String, String, u64, f64, u64, u64)> {
@@ -55,32 +47,27 @@ fn runs(csv: &str) -> Vec<(String, String, u64, f64, u64, u64)> {
 
 #[test]
 fn knits_handoff_2_moves_every_connection_twice() {
-    let test = "knits_handoff_2_moves_every_connection_twice";
-    if !knits_host::netns::have_net_admin() {
-        skip(test, "needs root (CAP_NET_ADMIN)");
+    if !ready("knits_handoff_2_moves_every_connection_twice") {
         return;
     }
-    for (p, pkg) in [("/usr/bin/wrk", "wrk"), ("/usr/sbin/nginx", "nginx-light")] {
-        if !Path::new(p).exists() {
-            skip(test, &format!("{p} is missing (apt-get install {pkg})"));
-            return;
-        }
-    }
-    let out = std::env::temp_dir().join(format!("knits-bench-h2-{}", std::process::id()));
-    let st = Command::new(env!("CARGO_BIN_EXE_knits-bench"))
-        .args(["run", "--quick", "--only", "knits,knits-h2"])
-        .args(["--sizes", "1k,64k", "--runs", "1", "--seconds", "1"])
-        .args([
+    let out = bench_run(
+        "h2",
+        &[
+            "--quick",
+            "--only",
+            "knits,knits-h2",
+            "--sizes",
+            "1k,64k",
+            "--runs",
+            "1",
+            "--seconds",
+            "1",
             "--seq-requests",
             "2",
             "--no-cps",
             "--no-concurrent",
-            "--out",
-        ])
-        .arg(&out)
-        .status()
-        .expect("start knits-bench");
-    assert!(st.success(), "knits-bench run failed: {st}");
+        ],
+    );
     let csv = std::fs::read_to_string(out.join("runs.csv")).expect("runs.csv");
     let rows = runs(&csv);
     // knits and knits-h2, serialized and in sequences, at two sizes, one run each.

@@ -4,42 +4,32 @@
 //! Needs root, wrk and nginx; prints a visible skip without them (and fails when
 //! KNITS_REQUIRE_ROOT=1, as CI sets it). About 10 s.
 
-use std::path::Path;
-use std::process::Command;
+mod common;
 
-fn skip(test: &str, why: &str) -> bool {
-    if std::env::var("KNITS_REQUIRE_ROOT").as_deref() == Ok("1") {
-        panic!("{test}: {why}, and KNITS_REQUIRE_ROOT=1 is set");
-    }
-    // Straight to fd 2: the test harness captures print!/eprint! of passing tests.
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "SKIPPED: {why}: {test}");
-    true
-}
+use std::path::Path;
+
+use common::{bench_run, ready};
 
 #[test]
 fn quick_direct_run_writes_csv_markdown_and_plots() {
-    let test = "quick_direct_run_writes_csv_markdown_and_plots";
-    if !knits_host::netns::have_net_admin() {
-        skip(test, "needs root (CAP_NET_ADMIN)");
+    if !ready("quick_direct_run_writes_csv_markdown_and_plots") {
         return;
     }
-    for (p, pkg) in [("/usr/bin/wrk", "wrk"), ("/usr/sbin/nginx", "nginx-light")] {
-        if !Path::new(p).exists() {
-            skip(test, &format!("{p} is missing (apt-get install {pkg})"));
-            return;
-        }
-    }
-    let out = std::env::temp_dir().join(format!("knits-bench-smoke-{}", std::process::id()));
-    let st = Command::new(env!("CARGO_BIN_EXE_knits-bench"))
-        .args([
-            "run", "--quick", "--only", "direct", "--sizes", "1k", "--runs", "1",
-        ])
-        .args(["--seconds", "1", "--no-concurrent", "--out"])
-        .arg(&out)
-        .status()
-        .expect("start knits-bench");
-    assert!(st.success(), "knits-bench run failed: {st}");
+    let out = bench_run(
+        "smoke",
+        &[
+            "--quick",
+            "--only",
+            "direct",
+            "--sizes",
+            "1k",
+            "--runs",
+            "1",
+            "--seconds",
+            "1",
+            "--no-concurrent",
+        ],
+    );
     let runs = std::fs::read_to_string(out.join("runs.csv")).expect("runs.csv");
     let lines: Vec<&str> = runs.lines().collect();
     // Header, 1 serialized run, 1 request-sequence run, 2 connections/s runs (1 KiB, 64 KiB).
@@ -71,27 +61,24 @@ fn quick_direct_run_writes_csv_markdown_and_plots() {
 /// without an error, and the switch accepts no hand-off. About 20 s.
 #[test]
 fn quick_knits_l4_run_is_answered_through_the_switch() {
-    let test = "quick_knits_l4_run_is_answered_through_the_switch";
-    if !knits_host::netns::have_net_admin() {
-        skip(test, "needs root (CAP_NET_ADMIN)");
+    if !ready("quick_knits_l4_run_is_answered_through_the_switch") {
         return;
     }
-    for (p, pkg) in [("/usr/bin/wrk", "wrk"), ("/usr/sbin/nginx", "nginx-light")] {
-        if !Path::new(p).exists() {
-            skip(test, &format!("{p} is missing (apt-get install {pkg})"));
-            return;
-        }
-    }
-    let out = std::env::temp_dir().join(format!("knits-bench-smoke-l4-{}", std::process::id()));
-    let st = Command::new(env!("CARGO_BIN_EXE_knits-bench"))
-        .args([
-            "run", "--quick", "--only", "knits-l4", "--sizes", "1k", "--runs", "1",
-        ])
-        .args(["--seconds", "1", "--no-concurrent", "--out"])
-        .arg(&out)
-        .status()
-        .expect("start knits-bench");
-    assert!(st.success(), "knits-bench run failed: {st}");
+    let out = bench_run(
+        "smoke-l4",
+        &[
+            "--quick",
+            "--only",
+            "knits-l4",
+            "--sizes",
+            "1k",
+            "--runs",
+            "1",
+            "--seconds",
+            "1",
+            "--no-concurrent",
+        ],
+    );
     let runs = std::fs::read_to_string(out.join("runs.csv")).expect("runs.csv");
     let lines: Vec<&str> = runs.lines().collect();
     // Header, serialized, request sequence, connections/s at 1 KiB and 64 KiB.
